@@ -1,0 +1,75 @@
+"""Every Redis key genderd uses, and the functions that build them. Nowhere else names a key.
+
+All per-shard keys carry the shard's hash tag ``{s<N>}`` so that a Lua script touching the
+stream, a client's state and its result hash works unchanged on Redis Cluster. The client id
+always comes last in a key because it may itself contain ``:``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+def shard_of(cid: str, shards: int) -> int:
+    """The shard of a client: ``crc32(utf8(cid)) mod shards`` (zlib's CRC-32)."""
+    return zlib.crc32(cid.encode("utf-8")) % shards
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder bound to one deployment prefix."""
+
+    prefix: str = "genderd"
+
+    # -- deployment-wide -------------------------------------------------------------------
+    @property
+    def meta(self) -> str:
+        """Hash of deployment facts fixed at first start (``shards``, ``created_ms``)."""
+        return f"{self.prefix}:meta"
+
+    # -- per shard ---------------------------------------------------------------------------
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{s{shard}}}"
+
+    def stream(self, shard: int) -> str:
+        """The shard's event stream; every model has a consumer group on it."""
+        return f"{self.tag(shard)}:events"
+
+    def dead(self, shard: int) -> str:
+        """The shard's dead-letter stream."""
+        return f"{self.tag(shard)}:dead"
+
+    def stats(self, shard: int) -> str:
+        """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
+        return f"{self.tag(shard)}:stats"
+
+    # -- per client -------------------------------------------------------------------------
+    def result(self, shard: int, cid: str) -> str:
+        """The client's result hash: every model's answer, read by lookups directly."""
+        return f"{self.tag(shard)}:r:{cid}"
+
+    def state(self, shard: int, model: str, cid: str) -> str:
+        """A model's per-client state (e.g. the all-time counters of ``top``)."""
+        return f"{self.tag(shard)}:m:{model}:{cid}"
+
+    def day_bucket(self, shard: int, model: str, day: int, cid: str) -> str:
+        """A model's per-client, per-UTC-day bucket (``top7d``)."""
+        return f"{self.tag(shard)}:m:{model}:d{day}:{cid}"
+
+    def model_pattern(self, shard: int, model: str) -> str:
+        """SCAN pattern matching every state key of one model in one shard (for replay)."""
+        return f"{self.tag(shard)}:m:{model}:*"
+
+    def result_pattern(self, shard: int) -> str:
+        """SCAN pattern matching every result hash of one shard."""
+        return f"{self.tag(shard)}:r:*"
+
+
+def result_field(model: str, part: str = "") -> str:
+    """Field of a model's answer in the result hash: ``<model>`` (gender) or ``<model>:<part>``.
+
+    Parts: ``s`` scores (JSON object), ``ts`` last event time, ``at`` as-of time,
+    ``u`` valid-until time (windowed models only).
+    """
+    return f"{model}:{part}" if part else model

@@ -1,0 +1,108 @@
+"""The model plug-in contract.
+
+A model is one class: its name and aliases, a description, the Lua script that applies a batch
+of one shard's entries (effects and XACK in one call), the keys each entry needs, and how its
+answer is read back from the client's result hash. Models register under the
+``genderd.models`` entry-point group; see :mod:`genderd.models.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import orjson
+
+from genderd.events import Event
+from genderd.keys import Keys, result_field
+from genderd.scripts import LIB, source
+from genderd.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A model's answer for one client."""
+
+    model: str
+    gender: str
+    scores: dict[str, int] | None  # the per-gender counts behind the answer (None: not counted)
+    last_event_ts: int
+    as_of: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "gender": self.gender,
+            "scores": self.scores,
+            "last_event_ts": self.last_event_ts,
+            "as_of": self.as_of,
+        }
+
+
+class Model(abc.ABC):
+    """Base class of every model. Subclasses set the class attributes and ``event_keys``."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str]
+    #: Lua files (in ``script_package``) concatenated into the apply script.
+    apply_files: ClassVar[tuple[str, ...]]
+    #: Lua files of the read-time refresh script, for answers that change without events.
+    refresh_files: ClassVar[tuple[str, ...] | None] = None
+    script_package: ClassVar[str] = "genderd.scripts"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+    # -- writing ----------------------------------------------------------------------------
+    def apply_source(self) -> str:
+        return source(*self.apply_files, package=self.script_package)
+
+    def params(self) -> list[str]:
+        """ARGV of the apply script after the group and "now" (model-wide parameters)."""
+        return []
+
+    @abc.abstractmethod
+    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
+        """The keys one entry needs in the apply script, in its KEYS contract's order."""
+
+    def event_args(self, event: Event) -> list[str]:
+        """The ARGV one entry contributes (default: id, gender, ts)."""
+        return [event.id, event.gender, str(event.ts)]
+
+    # -- reading ----------------------------------------------------------------------------
+    def refresh_source(self) -> str | None:
+        if self.refresh_files is None:
+            return None
+        return source(*self.refresh_files, package=self.script_package)
+
+    def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        """KEYS of the refresh script (only for models with ``refresh_files``)."""
+        return [self.keys.result(shard, cid)]
+
+    def answer(self, fields: Mapping[str, str]) -> Answer | None:
+        """This model's answer from the client's result hash fields, or None."""
+        gender = fields.get(self.name)
+        if gender is None:
+            return None
+        scores_json = fields.get(result_field(self.name, "s"))
+        return Answer(
+            model=self.name,
+            gender=gender,
+            scores=orjson.loads(scores_json) if scores_json else None,
+            last_event_ts=int(fields.get(result_field(self.name, "ts"), 0)),
+            as_of=int(fields.get(result_field(self.name, "at"), 0)),
+        )
+
+    def result_fields(self) -> Sequence[str]:
+        """Every field this model writes in result hashes (removed on replay)."""
+        return [result_field(self.name, part) for part in ("", "s", "ts", "at")]
+
+
+__all__ = ["LIB", "Answer", "Model"]

@@ -1,0 +1,24 @@
+"""Model ``last``: the gender of the client's most recent event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from genderd.events import Event
+from genderd.keys import result_field
+from genderd.models.base import LIB, Model
+
+
+class LastModel(Model):
+    """The gender of the event with the greatest (``ts``, entry id)."""
+
+    name = "last"
+    aliases = ("model1",)
+    description = "gender of the client's latest event (greatest ts, then entry id)"
+    apply_files = (LIB, "last.lua")
+
+    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
+        return [self.keys.result(shard, event.cid)]
+
+    def result_fields(self) -> Sequence[str]:
+        return [*super().result_fields(), result_field(self.name, "id")]

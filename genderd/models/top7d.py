@@ -1,0 +1,51 @@
+"""Model ``top7d``: the client's most visited gender over the last W UTC days (default 7)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from genderd.events import Event, day_of
+from genderd.keys import result_field
+from genderd.models.base import LIB, Model
+
+
+class TopWindowModel(Model):
+    """The gender with the most events in UTC days D-W+1..D at read time (D = today).
+
+    Counts live in one hash per client per day with a fixed expiry; the stored answer carries
+    the time until which it is valid, and lookups after that recompute it from the buckets.
+    """
+
+    name = "top7d"
+    aliases = ("model3",)
+    description = "gender with the most events in the last W (default 7) UTC days, right at read time"
+    apply_files = (LIB, "top7d.lua")
+    refresh_files = (LIB, "top7d_read.lua")
+
+    @property
+    def window(self) -> int:
+        return self.settings.window_days
+
+    def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""
+        today = day_of(now_ms)
+        return [
+            self.keys.day_bucket(shard, self.name, day, cid)
+            for day in range(today - self.window + 1, today + 2)
+        ]
+
+    def params(self) -> list[str]:
+        return [str(self.window)]
+
+    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
+        return [
+            self.keys.result(shard, event.cid),
+            self.keys.day_bucket(shard, self.name, day_of(event.ts), event.cid),
+            *self._buckets(shard, event.cid, now_ms),
+        ]
+
+    def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]
+
+    def result_fields(self) -> Sequence[str]:
+        return [*super().result_fields(), result_field(self.name, "u")]

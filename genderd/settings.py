@@ -1,0 +1,66 @@
+"""Configuration: one pydantic Settings class, read from ``GENDERD_*`` environment variables.
+
+Settings are built once at the edge (the CLI, a test, later the app factory) and passed down;
+nothing in the package reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GENDERS = ("female", "male")
+GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MS_PER_MINUTE = 60_000
+
+
+class Settings(BaseSettings):
+    """Everything a genderd process needs to know; durations end in ``_ms`` or ``_s``."""
+
+    model_config = SettingsConfigDict(env_prefix="GENDERD_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// or unix:// URL; unset: the bundled server of `genderd up`",
+    )
+    redis_server: str | None = Field(
+        default=None, description="path of the Redis-compatible server binary to bundle"
+    )
+    cluster: bool = Field(default=False, description="the URL points at a Redis Cluster")
+    prefix: str = Field(default="genderd", min_length=1, max_length=64, pattern=r"^[^\s{}:]+$")
+    shards: int = Field(default=16, ge=1, le=1024, description="stream shards, fixed at first start")
+    genders: tuple[str, ...] = Field(default=DEFAULT_GENDERS, description="accepted genders")
+    default_model: str = "top"
+    window_days: int = Field(default=7, ge=1, le=366)
+    max_future_ms: int = Field(default=5 * MS_PER_MINUTE, ge=0)
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+    max_deliveries: int = Field(default=5, ge=1)
+    retention_days: int = Field(default=30, ge=1)
+    api_token: str | None = None
+
+    batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
+    block_ms: int = Field(default=1_000, ge=1, description="how long a read waits for new entries")
+    stall_after_s: float = Field(
+        default=30.0, gt=0, description="waiting work with no live consumer this long: stalled"
+    )
+    state_dir: str = Field(default=".genderd", description="where `genderd up` keeps its server")
+
+    @field_validator("genders", mode="before")
+    @classmethod
+    def _split_genders(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            names = tuple(str(part).strip().lower() for part in value if str(part).strip())
+            for name in names:
+                if not GENDER_NAME.match(name):
+                    raise ValueError(
+                        f"gender {name!r} must be lowercase letters, digits, '_' or '-' "
+                        "starting with a letter (at most 32 characters)"
+                    )
+            if not names:
+                raise ValueError("at least one gender is required")
+            return tuple(sorted(set(names)))
+        return value

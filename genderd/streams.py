@@ -1,0 +1,189 @@
+"""Consumer-group plumbing over the shard streams: groups, reads, reclaims, trimming, stats.
+
+Everything here works one shard (one hash tag) at a time, so it runs unchanged on Cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import ResponseError
+
+from genderd.keys import Keys
+
+AsyncClient = aioredis.Redis | AsyncRedisCluster
+Entry = tuple[str, dict[bytes, bytes]]
+LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(parts: tuple[int, int]) -> str:
+    return f"{parts[0]}-{parts[1]}"
+
+
+async def ensure_group(client: AsyncClient, stream: str, group: str) -> bool:
+    """Create ``group`` on ``stream`` at id 0 (replaying all retained history); True if new."""
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+        return False
+    return True
+
+
+def _entries(raw: Sequence[Any]) -> list[Entry]:
+    return [(_text(entry_id), fields) for entry_id, fields in raw if fields is not None]
+
+
+async def read_new(
+    client: AsyncClient, stream: str, group: str, consumer: str, count: int, block_ms: int | None
+) -> list[Entry]:
+    """New entries for ``consumer`` (XREADGROUP ``>``); they become pending until acked."""
+    reply = await client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3
+        return [entry for messages in reply.values() for entry in _entries(messages[0])]
+    return [entry for _, messages in reply for entry in _entries(messages)]
+
+
+async def read_own_pending(
+    client: AsyncClient, stream: str, group: str, consumer: str, count: int
+) -> list[Entry]:
+    """Entries already delivered to ``consumer`` and not acknowledged (XREADGROUP ``0``)."""
+    reply = await client.xreadgroup(group, consumer, {stream: "0"}, count=count)
+    if not reply:
+        return []
+    return [entry for _, messages in reply for entry in _entries(messages)]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Entries taken over from idle consumers, with how often each has been delivered."""
+
+    entries: list[Entry]
+    deliveries: dict[str, int]
+    next_start: str
+    deleted: list[str]
+
+
+async def reclaim(
+    client: AsyncClient,
+    stream: str,
+    group: str,
+    consumer: str,
+    min_idle_ms: int,
+    count: int,
+    start: str = "0-0",
+) -> Claimed:
+    """XAUTOCLAIM entries idle for ``min_idle_ms``; look up their delivery counts."""
+    reply = await client.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+    next_start = _text(reply[0])
+    entries = _entries(reply[1])
+    deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+    deliveries: dict[str, int] = {}
+    if entries:
+        pending = await client.xpending_range(
+            stream, group, entries[0][0], entries[-1][0], len(entries) + 16, consumername=consumer
+        )
+        for row in pending:
+            deliveries[_text(row["message_id"])] = int(row["times_delivered"])
+    return Claimed(entries, deliveries, next_start, deleted)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One consumer group on one shard stream."""
+
+    shard: int
+    group: str
+    pending: int
+    lag: int
+    last_delivered: str
+    consumers: int
+    min_idle_ms: int | None  # the most recently active consumer's idle time
+
+
+def _field(info: dict[Any, Any], name: str) -> Any:
+    return info.get(name, info.get(name.encode()))
+
+
+async def _lag(client: AsyncClient, stream: str, info: dict[Any, Any]) -> int:
+    lag = _field(info, "lag")
+    if lag is not None:
+        return int(lag)
+    # XINFO cannot tell after deletions; count what follows the last delivered id.
+    last = _text(_field(info, "last-delivered-id"))
+    rows = await client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP)
+    return len(rows)
+
+
+async def groups(client: AsyncClient, keys: Keys, shard: int) -> list[GroupInfo]:
+    """Every consumer group of the shard's stream, with lag, pending and liveness."""
+    stream = keys.stream(shard)
+    try:
+        infos = await client.xinfo_groups(stream)
+    except ResponseError as error:
+        if "no such key" in str(error).lower():
+            return []
+        raise
+    result = []
+    for info in infos:
+        name = _text(_field(info, "name"))
+        consumers = await client.xinfo_consumers(stream, name) if _field(info, "consumers") else []
+        idle = [int(_field(c, "idle")) for c in consumers]
+        result.append(
+            GroupInfo(
+                shard=shard,
+                group=name,
+                pending=int(_field(info, "pending")),
+                lag=await _lag(client, stream, info),
+                last_delivered=_text(_field(info, "last-delivered-id")),
+                consumers=len(consumers),
+                min_idle_ms=min(idle) if idle else None,
+            )
+        )
+    return result
+
+
+async def safe_trim_id(client: AsyncClient, keys: Keys, shard: int, cutoff_ms: int) -> str | None:
+    """The MINID up to which the shard's stream may be trimmed, or None when nothing may go.
+
+    Entries older than ``cutoff_ms`` go, except any that some group has not acknowledged:
+    pending entries and entries after a group's last delivered id are always kept.
+    """
+    stream = keys.stream(shard)
+    limit = (cutoff_ms, 0)
+    infos = await groups(client, keys, shard)
+    if not infos:
+        return None
+    for info in infos:
+        ms, seq = parse_id(info.last_delivered)
+        limit = min(limit, (ms, seq + 1))
+        if info.pending:
+            summary = await client.xpending(stream, info.group)
+            oldest = summary.get("min")
+            if oldest:
+                limit = min(limit, parse_id(_text(oldest)))
+    return format_id(limit) if limit > (0, 0) else None
+
+
+async def trim(client: AsyncClient, keys: Keys, shard: int, cutoff_ms: int) -> int:
+    """Trim the shard's stream to retention without losing unacknowledged entries."""
+    minid = await safe_trim_id(client, keys, shard, cutoff_ms)
+    if minid is None:
+        return 0
+    return int(await client.xtrim(keys.stream(shard), minid=minid, approximate=True))

@@ -1,0 +1,268 @@
+"""The consume loop of one model and its lifecycle: signals, shutdown, backoff, reclaiming.
+
+One asyncio task per shard reads the shard's stream through the model's consumer group and
+hands batches to the :class:`~genderd.processor.Processor`; every so often it reclaims entries
+that a dead consumer left pending. Several workers of a model share its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from genderd import streams
+from genderd.keys import Keys
+from genderd.models.base import Model
+from genderd.processor import Clock, Outcome, Processor, wall_clock_ms
+from genderd.settings import Settings
+from genderd.streams import AsyncClient
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 10.0
+SHUTDOWN_GRACE_S = 10.0
+TRIM_INTERVAL_S = 60.0
+RECLAIM_INTERVAL_MIN_S = 0.05
+RECLAIM_INTERVAL_MAX_S = 15.0
+MS_PER_DAY = 86_400_000
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def consumer_name() -> str:
+    """``host-pid``: unique per process, readable in XINFO CONSUMERS."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** min(self.failures, 30)))
+
+    async def sleep(self, stop: asyncio.Event) -> None:
+        """Sleep the next delay, or less if ``stop`` is set meanwhile."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.next_delay())
+
+
+class Worker:
+    """One worker of one model over all shards."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        model: Model,
+        settings: Settings,
+        *,
+        consumer: str | None = None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.consumer = consumer or consumer_name()
+        self.clock = clock
+        self.processor = Processor(client, model, settings, clock)
+        self.totals = Outcome()
+        self.stop_event = asyncio.Event()
+        self._last_reclaim: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        t = self.totals
+        return (
+            f"<Worker model={self.model.name} consumer={self.consumer} applied={t.applied} "
+            f"dead={t.dead} failed={t.failed}>"
+        )
+
+    @property
+    def shards(self) -> range:
+        return range(self.settings.shards)
+
+    @property
+    def reclaim_interval_s(self) -> float:
+        half_idle = self.settings.claim_idle_ms / 2000
+        return min(max(half_idle, RECLAIM_INTERVAL_MIN_S), RECLAIM_INTERVAL_MAX_S)
+
+    async def ensure_groups(self) -> None:
+        for shard in self.shards:
+            if await streams.ensure_group(self.client, self.keys.stream(shard), self.model.name):
+                log.info("created group %s on shard %d at id 0", self.model.name, shard)
+
+    async def _handle(
+        self, shard: int, entries: list[streams.Entry], deliveries: dict[str, int] | None = None
+    ) -> Outcome:
+        outcome = await self.processor.process(shard, entries, deliveries)
+        self.totals += outcome
+        return outcome
+
+    # -- single steps (also used by tests and replay) -------------------------------------
+    async def poll(self, shard: int, block_ms: int | None = None) -> Outcome:
+        """Read and process one batch of new entries of ``shard``."""
+        entries = await streams.read_new(
+            self.client, self.keys.stream(shard), self.model.name, self.consumer,
+            self.settings.batch_size, block_ms,
+        )
+        return await self._handle(shard, entries) if entries else Outcome()
+
+    async def reclaim(self, shard: int, min_idle_ms: int | None = None) -> Outcome:
+        """Take over and process entries idle longer than ``claim_idle_ms`` on ``shard``."""
+        idle = self.settings.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        total, start = Outcome(), "0-0"
+        while True:
+            claimed = await streams.reclaim(
+                self.client, self.keys.stream(shard), self.model.name, self.consumer,
+                idle, self.settings.batch_size, start,
+            )
+            for entry_id in claimed.deleted:
+                log.warning("%s: pending entry %s was deleted from shard %d", self.model.name,
+                            entry_id, shard)
+            if claimed.entries:
+                log.info("%s: reclaimed %d entries on shard %d", self.model.name,
+                         len(claimed.entries), shard)
+                total += await self._handle(shard, claimed.entries, claimed.deliveries)
+            start = claimed.next_start
+            if start == "0-0" or self.stop_event.is_set():
+                return total
+
+    async def resume_own(self, shard: int) -> Outcome:
+        """Process entries this consumer name received before and never acknowledged."""
+        entries = await streams.read_own_pending(
+            self.client, self.keys.stream(shard), self.model.name, self.consumer,
+            self.settings.batch_size,
+        )
+        return await self._handle(shard, entries) if entries else Outcome()
+
+    async def drain(self) -> Outcome:
+        """Process new entries of every shard until none is left (no blocking)."""
+        total = Outcome()
+        busy = True
+        while busy:
+            busy = False
+            for shard in self.shards:
+                outcome = await self.poll(shard)
+                busy = busy or outcome.applied + outcome.dead + outcome.failed > 0
+                total += outcome
+        return total
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def _shard_loop(self, shard: int) -> None:
+        backoff = Backoff()
+        resumed = False
+        while not self.stop_event.is_set():
+            try:
+                if not resumed:
+                    await self.resume_own(shard)
+                    resumed = True
+                if time.monotonic() - self._last_reclaim.get(shard, 0.0) >= self.reclaim_interval_s:
+                    self._last_reclaim[shard] = time.monotonic()
+                    await self.reclaim(shard)
+                await self.poll(shard, self.settings.block_ms)
+                backoff.reset()
+            except ResponseError as error:
+                if "NOGROUP" in str(error):
+                    log.warning("%s: group missing on shard %d; recreating", self.model.name, shard)
+                    with contextlib.suppress(*TRANSIENT):
+                        await streams.ensure_group(
+                            self.client, self.keys.stream(shard), self.model.name
+                        )
+                else:
+                    log.exception("%s: shard %d: Redis refused a command", self.model.name, shard)
+                await backoff.sleep(self.stop_event)
+            except TRANSIENT as error:
+                log.warning("%s: shard %d: Redis unreachable (%s); retrying", self.model.name,
+                            shard, error)
+                await backoff.sleep(self.stop_event)
+            except Exception:
+                log.exception("%s: shard %d: unexpected error; retrying", self.model.name, shard)
+                await backoff.sleep(self.stop_event)
+
+    async def _trim_loop(self) -> None:
+        while not self.stop_event.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), TRIM_INTERVAL_S)
+                return
+            cutoff = self.clock() - self.settings.retention_days * MS_PER_DAY
+            for shard in self.shards:
+                try:
+                    removed = await streams.trim(self.client, self.keys, shard, cutoff)
+                except Exception as error:  # trimming is housekeeping: never stop the worker
+                    log.warning("trimming shard %d failed: %s", shard, error)
+                    continue
+                if removed:
+                    log.info("trimmed %d entries from shard %d", removed, shard)
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or SIGTERM/SIGINT when installed) is called."""
+        backoff = Backoff()
+        while not self.stop_event.is_set():
+            try:
+                await self.ensure_groups()
+                break
+            except TRANSIENT as error:
+                log.warning("%s: cannot create groups yet (%s); retrying", self.model.name, error)
+                await backoff.sleep(self.stop_event)
+        log.info("worker %s of model %s consuming %d shards", self.consumer, self.model.name,
+                 self.settings.shards)
+        tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
+        tasks.append(asyncio.create_task(self._trim_loop()))
+        await self.stop_event.wait()
+        # Each shard loop finishes the batch in hand (a read blocks at most block_ms).
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.block_ms / 1000 + SHUTDOWN_GRACE_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._forget_self()
+        log.info("stopped %r", self)
+
+    async def _forget_self(self) -> None:
+        """Remove this consumer from the groups where it holds nothing pending."""
+        for shard in self.shards:
+            stream = self.keys.stream(shard)
+            with contextlib.suppress(Exception):
+                mine = await self.client.xpending_range(
+                    stream, self.model.name, "-", "+", 1, consumername=self.consumer
+                )
+                if not mine:
+                    await self.client.xgroup_delconsumer(stream, self.model.name, self.consumer)
+
+    def stop(self) -> None:
+        """Ask the worker to stop after the batches in hand; idempotent."""
+        self.stop_event.set()
+
+
+async def run_worker(worker: Worker, install_signals: bool = True) -> None:
+    """Run ``worker`` with SIGTERM/SIGINT handlers that stop it cleanly."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, worker.stop)
+                installed.append(sig)
+    try:
+        await worker.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
