@@ -70,12 +70,14 @@ def async_client(
     return aioredis.Redis.from_url(url, decode_responses=False, **options)
 
 
-def _settle_shards(settings: Settings, stored: bytes | None, created: bool) -> int:
+def _settle_shards(settings: Settings, stored: bytes | str | None, created: bool) -> int:
     shards = int(stored) if stored is not None else settings.shards
     if not created and shards != settings.shards:
         log.warning(
             "deployment %r was initialised with %d shards; ignoring GENDERD_SHARDS=%d",
-            settings.prefix, shards, settings.shards,
+            settings.prefix,
+            shards,
+            settings.shards,
         )
     return shards
 

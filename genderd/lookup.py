@@ -31,7 +31,10 @@ class Reader:
     """Reads answers for a deployment."""
 
     def __init__(
-        self, client: AsyncClient, registry: Registry, settings: Settings,
+        self,
+        client: AsyncClient,
+        registry: Registry,
+        settings: Settings,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.client = client
@@ -51,17 +54,19 @@ class Reader:
         for model in models:
             script = self._refresh.get(model.name)
             if script is not None:
-                await script(keys=model.refresh_keys(shard, cid, now), args=[model.name, now], client=pipe)
+                await script(
+                    keys=model.refresh_keys(shard, cid, now), args=[model.name, now], client=pipe
+                )
 
     @staticmethod
     def _fields(replies: list[Any], refreshed: Sequence[Model]) -> dict[str, str]:
         raw = replies[0] or {}
         fields = {k.decode(): v.decode() for k, v in raw.items()}
-        for model, reply in zip(refreshed, replies[1:]):
+        for model, reply in zip(refreshed, replies[1:], strict=True):
             for part in REFRESH_PARTS:
                 fields.pop(result_field(model.name, part), None)
             if reply:
-                for part, value in zip(REFRESH_PARTS, reply):
+                for part, value in zip(REFRESH_PARTS, reply, strict=True):
                     if value is not None:
                         fields[result_field(model.name, part)] = value.decode()
         return fields
@@ -84,10 +89,12 @@ class Reader:
         replies = await pipe.execute()
         answers = []
         for i in range(len(cids)):
-            fields = self._fields(replies[i * per_cid:(i + 1) * per_cid], refreshed)
+            fields = self._fields(replies[i * per_cid : (i + 1) * per_cid], refreshed)
             answers.append({model.name: model.answer(fields) for model in chosen})
         return answers
 
-    async def lookup(self, cid: str, models: Iterable[Model] | None = None) -> dict[str, Answer | None]:
+    async def lookup(
+        self, cid: str, models: Iterable[Model] | None = None
+    ) -> dict[str, Answer | None]:
         """Every requested model's answer for one client (all models by default)."""
         return (await self.lookup_many([cid], models))[0]

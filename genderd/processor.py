@@ -73,7 +73,9 @@ class Processor:
         for entry_id, fields in entries:
             delivered = deliveries.get(entry_id, 1) if deliveries else 1
             if delivered > self.settings.max_deliveries:
-                detail = f"delivered {delivered} times (max_deliveries={self.settings.max_deliveries})"
+                detail = (
+                    f"delivered {delivered} times (max_deliveries={self.settings.max_deliveries})"
+                )
                 dead.append((Invalid(entry_id, Reason.MAX_DELIVERIES, detail), fields))
                 continue
             parsed = parse_entry(
@@ -93,8 +95,15 @@ class Processor:
     async def _dead_letter(self, shard: int, dead: list[tuple[Invalid, dict[bytes, bytes]]]) -> int:
         args: list[Any] = [self.model.name, DEAD_LETTER_MAXLEN]
         for invalid, fields in dead:
-            log.info("dead-lettering %s for %s: %s", invalid.id, self.model.name, invalid.reason.value)
-            args += [invalid.id, invalid.reason.value, invalid.detail[:DETAIL_MAX_CHARS], len(fields)]
+            log.info(
+                "dead-lettering %s for %s: %s", invalid.id, self.model.name, invalid.reason.value
+            )
+            args += [
+                invalid.id,
+                invalid.reason.value,
+                invalid.detail[:DETAIL_MAX_CHARS],
+                len(fields),
+            ]
             for name, value in fields.items():
                 args += [name, value]
         keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]

@@ -27,10 +27,14 @@ POLL_S = 0.02
 DEFAULT_PORT = 6390  # not Redis's 6379: `genderd up` must not collide with a system Redis
 # Losing a key to eviction would silently break exactly-once: the bundled server never evicts.
 SERVER_ARGS = (
-    "--bind", "127.0.0.1",
-    "--protected-mode", "yes",
-    "--maxmemory-policy", "noeviction",
-    "--daemonize", "no",
+    "--bind",
+    "127.0.0.1",
+    "--protected-mode",
+    "yes",
+    "--maxmemory-policy",
+    "noeviction",
+    "--daemonize",
+    "no",
 )
 
 
@@ -150,7 +154,7 @@ class Server:
         """Start the process and wait until it answers PING."""
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        self.process = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -162,7 +166,11 @@ class Server:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                    err = (
+                        self.process.stderr.read().decode(errors="replace")
+                        if self.process.stderr
+                        else ""
+                    )
                     raise ServerError(f"{self.binary} exited with {self.process.returncode}: {err}")
                 try:
                     if client.ping():

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     )
     cluster: bool = Field(default=False, description="the URL points at a Redis Cluster")
     prefix: str = Field(default="genderd", min_length=1, max_length=64, pattern=r"^[^\s{}:]+$")
-    shards: int = Field(default=16, ge=1, le=1024, description="stream shards, fixed at first start")
+    shards: int = Field(
+        default=16, ge=1, le=1024, description="stream shards, fixed at first start"
+    )
     genders: tuple[str, ...] = Field(default=DEFAULT_GENDERS, description="accepted genders")
     default_model: str = "top"
     window_days: int = Field(default=7, ge=1, le=366)

@@ -20,8 +20,8 @@ Entry = tuple[str, dict[bytes, bytes]]
 LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -45,7 +45,14 @@ async def ensure_group(client: AsyncClient, stream: str, group: str) -> bool:
 
 
 def _entries(raw: Sequence[Any]) -> list[Entry]:
-    return [(_text(entry_id), fields) for entry_id, fields in raw if fields is not None]
+    return [(text(entry_id), fields) for entry_id, fields in raw if fields is not None]
+
+
+def _read_reply(reply: Any) -> list[Entry]:
+    """Entries of an XREADGROUP reply (RESP2: [[stream, [[id, fields], ...]], ...])."""
+    if not reply:
+        return []
+    return [entry for _, messages in reply for entry in _entries(messages)]
 
 
 async def read_new(
@@ -53,11 +60,7 @@ async def read_new(
 ) -> list[Entry]:
     """New entries for ``consumer`` (XREADGROUP ``>``); they become pending until acked."""
     reply = await client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
-    if not reply:
-        return []
-    if isinstance(reply, dict):  # RESP3
-        return [entry for messages in reply.values() for entry in _entries(messages[0])]
-    return [entry for _, messages in reply for entry in _entries(messages)]
+    return _read_reply(reply)
 
 
 async def read_own_pending(
@@ -65,9 +68,7 @@ async def read_own_pending(
 ) -> list[Entry]:
     """Entries already delivered to ``consumer`` and not acknowledged (XREADGROUP ``0``)."""
     reply = await client.xreadgroup(group, consumer, {stream: "0"}, count=count)
-    if not reply:
-        return []
-    return [entry for _, messages in reply for entry in _entries(messages)]
+    return _read_reply(reply)
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,17 @@ async def reclaim(
     start: str = "0-0",
 ) -> Claimed:
     """XAUTOCLAIM entries idle for ``min_idle_ms``; look up their delivery counts."""
-    reply = await client.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
-    next_start = _text(reply[0])
+    reply: Any = await client.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+    next_start = text(reply[0])
     entries = _entries(reply[1])
-    deleted = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+    deleted = [text(i) for i in reply[2]] if len(reply) > 2 else []
     deliveries: dict[str, int] = {}
     if entries:
-        pending = await client.xpending_range(
+        pending: Any = await client.xpending_range(
             stream, group, entries[0][0], entries[-1][0], len(entries) + 16, consumername=consumer
         )
         for row in pending:
-            deliveries[_text(row["message_id"])] = int(row["times_delivered"])
+            deliveries[text(row["message_id"])] = int(row["times_delivered"])
     return Claimed(entries, deliveries, next_start, deleted)
 
 
@@ -117,17 +118,17 @@ class GroupInfo:
     min_idle_ms: int | None  # the most recently active consumer's idle time
 
 
-def _field(info: dict[Any, Any], name: str) -> Any:
+def field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
 
 async def _lag(client: AsyncClient, stream: str, info: dict[Any, Any]) -> int:
-    lag = _field(info, "lag")
+    lag = field(info, "lag")
     if lag is not None:
         return int(lag)
     # XINFO cannot tell after deletions; count what follows the last delivered id.
-    last = _text(_field(info, "last-delivered-id"))
-    rows = await client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP)
+    last = text(field(info, "last-delivered-id"))
+    rows: Any = await client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP)
     return len(rows)
 
 
@@ -142,16 +143,16 @@ async def groups(client: AsyncClient, keys: Keys, shard: int) -> list[GroupInfo]
         raise
     result = []
     for info in infos:
-        name = _text(_field(info, "name"))
-        consumers = await client.xinfo_consumers(stream, name) if _field(info, "consumers") else []
-        idle = [int(_field(c, "idle")) for c in consumers]
+        name = text(field(info, "name"))
+        consumers = await client.xinfo_consumers(stream, name) if field(info, "consumers") else []
+        idle = [int(field(c, "idle")) for c in consumers]
         result.append(
             GroupInfo(
                 shard=shard,
                 group=name,
-                pending=int(_field(info, "pending")),
+                pending=int(field(info, "pending")),
                 lag=await _lag(client, stream, info),
-                last_delivered=_text(_field(info, "last-delivered-id")),
+                last_delivered=text(field(info, "last-delivered-id")),
                 consumers=len(consumers),
                 min_idle_ms=min(idle) if idle else None,
             )
@@ -174,10 +175,10 @@ async def safe_trim_id(client: AsyncClient, keys: Keys, shard: int, cutoff_ms: i
         ms, seq = parse_id(info.last_delivered)
         limit = min(limit, (ms, seq + 1))
         if info.pending:
-            summary = await client.xpending(stream, info.group)
+            summary: Any = await client.xpending(stream, info.group)
             oldest = summary.get("min")
             if oldest:
-                limit = min(limit, parse_id(_text(oldest)))
+                limit = min(limit, parse_id(text(oldest)))
     return format_id(limit) if limit > (0, 0) else None
 
 

@@ -120,8 +120,12 @@ class Worker:
     async def poll(self, shard: int, block_ms: int | None = None) -> Outcome:
         """Read and process one batch of new entries of ``shard``."""
         entries = await streams.read_new(
-            self.client, self.keys.stream(shard), self.model.name, self.consumer,
-            self.settings.batch_size, block_ms,
+            self.client,
+            self.keys.stream(shard),
+            self.model.name,
+            self.consumer,
+            self.settings.batch_size,
+            block_ms,
         )
         return await self._handle(shard, entries) if entries else Outcome()
 
@@ -131,15 +135,28 @@ class Worker:
         total, start = Outcome(), "0-0"
         while True:
             claimed = await streams.reclaim(
-                self.client, self.keys.stream(shard), self.model.name, self.consumer,
-                idle, self.settings.batch_size, start,
+                self.client,
+                self.keys.stream(shard),
+                self.model.name,
+                self.consumer,
+                idle,
+                self.settings.batch_size,
+                start,
             )
             for entry_id in claimed.deleted:
-                log.warning("%s: pending entry %s was deleted from shard %d", self.model.name,
-                            entry_id, shard)
+                log.warning(
+                    "%s: pending entry %s was deleted from shard %d",
+                    self.model.name,
+                    entry_id,
+                    shard,
+                )
             if claimed.entries:
-                log.info("%s: reclaimed %d entries on shard %d", self.model.name,
-                         len(claimed.entries), shard)
+                log.info(
+                    "%s: reclaimed %d entries on shard %d",
+                    self.model.name,
+                    len(claimed.entries),
+                    shard,
+                )
                 total += await self._handle(shard, claimed.entries, claimed.deliveries)
             start = claimed.next_start
             if start == "0-0" or self.stop_event.is_set():
@@ -148,7 +165,10 @@ class Worker:
     async def resume_own(self, shard: int) -> Outcome:
         """Process entries this consumer name received before and never acknowledged."""
         entries = await streams.read_own_pending(
-            self.client, self.keys.stream(shard), self.model.name, self.consumer,
+            self.client,
+            self.keys.stream(shard),
+            self.model.name,
+            self.consumer,
             self.settings.batch_size,
         )
         return await self._handle(shard, entries) if entries else Outcome()
@@ -190,8 +210,9 @@ class Worker:
                     log.exception("%s: shard %d: Redis refused a command", self.model.name, shard)
                 await backoff.sleep(self.stop_event)
             except TRANSIENT as error:
-                log.warning("%s: shard %d: Redis unreachable (%s); retrying", self.model.name,
-                            shard, error)
+                log.warning(
+                    "%s: shard %d: Redis unreachable (%s); retrying", self.model.name, shard, error
+                )
                 await backoff.sleep(self.stop_event)
             except Exception:
                 log.exception("%s: shard %d: unexpected error; retrying", self.model.name, shard)
@@ -222,13 +243,19 @@ class Worker:
             except TRANSIENT as error:
                 log.warning("%s: cannot create groups yet (%s); retrying", self.model.name, error)
                 await backoff.sleep(self.stop_event)
-        log.info("worker %s of model %s consuming %d shards", self.consumer, self.model.name,
-                 self.settings.shards)
+        log.info(
+            "worker %s of model %s consuming %d shards",
+            self.consumer,
+            self.model.name,
+            self.settings.shards,
+        )
         tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
         tasks.append(asyncio.create_task(self._trim_loop()))
         await self.stop_event.wait()
         # Each shard loop finishes the batch in hand (a read blocks at most block_ms).
-        done, pending = await asyncio.wait(tasks, timeout=self.settings.block_ms / 1000 + SHUTDOWN_GRACE_S)
+        _, pending = await asyncio.wait(
+            tasks, timeout=self.settings.block_ms / 1000 + SHUTDOWN_GRACE_S
+        )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -265,4 +292,3 @@ async def run_worker(worker: Worker, install_signals: bool = True) -> None:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-

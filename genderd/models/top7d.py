@@ -18,7 +18,9 @@ class TopWindowModel(Model):
 
     name = "top7d"
     aliases = ("model3",)
-    description = "gender with the most events in the last W (default 7) UTC days, right at read time"
+    description = (
+        "gender with the most events in the last W (default 7) UTC days, right at read time"
+    )
     apply_files = (LIB, "top7d.lua")
     refresh_files = (LIB, "top7d_read.lua")
 

@@ -1,0 +1,461 @@
+"""The ``genderd`` command line: thin click commands over importable functions.
+
+Configuration comes from ``GENDERD_*`` environment variables; the flags here override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Iterator
+from typing import Any, TextIO, TypeVar
+
+import click
+import orjson
+from pydantic import ValidationError as SettingsError
+
+from genderd import connection
+from genderd import replay as replay_mod
+from genderd import status as status_mod
+from genderd.events import ValidationError
+from genderd.lookup import BadClientIdError, Reader
+from genderd.models.registry import Registry, UnknownModelError
+from genderd.processor import Outcome
+from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.server import ServerError
+from genderd.settings import Settings
+from genderd.up import Child, Supervisor
+from genderd.worker import Worker, run_worker
+
+T = TypeVar("T")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
+DEMO_HISTORY_EVENTS = 20_000
+DEMO_CLIENTS = 1_000
+DEMO_RATE = 200.0
+PACED_FLUSH_S = 0.1
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    """Settings from the environment, overridden by the group's and the command's flags."""
+    given = {**ctx.obj, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return Settings(**given)
+    except SettingsError as error:
+        raise click.UsageError(f"bad configuration: {error}") from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except connection.NoServerError as error:
+        raise click.ClickException(str(error)) from None
+
+
+async def _deployment(settings: Settings) -> tuple[Settings, Any]:
+    """Connect, and fix the settings to the deployment's stored shard count."""
+    client = connection.async_client(settings)
+    shards = await connection.ainit_deployment(client, settings)
+    return settings.model_copy(update={"shards": shards}), client
+
+
+def _model(registry: Registry, name: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownModelError as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--redis-url",
+    envvar=None,
+    help="Redis URL [env GENDERD_REDIS_URL; default: the "
+    "server of a `genderd up` in this directory].",
+)
+@click.option("--prefix", help="Key prefix [env GENDERD_PREFIX; default genderd].")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.version_option(package_name="genderd")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, prefix: str | None, log_level: str) -> None:
+    """genderd: which department (women's, men's, kids') each shopper prefers, in real time.
+
+    Page-view events go into Redis Streams; a worker per model turns them into per-client
+    answers; `lookup` (and the HTTP API) reads them. Start with `genderd up --demo`.
+    """
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    ctx.obj = {k: v for k, v in {"redis_url": redis_url, "prefix": prefix}.items() if v}
+
+
+# -- up ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--demo", is_flag=True, help="Also feed synthetic traffic and print example calls.")
+@click.option(
+    "--workers",
+    "workers_per_model",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes per model.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port of the bundled server [default 6390, or a free one].",
+)
+@click.option(
+    "--rate",
+    default=DEMO_RATE,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Demo events per second after the initial history.",
+)
+@click.pass_context
+def up(
+    ctx: click.Context, demo: bool, workers_per_model: int, port: int | None, rate: float
+) -> None:
+    """Run everything on this machine until Ctrl-C.
+
+    Starts a Redis-compatible server from the bundled binary (unless GENDERD_REDIS_URL is
+    set), with its data and AOF under ./.genderd/, and a worker per model. Other genderd
+    commands run from this directory find the server by themselves.
+    """
+    settings = _settings(ctx)
+    registry = Registry.load(settings)
+    children = [
+        Child(f"worker {model.name} #{n + 1}", ["worker", "--model", model.name])
+        for model in registry
+        for n in range(workers_per_model)
+    ]
+    supervisor = Supervisor(settings, children, port=port)
+    try:
+        url = supervisor.start_server()
+    except ServerError as error:
+        raise click.ClickException(str(error)) from None
+    client = connection.sync_client(settings, url)
+    shards = connection.init_deployment(client, settings)
+    click.echo(f"genderd is up: {url}, {shards} shards, models: {', '.join(registry.names())}")
+    if demo:
+        demo_settings = settings.model_copy(update={"shards": shards})
+        with Producer(client, demo_settings) as producer:
+            for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
+                producer.send_fields(event)
+        children.append(
+            Child(
+                "demo traffic",
+                [
+                    "produce",
+                    "--count",
+                    "0",
+                    "--clients",
+                    str(DEMO_CLIENTS),
+                    "--rate",
+                    str(rate),
+                    "--quiet",
+                ],
+            )
+        )
+        click.echo(
+            f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
+            f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:\n"
+            "  genderd lookup C42\n"
+            "  genderd lookup C42 --model top7d\n"
+            "  genderd status\n"
+            f"  redis-cli -u {url} XADD 'genderd:{{s'$(python3 -c \"import zlib;"
+            f"print(zlib.crc32(b'C42')%{shards})\")'}}:events' '*' cid C42 gender male"
+        )
+    client.close()
+    click.echo("Ctrl-C stops it all.")
+    supervisor.run()
+
+
+# -- worker ------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--model", "model_name", required=True, help="Model name or alias (last, top, top7d)."
+)
+@click.option("--consumer", help="Consumer name in the group [default host-pid].")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), help="Entries per read [256].")
+@click.pass_context
+def worker(
+    ctx: click.Context, model_name: str, consumer: str | None, batch_size: int | None
+) -> None:
+    """Run one worker of one model over all shards until SIGTERM/SIGINT.
+
+    Several workers of the same model share its consumer group; a stopped worker finishes and
+    acknowledges the batch in hand, then exits 0.
+    """
+    settings = _settings(ctx, batch_size=batch_size)
+    model = _model(Registry.load(settings), model_name)
+
+    async def go() -> None:
+        fixed, client = await _deployment(settings)
+        try:
+            await run_worker(Worker(client, type(model)(fixed), fixed, consumer=consumer))
+        finally:
+            await client.aclose()
+
+    _run(go())
+
+
+# -- produce -----------------------------------------------------------------------------------
+def _json_lines(stream: TextIO) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise click.ClickException(f"line {number}: not JSON: {error}") from None
+        if not isinstance(event, dict):
+            raise click.ClickException(f"line {number}: expected a JSON object")
+        yield event
+
+
+@main.command()
+@click.option(
+    "--count",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Synthetic events to write (0: until stopped).",
+)
+@click.option(
+    "--clients",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Synthetic clients C1..CN.",
+)
+@click.option("--rate", type=click.FloatRange(0), help="Events per second [unlimited].")
+@click.option(
+    "--days",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 3650),
+    help="Spread synthetic event times over the last N days (0: arrival time).",
+)
+@click.option("--seed", type=int, help="Random seed for reproducible synthetic traffic.")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("r"),
+    help='JSON Lines of events ({"cid", "gender", "ts"?}); \'-\' reads stdin.',
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def produce(
+    ctx: click.Context,
+    count: int,
+    clients: int,
+    rate: float | None,
+    days: int,
+    seed: int | None,
+    source: TextIO | None,
+    quiet: bool,
+) -> None:
+    """Write events: synthetic ones, or JSON Lines from a file or stdin.
+
+    Every event is validated first (SPEC §2); a bad line stops the run with its line number,
+    after the events before it were written.
+    """
+    settings = _settings(ctx)
+    try:
+        client = connection.sync_client(settings)
+    except connection.NoServerError as error:
+        raise click.ClickException(str(error)) from None
+    settings = settings.model_copy(update={"shards": connection.init_deployment(client, settings)})
+    events = (
+        _json_lines(source)
+        if source
+        else synthetic(count or None, clients, settings.genders, days=days, seed=seed)
+    )
+    limiter = RateLimiter(rate)
+    length = None if source or not count else count
+    last_flush = time.monotonic()
+    bar: Any
+    with (
+        Producer(client, settings) as producer,
+        click.progressbar(
+            length=length,
+            label="events",
+            hidden=quiet,
+            show_pos=True,
+            show_eta=length is not None,
+            update_min_steps=100,
+        ) as bar,
+    ):
+        try:
+            for number, event in enumerate(events, 1):
+                limiter.wait()
+                try:
+                    producer.send_fields(event)
+                except ValidationError as error:
+                    producer.flush()
+                    raise click.ClickException(f"event {number}: {error}") from None
+                # Paced traffic reaches Redis within PACED_FLUSH_S instead of a batch at a time.
+                if rate and time.monotonic() - last_flush >= PACED_FLUSH_S:
+                    producer.flush()
+                    last_flush = time.monotonic()
+                bar.update(1)
+        except KeyboardInterrupt:
+            pass
+    client.close()
+    if not quiet:
+        click.echo(f"wrote {producer.sent} events", err=True)
+
+
+def _row(*cells: object) -> str:
+    name, shard, lag, pending, dead, applied, state = cells
+    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
+
+
+# -- status ------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--shards/--no-shards", "per_shard", default=False, help="One row per shard too.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
+    """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled.
+
+    A model is stalled when entries wait for it (lag or pending) and none of its workers has
+    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30).
+    """
+    settings = _settings(ctx)
+
+    async def go() -> list[status_mod.ModelStatus]:
+        fixed, client = await _deployment(settings)
+        try:
+            return await status_mod.collect(client, Registry.load(fixed), fixed)
+        finally:
+            await client.aclose()
+
+    models = _run(go())
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "model": m.name,
+                        "aliases": list(m.aliases),
+                        "lag": m.lag,
+                        "pending": m.pending,
+                        "dead": m.dead,
+                        "applied": m.applied,
+                        "stalled": m.stalled,
+                        "shards": [vars(s) for s in m.shards] if per_shard else None,
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
+    else:
+        click.echo(_row("model", "shard", "lag", "pending", "dead", "applied", "state"))
+        for m in models:
+            state = "STALLED" if m.stalled else "ok"
+            click.echo(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
+            for s in m.shards if per_shard else []:
+                state = "STALLED" if s.stalled else f"{s.consumers} consumers"
+                if not s.grouped:
+                    state = "no group yet"
+                click.echo(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
+    if any(m.stalled for m in models):
+        sys.exit(1)
+
+
+# -- lookup ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("cid")
+@click.option("--model", "model_name", help="Model name or alias [default: every model].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) -> None:
+    """Print a client's answer; exit 1 when no model has one."""
+    settings = _settings(ctx)
+
+    async def go() -> dict[str, Any]:
+        fixed, client = await _deployment(settings)
+        try:
+            registry = Registry.load(fixed)
+            models = [_model(registry, model_name)] if model_name else None
+            return await Reader(client, registry, fixed).lookup(cid, models)
+        finally:
+            await client.aclose()
+
+    try:
+        answers = _run(go())
+    except BadClientIdError as error:
+        raise click.BadParameter(str(error), param_hint="CID") from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "cid": cid,
+                    "models": {
+                        name: answer.to_dict() if answer else None
+                        for name, answer in answers.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+    else:
+        for name, answer in answers.items():
+            if answer is None:
+                click.echo(f"{name:<6} -")
+            else:
+                scores = f"  scores {json.dumps(answer.scores)}" if answer.scores else ""
+                click.echo(
+                    f"{name:<6} {answer.gender}{scores}  last_event_ts {answer.last_event_ts}"
+                )
+    if all(answer is None for answer in answers.values()):
+        sys.exit(1)
+
+
+# -- replay ------------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", "model_name", required=True, help="Model name or alias.")
+@click.option("--force", is_flag=True, help="Replay even while workers of the model seem alive.")
+@click.pass_context
+def replay(ctx: click.Context, model_name: str, force: bool) -> None:
+    """Rebuild one model's state from the retained streams, with progress.
+
+    Stop the model's workers first: replay deletes the model's group, state and answers, then
+    applies every retained entry again. Other models are untouched.
+    """
+    settings = _settings(ctx)
+
+    async def go() -> Outcome:
+        fixed, client = await _deployment(settings)
+        try:
+            model = type(_model(Registry.load(fixed), model_name))(fixed)
+            live = await replay_mod.live_consumers(
+                client, model, fixed, int(fixed.stall_after_s * 1000)
+            )
+            if live and not force:
+                raise click.ClickException(
+                    f"workers of {model.name} are running ({', '.join(live)}); "
+                    "stop them or use --force"
+                )
+            total = await replay_mod.backlog(client, fixed)
+            worker = Worker(client, model, fixed, consumer="replay")
+            with click.progressbar(
+                length=total, label=f"replaying {model.name}", show_pos=True
+            ) as bar:
+                return await replay_mod.replay(worker, bar.update)
+        finally:
+            await client.aclose()
+
+    outcome = _run(go())
+    click.echo(
+        f"replayed: {outcome.applied} applied, {outcome.dead} dead-lettered, "
+        f"{outcome.failed} failed (left pending for the workers)"
+    )

@@ -1,0 +1,111 @@
+"""Rebuilding one model's state from the retained streams.
+
+The model's consumer group is destroyed on every shard (so no live worker keeps applying),
+its state keys and result fields are deleted, the group is recreated at id 0 and the retained
+history is applied again. Events already trimmed away are gone: replay rebuilds what the
+streams retain (``GENDERD_RETENTION_DAYS``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from genderd.keys import Keys
+from genderd.models.base import Model
+from genderd.processor import Outcome
+from genderd.settings import Settings
+from genderd.streams import AsyncClient, field, text
+from genderd.worker import Worker
+
+log = logging.getLogger(__name__)
+
+SCAN_COUNT = 1_000
+Progress = Callable[[int], None]
+
+
+class LiveConsumersError(RuntimeError):
+    """Workers of the model are running; replaying under them would race."""
+
+
+async def live_consumers(
+    client: AsyncClient, model: Model, settings: Settings, idle_ms: int
+) -> list[str]:
+    """Consumers of the model's group that talked to Redis within ``idle_ms``."""
+    keys = Keys(settings.prefix)
+    live = set()
+    for shard in range(settings.shards):
+        if not await client.exists(keys.stream(shard)):
+            continue
+        groups: Any = await client.xinfo_groups(keys.stream(shard))
+        if model.name not in {text(field(g, "name")) for g in groups}:
+            continue
+        consumers: Any = await client.xinfo_consumers(keys.stream(shard), model.name)
+        for consumer in consumers:
+            if int(field(consumer, "idle")) <= idle_ms:
+                live.add(text(field(consumer, "name")))
+    return sorted(live)
+
+
+async def wipe(client: AsyncClient, model: Model, settings: Settings) -> int:
+    """Delete the model's groups, state keys and result fields; return keys deleted."""
+    keys = Keys(settings.prefix)
+    deleted = 0
+    fields = list(model.result_fields())
+    for shard in range(settings.shards):
+        stream = keys.stream(shard)
+        if await client.exists(stream):
+            await client.xgroup_destroy(stream, model.name)
+        await client.hdel(keys.stats(shard), f"{model.name}:applied", f"{model.name}:dead")
+        batch: list[bytes] = []
+        async for key in client.scan_iter(
+            match=keys.model_pattern(shard, model.name), count=SCAN_COUNT
+        ):
+            batch.append(key)
+            if len(batch) >= SCAN_COUNT:
+                deleted += int(await client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(await client.unlink(*batch))
+        pipe = client.pipeline(transaction=False)
+        queued = 0
+        async for key in client.scan_iter(match=keys.result_pattern(shard), count=SCAN_COUNT):
+            pipe.hdel(key, *fields)
+            queued += 1
+            if queued >= SCAN_COUNT:
+                await pipe.execute()
+                pipe, queued = client.pipeline(transaction=False), 0
+        if queued:
+            await pipe.execute()
+    return deleted
+
+
+async def backlog(client: AsyncClient, settings: Settings) -> int:
+    """Entries retained over all shards: what a replay will go through."""
+    keys = Keys(settings.prefix)
+    pipe = client.pipeline(transaction=False)
+    for shard in range(settings.shards):
+        pipe.xlen(keys.stream(shard))
+    return sum(int(n) for n in await pipe.execute())
+
+
+async def replay(worker: Worker, progress: Progress | None = None) -> Outcome:
+    """Rebuild ``worker.model`` from the retained streams; ``progress`` gets entries done."""
+    model, settings, client = worker.model, worker.settings, worker.client
+    deleted = await wipe(client, model, settings)
+    log.info("replay of %s: deleted %d state keys; re-reading the streams", model.name, deleted)
+    await worker.ensure_groups()
+    total = Outcome()
+    busy = True
+    while busy:
+        busy = False
+        for shard in range(settings.shards):
+            outcome = await worker.poll(shard)
+            done = outcome.applied + outcome.dead + outcome.failed
+            if done:
+                busy = True
+                total += outcome
+                if progress is not None:
+                    progress(done)
+    return total

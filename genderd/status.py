@@ -1,0 +1,93 @@
+"""Per-model, per-shard health: lag, pending, dead letters, applied, stalled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from genderd import streams
+from genderd.keys import Keys
+from genderd.models.registry import Registry
+from genderd.settings import Settings
+from genderd.streams import AsyncClient, text
+
+
+@dataclass
+class ShardStatus:
+    shard: int
+    lag: int
+    pending: int
+    dead: int
+    applied: int
+    consumers: int
+    stalled: bool
+    grouped: bool  # the model's consumer group exists on this shard
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    aliases: tuple[str, ...]
+    description: str
+    shards: list[ShardStatus] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int:
+        return sum(s.lag for s in self.shards)
+
+    @property
+    def pending(self) -> int:
+        return sum(s.pending for s in self.shards)
+
+    @property
+    def dead(self) -> int:
+        return sum(s.dead for s in self.shards)
+
+    @property
+    def applied(self) -> int:
+        return sum(s.applied for s in self.shards)
+
+    @property
+    def stalled(self) -> bool:
+        return any(s.stalled for s in self.shards)
+
+
+async def collect(client: AsyncClient, registry: Registry, settings: Settings) -> list[ModelStatus]:
+    """The status of every model on every shard.
+
+    A shard of a model is *stalled* when it has work waiting (lag or pending entries) and no
+    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none).
+    """
+    keys = Keys(settings.prefix)
+    stall_ms = settings.stall_after_s * 1000
+    models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in registry}
+    for shard in range(settings.shards):
+        infos = {info.group: info for info in await streams.groups(client, keys, shard)}
+        raw_stats = await client.hgetall(keys.stats(shard))
+        stats = {text(k): int(v) for k, v in raw_stats.items()}
+        length = int(await client.xlen(keys.stream(shard)))
+        for name, status in models.items():
+            info = infos.get(name)
+            if info is None:
+                lag, pending, consumers, idle = length, 0, 0, None
+            else:
+                lag, pending, consumers, idle = (
+                    info.lag,
+                    info.pending,
+                    info.consumers,
+                    info.min_idle_ms,
+                )
+            waiting = lag > 0 or pending > 0
+            alive = idle is not None and idle <= stall_ms
+            status.shards.append(
+                ShardStatus(
+                    shard=shard,
+                    lag=lag,
+                    pending=pending,
+                    dead=stats.get(f"{name}:dead", 0),
+                    applied=stats.get(f"{name}:applied", 0),
+                    consumers=consumers,
+                    stalled=waiting and not alive,
+                    grouped=info is not None,
+                )
+            )
+    return list(models.values())

@@ -1,0 +1,168 @@
+"""`genderd up`: one machine runs it all — a bundled server, a worker per model, (demo) traffic.
+
+The supervisor starts the server unless a Redis URL is configured, starts each child as its
+own process (``python -m genderd ...``), restarts a child that dies, and on Ctrl-C/SIGTERM
+stops the children first (they finish their batches), then the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genderd import server
+from genderd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+RESTART_DELAY_S = 1.0
+RESTART_DELAY_MAX_S = 30.0
+CHILD_STOP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Child:
+    """A supervised process and its restart bookkeeping."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    restart_at: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genderd", *self.args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the supervisor decides when children stop
+        )
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+class Supervisor:
+    """Runs the server and children until :meth:`stop`."""
+
+    def __init__(
+        self, settings: Settings, children: Sequence[Child], *, port: int | None = None
+    ) -> None:
+        self.settings = settings
+        self.children = list(children)
+        self.port = port
+        self.server: server.Server | None = None
+        self.state_dir = Path(settings.state_dir)
+        self.url = settings.redis_url
+        self._stopping = False
+
+    def start_server(self) -> str:
+        """Start the bundled server under the state dir unless a Redis URL is configured."""
+        if self.url:
+            return self.url
+        running = server.read_state(self.state_dir)
+        if running is not None:
+            raise server.ServerError(
+                f"a genderd server already runs from this directory (pid {running.pid}, "
+                f"{running.url}); stop that `genderd up` first"
+            )
+        binary = server.find_binary(self.settings.redis_server)
+        port = self.port or (
+            server.DEFAULT_PORT if server.port_is_free(server.DEFAULT_PORT) else server.free_port()
+        )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.server = server.Server(
+            binary, port, self.state_dir, persistent=True, log_file=self.state_dir / "server.log"
+        ).start()
+        self.server.write_state(self.state_dir)
+        self.url = self.server.url
+        log.info(
+            "started %s on %s (pid %d), data in %s/",
+            Path(binary).name,
+            self.url,
+            self.server.pid,
+            self.state_dir,
+        )
+        return self.url
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        assert self.url is not None
+        env["GENDERD_REDIS_URL"] = self.url
+        return env
+
+    def _check(self, env: dict[str, str]) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            process = child.process
+            if process is None:
+                if now >= child.restart_at:
+                    child.start(env)
+                continue
+            code = process.poll()
+            if code is None:
+                continue
+            child.process = None
+            # Quick deaths back off; a child that ran a while restarts at once.
+            ran = now - child.started_at
+            delay = (
+                0.0
+                if ran > RESTART_DELAY_MAX_S
+                else min(RESTART_DELAY_MAX_S, RESTART_DELAY_S * 2 ** min(child.restarts, 5))
+            )
+            child.restarts += 1
+            child.restart_at = now + delay
+            log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+
+    def run(self) -> None:
+        """Supervise until SIGINT/SIGTERM."""
+        self.start_server()
+        env = self.child_env()
+        previous = {
+            sig: signal.signal(sig, lambda *_: self.request_stop())
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            while not self._stopping:
+                self._check(env)
+                time.sleep(POLL_S)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.shutdown()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def shutdown(self) -> None:
+        """Stop children (SIGTERM, then SIGKILL after a timeout), then the server. Idempotent."""
+        running = [
+            c.process for c in self.children if c.process is not None and c.process.poll() is None
+        ]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait()
+        for child in self.children:
+            child.process = None
+        if self.server is not None:
+            self.server.stop()
+            server.clear_state(self.state_dir)
+            self.server = None
+            log.info("server stopped; data kept in %s/", self.state_dir)
