@@ -147,7 +147,7 @@ def up(
         with Producer(client, demo_settings) as producer:
             for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
                 producer.send_fields(event)
-        children.append(
+        supervisor.children.append(
             Child(
                 "demo traffic",
                 [
@@ -363,7 +363,7 @@ def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
             state = "STALLED" if m.stalled else "ok"
             click.echo(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
             for s in m.shards if per_shard else []:
-                state = "STALLED" if s.stalled else f"{s.consumers} consumers"
+                state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
                 if not s.grouped:
                     state = "no group yet"
                 click.echo(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))

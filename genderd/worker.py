@@ -105,9 +105,14 @@ class Worker:
         return min(max(half_idle, RECLAIM_INTERVAL_MIN_S), RECLAIM_INTERVAL_MAX_S)
 
     async def ensure_groups(self) -> None:
-        for shard in self.shards:
-            if await streams.ensure_group(self.client, self.keys.stream(shard), self.model.name):
-                log.info("created group %s on shard %d at id 0", self.model.name, shard)
+        """Create the model's group on every shard that lacks it (at id 0: full replay)."""
+        created = [
+            shard
+            for shard in self.shards
+            if await streams.ensure_group(self.client, self.keys.stream(shard), self.model.name)
+        ]
+        if created:
+            log.info("created group %s at id 0 on %d shards", self.model.name, len(created))
 
     async def _handle(
         self, shard: int, entries: list[streams.Entry], deliveries: dict[str, int] | None = None
