@@ -95,15 +95,19 @@ def clock() -> FakeClock:
 
 class Loop:
     """Runs coroutines for synchronous tests (hypothesis included) on one event loop, with one
-    async client bound to it."""
+    async client bound to it (a real one, or fakeredis for the fast tier)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, fake: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.settings = settings
-        self.client: Any = self.run(self._connect())
+        self.client: Any = self.run(self._connect(fake))
         self.registry = Registry.load(settings)
 
-    async def _connect(self) -> Any:
+    async def _connect(self, fake: bool) -> Any:
+        if fake:
+            import fakeredis
+
+            return fakeredis.FakeAsyncRedis()
         return async_client(self.settings)
 
     def run(self, awaitable: Awaitable[T]) -> T:
@@ -117,6 +121,16 @@ class Loop:
 @pytest.fixture
 def aio(settings: Settings) -> Iterator[Loop]:
     loop = Loop(settings)
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def fake_loop() -> Iterator[Loop]:
+    settings = Settings(
+        redis_url="redis://fakeredis.invalid", shards=4, genders="female,male,kids", batch_size=7
+    )
+    loop = Loop(settings, fake=True)
     yield loop
     loop.close()
 
