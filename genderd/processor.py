@@ -109,17 +109,24 @@ class Processor:
         keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]
         return int(await self._dead(keys=keys, args=args))
 
-    async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> int:
+    async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         keys = [self.keys.stream(shard), self.keys.stats(shard)]
         args: list[str] = [self.model.name, str(now), *self.model.params()]
         for event in events:
             keys += self.model.event_keys(shard, event, now)
             args += self.model.event_args(event)
-        return int(await self._apply(keys=keys, args=args))
+        applied, *skipped = await self._apply(keys=keys, args=args)
+        for entry_id in skipped:
+            log.error(
+                "%s: entry %s left pending: a key of its client holds a non-hash value",
+                self.model.name,
+                entry_id.decode(),
+            )
+        return Outcome(applied=int(applied), failed=len(skipped))
 
     async def _apply_all(self, shard: int, events: list[Event], now: int) -> Outcome:
         try:
-            return Outcome(applied=await self._call_apply(shard, events, now))
+            return await self._call_apply(shard, events, now)
         except ResponseError:
             if len(events) == 1:
                 log.exception("%s: applying entry %s failed", self.model.name, events[0].id)

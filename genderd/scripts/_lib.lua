@@ -8,6 +8,17 @@
 
 local MS_PER_DAY = 86400000
 
+-- Entries whose keys hold something other than a hash cannot be applied. They are found
+-- before any write, because Redis does not roll back a script that fails halfway: such an
+-- entry is left unacknowledged (pending), retried, and dead-lettered after max_deliveries.
+local function wrong_type(first, last)
+  for k = first, last do
+    local kind = redis.call('TYPE', KEYS[k])['ok']
+    if kind ~= 'hash' and kind ~= 'none' then return true end
+  end
+  return false
+end
+
 local function fmt(n)
   return string.format('%d', n)
 end

@@ -7,7 +7,7 @@
 -- KEYS[2+i] = client result hash  <prefix>:{sN}:r:<cid>      (one per entry i)
 -- ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 -- ARGV[3..] = per entry: id, gender, ts
--- returns: number of entries applied
+-- returns: {number of entries applied, ids of entries skipped because a key has a wrong type...}
 -- result fields: last, last:ts, last:id, last:at
 
 local stream, stats = KEYS[1], KEYS[2]
@@ -28,10 +28,12 @@ local function later(ts_a, id_a, ts_b, id_b)
   return greater(seq_a, seq_b)
 end
 
-local applied = 0
+local applied, skipped = 0, {}
 for i = 1, (#ARGV - 2) / 3 do
   local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  if redis.call('XACK', stream, group, id) == 1 then
+  if wrong_type(2 + i, 2 + i) then
+    skipped[#skipped + 1] = id
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
     local result = KEYS[2 + i]
     local have = redis.call('HMGET', result, group .. ':ts', group .. ':id')
@@ -41,4 +43,4 @@ for i = 1, (#ARGV - 2) / 3 do
   end
 end
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-return applied
+return {applied, unpack(skipped)}

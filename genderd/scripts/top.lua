@@ -10,16 +10,18 @@
 --   client counters (HINCRBY)         <prefix>:{sN}:m:top:<cid>
 -- ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 -- ARGV[3..] = per entry: id, gender, ts
--- returns: number of entries applied
+-- returns: {number of entries applied, ids of entries skipped because a key has a wrong type...}
 -- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:at
 
 local stream, stats = KEYS[1], KEYS[2]
 local group, now = ARGV[1], ARGV[2]
 
-local applied, touched, order = 0, {}, {}
+local applied, touched, order, skipped = 0, {}, {}, {}
 for i = 1, (#ARGV - 2) / 3 do
   local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], tonumber(ARGV[3 * i + 2])
-  if redis.call('XACK', stream, group, id) == 1 then
+  if wrong_type(1 + 2 * i, 2 + 2 * i) then
+    skipped[#skipped + 1] = id
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
     local result, counters = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
     count_event(counters, gender, ts)
@@ -36,4 +38,4 @@ for _, result in ipairs(order) do
   store(result, group, {{'', best or false}, {'s', scores or false}, {'ts', latest or false}}, now)
 end
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-return applied
+return {applied, unpack(skipped)}

@@ -14,7 +14,7 @@
 -- ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 -- ARGV[3] = window length W in days
 -- ARGV[4..] = per entry: id, gender, ts
--- returns: number of entries applied
+-- returns: {number of entries applied, ids of entries skipped because a key has a wrong type...}
 -- result fields: top7d, top7d:s, top7d:ts, top7d:at, top7d:u (answer valid until, ms)
 
 local stream, stats = KEYS[1], KEYS[2]
@@ -22,12 +22,14 @@ local group, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local per_entry = window + 3
 local first_day = math.floor(now / MS_PER_DAY) - window + 1
 
-local applied, touched, order = 0, {}, {}
+local applied, touched, order, skipped = 0, {}, {}, {}
 for i = 1, (#ARGV - 3) / 3 do
   local id, gender, ts = ARGV[3 * i + 1], ARGV[3 * i + 2], tonumber(ARGV[3 * i + 3])
-  if redis.call('XACK', stream, group, id) == 1 then
+  local base = 3 + (i - 1) * per_entry
+  if wrong_type(base, base + per_entry - 1) then
+    skipped[#skipped + 1] = id
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
-    local base = 3 + (i - 1) * per_entry
     local day = math.floor(ts / MS_PER_DAY)
     if day >= first_day then
       local bucket = KEYS[base + 1]
@@ -45,4 +47,4 @@ for _, result in ipairs(order) do
   store(result, group, window_parts(touched[result], window, now), ARGV[2])
 end
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-return applied
+return {applied, unpack(skipped)}

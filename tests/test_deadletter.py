@@ -1,0 +1,135 @@
+"""Dead letters (SPEC §2, §4): every reason, exactly once, with the original fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from genderd import streams
+from genderd.keys import Keys, shard_of
+from genderd.worker import Worker
+
+from .conftest import FakeClock, Loop
+
+
+def dead_entries(sync_redis: redis.Redis, settings: Any) -> list[dict[str, str]]:
+    keys = Keys(settings.prefix)
+    rows = []
+    for shard in range(settings.shards):
+        for _, fields in sync_redis.xrange(keys.dead(shard)):
+            rows.append({k.decode(): v.decode(errors="replace") for k, v in fields.items()})
+    return rows
+
+
+def test_every_reason_is_dead_lettered_once_per_model(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings = aio.settings
+    keys = Keys(settings.prefix)
+    bad = {
+        "missing_cid": {"gender": "male"},
+        "bad_cid": {"cid": "x" * 10_240, "gender": "male"},
+        "missing_gender": {"cid": "C1"},
+        "unknown_gender": {"cid": "C1", "gender": "robots"},
+        "bad_ts": {"cid": "C1", "gender": "male", "ts": "yesterday"},
+        "future_ts": {"cid": "C1", "gender": "male", "ts": str(clock.now_ms + 3_600_000)},
+    }
+    ids = {}
+    for reason, fields in bad.items():
+        # entries without a valid cid still land on some stream: producers may err anywhere
+        stream = keys.stream(shard_of(fields.get("cid", "C1"), settings.shards))
+        ids[reason] = sync_redis.xadd(stream, fields).decode()
+    good = sync_redis.xadd(
+        keys.stream(shard_of("C1", settings.shards)), {"cid": "C1", "gender": "kids"}
+    )
+
+    workers = [Worker(aio.client, model, settings, clock=clock) for model in aio.registry]
+    for worker in workers:
+        aio.run(worker.ensure_groups())
+        outcome = aio.run(worker.drain())
+        assert (outcome.applied, outcome.dead, outcome.failed) == (1, len(bad), 0)
+        # Delivering the same entries again (a stale batch) dead-letters nothing twice.
+        entries = sync_redis.xrange(keys.stream(shard_of("C1", settings.shards)))
+        again = aio.run(
+            worker.processor.process(
+                shard_of("C1", settings.shards), [(i.decode(), f) for i, f in entries]
+            )
+        )
+        assert again.dead == 0 and again.applied == 0
+
+    rows = dead_entries(sync_redis, settings)
+    assert len(rows) == len(bad) * len(workers)
+    for row in rows:
+        reason = row["_reason"]
+        assert row["_id"] == ids[reason]
+        assert row["_model"] in aio.registry.names()
+        assert row["_detail"]
+        original = bad[reason]
+        assert {k: row[k] for k in original} == original  # the original fields, untouched
+    assert {(r["_model"], r["_reason"]) for r in rows} == {
+        (m, r) for m in aio.registry.names() for r in bad
+    }
+    assert good
+    # everything acknowledged; the per-model dead counters add up
+    for shard in range(settings.shards):
+        for info in aio.run(streams.groups(aio.client, keys, shard)):
+            assert info.pending == 0 and info.lag == 0
+    for model in aio.registry.names():
+        total = sum(
+            int(sync_redis.hget(keys.stats(s), f"{model}:dead") or 0)
+            for s in range(settings.shards)
+        )
+        assert total == len(bad)
+
+
+def test_entries_delivered_too_often_go_to_the_dead_letters(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings = aio.settings.model_copy(update={"max_deliveries": 3})
+    keys = Keys(settings.prefix)
+    shard = shard_of("C7", settings.shards)
+    stream = keys.stream(shard)
+    entry_id = sync_redis.xadd(stream, {"cid": "C7", "gender": "male"}).decode()
+    model = aio.registry.get("top")
+    crashing = Worker(aio.client, model, settings, consumer="crashing", clock=clock)
+    aio.run(crashing.ensure_groups())
+    # Delivered once by a read, then claimed (and crashed on) twice more: 3 deliveries.
+    assert [
+        e for e, _ in aio.run(streams.read_new(aio.client, stream, "top", "crashing", 10, None))
+    ] == [entry_id]
+    for _ in range(2):
+        claimed = aio.run(streams.reclaim(aio.client, stream, "top", "crashing", 0, 10))
+        assert [e for e, _ in claimed.entries] == [entry_id]
+    rescuer = Worker(aio.client, model, settings, consumer="rescuer", clock=clock)
+    outcome = aio.run(rescuer.reclaim(shard, min_idle_ms=0))  # the 4th delivery: too many
+    assert (outcome.applied, outcome.dead) == (0, 1)
+    [row] = dead_entries(sync_redis, settings)
+    assert row["_reason"] == "max_deliveries" and row["_id"] == entry_id and row["cid"] == "C7"
+    assert sync_redis.exists(keys.result(shard, "C7")) == 0
+    assert aio.run(streams.groups(aio.client, keys, shard))[0].pending == 0
+
+
+def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings = aio.settings.model_copy(update={"max_deliveries": 2})
+    keys = Keys(settings.prefix)
+    shard = shard_of("C1", settings.shards)
+    poisoned = next(f"P{n}" for n in range(1000) if shard_of(f"P{n}", settings.shards) == shard)
+    # A key of the wrong type makes the script fail for that client only.
+    sync_redis.set(keys.state(shard, "top", poisoned), "not a hash")
+    stream = keys.stream(shard)
+    sync_redis.xadd(stream, {"cid": "C1", "gender": "male"})
+    bad_id = sync_redis.xadd(stream, {"cid": poisoned, "gender": "male"}).decode()
+    sync_redis.xadd(stream, {"cid": "C1", "gender": "female"})
+    worker = Worker(aio.client, aio.registry.get("top"), settings, clock=clock)
+    aio.run(worker.ensure_groups())
+    outcome = aio.run(worker.poll(shard))
+    assert (outcome.applied, outcome.failed) == (2, 1)
+    assert sync_redis.hget(keys.result(shard, "C1"), "top:s") == b'{"female":1,"male":1}'
+    # retried on reclaim (2nd delivery), then dead-lettered on the 3rd
+    assert aio.run(worker.reclaim(shard, min_idle_ms=0)).failed == 1
+    assert aio.run(worker.reclaim(shard, min_idle_ms=0)).dead == 1
+    [row] = dead_entries(sync_redis, settings)
+    assert (row["_id"], row["_reason"]) == (bad_id, "max_deliveries")
