@@ -11,7 +11,9 @@ from __future__ import annotations
 import random
 
 import redis
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from genderd.events import MS_PER_DAY
 
