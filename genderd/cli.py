@@ -6,21 +6,25 @@ Configuration comes from ``GENDERD_*`` environment variables; the flags here ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, TextIO, TypeVar
 
 import click
 import orjson
-from pydantic import ValidationError as SettingsError
+import redis
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from genderd import connection
 from genderd import replay as replay_mod
 from genderd import status as status_mod
-from genderd.events import ValidationError
+from genderd.events import ValidationError as EventError
+from genderd.keys import Keys, shard_of
 from genderd.lookup import BadClientIdError, Reader
 from genderd.models.registry import Registry, UnknownModelError
 from genderd.processor import Outcome
@@ -43,15 +47,24 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     given = {**ctx.obj, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return Settings(**given)
-    except SettingsError as error:
+    except (ValidationError, SettingsError) as error:
         raise click.UsageError(f"bad configuration: {error}") from None
 
 
-def _run(coro: Awaitable[T]) -> T:
+@contextlib.contextmanager
+def _friendly_errors() -> Iterator[None]:
+    """Turn "no server" and "Redis unreachable" into one-line errors instead of tracebacks."""
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        yield
     except connection.NoServerError as error:
         raise click.ClickException(str(error)) from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        raise click.ClickException(f"cannot reach Redis: {error}") from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    with _friendly_errors():
+        return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 async def _deployment(settings: Settings) -> tuple[Settings, Any]:
@@ -137,43 +150,48 @@ def up(
     supervisor = Supervisor(settings, children, port=port)
     try:
         url = supervisor.start_server()
-    except ServerError as error:
-        raise click.ClickException(str(error)) from None
-    client = connection.sync_client(settings, url)
-    shards = connection.init_deployment(client, settings)
-    click.echo(f"genderd is up: {url}, {shards} shards, models: {', '.join(registry.names())}")
-    if demo:
-        demo_settings = settings.model_copy(update={"shards": shards})
-        with Producer(client, demo_settings) as producer:
-            for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
-                producer.send_fields(event)
-        supervisor.children.append(
-            Child(
-                "demo traffic",
-                [
-                    "produce",
-                    "--count",
-                    "0",
-                    "--clients",
-                    str(DEMO_CLIENTS),
-                    "--rate",
-                    str(rate),
-                    "--quiet",
-                ],
+        with _friendly_errors():
+            client = connection.sync_client(settings, url)
+            shards = connection.init_deployment(client, settings)
+            click.echo(
+                f"genderd is up: {url}, {shards} shards, models: {', '.join(registry.names())}"
             )
-        )
-        click.echo(
-            f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
-            f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:\n"
-            "  genderd lookup C42\n"
-            "  genderd lookup C42 --model top7d\n"
-            "  genderd status\n"
-            f"  redis-cli -u {url} XADD 'genderd:{{s'$(python3 -c \"import zlib;"
-            f"print(zlib.crc32(b'C42')%{shards})\")'}}:events' '*' cid C42 gender male"
-        )
-    client.close()
+            if demo:
+                _start_demo(
+                    supervisor, client, settings.model_copy(update={"shards": shards}), rate
+                )
+                click.echo(_demo_help(url, settings.prefix, shards, rate))
+            client.close()
+    except ServerError as error:
+        supervisor.shutdown()
+        raise click.ClickException(str(error)) from None
+    except BaseException:
+        supervisor.shutdown()  # never leave a server behind
+        raise
     click.echo("Ctrl-C stops it all.")
     supervisor.run()
+
+
+def _start_demo(supervisor: Supervisor, client: Any, settings: Settings, rate: float) -> None:
+    """Write some history, then let a supervised producer feed live traffic."""
+    with Producer(client, settings) as producer:
+        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
+            producer.send_fields(event)
+    args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
+    supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
+
+
+def _demo_help(url: str, prefix: str, shards: int, rate: float) -> str:
+    stream = Keys(prefix).stream(shard_of("C42", shards))
+    return (
+        f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
+        f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:\n"
+        "  genderd lookup C42\n"
+        "  genderd lookup C42 --model top7d\n"
+        "  genderd status\n"
+        "or write an event with any Redis client (the shard is crc32(cid) mod shards):\n"
+        f"  redis-cli -u {url} XADD '{stream}' '*' cid C42 gender male"
+    )
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -194,15 +212,7 @@ def worker(
     """
     settings = _settings(ctx, batch_size=batch_size)
     model = _model(Registry.load(settings), model_name)
-
-    async def go() -> None:
-        fixed, client = await _deployment(settings)
-        try:
-            await run_worker(Worker(client, type(model)(fixed), fixed, consumer=consumer))
-        finally:
-            await client.aclose()
-
-    _run(go())
+    asyncio.run(run_worker(settings, type(model), consumer))
 
 
 # -- produce -----------------------------------------------------------------------------------
@@ -267,23 +277,22 @@ def produce(
     after the events before it were written.
     """
     settings = _settings(ctx)
-    try:
+    with _friendly_errors():
         client = connection.sync_client(settings)
-    except connection.NoServerError as error:
-        raise click.ClickException(str(error)) from None
-    settings = settings.model_copy(update={"shards": connection.init_deployment(client, settings)})
+        shards = connection.init_deployment(client, settings)
+    settings = settings.model_copy(update={"shards": shards})
     events = (
         _json_lines(source)
         if source
         else synthetic(count or None, clients, settings.genders, days=days, seed=seed)
     )
-    limiter = RateLimiter(rate)
     length = None if source or not count else count
-    last_flush = time.monotonic()
     bar: Any
     with (
+        _friendly_errors(),
         Producer(client, settings) as producer,
         click.progressbar(
+            events,
             length=length,
             label="events",
             hidden=quiet,
@@ -292,24 +301,30 @@ def produce(
             update_min_steps=100,
         ) as bar,
     ):
-        try:
-            for number, event in enumerate(events, 1):
-                limiter.wait()
-                try:
-                    producer.send_fields(event)
-                except ValidationError as error:
-                    producer.flush()
-                    raise click.ClickException(f"event {number}: {error}") from None
-                # Paced traffic reaches Redis within PACED_FLUSH_S instead of a batch at a time.
-                if rate and time.monotonic() - last_flush >= PACED_FLUSH_S:
-                    producer.flush()
-                    last_flush = time.monotonic()
-                bar.update(1)
-        except KeyboardInterrupt:
-            pass
+        _pace(producer, bar, rate)
     client.close()
     if not quiet:
         click.echo(f"wrote {producer.sent} events", err=True)
+
+
+def _pace(producer: Producer, events: Iterable[dict[str, Any]], rate: float | None) -> None:
+    """Send ``events`` at ``rate`` per second (None: as fast as possible) until exhausted or
+    interrupted; paced traffic is flushed every PACED_FLUSH_S rather than a batch at a time."""
+    limiter = RateLimiter(rate)
+    last_flush = time.monotonic()
+    try:
+        for number, event in enumerate(events, 1):
+            limiter.wait()
+            try:
+                producer.send_fields(event)
+            except EventError as error:
+                producer.flush()
+                raise click.ClickException(f"event {number}: {error}") from None
+            if rate and time.monotonic() - last_flush >= PACED_FLUSH_S:
+                producer.flush()
+                last_flush = time.monotonic()
+    except KeyboardInterrupt:
+        producer.flush()
 
 
 def _row(*cells: object) -> str:

@@ -108,4 +108,5 @@ async def replay(worker: Worker, progress: Progress | None = None) -> Outcome:
                 total += outcome
                 if progress is not None:
                     progress(done)
+    await worker.forget()
     return total

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,17 +121,32 @@ class Server:
         *,
         persistent: bool = True,
         log_file: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = binary
         self.port = port
         self.data_dir = data_dir
         self.persistent = persistent
         self.log_file = log_file
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path | None:
+        """Where the server logs: the given file, else ``server.log`` in its data dir."""
+        if self.log_file is not None:
+            return self.log_file
+        return self.data_dir / "server.log" if self.data_dir is not None else None
+
+    def _log_tail(self, lines: int = 5) -> str:
+        path = self.log_path
+        if path is None or not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     @property
     def pid(self) -> int:
@@ -146,9 +162,10 @@ class Server:
             args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        if self.log_file is not None:
-            args += ["--logfile", str(self.log_file.resolve())]
-        return args
+        log_file = self.log_path
+        if log_file is not None:
+            args += ["--logfile", str(log_file.resolve())]
+        return [*args, *self.extra_args]
 
     def start(self) -> Server:
         """Start the process and wait until it answers PING."""
@@ -158,7 +175,7 @@ class Server:
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server directly
         )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -166,12 +183,9 @@ class Server:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    err = (
-                        self.process.stderr.read().decode(errors="replace")
-                        if self.process.stderr
-                        else ""
+                    raise ServerError(
+                        f"{self.binary} exited with {self.process.returncode}:\n{self._log_tail()}"
                     )
-                    raise ServerError(f"{self.binary} exited with {self.process.returncode}: {err}")
                 try:
                     if client.ping():
                         return self
@@ -183,21 +197,23 @@ class Server:
         finally:
             client.close()
         self.stop()
-        raise ServerError(f"{self.binary} did not answer on port {self.port} in {START_TIMEOUT_S}s")
+        raise ServerError(
+            f"{self.binary} did not answer on port {self.port} in {START_TIMEOUT_S}s:\n"
+            f"{self._log_tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM by pid (the server flushes its AOF), then SIGKILL after a timeout."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def write_state(self, state_dir: Path) -> None:
         state = ServerState(url=self.url, pid=self.pid, port=self.port)

@@ -7,13 +7,15 @@ nothing in the package reads the environment on its own.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_GENDERS = ("female", "male")
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 MS_PER_MINUTE = 60_000
+MS_PER_DAY = 86_400_000
 
 
 class Settings(BaseSettings):
@@ -33,17 +35,23 @@ class Settings(BaseSettings):
     shards: int = Field(
         default=16, ge=1, le=1024, description="stream shards, fixed at first start"
     )
-    genders: tuple[str, ...] = Field(default=DEFAULT_GENDERS, description="accepted genders")
+    # NoDecode: the environment gives "female,male,kids", not JSON; the validator splits it.
+    genders: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_GENDERS, description="accepted genders, comma separated"
+    )
     default_model: str = "top"
     window_days: int = Field(default=7, ge=1, le=366)
-    max_future_ms: int = Field(default=5 * MS_PER_MINUTE, ge=0)
+    # At most a day: top7d looks one day past "now" for events that are ahead of the clock.
+    max_future_ms: int = Field(default=5 * MS_PER_MINUTE, ge=0, le=MS_PER_DAY)
     claim_idle_ms: int = Field(default=30_000, ge=100)
     max_deliveries: int = Field(default=5, ge=1)
     retention_days: int = Field(default=30, ge=1)
     api_token: str | None = None
 
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
-    block_ms: int = Field(default=1_000, ge=1, description="how long a read waits for new entries")
+    block_ms: int = Field(
+        default=1_000, ge=1, le=4_000, description="how long a read waits for new entries"
+    )
     stall_after_s: float = Field(
         default=30.0, gt=0, description="waiting work with no live consumer this long: stalled"
     )

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genderd import streams
+from genderd import connection, streams
 from genderd.keys import Keys
 from genderd.models.base import Model
 from genderd.processor import Clock, Outcome, Processor, wall_clock_ms
@@ -76,6 +76,7 @@ class Worker:
         *,
         consumer: str | None = None,
         clock: Clock = wall_clock_ms,
+        stop_event: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -85,7 +86,7 @@ class Worker:
         self.clock = clock
         self.processor = Processor(client, model, settings, clock)
         self.totals = Outcome()
-        self.stop_event = asyncio.Event()
+        self.stop_event = stop_event or asyncio.Event()
         self._last_reclaim: dict[int, float] = {}
 
     def __repr__(self) -> str:
@@ -239,7 +240,7 @@ class Worker:
                     log.info("trimmed %d entries from shard %d", removed, shard)
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` (or SIGTERM/SIGINT when installed) is called."""
+        """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
@@ -264,10 +265,10 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self._forget_self()
+        await self.forget()
         log.info("stopped %r", self)
 
-    async def _forget_self(self) -> None:
+    async def forget(self) -> None:
         """Remove this consumer from the groups where it holds nothing pending."""
         for shard in self.shards:
             stream = self.keys.stream(shard)
@@ -283,17 +284,39 @@ class Worker:
         self.stop_event.set()
 
 
-async def run_worker(worker: Worker, install_signals: bool = True) -> None:
-    """Run ``worker`` with SIGTERM/SIGINT handlers that stop it cleanly."""
+async def run_worker(
+    settings: Settings, model_cls: type[Model], consumer: str | None = None
+) -> Worker | None:
+    """Connect (retrying while Redis is unreachable) and run one worker until SIGTERM/SIGINT.
+
+    The signal handlers stay installed until the client is closed, so a second signal during
+    shutdown does not kill the process halfway. Returns the worker (None if stopped before
+    Redis could be reached).
+    """
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     installed: list[signal.Signals] = []
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, worker.stop)
-                installed.append(sig)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    client = connection.async_client(settings)
     try:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                shards = await connection.ainit_deployment(client, settings)
+                break
+            except TRANSIENT as error:
+                log.warning("cannot reach Redis yet (%s); retrying", error)
+                await backoff.sleep(stop)
+        else:
+            return None
+        fixed = settings.model_copy(update={"shards": shards})
+        worker = Worker(client, model_cls(fixed), fixed, consumer=consumer, stop_event=stop)
         await worker.run()
+        return worker
     finally:
+        await client.aclose()
         for sig in installed:
             loop.remove_signal_handler(sig)

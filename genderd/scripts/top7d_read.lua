@@ -6,17 +6,14 @@
 -- KEYS[2 .. W+1] = buckets of days D-W+1 .. D   <prefix>:{sN}:m:top7d:d<day>:<cid>
 -- KEYS[W+2] = bucket of day D+1        (D = today at "now")
 -- ARGV[1] = model name;  ARGV[2] = read time "now" (ms)
--- returns: {gender, scores, ts, as_of} of the model, or nil when it has no answer
+-- returns: the whole result hash (HGETALL, flat), the model's fields up to date, so that a
+--          lookup of every model is this one call
 
 local result = KEYS[1]
 local model, now = ARGV[1], ARGV[2]
-local fields = {model, model .. ':s', model .. ':ts', model .. ':at'}
 
 local valid_until = redis.call('HGET', result, model .. ':u')
-if not valid_until then return nil end
-if tonumber(now) >= tonumber(valid_until) then
+if valid_until and tonumber(now) >= tonumber(valid_until) then
   store(result, model, window_parts(2, #KEYS - 2, tonumber(now)), now)
 end
-local answer = redis.call('HMGET', result, unpack(fields))
-if not answer[1] then return nil end
-return answer
+return redis.call('HGETALL', result)

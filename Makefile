@@ -1,0 +1,32 @@
+# Developer shortcuts. CI runs `make ci` (bash .ci/run), which makes its own fresh venv.
+# The other targets use the venv in $(VENV) (created by `make install`).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install lint typecheck test bench ci demo
+
+install: ## create $(VENV) if needed and install genderd with its test tools
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+
+lint: ## ruff: lint rules and formatting
+	$(BIN)/ruff check genderd tests bench
+	$(BIN)/ruff format --check genderd tests bench
+
+typecheck: ## mypy --strict on the package (configured in pyproject.toml)
+	$(BIN)/mypy
+
+test: ## pytest with the pyproject.toml configuration (starts its own servers)
+	$(BIN)/pytest
+
+bench: ## pipeline throughput and lookup latency on a server of its own (prints a table)
+	$(BIN)/python bench/pipeline.py
+
+ci: ## exactly what CI runs, in a throw-away venv
+	bash .ci/run
+
+demo: ## bundled server + a worker per model + demo traffic, until Ctrl-C
+	$(BIN)/genderd up --demo
