@@ -39,14 +39,12 @@ class Settings(BaseSettings):
     genders: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_GENDERS, description="accepted genders, comma separated"
     )
-    default_model: str = "top"
     window_days: int = Field(default=7, ge=1, le=366)
     # At most a day: top7d looks one day past "now" for events that are ahead of the clock.
     max_future_ms: int = Field(default=5 * MS_PER_MINUTE, ge=0, le=MS_PER_DAY)
     claim_idle_ms: int = Field(default=30_000, ge=100)
     max_deliveries: int = Field(default=5, ge=1)
     retention_days: int = Field(default=30, ge=1)
-    api_token: str | None = None
 
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
     block_ms: int = Field(
