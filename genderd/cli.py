@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Iterable, Iterator
@@ -24,21 +25,19 @@ from genderd import connection
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.events import ValidationError as EventError
-from genderd.keys import Keys, shard_of
 from genderd.lookup import BadClientIdError, Reader
 from genderd.models.registry import Registry, UnknownModelError
 from genderd.processor import Outcome
 from genderd.producer import Producer, RateLimiter, synthetic
-from genderd.server import ServerError
+from genderd.server import ServerError, port_is_free
 from genderd.settings import Settings
-from genderd.up import Child, Supervisor
+from genderd.up import Child, Supervisor, start_demo
 from genderd.worker import Worker, run_worker
 
 T = TypeVar("T")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
-DEMO_HISTORY_EVENTS = 20_000
-DEMO_CLIENTS = 1_000
 DEMO_RATE = 200.0
+SERVE_GRACE_S = 10
 PACED_FLUSH_S = 0.1
 
 
@@ -130,15 +129,30 @@ def main(ctx: click.Context, redis_url: str | None, prefix: str | None, log_leve
     type=click.FloatRange(0.1),
     help="Demo events per second after the initial history.",
 )
+@click.option(
+    "--api-port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of the HTTP API (on 127.0.0.1).",
+)
+@click.option("--no-api", is_flag=True, help="Do not run the HTTP API.")
 @click.pass_context
 def up(
-    ctx: click.Context, demo: bool, workers_per_model: int, port: int | None, rate: float
+    ctx: click.Context,
+    demo: bool,
+    workers_per_model: int,
+    port: int | None,
+    rate: float,
+    api_port: int,
+    no_api: bool,
 ) -> None:
     """Run everything on this machine until Ctrl-C.
 
     Starts a Redis-compatible server from the bundled binary (unless GENDERD_REDIS_URL is
-    set), with its data and AOF under ./.genderd/, and a worker per model. Other genderd
-    commands run from this directory find the server by themselves.
+    set), with its data and AOF under ./.genderd/, a worker per model and the HTTP API on
+    127.0.0.1:8000. Other genderd commands run from this directory find the server by
+    themselves.
     """
     settings = _settings(ctx)
     registry = Registry.load(settings)
@@ -147,20 +161,25 @@ def up(
         for model in registry
         for n in range(workers_per_model)
     ]
+    if not no_api:
+        if not port_is_free(api_port):
+            raise click.UsageError(f"port {api_port} is taken: pick another with --api-port")
+        children.append(Child("api", ["serve", "--host", "127.0.0.1", "--port", str(api_port)]))
     supervisor = Supervisor(settings, children, port=port)
     try:
         url = supervisor.start_server()
         with _friendly_errors():
             client = connection.sync_client(settings, url)
             shards = connection.init_deployment(client, settings)
+            api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
             click.echo(
-                f"genderd is up: {url}, {shards} shards, models: {', '.join(registry.names())}"
+                f"genderd is up: {url}, {shards} shards, models: {', '.join(registry.names())}{api}"
             )
             if demo:
-                _start_demo(
-                    supervisor, client, settings.model_copy(update={"shards": shards}), rate
+                deployed = settings.model_copy(update={"shards": shards})
+                click.echo(
+                    start_demo(supervisor, client, deployed, rate, None if no_api else api_port)
                 )
-                click.echo(_demo_help(url, settings.prefix, shards, rate))
             client.close()
     except ServerError as error:
         supervisor.shutdown()
@@ -172,25 +191,51 @@ def up(
     supervisor.run()
 
 
-def _start_demo(supervisor: Supervisor, client: Any, settings: Settings, rate: float) -> None:
-    """Write some history, then let a supervised producer feed live traffic."""
-    with Producer(client, settings) as producer:
-        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
-            producer.send_fields(event)
-    args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
-    supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
+# -- serve -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", help="Address to bind [env GENDERD_API_HOST; default 127.0.0.1].")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port [env GENDERD_API_PORT; default 8000]."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="uvicorn worker processes.",
+)
+@click.option(
+    "--access-log/--no-access-log", default=False, show_default=True, help="Log every request."
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, workers: int, access_log: bool
+) -> None:
+    """Serve the HTTP API (uvicorn) until SIGTERM/SIGINT.
 
+    Docs at /docs (OpenAPI at /openapi.json). Each worker process holds one Redis pool.
+    """
+    import uvicorn
 
-def _demo_help(url: str, prefix: str, shards: int, rate: float) -> str:
-    stream = Keys(prefix).stream(shard_of("C42", shards))
-    return (
-        f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
-        f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:\n"
-        "  genderd lookup C42\n"
-        "  genderd lookup C42 --model top7d\n"
-        "  genderd status\n"
-        "or write an event with any Redis client (the shard is crc32(cid) mod shards):\n"
-        f"  redis-cli -u {url} XADD '{stream}' '*' cid C42 gender male"
+    settings = _settings(ctx, api_host=host, api_port=port)
+    with _friendly_errors():
+        url = connection.resolve_url(settings)
+    try:
+        Registry.load(settings).get(settings.default_model)
+    except UnknownModelError as error:
+        raise click.UsageError(f"GENDERD_DEFAULT_MODEL: {error}") from None
+    # uvicorn's worker processes build their own app from the environment.
+    os.environ["GENDERD_REDIS_URL"] = url
+    os.environ["GENDERD_PREFIX"] = settings.prefix
+    uvicorn.run(
+        "genderd.api:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        access_log=access_log,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        timeout_graceful_shutdown=SERVE_GRACE_S,
     )
 
 

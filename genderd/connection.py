@@ -10,7 +10,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from genderd import server
 from genderd.keys import Keys
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 15
+RETRIES = 1
 
 
 class NoServerError(RuntimeError):
@@ -45,6 +49,10 @@ def _options(settings: Settings, url: str) -> dict[str, Any]:
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        # redis-py retries 10 times with backoff by default; genderd's callers have their own
+        # backoff (workers) or must answer fast (the API), so a lost connection is retried
+        # once, at once (a stale pooled connection after a server restart), then reported.
+        "retry": Retry(NoBackoff(), RETRIES),
     }
     if not settings.cluster and not url.startswith("unix://"):
         options["socket_keepalive"] = True
@@ -62,9 +70,10 @@ def sync_client(settings: Settings, url: str | None = None) -> redis.Redis | Red
 def async_client(
     settings: Settings, url: str | None = None, **extra: Any
 ) -> aioredis.Redis | AsyncRedisCluster:
-    """An asyncio client (workers, later the API); one pool per process."""
+    """An asyncio client (workers, the API); one pool per process."""
     url = url or resolve_url(settings)
     options = {**_options(settings, url), **extra}
+    options["retry"] = AsyncRetry(NoBackoff(), RETRIES)
     if settings.cluster:
         return AsyncRedisCluster.from_url(url, decode_responses=False, **options)
     return aioredis.Redis.from_url(url, decode_responses=False, **options)

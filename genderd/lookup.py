@@ -108,6 +108,12 @@ class Reader:
             return fields
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def load_scripts(self) -> None:
+        """Make sure the server has the refresh scripts (after a restart or SCRIPT FLUSH)."""
+        for script in self._refresh.values():
+            if not all(await self.client.script_exists(script.sha)):
+                await self.client.script_load(script.script)
+
     def _validate(self, cids: Sequence[str]) -> None:
         for cid in cids:
             problem = cid_problem(cid)

@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1)
     retention_days: int = Field(default=30, ge=1)
 
+    default_model: str = Field(default="top", description="model of a lookup that names none")
+    api_token: str | None = Field(
+        default=None, description="bearer token required by POST /v1/events when set"
+    )
+    read_token: str | None = Field(
+        default=None, description="bearer token required by lookups and /v1/models when set"
+    )
+    api_host: str = Field(default="127.0.0.1", description="address `genderd serve` binds")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="port `genderd serve` binds")
+    api_timeout_ms: int = Field(
+        default=1_000, ge=50, le=30_000, description="timeout of each Redis call the API makes"
+    )
+
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
     block_ms: int = Field(
         default=1_000, ge=1, le=4_000, description="how long a read waits for new entries"

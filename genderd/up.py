@@ -17,8 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from genderd import server
+from genderd.keys import Keys, shard_of
+from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,3 +169,43 @@ class Supervisor:
             server.clear_state(self.state_dir)
             self.server = None
             log.info("server stopped; data kept in %s/", self.state_dir)
+
+
+DEMO_HISTORY_EVENTS = 20_000
+DEMO_CLIENTS = 1_000
+
+
+def start_demo(
+    supervisor: Supervisor, client: Any, settings: Settings, rate: float, api_port: int | None
+) -> str:
+    """Write some history, let a supervised producer feed live traffic; return what to try."""
+    with Producer(client, settings) as producer:
+        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
+            producer.send_fields(event)
+    args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
+    supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
+    stream = Keys(settings.prefix).stream(shard_of("C42", settings.shards))
+    lines = [
+        f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
+        f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:",
+        "  genderd lookup C42",
+        "  genderd lookup C42 --model top7d",
+        "  genderd status",
+    ]
+    if api_port is not None:
+        base = f"http://127.0.0.1:{api_port}"
+        json_header = "-H 'content-type: application/json'"
+        lines += [
+            f"  curl -s '{base}/v1/clients/C42/gender?model=top7d'",
+            f"  curl -s {base}/v1/clients/C42",
+            f"  curl -s -XPOST {base}/v1/lookup {json_header} "
+            """-d '{"cids":["C1","C2"],"model":"top"}'""",
+            f"  curl -s -XPOST {base}/v1/events {json_header} "
+            """-d '{"cid":"C9","gender":"female"}'""",
+            f"  open {base}/docs",
+        ]
+    lines += [
+        "or write an event with any Redis client (the shard is crc32(cid) mod shards):",
+        f"  redis-cli -u {supervisor.url} XADD '{stream}' '*' cid C42 gender male",
+    ]
+    return "\n".join(lines)

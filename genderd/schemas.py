@@ -1,0 +1,195 @@
+"""Pydantic models of the HTTP API: they document it (OpenAPI) and validate request bodies.
+
+Answers are *not* built through these models at request time: a lookup returns JSON encoded
+straight from what Redis holds (see :mod:`genderd.api`); the models describe that JSON.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_LOOKUP_CIDS = 1_000
+MAX_INGEST_EVENTS = 10_000
+
+EXAMPLE_TS = 1795696300000
+
+
+class GenderAnswer(BaseModel):
+    """One model's answer for one client."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "cid": "C42",
+                    "model": "top",
+                    "gender": "female",
+                    "scores": {"female": 18, "male": 3},
+                    "last_event_ts": EXAMPLE_TS,
+                    "as_of": EXAMPLE_TS + 512,
+                }
+            ]
+        }
+    )
+
+    cid: str
+    model: str = Field(description="canonical model name (aliases are resolved)")
+    gender: str
+    scores: dict[str, int] | None = Field(
+        description="per-gender event counts behind the answer; null for `last`"
+    )
+    last_event_ts: int = Field(description="ms since the epoch of the newest event counted")
+    as_of: int = Field(description="ms since the epoch when the stored answer was computed")
+
+
+class ModelAnswer(BaseModel):
+    gender: str
+    scores: dict[str, int] | None
+    last_event_ts: int
+    as_of: int
+
+
+class ClientAnswers(BaseModel):
+    """Every model's answer for one client (null where a model has none)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "cid": "C42",
+                    "models": {
+                        "last": {
+                            "gender": "female",
+                            "scores": None,
+                            "last_event_ts": EXAMPLE_TS,
+                            "as_of": EXAMPLE_TS + 2,
+                        },
+                        "top": {
+                            "gender": "female",
+                            "scores": {"female": 18, "male": 3},
+                            "last_event_ts": EXAMPLE_TS,
+                            "as_of": EXAMPLE_TS + 3,
+                        },
+                        "top7d": None,
+                    },
+                }
+            ]
+        }
+    )
+
+    cid: str
+    models: dict[str, ModelAnswer | None]
+
+
+class LookupRequest(BaseModel):
+    """Up to 1,000 clients, answered in order in one Redis round trip."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"cids": ["C1", "C2"], "model": "top"}]},
+    )
+
+    cids: list[str] = Field(min_length=1, max_length=MAX_LOOKUP_CIDS)
+    model: str | None = Field(default=None, description="name or alias; default: the default model")
+
+
+class LookupItem(BaseModel):
+    cid: str
+    gender: str | None = Field(description="null when the model has no answer for the client")
+    scores: dict[str, int] | None = None
+    last_event_ts: int | None = None
+    as_of: int | None = None
+
+
+class LookupResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "top",
+                    "results": [
+                        {
+                            "cid": "C1",
+                            "gender": "male",
+                            "scores": {"male": 4},
+                            "last_event_ts": EXAMPLE_TS,
+                            "as_of": EXAMPLE_TS + 7,
+                        },
+                        {
+                            "cid": "C2",
+                            "gender": None,
+                            "scores": None,
+                            "last_event_ts": None,
+                            "as_of": None,
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    model: str
+    results: list[LookupItem]
+
+
+class EventIn(BaseModel):
+    """A page view. Validated exactly as the workers validate stream entries."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"cid": "C9", "gender": "female", "ts": EXAMPLE_TS}]},
+    )
+
+    cid: str = Field(description="1-128 characters, no whitespace or control characters")
+    gender: str = Field(description="one of the configured genders (trimmed, case-insensitive)")
+    ts: int | None = Field(
+        default=None, description="event time, ms since the epoch; default: arrival time"
+    )
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"events": [{"cid": "C9", "gender": "female"}, {"cid": "C10", "gender": "male"}]}
+            ]
+        }
+    )
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_INGEST_EVENTS)
+
+
+class Accepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 2}]})
+
+    accepted: int
+
+
+class EventError(BaseModel):
+    index: int = Field(description="position of the event in the request (0 for a single one)")
+    reason: str = Field(description="machine-readable reason, as in the dead letters")
+    detail: str
+
+
+class EventErrors(BaseModel):
+    detail: list[EventError]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    aliases: list[str]
+    description: str
+    default: bool
+    lag: int = Field(description="entries not yet delivered to the model's group")
+    pending: int = Field(description="entries delivered and not yet acknowledged")
+    dead: int = Field(description="entries the model dead-lettered")
+    applied: int = Field(description="entries the model applied")
+    stalled: bool
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class Problem(BaseModel):
+    detail: str
