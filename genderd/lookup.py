@@ -22,6 +22,7 @@ from genderd.events import cid_problem
 from genderd.keys import Keys, shard_of
 from genderd.models.base import Answer, Model
 from genderd.models.registry import Registry
+from genderd.multiplex import MultiplexedConnection
 from genderd.processor import Clock, wall_clock_ms
 from genderd.settings import Settings
 from genderd.streams import AsyncClient
@@ -49,8 +50,10 @@ class Reader:
         registry: Registry,
         settings: Settings,
         clock: Clock = wall_clock_ms,
+        multiplexed: MultiplexedConnection | None = None,
     ) -> None:
         self.client = client
+        self.multiplexed = multiplexed
         self.registry = registry
         self.settings = settings
         self.keys = Keys(settings.prefix)
@@ -62,57 +65,54 @@ class Reader:
             if refresh is not None:
                 self._refresh[model.name] = client.register_script(refresh)
 
-    def _calls(self, cid: str, models: Sequence[Model], now: int) -> list[tuple[Any, ...]]:
-        """The commands that read ``cid``: an HGETALL, or one refresh script per model that
-        has one (each returns the whole hash; the last one's reply is the freshest)."""
-        shard = shard_of(cid, self.settings.shards)
-        refreshed = [m for m in models if m.name in self._refresh]
-        if not refreshed:
-            return [("HGETALL", self.keys.result(shard, cid))]
-        calls = []
-        for model in refreshed:
-            keys = model.refresh_keys(shard, cid, now)
-            calls.append(
-                ("EVALSHA", self._refresh[model.name].sha, len(keys), *keys, model.name, now)
-            )
-        return calls
-
-    async def _one(self, calls: list[tuple[Any, ...]]) -> Fields:
-        reply: Any = None
-        for call in calls:
-            if call[0] == "HGETALL":
-                reply = await self.client.hgetall(call[1])
-            else:
-                script = next(s for s in self._refresh.values() if s.sha == call[1])
-                reply = await script(keys=call[3 : 3 + call[2]], args=call[3 + call[2] :])
-        return _hash(reply)
-
-    async def _pipelined(self, calls: list[list[tuple[Any, ...]]]) -> list[Fields]:
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for per_cid in calls:
-                for call in per_cid:
-                    pipe.execute_command(*call)
-            try:
-                replies = await pipe.execute()
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                for script in self._refresh.values():  # the server lost its script cache
-                    await self.client.script_load(script.script)
-                continue
-            fields, at = [], 0
-            for per_cid in calls:
-                at += len(per_cid)
-                fields.append(_hash(replies[at - 1]))
-            return fields
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _send_all(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Replies of ``commands``, sent in one round trip (on Cluster: concurrently)."""
+        if self.multiplexed is not None:
+            if len(commands) == 1:
+                return [await self.multiplexed.execute(*commands[0])]
+            return await self.multiplexed.execute_many(commands)
+        if self._cluster:  # each command to its node; cluster pipelines refuse scripts
+            return list(await asyncio.gather(*(self.client.execute_command(*c) for c in commands)))
+        if len(commands) == 1:
+            return [await self.client.execute_command(*commands[0])]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
 
     async def load_scripts(self) -> None:
         """Make sure the server has the refresh scripts (after a restart or SCRIPT FLUSH)."""
         for script in self._refresh.values():
             if not all(await self.client.script_exists(script.sha)):
                 await self.client.script_load(script.script)
+
+    async def _refresh_stale(
+        self, cids: Sequence[str], hashes: list[Fields], models: Sequence[Model], now: int
+    ) -> None:
+        """Recompute (and store) the answers whose validity ran out: the second round trip a
+        windowed model needs once per client per day; none at all most of the time."""
+        stale = [
+            (i, model)
+            for model in models
+            if model.name in self._refresh
+            for i, fields in enumerate(hashes)
+            if model.needs_refresh(fields, now)
+        ]
+        if not stale:
+            return
+        commands = []
+        for i, model in stale:
+            shard = shard_of(cids[i], self.settings.shards)
+            keys = model.refresh_keys(shard, cids[i], now)
+            sha = self._refresh[model.name].sha
+            commands.append(("EVALSHA", sha, len(keys), *keys, model.name, now))
+        try:
+            replies = await self._send_all(commands)
+        except NoScriptError:  # the server lost its script cache (restart, SCRIPT FLUSH)
+            await self.load_scripts()
+            replies = await self._send_all(commands)
+        for (i, _), reply in zip(stale, replies, strict=True):
+            hashes[i] = _hash(reply)  # each script returns the whole, refreshed hash
 
     def _validate(self, cids: Sequence[str]) -> None:
         for cid in cids:
@@ -121,15 +121,15 @@ class Reader:
                 raise BadClientIdError(problem)
 
     async def fields_many(self, cids: Sequence[str], models: Sequence[Model]) -> list[Fields]:
-        """The result hashes of ``cids``, up to date for ``models``, in one round trip."""
+        """The result hashes of ``cids``, right at read time for ``models``: one round trip
+        (HGETALL each), plus one when a stored windowed answer has expired."""
         self._validate(cids)
         now = self.clock()
-        calls = [self._calls(cid, models, now) for cid in cids]
-        if len(cids) == 1:
-            return [await self._one(calls[0])]
-        if self._cluster:  # Cluster pipelines refuse scripts: concurrent single calls instead
-            return list(await asyncio.gather(*(self._one(c) for c in calls)))
-        return await self._pipelined(calls)
+        shards = self.settings.shards
+        commands = [("HGETALL", self.keys.result(shard_of(cid, shards), cid)) for cid in cids]
+        hashes = [_hash(reply) for reply in await self._send_all(commands)]
+        await self._refresh_stale(cids, hashes, models, now)
+        return hashes
 
     async def lookup_many(
         self, cids: Sequence[str], models: Iterable[Model] | None = None

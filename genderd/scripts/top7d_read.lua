@@ -1,4 +1,6 @@
--- Read-time refresh of a `top7d` answer (cache-first): while the stored answer is valid
+-- Read-time refresh of a `top7d` answer (cache-first). Lookups read the result hash with
+-- HGETALL and call this only when the stored answer's valid-until has passed; it checks again
+-- atomically: while the stored answer is valid
 -- (now < <model>:u) it is returned as stored; once its window has moved it is recomputed from
 -- the day buckets and written back, so the answer served is right at read time.
 --
@@ -6,8 +8,7 @@
 -- KEYS[2 .. W+1] = buckets of days D-W+1 .. D   <prefix>:{sN}:m:top7d:d<day>:<cid>
 -- KEYS[W+2] = bucket of day D+1        (D = today at "now")
 -- ARGV[1] = model name;  ARGV[2] = read time "now" (ms)
--- returns: the whole result hash (HGETALL, flat), the model's fields up to date, so that a
---          lookup of every model is this one call
+-- returns: the whole result hash (HGETALL, flat), the model's fields up to date
 
 local result = KEYS[1]
 local model, now = ARGV[1], ARGV[2]

@@ -1,0 +1,178 @@
+"""API benchmark: the lookup endpoint against a no-I/O route of the same app, same server.
+
+Starts its own Redis-compatible server from the bundled binary and `genderd serve` (one
+uvicorn worker) on free loopback ports, fills the store (events over N clients, applied by
+in-process workers), then loads each route with wrk (https://github.com/wg/wrk, `apt-get
+install wrk`): first closed-loop at full speed (the maximum rate), then paced at half that rate
+(each connection waits between requests, wrk's `delay()`), and prints requests/s, p50 and p99
+for both and the lookup/no-I/O ratio. Asserts nothing about speed.
+
+    python bench/api.py --clients 10000 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from genderd.connection import async_client, init_deployment
+from genderd.models import Registry
+from genderd.producer import Producer, synthetic
+from genderd.server import Server, find_binary, free_port
+from genderd.settings import Settings
+from genderd.worker import Worker
+
+READY_TIMEOUT_S = 30.0
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass
+class Run:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # socket errors and timeouts
+
+
+def lua(path_expr: str, delay_ms: float | None) -> str:
+    """A wrk script: random clients; with ``delay_ms``, each connection paces itself."""
+    script = f"""
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", {path_expr})
+end
+"""
+    if delay_ms is not None:
+        script += f"delay = function() return {delay_ms:.3f} end\n"
+    return script
+
+
+def wrk(url: str, script: str, connections: int, duration_s: int) -> Run:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s",
+             handle.name, url],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+        return float(value) * UNITS[unit]
+
+    # 404s are answers (clients without one); socket errors and timeouts are errors.
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return Run(rate, percentile("50"), percentile("99"), errors)
+
+
+def fill(settings: Settings, events: int, clients: int) -> None:
+    sync = redis.Redis.from_url(settings.redis_url or "")
+    with Producer(sync, settings) as producer:
+        for event in synthetic(events, clients, settings.genders, days=10, seed=1):
+            producer.send_fields(event)
+    sync.close()
+
+    async def apply() -> None:
+        client = async_client(settings)
+        for model in Registry.load(settings):
+            worker = Worker(client, model, settings)
+            await worker.ensure_groups()
+            await worker.drain()
+        await client.aclose()
+
+    asyncio.run(apply())
+
+
+def wait_ready(base: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the API did not become ready")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    with tempfile.TemporaryDirectory() as data, Server(
+        find_binary(), free_port(), Path(data), persistent=False
+    ) as server:
+        settings = Settings(redis_url=server.url)
+        sync = redis.Redis.from_url(server.url)
+        settings = settings.model_copy(update={"shards": init_deployment(sync, settings)})
+        sync.close()
+        fill(settings, args.events, args.clients)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, GENDERD_REDIS_URL=server.url)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "genderd", "--log-level", "WARNING", "serve", "--port",
+             str(port)], env=env,
+        )
+        try:
+            wait_ready(base)
+            routes = {
+                "no-I/O route `GET /healthz`": '"/healthz"',
+                "lookup `GET /v1/clients/{cid}/gender` (top)":
+                    f'"/v1/clients/C" .. math.random(1, {args.clients}) .. "/gender"',
+                "lookup `GET /v1/clients/{cid}/gender?model=top7d`":
+                    f'"/v1/clients/C" .. math.random(1, {args.clients}) .. "/gender?model=top7d"',
+                "lookup `GET /v1/clients/{cid}` (all models)":
+                    f'"/v1/clients/C" .. math.random(1, {args.clients})',
+            }
+            results: dict[str, tuple[Run, Run]] = {}
+            for name, path in routes.items():
+                wrk(base, lua(path, None), args.connections, 2)  # warm-up
+                full = wrk(base, lua(path, None), args.connections, args.duration)
+                # Pace each connection so that all of them together ask for half the maximum.
+                delay_ms = args.connections / (full.rate / 2) * 1000
+                half = wrk(base, lua(path, delay_ms), args.connections, args.duration)
+                results[name] = (full, half)
+        finally:
+            api.terminate()
+            api.wait(30)
+
+    healthz = next(iter(results.values()))[0].rate
+    print(f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
+          f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run; "
+          "server, API and wrk on the same 2 cores\n")
+    print("| route | max req/s | ratio to no-I/O | p50 / p99 at max (ms) "
+          "| paced req/s | p50 / p99 at half max (ms) | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (full, half) in results.items():
+        print(f"| {name} | {full.rate:,.0f} | {full.rate / healthz:.2f} | "
+              f"{full.p50_ms:.2f} / {full.p99_ms:.2f} | {half.rate:,.0f} | "
+              f"{half.p50_ms:.2f} / {half.p99_ms:.2f} | {full.errors + half.errors} |")
+
+
+if __name__ == "__main__":
+    main()
