@@ -17,11 +17,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError as PydanticValidationError
 from redis import exceptions as redis_errors
 
 from genderd import __version__, connection, status
@@ -45,6 +47,7 @@ from genderd.schemas import (
     LookupResponse,
     ModelsResponse,
     Problem,
+    ValidationProblem,
 )
 from genderd.settings import Settings
 from genderd.streams import AsyncClient
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to spare
+MAX_LOOKUP_BODY_BYTES = 1024 * 1024  # 1,000 cids of 128 characters, JSON-escaped
 MAX_CONNECTIONS = 256
 UNAVAILABLE = (
     redis_errors.ConnectionError,  # includes BusyLoadingError and "too many connections"
@@ -65,10 +69,10 @@ UNAVAILABLE = (
 )
 
 
-class JSON(Response):
-    """A JSON response encoded with orjson (no pydantic, no validation on the way out)."""
+class JSON(JSONResponse):
+    """A JSON response encoded with orjson (no pydantic, no validation on the way out).
 
-    media_type = "application/json"
+    A JSONResponse subclass so that FastAPI documents the routes' response models."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -142,16 +146,18 @@ class Api:
         return self._deployed, self._reader
 
     # -- request checks ---------------------------------------------------------------------
-    def model(self, name: str | None) -> Model:
+    def model(self, name: str | None, location: tuple[str, ...] = ("query", "model")) -> Model:
         if name is None:
             return self.default_model
         try:
             return self.registry.get(name)
         except UnknownModelError as error:
-            raise _invalid(["query", "model"], str(error), "unknown_model") from None
+            raise _invalid(list(location), str(error), "unknown_model") from None
 
     @staticmethod
-    def check_cid(cid: str, location: list[str]) -> None:
+    def check_cid(cid: str, location: list[str], request: Request | None = None) -> None:
+        if "\ufffd" in cid and request is not None and not _utf8_path(request):
+            raise _invalid(location, "cid is not valid UTF-8", "bad_cid")
         problem = cid_problem(cid)
         if problem:
             raise _invalid(location, problem, "bad_cid")
@@ -177,6 +183,15 @@ class Api:
         return result
 
 
+def _utf8_path(request: Request) -> bool:
+    """Whether the raw request path is valid UTF-8 (Starlette decodes bad bytes to U+FFFD)."""
+    try:
+        unquote_to_bytes(request.scope.get("raw_path", b"")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _answer_body(answer: Answer) -> dict[str, Any]:
     return {
         "gender": answer.gender,
@@ -186,18 +201,35 @@ def _answer_body(answer: Answer) -> dict[str, Any]:
     }
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused (413) beyond MAX_BODY_BYTES without reading it all."""
+async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused (413) beyond ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body may be at most {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, f"the body may be at most {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise ApiError(413, f"the body may be at most {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+NO_ANSWER = {"gender": None, "scores": None, "last_event_ts": None, "as_of": None}
+
+
+def _lookup_request(body: bytes) -> LookupRequest:
+    """The batch lookup body; read raw so that any bad body is a 422 in FastAPI's layout."""
+    try:
+        return LookupRequest.model_validate_json(body)
+    except PydanticValidationError as error:
+        raise ApiError(
+            422,
+            [
+                {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                for e in error.errors(include_url=False, include_input=False)
+            ],
+        ) from None
 
 
 def _event_items(body: bytes) -> list[Any]:
@@ -320,7 +352,11 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
     @app.get(
         "/v1/clients/{cid:path}/gender",
         response_model=GenderAnswer,
-        responses={404: {"model": Problem, "description": "the model has no answer"}, **ERRORS},
+        responses={
+            404: {"model": Problem, "description": "the model has no answer"},
+            422: {"model": ValidationProblem, "description": "a bad cid or unknown model"},
+            **ERRORS,
+        },
         summary="One model's answer for a client",
         openapi_extra={"parameters": [CID, MODEL]},
     )
@@ -329,7 +365,7 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         api.check_token(request, api.settings.read_token)
         cid = request.path_params["cid"]
         chosen = api.model(request.query_params.get("model"))
-        api.check_cid(cid, ["path", "cid"])
+        api.check_cid(cid, ["path", "cid"], request)
         [fields] = await api.fields([cid], [chosen], "client_gender")
         answer = chosen.answer(fields)
         if answer is None:
@@ -339,14 +375,18 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
     @app.get(
         "/v1/clients/{cid:path}",
         response_model=ClientAnswers,
-        responses={404: {"model": Problem, "description": "no model knows the client"}, **ERRORS},
+        responses={
+            404: {"model": Problem, "description": "no model knows the client"},
+            422: {"model": ValidationProblem, "description": "a bad cid"},
+            **ERRORS,
+        },
         summary="Every model's answer for a client",
         openapi_extra={"parameters": [CID]},
     )
     async def client(request: Request) -> Response:
         api.check_token(request, api.settings.read_token)
         cid = request.path_params["cid"]
-        api.check_cid(cid, ["path", "cid"])
+        api.check_cid(cid, ["path", "cid"], request)
         models = list(api.registry)
         [fields] = await api.fields([cid], models, "client")
         answers = {m.name: m.answer(fields) for m in models}
@@ -358,31 +398,26 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
     @app.post(
         "/v1/lookup",
         response_model=LookupResponse,
-        responses=ERRORS,
+        responses={
+            401: {"model": Problem, "description": "a read token is configured and missing"},
+            413: {"model": Problem, "description": "the body is too large"},
+            422: {"model": ValidationProblem, "description": "a bad body, cid or model"},
+            **ERRORS,
+        },
         summary="Many clients' answers in one round trip",
     )
-    async def lookup(request: Request, body: LookupRequest) -> Response:
+    async def lookup(request: Request) -> Response:
         """Up to 1,000 clients, in order; `gender` is null for clients without an answer."""
         api.check_token(request, api.settings.read_token)
-        chosen = api.model(body.model)
+        body = _lookup_request(await _body(request, MAX_LOOKUP_BODY_BYTES))
+        chosen = api.model(body.model, ("body", "model"))
         for i, cid in enumerate(body.cids):
             api.check_cid(cid, ["body", "cids", str(i)])
         hashes = await api.fields(body.cids, [chosen], "lookup")
         results = []
         for cid, fields in zip(body.cids, hashes, strict=True):
             answer = chosen.answer(fields)
-            if answer is None:
-                results.append(
-                    {
-                        "cid": cid,
-                        "gender": None,
-                        "scores": None,
-                        "last_event_ts": None,
-                        "as_of": None,
-                    }
-                )
-            else:
-                results.append({"cid": cid, **_answer_body(answer)})
+            results.append({"cid": cid, **(_answer_body(answer) if answer else NO_ANSWER)})
         return JSON({"model": chosen.name, "results": results})
 
     @app.post(
@@ -494,7 +529,8 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
 
 
 def _install_openapi(app: FastAPI) -> None:
-    """Document the ingest body (read raw, so that every bad event can be reported)."""
+    """Document the bodies the ingest and batch lookup routes read raw (so that every bad
+    event can be reported, and any bad body is a 422)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -504,7 +540,7 @@ def _install_openapi(app: FastAPI) -> None:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         template = "#/components/schemas/{model}"
-        for model in (EventIn, EventBatch, EventErrors):
+        for model in (EventIn, EventBatch, EventErrors, LookupRequest):
             components[model.__name__] = model.model_json_schema(ref_template=template)
         schema["paths"]["/v1/events"]["post"]["requestBody"] = {
             "required": True,
@@ -517,6 +553,12 @@ def _install_openapi(app: FastAPI) -> None:
                         ]
                     }
                 }
+            },
+        }
+        schema["paths"]["/v1/lookup"]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": template.format(model="LookupRequest")}}
             },
         }
         app.openapi_schema = schema

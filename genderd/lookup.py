@@ -86,33 +86,19 @@ class Reader:
             if not all(await self.client.script_exists(script.sha)):
                 await self.client.script_load(script.script)
 
-    async def _refresh_stale(
-        self, cids: Sequence[str], hashes: list[Fields], models: Sequence[Model], now: int
-    ) -> None:
-        """Recompute (and store) the answers whose validity ran out: the second round trip a
-        windowed model needs once per client per day; none at all most of the time."""
-        stale = [
-            (i, model)
-            for model in models
-            if model.name in self._refresh
-            for i, fields in enumerate(hashes)
-            if model.needs_refresh(fields, now)
-        ]
-        if not stale:
-            return
-        commands = []
-        for i, model in stale:
-            shard = shard_of(cids[i], self.settings.shards)
-            keys = model.refresh_keys(shard, cids[i], now)
-            sha = self._refresh[model.name].sha
-            commands.append(("EVALSHA", sha, len(keys), *keys, model.name, now))
-        try:
-            replies = await self._send_all(commands)
-        except NoScriptError:  # the server lost its script cache (restart, SCRIPT FLUSH)
-            await self.load_scripts()
-            replies = await self._send_all(commands)
-        for (i, _), reply in zip(stale, replies, strict=True):
-            hashes[i] = _hash(reply)  # each script returns the whole, refreshed hash
+    def _commands(self, cid: str, models: Sequence[Model], now: int) -> list[tuple[Any, ...]]:
+        """What reads ``cid``: HGETALL of its result hash or, when a model whose answer can
+        expire is asked for, that model's refresh script, which returns the same hash after
+        recomputing the expired answer (one script per such model; the last reply is the
+        freshest)."""
+        shard = shard_of(cid, self.settings.shards)
+        commands: list[tuple[Any, ...]] = []
+        for model in models:
+            script = self._refresh.get(model.name)
+            if script is not None:
+                keys = model.refresh_keys(shard, cid, now)
+                commands.append(("EVALSHA", script.sha, len(keys), *keys, model.name, now))
+        return commands or [("HGETALL", self.keys.result(shard, cid))]
 
     def _validate(self, cids: Sequence[str]) -> None:
         for cid in cids:
@@ -121,14 +107,21 @@ class Reader:
                 raise BadClientIdError(problem)
 
     async def fields_many(self, cids: Sequence[str], models: Sequence[Model]) -> list[Fields]:
-        """The result hashes of ``cids``, right at read time for ``models``: one round trip
-        (HGETALL each), plus one when a stored windowed answer has expired."""
+        """The result hashes of ``cids``, right at read time for ``models``, in one round
+        trip (on Cluster: one concurrent command per client)."""
         self._validate(cids)
         now = self.clock()
-        shards = self.settings.shards
-        commands = [("HGETALL", self.keys.result(shard_of(cid, shards), cid)) for cid in cids]
-        hashes = [_hash(reply) for reply in await self._send_all(commands)]
-        await self._refresh_stale(cids, hashes, models, now)
+        per_cid = [self._commands(cid, models, now) for cid in cids]
+        commands = [command for group in per_cid for command in group]
+        try:
+            replies = await self._send_all(commands)
+        except NoScriptError:  # the server lost its script cache (restart, SCRIPT FLUSH)
+            await self.load_scripts()
+            replies = await self._send_all(commands)
+        hashes, at = [], 0
+        for group in per_cid:
+            at += len(group)
+            hashes.append(_hash(replies[at - 1]))
         return hashes
 
     async def lookup_many(

@@ -193,3 +193,15 @@ class ModelsResponse(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class InvalidItem(BaseModel):
+    loc: list[str] = Field(description='where: e.g. ["path", "cid"] or ["body", "cids", "2"]')
+    msg: str
+    type: str = Field(description="machine-readable: bad_cid, unknown_model, or pydantic's type")
+
+
+class ValidationProblem(BaseModel):
+    """A 422 in FastAPI's layout."""
+
+    detail: list[InvalidItem]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -105,6 +106,7 @@ class Up:
     workdir: Path
     out: Path
     err: Path
+    api_port: int
 
     def output(self) -> str:
         return (
@@ -173,16 +175,27 @@ def genderd_up(workdir: Path, *args: str) -> Iterator[Up]:
     """`genderd up --port <free port> ARGS` in ``workdir``; stops it and everything it started
     (by pid) when the block ends."""
     out, err = workdir / "up.out", workdir / "up.err"
+    api_port = free_port()
     with out.open("wb") as out_file, err.open("wb") as err_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "genderd", "up", "--port", str(free_port()), *args],
+            [
+                sys.executable,
+                "-m",
+                "genderd",
+                "up",
+                "--port",
+                str(free_port()),
+                "--api-port",
+                str(api_port),
+                *args,
+            ],
             cwd=workdir,
             env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
         )
-        up = Up(process, workdir, out, err)
+        up = Up(process, workdir, out, err, api_port)
         started: set[int] = set()
         try:
             yield up
@@ -299,6 +312,23 @@ def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
         assert found["top"]["gender"] in GENDERS
         assert sum(found["top"]["scores"].values()) >= 1
         assert found["last"]["gender"] in GENDERS
+
+        # The API runs too, and the banner shows how to call it.
+        base = f"http://127.0.0.1:{up.api_port}"
+        assert f"curl -s '{base}/v1/clients/C42/gender?model=top7d'" in banner
+        answer: dict[str, Any] = {}
+
+        def api_answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"{base}/v1/clients/C42", timeout=5) as response:
+                    answer.update(json.loads(response.read()))
+            except OSError:
+                return False
+            return True
+
+        up.wait_until(api_answers, "the API's answer for C42")
+        assert answer["cid"] == "C42"
+        assert answer["models"]["top"]["gender"] in GENDERS
 
         up.interrupt_and_expect_clean_stop()
 

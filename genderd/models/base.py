@@ -82,11 +82,6 @@ class Model(abc.ABC):
             return None
         return source(*self.refresh_files, package=self.script_package)
 
-    def needs_refresh(self, fields: Mapping[str, str], now_ms: int) -> bool:
-        """Whether the stored answer in ``fields`` must be recomputed at ``now_ms`` (only for
-        models with ``refresh_files``)."""
-        return False
-
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """KEYS of the refresh script (only for models with ``refresh_files``)."""
         return [self.keys.result(shard, cid)]

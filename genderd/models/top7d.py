@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from genderd.events import Event, day_of
 from genderd.keys import result_field
@@ -45,10 +45,6 @@ class TopWindowModel(Model):
             self.keys.day_bucket(shard, self.name, day_of(event.ts), event.cid),
             *self._buckets(shard, event.cid, now_ms),
         ]
-
-    def needs_refresh(self, fields: Mapping[str, str], now_ms: int) -> bool:
-        valid_until = fields.get(result_field(self.name, "u"))
-        return valid_until is not None and now_ms >= int(valid_until)
 
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]

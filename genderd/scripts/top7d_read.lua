@@ -1,8 +1,7 @@
--- Read-time refresh of a `top7d` answer (cache-first). Lookups read the result hash with
--- HGETALL and call this only when the stored answer's valid-until has passed; it checks again
--- atomically: while the stored answer is valid
--- (now < <model>:u) it is returned as stored; once its window has moved it is recomputed from
--- the day buckets and written back, so the answer served is right at read time.
+-- Lookup of a client whose `top7d` answer is asked for, in one round trip (cache-first):
+-- while the stored answer is valid (now < <model>:u) the result hash is returned as stored;
+-- once the window has moved the answer is recomputed from the day buckets and written back,
+-- so the answer served is right at read time.
 --
 -- KEYS[1] = client result hash        <prefix>:{sN}:r:<cid>
 -- KEYS[2 .. W+1] = buckets of days D-W+1 .. D   <prefix>:{sN}:m:top7d:d<day>:<cid>
