@@ -64,9 +64,19 @@ def wrk(url: str, script: str, connections: int, duration_s: int) -> Run:
         handle.write(script)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s",
-             handle.name, url],
-            check=True, capture_output=True, text=True,
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{duration_s}s",
+                "--latency",
+                "-s",
+                handle.name,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     finally:
         os.unlink(handle.name)
@@ -123,9 +133,10 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
-    with tempfile.TemporaryDirectory() as data, Server(
-        find_binary(), free_port(), Path(data), persistent=False
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as data,
+        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+    ):
         settings = Settings(redis_url=server.url)
         sync = redis.Redis.from_url(server.url)
         settings = settings.model_copy(update={"shards": init_deployment(sync, settings)})
@@ -135,19 +146,28 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         env = dict(os.environ, GENDERD_REDIS_URL=server.url)
         api = subprocess.Popen(
-            [sys.executable, "-m", "genderd", "--log-level", "WARNING", "serve", "--port",
-             str(port)], env=env,
+            [
+                sys.executable,
+                "-m",
+                "genderd",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
         )
         try:
             wait_ready(base)
+            client = f'"/v1/clients/C" .. math.random(1, {args.clients})'
             routes = {
                 "no-I/O route `GET /healthz`": '"/healthz"',
-                "lookup `GET /v1/clients/{cid}/gender` (top)":
-                    f'"/v1/clients/C" .. math.random(1, {args.clients}) .. "/gender"',
-                "lookup `GET /v1/clients/{cid}/gender?model=top7d`":
-                    f'"/v1/clients/C" .. math.random(1, {args.clients}) .. "/gender?model=top7d"',
-                "lookup `GET /v1/clients/{cid}` (all models)":
-                    f'"/v1/clients/C" .. math.random(1, {args.clients})',
+                "lookup `GET /v1/clients/{cid}/gender` (top)": f'{client} .. "/gender"',
+                "lookup `GET /v1/clients/{cid}/gender?model=top7d`": (
+                    f'{client} .. "/gender?model=top7d"'
+                ),
+                "lookup `GET /v1/clients/{cid}` (all models)": client,
             }
             results: dict[str, tuple[Run, Run]] = {}
             for name, path in routes.items():
@@ -162,16 +182,22 @@ def main() -> None:
             api.wait(30)
 
     healthz = next(iter(results.values()))[0].rate
-    print(f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
-          f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run; "
-          "server, API and wrk on the same 2 cores\n")
-    print("| route | max req/s | ratio to no-I/O | p50 / p99 at max (ms) "
-          "| paced req/s | p50 / p99 at half max (ms) | errors |")
+    print(
+        f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
+        f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run; "
+        "server, API and wrk on the same 2 cores\n"
+    )
+    print(
+        "| route | max req/s | ratio to no-I/O | p50 / p99 at max (ms) "
+        "| paced req/s | p50 / p99 at half max (ms) | errors |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (full, half) in results.items():
-        print(f"| {name} | {full.rate:,.0f} | {full.rate / healthz:.2f} | "
-              f"{full.p50_ms:.2f} / {full.p99_ms:.2f} | {half.rate:,.0f} | "
-              f"{half.p50_ms:.2f} / {half.p99_ms:.2f} | {full.errors + half.errors} |")
+        print(
+            f"| {name} | {full.rate:,.0f} | {full.rate / healthz:.2f} | "
+            f"{full.p50_ms:.2f} / {full.p99_ms:.2f} | {half.rate:,.0f} | "
+            f"{half.p50_ms:.2f} / {half.p99_ms:.2f} | {full.errors + half.errors} |"
+        )
 
 
 if __name__ == "__main__":
