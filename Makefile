@@ -13,8 +13,8 @@ install: ## create $(VENV) if needed and install genderd with its test tools
 	$(BIN)/pip install -e '.[test]'
 
 lint: ## ruff: lint rules and formatting
-	$(BIN)/ruff check genderd tests bench loadtests loadtests
-	$(BIN)/ruff format --check genderd tests bench loadtests loadtests
+	$(BIN)/ruff check genderd tests bench loadtests
+	$(BIN)/ruff format --check genderd tests bench loadtests
 
 typecheck: ## mypy --strict on the package (configured in pyproject.toml)
 	$(BIN)/mypy
