@@ -11,6 +11,7 @@ reconnects by itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import time
@@ -287,6 +288,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await api.start()
+        # Everything loaded so far (FastAPI, pydantic, the models) lives as long as the process:
+        # keep it out of the cyclic GC, whose full collections over it stalled requests for
+        # ~50 ms several times a second under load (p99 62 ms -> 14 ms in bench/api.py).
+        gc.freeze()
         try:
             yield
         finally:

@@ -48,6 +48,24 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.outgoing: list[bytes] = []
+
+    def queue(self, future: asyncio.Future[Any], packed: bytes) -> None:
+        """Send a packed command. On an idle connection it is written at once (lowest latency);
+        while replies are awaited, commands queued in one turn of the event loop go out in one
+        write (one system call for many concurrent lookups)."""
+        self.waiting.append(future)
+        if len(self.waiting) == 1 and self.transport is not None:
+            self.transport.write(packed)
+            return
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outgoing.append(packed)
+
+    def flush(self) -> None:
+        data, self.outgoing = b"".join(self.outgoing), []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
@@ -140,9 +158,7 @@ class MultiplexedConnection:
     async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        protocol.waiting.append(future)
-        assert protocol.transport is not None
-        protocol.transport.write(hiredis.pack_command(args))
+        protocol.queue(future, hiredis.pack_command(args))
         # A timer instead of asyncio.wait_for: no extra task per command on the hot path.
         timer = loop.call_later(self.timeout_s, _expire, future, self.timeout_s)
         try:
@@ -160,9 +176,8 @@ class MultiplexedConnection:
         protocol = await self._ready()
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
-        protocol.waiting.extend(futures)
-        assert protocol.transport is not None
-        protocol.transport.write(b"".join(hiredis.pack_command(c) for c in commands))
+        for future, command in zip(futures, commands, strict=True):
+            protocol.queue(future, hiredis.pack_command(command))
         try:
             done = await asyncio.wait_for(
                 asyncio.gather(*futures, return_exceptions=True), self.timeout_s
