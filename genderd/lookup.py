@@ -106,10 +106,14 @@ class Reader:
             if problem:
                 raise BadClientIdError(problem)
 
-    async def fields_many(self, cids: Sequence[str], models: Sequence[Model]) -> list[Fields]:
+    async def fields_many(
+        self, cids: Sequence[str], models: Sequence[Model], *, validated: bool = False
+    ) -> list[Fields]:
         """The result hashes of ``cids``, right at read time for ``models``, in one round
-        trip (on Cluster: one concurrent command per client)."""
-        self._validate(cids)
+        trip (on Cluster: one concurrent command per client). ``validated``: the caller has
+        checked the cids already."""
+        if not validated:
+            self._validate(cids)
         now = self.clock()
         per_cid = [self._commands(cid, models, now) for cid in cids]
         commands = [command for group in per_cid for command in group]

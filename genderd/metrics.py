@@ -81,6 +81,14 @@ class Metrics:
         )
         self.pipeline = PipelineCollector()
         self.registry.register(self.pipeline)
+        self._lookup_children: dict[str, Histogram] = {}
+
+    def lookup_time(self, endpoint: str) -> Histogram:
+        """The lookup histogram of one endpoint (children cached: ``labels()`` takes a lock)."""
+        child = self._lookup_children.get(endpoint)
+        if child is None:
+            child = self._lookup_children[endpoint] = self.lookup_seconds.labels(endpoint)
+        return child
 
     def render(self, snapshot: Sequence[ModelStatus]) -> bytes:
         self.pipeline.snapshot = snapshot
