@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError as PydanticValidationError
 from redis import exceptions as redis_errors
 
@@ -77,6 +79,21 @@ class JSON(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class RawRoute(APIRoute):
+    """A route whose endpoint takes the request and returns a Response: called directly.
+
+    FastAPI's dependency solving costs about as much as a lookup's Redis round trip; every
+    genderd endpoint parses what it needs itself, and the route still documents itself in
+    OpenAPI (response models, parameters given in ``openapi_extra``).
+    """
+
+    def get_route_handler(self) -> Endpoint:
+        return cast(Endpoint, self.endpoint)
 
 
 class ApiError(Exception):
@@ -306,12 +323,22 @@ def create_app(
         summary="Which department each shopper prefers, in real time.",
         lifespan=lifespan,
         default_response_class=JSON,
+        **_telemetry_off(),
     )
+    app.router.route_class = RawRoute
     app.state.api = api
     _install_handlers(app)
     _install_routes(app, api)
     _install_openapi(app)
     return app
+
+
+def _telemetry_off() -> dict[str, Any]:
+    """FastAPI's built-in OpenTelemetry (newer releases) looks up the providers on every
+    request; genderd exports Prometheus metrics instead, so it is switched off."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -512,11 +539,11 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         )
 
     @app.get("/healthz", summary="Liveness: the process answers (no I/O)")
-    async def healthz() -> Response:
+    async def healthz(request: Request) -> Response:
         return JSON({"status": "ok"})
 
     @app.get("/readyz", responses=ERRORS, summary="Readiness: Redis reachable, scripts loaded")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         _, reader = await api.deployment()
         assert api.client is not None
         await api.client.ping()
@@ -524,7 +551,7 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         return JSON({"status": "ready"})
 
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         try:
             deployed, _ = await api.deployment()
             assert api.client is not None
