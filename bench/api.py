@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,16 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int  # socket errors and timeouts
+
+
+def median(runs: list[Run]) -> Run:
+    """The per-figure median of several runs."""
+    return Run(
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+    )
 
 
 def lua(path_expr: str, delay_ms: float | None) -> str:
@@ -129,6 +140,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds over all routes; the median is shown"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -169,14 +183,19 @@ def main() -> None:
                 ),
                 "lookup `GET /v1/clients/{cid}` (all models)": client,
             }
-            results: dict[str, tuple[Run, Run]] = {}
-            for name, path in routes.items():
-                wrk(base, lua(path, None), args.connections, 2)  # warm-up
-                full = wrk(base, lua(path, None), args.connections, args.duration)
-                # Pace each connection so that all of them together ask for half the maximum.
-                delay_ms = args.connections / (full.rate / 2) * 1000
-                half = wrk(base, lua(path, delay_ms), args.connections, args.duration)
-                results[name] = (full, half)
+            rounds: dict[str, list[tuple[Run, Run]]] = {name: [] for name in routes}
+            for _ in range(args.repeat):  # interleaved, so that drift hits every route alike
+                for name, path in routes.items():
+                    wrk(base, lua(path, None), args.connections, 2)  # warm-up
+                    full = wrk(base, lua(path, None), args.connections, args.duration)
+                    # Pace each connection so that together they ask for half the maximum.
+                    delay_ms = args.connections / (full.rate / 2) * 1000
+                    half = wrk(base, lua(path, delay_ms), args.connections, args.duration)
+                    rounds[name].append((full, half))
+            results = {
+                name: (median([f for f, _ in runs]), median([h for _, h in runs]))
+                for name, runs in rounds.items()
+            }
         finally:
             api.terminate()
             api.wait(30)
@@ -184,8 +203,8 @@ def main() -> None:
     healthz = next(iter(results.values()))[0].rate
     print(
         f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
-        f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run; "
-        "server, API and wrk on the same 2 cores\n"
+        f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run, "
+        f"median of {args.repeat} rounds; server, API and wrk on the same 2 cores\n"
     )
     print(
         "| route | max req/s | ratio to no-I/O | p50 / p99 at max (ms) "

@@ -34,7 +34,7 @@ from genderd.events import Reason, ValidationError, check_event, cid_problem
 from genderd.keys import Keys, shard_of
 from genderd.lookup import Reader
 from genderd.metrics import Metrics
-from genderd.models.base import Answer, Model
+from genderd.models.base import Model
 from genderd.models.registry import Registry, UnknownModelError
 from genderd.multiplex import MultiplexedConnection
 from genderd.processor import wall_clock_ms
@@ -211,15 +211,6 @@ def _utf8_path(request: Request) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _answer_body(answer: Answer) -> dict[str, Any]:
-    return {
-        "gender": answer.gender,
-        "scores": answer.scores,
-        "last_event_ts": answer.last_event_ts,
-        "as_of": answer.as_of,
-    }
 
 
 async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -402,10 +393,10 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         chosen = api.model(request.query_params.get("model"))
         api.check_cid(cid, ["path", "cid"], request)
         [fields] = await api.fields([cid], [chosen], "client_gender")
-        answer = chosen.answer(fields)
+        answer = chosen.answer_json(fields)
         if answer is None:
             raise ApiError(404, f"model {chosen.name} has no answer for this client")
-        return JSON({"cid": cid, "model": chosen.name, **_answer_body(answer)})
+        return JSON({"cid": cid, "model": chosen.name, **answer})
 
     @app.get(
         "/v1/clients/{cid:path}",
@@ -424,11 +415,10 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         api.check_cid(cid, ["path", "cid"], request)
         models = list(api.registry)
         [fields] = await api.fields([cid], models, "client")
-        answers = {m.name: m.answer(fields) for m in models}
+        answers = {m.name: m.answer_json(fields) for m in models}
         if all(a is None for a in answers.values()):
             raise ApiError(404, "no model has an answer for this client")
-        body = {name: _answer_body(a) if a else None for name, a in answers.items()}
-        return JSON({"cid": cid, "models": body})
+        return JSON({"cid": cid, "models": answers})
 
     @app.post(
         "/v1/lookup",
@@ -451,8 +441,7 @@ def _install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure
         hashes = await api.fields(body.cids, [chosen], "lookup")
         results = []
         for cid, fields in zip(body.cids, hashes, strict=True):
-            answer = chosen.answer(fields)
-            results.append({"cid": cid, **(_answer_body(answer) if answer else NO_ANSWER)})
+            results.append({"cid": cid, **(chosen.answer_json(fields) or NO_ANSWER)})
         return JSON({"model": chosen.name, "results": results})
 
     @app.post(

@@ -57,6 +57,11 @@ class Keys:
         """A model's per-client, per-UTC-day bucket (``top7d``)."""
         return f"{self.tag(shard)}:m:{model}:d{day}:{cid}"
 
+    def day_buckets(self, shard: int, model: str, days: range, cid: str) -> list[str]:
+        """:meth:`day_bucket` for several days (lookups build these on every request)."""
+        head = f"{self.tag(shard)}:m:{model}:d"
+        return [f"{head}{day}:{cid}" for day in days]
+
     def model_pattern(self, shard: int, model: str) -> str:
         """SCAN pattern matching every state key of one model in one shard (for replay)."""
         return f"{self.tag(shard)}:m:{model}:*"

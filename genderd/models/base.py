@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -56,6 +56,10 @@ class Model(abc.ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.prefix)
+        # result-hash field names of the answer, built once (lookups read them per request)
+        self._gender_field, self._scores_field, self._ts_field, self._at_field = (
+            result_field(self.name, part) for part in ("", "s", "ts", "at")
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
@@ -88,17 +92,31 @@ class Model(abc.ABC):
 
     def answer(self, fields: Mapping[str, str]) -> Answer | None:
         """This model's answer from the client's result hash fields, or None."""
-        gender = fields.get(self.name)
+        gender = fields.get(self._gender_field)
         if gender is None:
             return None
-        scores_json = fields.get(result_field(self.name, "s"))
+        scores_json = fields.get(self._scores_field)
         return Answer(
             model=self.name,
             gender=gender,
             scores=orjson.loads(scores_json) if scores_json else None,
-            last_event_ts=int(fields.get(result_field(self.name, "ts"), 0)),
-            as_of=int(fields.get(result_field(self.name, "at"), 0)),
+            last_event_ts=int(fields.get(self._ts_field, 0)),
+            as_of=int(fields.get(self._at_field, 0)),
         )
+
+    def answer_json(self, fields: Mapping[str, str]) -> dict[str, Any] | None:
+        """The answer as a dict for orjson, scores spliced in as the JSON Redis stores (no
+        parse and re-encode on the lookup path), or None."""
+        gender = fields.get(self._gender_field)
+        if gender is None:
+            return None
+        scores_json = fields.get(self._scores_field)
+        return {
+            "gender": gender,
+            "scores": orjson.Fragment(scores_json) if scores_json else None,
+            "last_event_ts": int(fields.get(self._ts_field, 0)),
+            "as_of": int(fields.get(self._at_field, 0)),
+        }
 
     def result_fields(self) -> Sequence[str]:
         """Every field this model writes in result hashes (removed on replay)."""

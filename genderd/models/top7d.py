@@ -31,10 +31,9 @@ class TopWindowModel(Model):
     def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""
         today = day_of(now_ms)
-        return [
-            self.keys.day_bucket(shard, self.name, day, cid)
-            for day in range(today - self.window + 1, today + 2)
-        ]
+        return self.keys.day_buckets(
+            shard, self.name, range(today - self.window + 1, today + 2), cid
+        )
 
     def params(self) -> list[str]:
         return [str(self.window)]
