@@ -16,6 +16,7 @@ RUN pip install . \
     && useradd --system --no-create-home --shell /usr/sbin/nologin genderd
 
 USER genderd
+EXPOSE 8000
 # Workers stop cleanly on SIGTERM (finish the batch in hand, acknowledge, exit 0); the
 # default stop signal of Docker is SIGTERM.
 ENTRYPOINT ["genderd"]
