@@ -1,0 +1,90 @@
+"""Reading request bodies of the HTTP API: size limits, batch lookups, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from pydantic import ValidationError as PydanticValidationError
+
+from genderd.api.responses import ApiError
+from genderd.events import Reason, ValidationError, check_event
+from genderd.schemas import MAX_INGEST_EVENTS, LookupRequest
+from genderd.settings import Settings
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to spare
+MAX_LOOKUP_BODY_BYTES = 1024 * 1024  # 1,000 cids of 128 characters, JSON-escaped
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused (413) beyond ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body may be at most {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body may be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def lookup_request(body: bytes) -> LookupRequest:
+    """The batch lookup body; read raw so that any bad body is a 422 in FastAPI's layout."""
+    try:
+        return LookupRequest.model_validate_json(body)
+    except PydanticValidationError as error:
+        raise ApiError(
+            422,
+            [
+                {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                for e in error.errors(include_url=False, include_input=False)
+            ],
+        ) from None
+
+
+def event_items(body: bytes) -> list[Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(422, [{"index": 0, "reason": "bad_json", "detail": str(error)}]) from None
+    if isinstance(data, dict) and "events" in data:
+        items = data["events"]
+        if not isinstance(items, list) or not items:
+            raise ApiError(
+                422,
+                [
+                    {
+                        "index": 0,
+                        "reason": "bad_request",
+                        "detail": "events must be a non-empty list of events",
+                    }
+                ],
+            )
+        if len(items) > MAX_INGEST_EVENTS:
+            raise ApiError(
+                422,
+                [
+                    {
+                        "index": MAX_INGEST_EVENTS,
+                        "reason": "too_many_events",
+                        "detail": f"at most {MAX_INGEST_EVENTS} events per request",
+                    }
+                ],
+            )
+        return items
+    return [data]
+
+
+def check_item(item: dict[str, Any], settings: Settings, now: int) -> tuple[str, str, int | None]:
+    """check_event, after the type checks JSON needs (a stream entry is always strings)."""
+    if not isinstance(item.get("cid", ""), str):
+        raise ValidationError(Reason.BAD_CID, "cid must be a string")
+    if not isinstance(item.get("gender", ""), str):
+        raise ValidationError(Reason.UNKNOWN_GENDER, "gender must be a string")
+    ts = item.get("ts")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, str))):
+        raise ValidationError(Reason.BAD_TS, "ts must be an integer of milliseconds")
+    return check_event(item, settings.genders, now, settings.max_future_ms)
