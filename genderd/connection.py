@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from genderd import server
@@ -51,8 +52,9 @@ def _options(settings: Settings, url: str) -> dict[str, Any]:
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         # redis-py retries 10 times with backoff by default; genderd's callers have their own
         # backoff (workers) or must answer fast (the API), so a lost connection is retried
-        # once, at once (a stale pooled connection after a server restart), then reported.
-        "retry": Retry(NoBackoff(), RETRIES),
+        # once, at once (a stale pooled connection after a server restart), then reported;
+        # a timeout is not retried (it would double the wait on a stalled server).
+        "retry": Retry(NoBackoff(), RETRIES, supported_errors=(RedisConnectionError,)),
     }
     if not settings.cluster and not url.startswith("unix://"):
         options["socket_keepalive"] = True
@@ -73,7 +75,7 @@ def async_client(
     """An asyncio client (workers, the API); one pool per process."""
     url = url or resolve_url(settings)
     options = {**_options(settings, url), **extra}
-    options["retry"] = AsyncRetry(NoBackoff(), RETRIES)
+    options["retry"] = AsyncRetry(NoBackoff(), RETRIES, supported_errors=(RedisConnectionError,))
     if settings.cluster:
         return AsyncRedisCluster.from_url(url, decode_responses=False, **options)
     return aioredis.Redis.from_url(url, decode_responses=False, **options)

@@ -9,7 +9,7 @@ deployment, e.g. the API of `genderd up --demo` (clients C1..C1000 have answers)
         --headless --users 50 --spawn-rate 10 --run-time 30s
 
 Set GENDERD_CLIENTS for the number of client ids to draw from (default 1000) and
-GENDERD_API_TOKEN when the API requires a token for ingest.
+GENDERD_API_TOKEN / GENDERD_READ_TOKEN when the API requires tokens for ingest / reads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from locust import FastHttpUser, between, task
 CLIENTS = int(os.environ.get("GENDERD_CLIENTS", "1000"))
 GENDERS = ("female", "male")
 TOKEN = os.environ.get("GENDERD_API_TOKEN")
+READ_TOKEN = os.environ.get("GENDERD_READ_TOKEN")
 INGEST_HEADERS = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
+READ_HEADERS = {"Authorization": f"Bearer {READ_TOKEN}"} if READ_TOKEN else {}
 
 
 def some_client() -> str:
@@ -33,6 +35,7 @@ class Shopper(FastHttpUser):
     """A page render: a lookup per page, now and then the page view itself."""
 
     wait_time = between(0.05, 0.2)
+    weight = 20  # twenty shoppers per back-office user
 
     @task(20)
     def department(self) -> None:
@@ -40,6 +43,7 @@ class Shopper(FastHttpUser):
         with self.client.get(
             f"/v1/clients/{some_client()}/gender?model={model}",
             name="/v1/clients/[cid]/gender",
+            headers=READ_HEADERS,
             catch_response=True,
         ) as response:
             if response.status_code == 404:  # a shopper without an answer yet: not a failure
@@ -48,7 +52,10 @@ class Shopper(FastHttpUser):
     @task(3)
     def every_model(self) -> None:
         with self.client.get(
-            f"/v1/clients/{some_client()}", name="/v1/clients/[cid]", catch_response=True
+            f"/v1/clients/{some_client()}",
+            name="/v1/clients/[cid]",
+            headers=READ_HEADERS,
+            catch_response=True,
         ) as response:
             if response.status_code == 404:
                 response.success()
@@ -71,4 +78,4 @@ class BackOffice(FastHttpUser):
     @task
     def batch(self) -> None:
         cids = [some_client() for _ in range(100)]
-        self.client.post("/v1/lookup", json={"cids": cids, "model": "top"})
+        self.client.post("/v1/lookup", json={"cids": cids, "model": "top"}, headers=READ_HEADERS)

@@ -30,6 +30,10 @@ from genderd.schemas import (
     ValidationProblem,
 )
 
+READ_TOKEN: dict[str, Any] = {
+    "model": Problem,
+    "description": "a read token (GENDERD_READ_TOKEN) is configured and missing",
+}
 NO_ANSWER = {"gender": None, "scores": None, "last_event_ts": None, "as_of": None}
 
 
@@ -62,6 +66,7 @@ def install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure 
         "/v1/clients/{cid:path}/gender",
         response_model=GenderAnswer,
         responses={
+            401: READ_TOKEN,
             404: {"model": Problem, "description": "the model has no answer"},
             422: {"model": ValidationProblem, "description": "a bad cid or unknown model"},
             **ERRORS,
@@ -85,6 +90,7 @@ def install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure 
         "/v1/clients/{cid:path}",
         response_model=ClientAnswers,
         responses={
+            401: READ_TOKEN,
             404: {"model": Problem, "description": "no model knows the client"},
             422: {"model": ValidationProblem, "description": "a bad cid"},
             **ERRORS,
@@ -182,7 +188,7 @@ def install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure 
     @app.get(
         "/v1/models",
         response_model=ModelsResponse,
-        responses=ERRORS,
+        responses={401: READ_TOKEN, **ERRORS},
         summary="Models with lag, pending and dead-letter counts",
     )
     async def models(request: Request) -> Response:
