@@ -157,13 +157,18 @@ class MultiplexedConnection:
             _, protocol = await asyncio.wait_for(connecting, self.timeout_s)
         except (OSError, asyncio.TimeoutError) as error:
             raise RedisConnectionError(f"cannot connect to Redis: {error}") from None
-        if options.get("password"):
-            auth = [options["password"]]
-            if options.get("username"):
-                auth.insert(0, options["username"])
-            await self._send(protocol, ("AUTH", *auth))
-        if options.get("db"):
-            await self._send(protocol, ("SELECT", options["db"]))
+        try:
+            if options.get("password"):
+                auth = [options["password"]]
+                if options.get("username"):
+                    auth.insert(0, options["username"])
+                await self._send(protocol, ("AUTH", *auth))
+            if options.get("db"):
+                await self._send(protocol, ("SELECT", options["db"]))
+        except BaseException:
+            if protocol.transport is not None:  # e.g. a wrong password: do not leak the socket
+                protocol.transport.close()
+            raise
         self._protocol = protocol
         return protocol
 

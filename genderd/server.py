@@ -189,6 +189,12 @@ class Server:
                 try:
                     if client.ping():
                         return self
+                except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError):
+                    return self  # it answers; it wants a password (e.g. --requirepass)
+                except redis.exceptions.ResponseError as error:
+                    if "NOAUTH" in str(error):
+                        return self
+                    raise
                 except redis.exceptions.BusyLoadingError:
                     pass  # replaying its AOF: keep waiting
                 except redis.exceptions.ConnectionError:
