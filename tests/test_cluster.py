@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from genderd import replay, status
+from genderd.api import create_app
 from genderd.connection import async_client, init_deployment, sync_client
 from genderd.lookup import Reader
 from genderd.models import Answer, Registry
@@ -21,6 +22,7 @@ from genderd.settings import Settings
 from genderd.worker import Worker
 
 from . import oracle
+from .api_helpers import ApiClient
 from .conftest import FakeClock
 
 SLOTS = 16_384
@@ -120,3 +122,40 @@ def test_pipeline_on_a_three_node_cluster(cluster: str) -> None:
         assert (window and (window.gender, window.scores)) == (  # type: ignore[attr-defined]
             want_window and (want_window.gender, want_window.scores)
         )
+
+
+@pytest.mark.slow
+def test_http_api_on_the_cluster(cluster: str) -> None:
+    """The API on Cluster: redis-py's cluster client (no pipelined lookup connection)."""
+    # A prefix of its own: the cluster is shared with the other test of this module.
+    settings = Settings(redis_url=cluster, cluster=True, shards=8, batch_size=50, prefix="api")
+    loop = asyncio.new_event_loop()
+    client = ApiClient(create_app(settings), loop)
+    try:
+        events = [{"cid": f"K{n}", "gender": "female" if n % 3 else "male"} for n in range(30)]
+        accepted = client.request("POST", "/v1/events", json={"events": events})
+        assert accepted.status_code == 202 and accepted.json() == {"accepted": 30}
+
+        async def drain() -> None:
+            redis_client = async_client(settings)
+            for model in Registry.load(settings):
+                worker = Worker(redis_client, model, settings)
+                await worker.ensure_groups()
+                await worker.drain()
+            await redis_client.aclose()
+
+        loop.run_until_complete(drain())
+        single = client.request("GET", "/v1/clients/K1/gender?model=model3")
+        assert single.status_code == 200 and single.json()["gender"] == "female"
+        every = client.request("GET", "/v1/clients/K3").json()["models"]
+        assert every["last"]["gender"] == "male" and every["top"]["scores"] == {"male": 1}
+        batch = client.request(
+            "POST", "/v1/lookup", json={"cids": ["K0", "nobody", "K2"], "model": "top"}
+        ).json()["results"]
+        assert [r["gender"] for r in batch] == ["male", None, "female"]
+        models = {m["name"]: m for m in client.request("GET", "/v1/models").json()["models"]}
+        assert all(m["applied"] == 30 and m["lag"] == 0 for m in models.values())
+        assert client.request("GET", "/readyz").status_code == 200
+    finally:
+        client.close()
+        loop.close()
