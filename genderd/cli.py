@@ -257,7 +257,7 @@ def worker(
     """
     settings = _settings(ctx, batch_size=batch_size)
     model = _model(Registry.load(settings), model_name)
-    asyncio.run(run_worker(settings, type(model), consumer))
+    _run(run_worker(settings, type(model), consumer))
 
 
 # -- produce -----------------------------------------------------------------------------------

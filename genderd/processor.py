@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 from genderd.events import Event, Invalid, Reason, parse_entry
 from genderd.keys import Keys
 from genderd.models.base import Model
+from genderd.multiplex import MultiplexedConnection
 from genderd.scripts import source
 from genderd.settings import Settings
 from genderd.streams import AsyncClient, Entry
@@ -53,15 +55,33 @@ class Processor:
     """Applies batches of entries for one model."""
 
     def __init__(
-        self, client: AsyncClient, model: Model, settings: Settings, clock: Clock = wall_clock_ms
+        self,
+        client: AsyncClient,
+        model: Model,
+        settings: Settings,
+        clock: Clock = wall_clock_ms,
+        multiplexed: MultiplexedConnection | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.settings = settings
         self.keys = Keys(settings.prefix)
         self.clock = clock
+        self.multiplexed = multiplexed
         self._apply = client.register_script(model.apply_source())
         self._dead = client.register_script(source("deadletter.lua"))
+
+    async def _run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """Run a script: on the pipelined connection when there is one (packed by hiredis,
+        several shards' calls in flight at once), else through redis-py's pool."""
+        if self.multiplexed is None:
+            return await script(keys=keys, args=args)
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.multiplexed.execute(*call)
+        except NoScriptError:  # first use, or the server lost its script cache
+            await self.multiplexed.execute("SCRIPT", "LOAD", script.script)
+            return await self.multiplexed.execute(*call)
 
     async def process(
         self, shard: int, entries: Sequence[Entry], deliveries: dict[str, int] | None = None
@@ -107,7 +127,7 @@ class Processor:
             for name, value in fields.items():
                 args += [name, value]
         keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]
-        return int(await self._dead(keys=keys, args=args))
+        return int(await self._run(self._dead, keys, args))
 
     async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         keys = [self.keys.stream(shard), self.keys.stats(shard)]
@@ -115,7 +135,7 @@ class Processor:
         for event in events:
             keys += self.model.event_keys(shard, event, now)
             args += self.model.event_args(event)
-        applied, *skipped = await self._apply(keys=keys, args=args)
+        applied, *skipped = await self._run(self._apply, keys, args)
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from genderd import connection, streams
 from genderd.keys import Keys
 from genderd.models.base import Model
+from genderd.multiplex import MultiplexedConnection
 from genderd.processor import Clock, Outcome, Processor, wall_clock_ms
 from genderd.settings import Settings
 from genderd.streams import AsyncClient
@@ -77,6 +78,7 @@ class Worker:
         consumer: str | None = None,
         clock: Clock = wall_clock_ms,
         stop_event: asyncio.Event | None = None,
+        multiplexed: MultiplexedConnection | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -84,7 +86,8 @@ class Worker:
         self.keys = Keys(settings.prefix)
         self.consumer = consumer or consumer_name()
         self.clock = clock
-        self.processor = Processor(client, model, settings, clock)
+        # Script calls may share one pipelined connection; blocking reads use the pool.
+        self.processor = Processor(client, model, settings, clock, multiplexed)
         self.totals = Outcome()
         self.stop_event = stop_event or asyncio.Event()
         self._last_reclaim: dict[int, float] = {}
@@ -300,7 +303,11 @@ async def run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    client = connection.async_client(settings)
+    url = connection.resolve_url(settings)
+    client = connection.async_client(settings, url)
+    multiplexed = (
+        None if settings.cluster else MultiplexedConnection(url, connection.SOCKET_TIMEOUT_S)
+    )
     try:
         backoff = Backoff()
         while not stop.is_set():
@@ -313,10 +320,19 @@ async def run_worker(
         else:
             return None
         fixed = settings.model_copy(update={"shards": shards})
-        worker = Worker(client, model_cls(fixed), fixed, consumer=consumer, stop_event=stop)
+        worker = Worker(
+            client,
+            model_cls(fixed),
+            fixed,
+            consumer=consumer,
+            stop_event=stop,
+            multiplexed=multiplexed,
+        )
         await worker.run()
         return worker
     finally:
+        if multiplexed is not None:
+            await multiplexed.close()
         await client.aclose()
         for sig in installed:
             loop.remove_signal_handler(sig)
