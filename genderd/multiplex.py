@@ -1,4 +1,4 @@
-"""One pipelined Redis connection shared by every concurrent lookup of a process.
+"""One pipelined Redis connection shared by every concurrent lookup (or Lua call) of a process.
 
 A lookup is a single command. Through redis-py's pool each one pays a pool checkout, Python
 command packing, its own socket write and a connection release; here concurrent requests queue
@@ -6,7 +6,8 @@ their commands (packed by hiredis) on one connection, the commands queued in one
 event loop leave in one write, and the replies, which Redis returns in order, resolve their
 futures first-in first-out (parsed by hiredis). Redis runs commands one at a time anyway, so
 one connection loses no server throughput, and a lookup costs the API a few microseconds.
-Slow or rare calls (status, ingest) keep using redis-py's pool.
+Slow or rare calls (status, ingest) keep using redis-py's pool. Workers send their Lua calls
+here too (their blocking stream reads stay on the pool: they would hold up the connection).
 
 The connection is opened on first use and again after it fails: every command in flight then
 fails with ``redis.exceptions.ConnectionError``, which the API turns into a 503. A command with
