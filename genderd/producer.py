@@ -19,6 +19,16 @@ from genderd.settings import Settings
 DEFAULT_BATCH = 500
 
 
+def stream_entry(
+    keys: Keys, shards: int, cid: str, gender: str, ts: int | None
+) -> tuple[str, dict[str, str]]:
+    """The stream and fields of a validated event, as every genderd producer writes them."""
+    fields = {"cid": cid, "gender": gender}
+    if ts is not None:
+        fields["ts"] = str(ts)
+    return keys.stream(shard_of(cid, shards)), fields
+
+
 class Producer:
     """Validates events and writes them to their shard streams with pipelined ``XADD``.
 
@@ -59,10 +69,7 @@ class Producer:
         cid, gender, ts = check_event(
             fields, self.settings.genders, self.clock(), self.settings.max_future_ms
         )
-        entry = {"cid": cid, "gender": gender}
-        if ts is not None:
-            entry["ts"] = str(ts)
-        self._buffer.append((self.keys.stream(shard_of(cid, self.settings.shards)), entry))
+        self._buffer.append(stream_entry(self.keys, self.settings.shards, cid, gender, ts))
         if len(self._buffer) >= self.batch_size:
             self.flush()
 

@@ -18,7 +18,8 @@ from genderd.api.inputs import (
 from genderd.api.responses import JSON, ApiError
 from genderd.api.state import UNAVAILABLE, Api
 from genderd.events import ValidationError
-from genderd.keys import Keys, shard_of
+from genderd.keys import Keys
+from genderd.producer import stream_entry
 from genderd.schemas import (
     Accepted,
     ClientAnswers,
@@ -170,12 +171,7 @@ def install_routes(app: FastAPI, api: Api) -> None:  # noqa: C901 - one closure 
                     {"index": index, "reason": error.reason.value, "detail": error.detail}
                 )
                 continue
-            fields = (
-                {"cid": cid, "gender": gender}
-                if ts is None
-                else {"cid": cid, "gender": gender, "ts": str(ts)}
-            )
-            entries.append((keys.stream(shard_of(cid, deployed.shards)), fields))
+            entries.append(stream_entry(keys, deployed.shards, cid, gender, ts))
         if errors:
             raise ApiError(422, errors)
         assert api.client is not None
