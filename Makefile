@@ -13,8 +13,8 @@ install: ## create $(VENV) if needed and install genderd with its test tools
 	$(BIN)/pip install -e '.[test]'
 
 lint: ## ruff: lint rules and formatting
-	$(BIN)/ruff check genderd tests bench loadtests
-	$(BIN)/ruff format --check genderd tests bench loadtests
+	$(BIN)/ruff check genderd tests scripts loadtests
+	$(BIN)/ruff format --check genderd tests scripts loadtests
 
 typecheck: ## mypy --strict on the package (configured in pyproject.toml)
 	$(BIN)/mypy
@@ -23,7 +23,7 @@ test: ## pytest with the pyproject.toml configuration (starts its own servers)
 	$(BIN)/pytest
 
 bench: ## pipeline throughput and lookup latency on a server of its own (prints a table)
-	$(BIN)/python bench/pipeline.py
+	$(BIN)/python scripts/bench_pipeline.py
 
 ci: ## exactly what CI runs, in a throw-away venv
 	bash .ci/run

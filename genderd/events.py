@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 CID_MAX_CHARS = 128
 TS_MAX_DIGITS = 15  # milliseconds up to year 33658: exact in a Lua double
-MS_PER_DAY = 86_400_000
 _TS = re.compile(rf"^[0-9]{{1,{TS_MAX_DIGITS}}}$")
 
 
@@ -48,8 +47,8 @@ class Invalid:
     detail: str
 
 
-class ValidationError(ValueError):
-    """Raised by :func:`check_event` (producer side) with the reason code."""
+class EventError(ValueError):
+    """A bad event, raised by :func:`check_event` (producer side) with the reason code."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason.value}: {detail}")
@@ -60,11 +59,6 @@ class ValidationError(ValueError):
 def entry_ms(entry_id: str) -> int:
     """The millisecond part of a stream entry id."""
     return int(entry_id.split("-", 1)[0])
-
-
-def day_of(ts_ms: int) -> int:
-    """The UTC day number of a millisecond timestamp."""
-    return ts_ms // MS_PER_DAY
 
 
 def _text(value: object) -> str | None:
@@ -91,7 +85,7 @@ def _normalise(
     fields: Mapping[str, object] | Mapping[bytes, bytes],
     genders: Collection[str],
 ) -> tuple[str, str, int | None]:
-    """Check the producer fields; return (cid, gender, ts or None) or raise ValidationError."""
+    """Check the producer fields; return (cid, gender, ts or None) or raise EventError."""
     get = fields.get
     raw_cid = get("cid", get(b"cid", None))  # type: ignore[call-overload]
     raw_gender = get("gender", get(b"gender", None))  # type: ignore[call-overload]
@@ -99,22 +93,22 @@ def _normalise(
     try:
         cid = _text(raw_cid)
     except ValueError:
-        raise ValidationError(Reason.BAD_CID, "cid is not valid UTF-8") from None
+        raise EventError(Reason.BAD_CID, "cid is not valid UTF-8") from None
     if cid is None:
-        raise ValidationError(Reason.MISSING_CID, "the cid field is missing")
+        raise EventError(Reason.MISSING_CID, "the cid field is missing")
     problem = cid_problem(cid)
     if problem:
-        raise ValidationError(Reason.BAD_CID, problem)
+        raise EventError(Reason.BAD_CID, problem)
     try:
         gender_text = _text(raw_gender)
     except ValueError:
-        raise ValidationError(Reason.UNKNOWN_GENDER, "gender is not valid UTF-8") from None
+        raise EventError(Reason.UNKNOWN_GENDER, "gender is not valid UTF-8") from None
     if gender_text is None:
-        raise ValidationError(Reason.MISSING_GENDER, "the gender field is missing")
+        raise EventError(Reason.MISSING_GENDER, "the gender field is missing")
     gender = gender_text.strip().lower()
     if gender not in genders:
         shown = gender_text if len(gender_text) <= 40 else gender_text[:40] + "..."
-        raise ValidationError(
+        raise EventError(
             Reason.UNKNOWN_GENDER, f"gender {shown!r} is not one of {', '.join(sorted(genders))}"
         )
     if raw_ts is None:
@@ -128,7 +122,7 @@ def _normalise(
             ts_text = ""
     if not _TS.match(ts_text):
         shown = ts_text if len(ts_text) <= 40 else ts_text[:40] + "..."
-        raise ValidationError(
+        raise EventError(
             Reason.BAD_TS, f"ts {shown!r} is not a non-negative integer of milliseconds"
         )
     return cid, gender, int(ts_text)
@@ -140,13 +134,13 @@ def check_event(
     now_ms: int,
     max_future_ms: int,
 ) -> tuple[str, str, int | None]:
-    """Validate an event before it is written; raise :class:`ValidationError` if it is bad.
+    """Validate an event before it is written; raise :class:`EventError` if it is bad.
 
     Returns the normalised (cid, gender, ts); ts is None when the producer gave none.
     """
     cid, gender, ts = _normalise(fields, genders)
     if ts is not None and ts > now_ms + max_future_ms:
-        raise ValidationError(
+        raise EventError(
             Reason.FUTURE_TS, f"ts {ts} is {ts - now_ms} ms ahead of the clock ({now_ms})"
         )
     return cid, gender, ts
@@ -162,6 +156,6 @@ def parse_entry(
     """Turn a stream entry into an :class:`Event`, or an :class:`Invalid` with its reason."""
     try:
         cid, gender, ts = check_event(fields, genders, now_ms, max_future_ms)  # type: ignore[arg-type]
-    except ValidationError as error:
+    except EventError as error:
         return Invalid(entry_id, error.reason, error.detail)
     return Event(entry_id, cid, gender, entry_ms(entry_id) if ts is None else ts)

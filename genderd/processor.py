@@ -8,32 +8,24 @@ so a batch that is delivered twice has its effect once.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
+from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
-from genderd.keys import Keys
 from genderd.models.base import Model
-from genderd.multiplex import MultiplexedConnection
-from genderd.scripts import source
-from genderd.settings import Settings
-from genderd.streams import AsyncClient, Entry
+from genderd.scripts import Script
+from genderd.streams import Entry
+from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
 DETAIL_MAX_CHARS = 200
-
-Clock = Callable[[], int]
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+DEAD_LETTER = Script.from_files("deadletter.lua")
 
 
 @dataclass
@@ -54,34 +46,13 @@ class Outcome:
 class Processor:
     """Applies batches of entries for one model."""
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        model: Model,
-        settings: Settings,
-        clock: Clock = wall_clock_ms,
-        multiplexed: MultiplexedConnection | None = None,
-    ) -> None:
-        self.client = client
+    def __init__(self, deployment: Deployment, transport: Transport, model: Model) -> None:
+        self.deployment = deployment
+        self.transport = transport
         self.model = model
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
-        self.clock = clock
-        self.multiplexed = multiplexed
-        self._apply = client.register_script(model.apply_source())
-        self._dead = client.register_script(source("deadletter.lua"))
-
-    async def _run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """Run a script: on the pipelined connection when there is one (packed by hiredis,
-        several shards' calls in flight at once), else through redis-py's pool."""
-        if self.multiplexed is None:
-            return await script(keys=keys, args=args)
-        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await self.multiplexed.execute(*call)
-        except NoScriptError:  # first use, or the server lost its script cache
-            await self.multiplexed.execute("SCRIPT", "LOAD", script.script)
-            return await self.multiplexed.execute(*call)
+        self.settings = deployment.settings
+        self.keys = deployment.keys
+        self.clock = deployment.clock
 
     async def process(
         self, shard: int, entries: Sequence[Entry], deliveries: dict[str, int] | None = None
@@ -127,7 +98,7 @@ class Processor:
             for name, value in fields.items():
                 args += [name, value]
         keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]
-        return int(await self._run(self._dead, keys, args))
+        return int(await self.transport.call(DEAD_LETTER, keys, args))
 
     async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         keys = [self.keys.stream(shard), self.keys.stats(shard)]
@@ -135,7 +106,7 @@ class Processor:
         for event in events:
             keys += self.model.event_keys(shard, event, now)
             args += self.model.event_args(event)
-        applied, *skipped = await self._run(self._apply, keys, args)
+        applied, *skipped = await self.transport.call(self.model.apply_script, keys, args)
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",

@@ -8,25 +8,22 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-import redis
-from redis.cluster import RedisCluster
-
-from genderd.events import MS_PER_DAY, check_event
-from genderd.keys import Keys, shard_of
-from genderd.processor import Clock, wall_clock_ms
-from genderd.settings import Settings
+from genderd.clock import MS_PER_DAY, Clock, wall_clock_ms
+from genderd.deployment import Deployment
+from genderd.events import check_event
+from genderd.transport import SyncClient
 
 DEFAULT_BATCH = 500
 
 
 def stream_entry(
-    keys: Keys, shards: int, cid: str, gender: str, ts: int | None
+    deployment: Deployment, cid: str, gender: str, ts: int | None
 ) -> tuple[str, dict[str, str]]:
     """The stream and fields of a validated event, as every genderd producer writes them."""
     fields = {"cid": cid, "gender": gender}
     if ts is not None:
         fields["ts"] = str(ts)
-    return keys.stream(shard_of(cid, shards)), fields
+    return deployment.keys.stream(deployment.shard_of(cid)), fields
 
 
 class Producer:
@@ -34,22 +31,17 @@ class Producer:
 
     Events are buffered and sent ``batch_size`` at a time (one round trip per batch on a single
     server); :meth:`flush` sends what is buffered, and leaving the ``with`` block flushes.
-    A bad event raises :class:`genderd.events.ValidationError` and is not buffered.
+    A bad event raises :class:`genderd.events.EventError` and is not buffered.
     """
 
     def __init__(
-        self,
-        client: redis.Redis | RedisCluster,
-        settings: Settings,
-        *,
-        batch_size: int = DEFAULT_BATCH,
-        clock: Clock = wall_clock_ms,
+        self, client: SyncClient, deployment: Deployment, *, batch_size: int = DEFAULT_BATCH
     ) -> None:
         self.client = client
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.deployment = deployment
+        self.settings = deployment.settings
         self.batch_size = batch_size
-        self.clock = clock
+        self.clock = deployment.clock
         self.sent = 0
         self._buffer: list[tuple[str, dict[str, str]]] = []
 
@@ -69,7 +61,7 @@ class Producer:
         cid, gender, ts = check_event(
             fields, self.settings.genders, self.clock(), self.settings.max_future_ms
         )
-        self._buffer.append(stream_entry(self.keys, self.settings.shards, cid, gender, ts))
+        self._buffer.append(stream_entry(self.deployment, cid, gender, ts))
         if len(self._buffer) >= self.batch_size:
             self.flush()
 

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from genderd.keys import Keys
+from genderd.deployment import Deployment
 from genderd.models.base import Model
 from genderd.processor import Outcome
-from genderd.settings import Settings
-from genderd.streams import AsyncClient, field, text
+from genderd.streams import field, text
+from genderd.transport import AsyncClient
 from genderd.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -28,14 +28,20 @@ Progress = Callable[[int], None]
 class LiveConsumersError(RuntimeError):
     """Workers of the model are running; replaying under them would race."""
 
+    def __init__(self, model: str, consumers: list[str]) -> None:
+        super().__init__(
+            f"workers of {model} are running ({', '.join(consumers)}); stop them or use --force"
+        )
+        self.consumers = consumers
+
 
 async def live_consumers(
-    client: AsyncClient, model: Model, settings: Settings, idle_ms: int
+    client: AsyncClient, deployment: Deployment, model: Model, idle_ms: int
 ) -> list[str]:
     """Consumers of the model's group that talked to Redis within ``idle_ms``."""
-    keys = Keys(settings.prefix)
+    keys = deployment.keys
     live = set()
-    for shard in range(settings.shards):
+    for shard in deployment.shards:
         if not await client.exists(keys.stream(shard)):
             continue
         groups: Any = await client.xinfo_groups(keys.stream(shard))
@@ -48,12 +54,12 @@ async def live_consumers(
     return sorted(live)
 
 
-async def wipe(client: AsyncClient, model: Model, settings: Settings) -> int:
+async def wipe(client: AsyncClient, deployment: Deployment, model: Model) -> int:
     """Delete the model's groups, state keys and result fields; return keys deleted."""
-    keys = Keys(settings.prefix)
+    keys = deployment.keys
     deleted = 0
     fields = list(model.result_fields())
-    for shard in range(settings.shards):
+    for shard in deployment.shards:
         stream = keys.stream(shard)
         if await client.exists(stream):
             await client.xgroup_destroy(stream, model.name)
@@ -81,26 +87,36 @@ async def wipe(client: AsyncClient, model: Model, settings: Settings) -> int:
     return deleted
 
 
-async def backlog(client: AsyncClient, settings: Settings) -> int:
+async def backlog(client: AsyncClient, deployment: Deployment) -> int:
     """Entries retained over all shards: what a replay will go through."""
-    keys = Keys(settings.prefix)
     pipe = client.pipeline(transaction=False)
-    for shard in range(settings.shards):
-        pipe.xlen(keys.stream(shard))
+    for shard in deployment.shards:
+        pipe.xlen(deployment.keys.stream(shard))
     return sum(int(n) for n in await pipe.execute())
 
 
-async def replay(worker: Worker, progress: Progress | None = None) -> Outcome:
-    """Rebuild ``worker.model`` from the retained streams; ``progress`` gets entries done."""
-    model, settings, client = worker.model, worker.settings, worker.client
-    deleted = await wipe(client, model, settings)
+async def replay(
+    worker: Worker, progress: Progress | None = None, *, force: bool = False
+) -> Outcome:
+    """Rebuild ``worker.model`` from the retained streams; ``progress`` gets entries done.
+
+    Raises :class:`LiveConsumersError` (before touching anything) while workers of the model
+    have talked to Redis within ``stall_after_s``, unless ``force``.
+    """
+    model, deployment, client = worker.model, worker.deployment, worker.client
+    if not force:
+        idle_ms = int(deployment.settings.stall_after_s * 1000)
+        live = await live_consumers(client, deployment, model, idle_ms)
+        if live:
+            raise LiveConsumersError(model.name, live)
+    deleted = await wipe(client, deployment, model)
     log.info("replay of %s: deleted %d state keys; re-reading the streams", model.name, deleted)
     await worker.ensure_groups()
     total = Outcome()
     busy = True
     while busy:
         busy = False
-        for shard in range(settings.shards):
+        for shard in deployment.shards:
             outcome = await worker.poll(shard)
             done = outcome.applied + outcome.dead + outcome.failed
             if done:

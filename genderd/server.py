@@ -8,7 +8,6 @@ Tests start their own from the same binary, on free ports.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -16,12 +15,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
 
-STATE_FILE = "server.json"
+from genderd import runstate
+from genderd.runstate import ServerState
+
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.02
@@ -79,35 +79,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """What `genderd up` records about its server."""
-
-    url: str
-    pid: int
-    port: int
-
-
-def read_state(state_dir: Path) -> ServerState | None:
-    """The recorded server of ``state_dir`` if its process is still alive."""
-    try:
-        data = json.loads((state_dir / STATE_FILE).read_text())
-        state = ServerState(url=str(data["url"]), pid=int(data["pid"]), port=int(data["port"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return state if pid_alive(state.pid) else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Server:
@@ -222,16 +193,11 @@ class Server:
                 process.wait()
 
     def write_state(self, state_dir: Path) -> None:
-        state = ServerState(url=self.url, pid=self.pid, port=self.port)
-        (state_dir / STATE_FILE).write_text(json.dumps(asdict(state)))
+        """Record this server in ``state_dir`` for the commands run from there."""
+        runstate.write_state(state_dir, ServerState(url=self.url, pid=self.pid, port=self.port))
 
     def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def clear_state(state_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / STATE_FILE).unlink()

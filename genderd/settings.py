@@ -12,10 +12,10 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from genderd.clock import MS_PER_DAY, MS_PER_MINUTE
+
 DEFAULT_GENDERS = ("female", "male")
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MS_PER_MINUTE = 60_000
-MS_PER_DAY = 86_400_000
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         default=None, description="path of the Redis-compatible server binary to bundle"
     )
     cluster: bool = Field(default=False, description="the URL points at a Redis Cluster")
+    pipelined: bool = Field(
+        default=True,
+        description="lookups and script calls share one pipelined connection per process "
+        "(standalone servers; false: redis-py's pool, which honours every URL option)",
+    )
     prefix: str = Field(default="genderd", min_length=1, max_length=64, pattern=r"^[^\s{}:]+$")
     shards: int = Field(
         default=16, ge=1, le=1024, description="stream shards, fixed at first start"

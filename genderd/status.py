@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from genderd import streams
-from genderd.keys import Keys
-from genderd.models.registry import Registry
-from genderd.settings import Settings
-from genderd.streams import AsyncClient, text
+from genderd.deployment import Deployment
+from genderd.streams import text
+from genderd.transport import AsyncClient
 
 
 @dataclass
@@ -51,16 +50,16 @@ class ModelStatus:
         return any(s.stalled for s in self.shards)
 
 
-async def collect(client: AsyncClient, registry: Registry, settings: Settings) -> list[ModelStatus]:
+async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStatus]:
     """The status of every model on every shard.
 
     A shard of a model is *stalled* when it has work waiting (lag or pending entries) and no
     consumer of the model has talked to Redis for ``stall_after_s`` (or there is none).
     """
-    keys = Keys(settings.prefix)
-    stall_ms = settings.stall_after_s * 1000
-    models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in registry}
-    for shard in range(settings.shards):
+    keys = deployment.keys
+    stall_ms = deployment.settings.stall_after_s * 1000
+    models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in deployment.registry}
+    for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
         stats = {text(k): int(v) for k, v in raw_stats.items()}

@@ -9,13 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import ResponseError
 
 from genderd.keys import Keys
+from genderd.transport.pool import AsyncClient
 
-AsyncClient = aioredis.Redis | AsyncRedisCluster
 Entry = tuple[str, dict[bytes, bytes]]
 LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
 

@@ -17,12 +17,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from genderd import server
-from genderd.keys import Keys, shard_of
+from genderd import runstate, server
+from genderd.deployment import Deployment
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
+from genderd.transport import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Supervisor:
         """Start the bundled server under the state dir unless a Redis URL is configured."""
         if self.url:
             return self.url
-        running = server.read_state(self.state_dir)
+        running = runstate.read_state(self.state_dir)
         if running is not None:
             raise server.ServerError(
                 f"a genderd server already runs from this directory (pid {running.pid}, "
@@ -166,7 +166,7 @@ class Supervisor:
             child.process = None
         if self.server is not None:
             self.server.stop()
-            server.clear_state(self.state_dir)
+            runstate.clear_state(self.state_dir)
             self.server = None
             log.info("server stopped; data kept in %s/", self.state_dir)
 
@@ -176,15 +176,20 @@ DEMO_CLIENTS = 1_000
 
 
 def start_demo(
-    supervisor: Supervisor, client: Any, settings: Settings, rate: float, api_port: int | None
+    supervisor: Supervisor,
+    client: SyncClient,
+    deployment: Deployment,
+    rate: float,
+    api_port: int | None,
 ) -> str:
     """Write some history, let a supervised producer feed live traffic; return what to try."""
-    with Producer(client, settings) as producer:
-        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, settings.genders, days=10):
+    genders = deployment.settings.genders
+    with Producer(client, deployment) as producer:
+        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, genders, days=10):
             producer.send_fields(event)
     args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
     supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
-    stream = Keys(settings.prefix).stream(shard_of("C42", settings.shards))
+    stream = deployment.keys.stream(deployment.shard_of("C42"))
     lines = [
         f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
         f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:",

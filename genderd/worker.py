@@ -16,17 +16,15 @@ import signal
 import socket
 import time
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genderd import connection, streams
-from genderd.keys import Keys
+from genderd import streams
+from genderd.clock import MS_PER_DAY
+from genderd.deployment import Deployment, open_deployment
 from genderd.models.base import Model
-from genderd.multiplex import MultiplexedConnection
-from genderd.processor import Clock, Outcome, Processor, wall_clock_ms
+from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
-from genderd.streams import AsyncClient
+from genderd.transport import Links, RedisUnavailableError, connect, translate
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +34,6 @@ SHUTDOWN_GRACE_S = 10.0
 TRIM_INTERVAL_S = 60.0
 RECLAIM_INTERVAL_MIN_S = 0.05
 RECLAIM_INTERVAL_MAX_S = 15.0
-MS_PER_DAY = 86_400_000
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def consumer_name() -> str:
@@ -71,23 +67,23 @@ class Worker:
 
     def __init__(
         self,
-        client: AsyncClient,
+        deployment: Deployment,
+        links: Links,
         model: Model,
-        settings: Settings,
         *,
         consumer: str | None = None,
-        clock: Clock = wall_clock_ms,
         stop_event: asyncio.Event | None = None,
-        multiplexed: MultiplexedConnection | None = None,
     ) -> None:
-        self.client = client
+        self.deployment = deployment
+        self.links = links
+        self.client = links.client  # typed stream commands and blocking reads: the pool
         self.model = model
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.settings = deployment.settings
+        self.keys = deployment.keys
         self.consumer = consumer or consumer_name()
-        self.clock = clock
-        # Script calls may share one pipelined connection; blocking reads use the pool.
-        self.processor = Processor(client, model, settings, clock, multiplexed)
+        self.clock = deployment.clock
+        # Script calls go on the fast transport (the pipelined connection when there is one).
+        self.processor = Processor(deployment, links.fast, model)
         self.totals = Outcome()
         self.stop_event = stop_event or asyncio.Event()
         self._last_reclaim: dict[int, float] = {}
@@ -101,7 +97,7 @@ class Worker:
 
     @property
     def shards(self) -> range:
-        return range(self.settings.shards)
+        return self.deployment.shards
 
     @property
     def reclaim_interval_s(self) -> float:
@@ -208,24 +204,26 @@ class Worker:
                     await self.reclaim(shard)
                 await self.poll(shard, self.settings.block_ms)
                 backoff.reset()
-            except ResponseError as error:
-                if "NOGROUP" in str(error):
-                    log.warning("%s: group missing on shard %d; recreating", self.model.name, shard)
-                    with contextlib.suppress(*TRANSIENT):
-                        await streams.ensure_group(
-                            self.client, self.keys.stream(shard), self.model.name
-                        )
-                else:
-                    log.exception("%s: shard %d: Redis refused a command", self.model.name, shard)
+            except Exception as raised:
+                await self._recover(shard, translate(raised))
                 await backoff.sleep(self.stop_event)
-            except TRANSIENT as error:
-                log.warning(
-                    "%s: shard %d: Redis unreachable (%s); retrying", self.model.name, shard, error
-                )
-                await backoff.sleep(self.stop_event)
-            except Exception:
-                log.exception("%s: shard %d: unexpected error; retrying", self.model.name, shard)
-                await backoff.sleep(self.stop_event)
+
+    async def _recover(self, shard: int, error: BaseException) -> None:
+        """Log what stopped a shard's step (one line for a "not now" server state) and repair
+        what can be repaired before the shard loop backs off and retries."""
+        if isinstance(error, RedisUnavailableError):
+            log.warning("%s: shard %d: %s; retrying", self.model.name, shard, error)
+        elif isinstance(error, ResponseError) and "NOGROUP" in str(error):
+            log.warning("%s: group missing on shard %d; recreating", self.model.name, shard)
+            with contextlib.suppress(Exception):
+                await streams.ensure_group(self.client, self.keys.stream(shard), self.model.name)
+        else:
+            log.error(
+                "%s: shard %d: unexpected error; retrying",
+                self.model.name,
+                shard,
+                exc_info=error,
+            )
 
     async def _trim_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -249,7 +247,10 @@ class Worker:
             try:
                 await self.ensure_groups()
                 break
-            except TRANSIENT as error:
+            except Exception as raised:
+                error = translate(raised)
+                if not isinstance(error, RedisUnavailableError):
+                    raise
                 log.warning("%s: cannot create groups yet (%s); retrying", self.model.name, error)
                 await backoff.sleep(self.stop_event)
         log.info(
@@ -288,13 +289,13 @@ class Worker:
 
 
 async def run_worker(
-    settings: Settings, model_cls: type[Model], consumer: str | None = None
+    settings: Settings, model_name: str, consumer: str | None = None
 ) -> Worker | None:
-    """Connect (retrying while Redis is unreachable) and run one worker until SIGTERM/SIGINT.
+    """Connect (retrying while Redis cannot serve) and run one worker until SIGTERM/SIGINT.
 
-    The signal handlers stay installed until the client is closed, so a second signal during
-    shutdown does not kill the process halfway. Returns the worker (None if stopped before
-    Redis could be reached).
+    The signal handlers stay installed until the connections are closed, so a second signal
+    during shutdown does not kill the process halfway. Returns the worker (None if stopped
+    before Redis could be reached).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -303,36 +304,26 @@ async def run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    url = connection.resolve_url(settings)
-    client = connection.async_client(settings, url)
-    multiplexed = (
-        None if settings.cluster else MultiplexedConnection(url, connection.SOCKET_TIMEOUT_S)
-    )
+    links = connect(settings)
     try:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                shards = await connection.ainit_deployment(client, settings)
+                deployment = await open_deployment(links.client, settings)
                 break
-            except TRANSIENT as error:
-                log.warning("cannot reach Redis yet (%s); retrying", error)
+            except Exception as raised:
+                error = translate(raised)
+                if not isinstance(error, RedisUnavailableError):
+                    raise
+                log.warning("cannot open the deployment yet (%s); retrying", error)
                 await backoff.sleep(stop)
         else:
             return None
-        fixed = settings.model_copy(update={"shards": shards})
-        worker = Worker(
-            client,
-            model_cls(fixed),
-            fixed,
-            consumer=consumer,
-            stop_event=stop,
-            multiplexed=multiplexed,
-        )
+        model = deployment.model(model_name)
+        worker = Worker(deployment, links, model, consumer=consumer, stop_event=stop)
         await worker.run()
         return worker
     finally:
-        if multiplexed is not None:
-            await multiplexed.close()
-        await client.aclose()
+        await links.close()
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterable
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,11 +19,12 @@ import httpx
 import redis
 from fastapi import FastAPI
 
+from genderd.clock import Clock
+from genderd.deployment import Deployment
 from genderd.keys import Keys
-from genderd.models import Registry
-from genderd.processor import Clock
 from genderd.settings import Settings
-from genderd.worker import Worker
+
+from .factories import make_worker
 
 T = TypeVar("T")
 
@@ -87,10 +89,10 @@ def drain(
     models: Iterable[str] | None = None,
 ) -> None:
     """Process everything in the streams with an in-process worker of each (named) model."""
-    registry = Registry.load(settings)
+    registry = Deployment.build(settings).registry
     chosen = list(registry) if models is None else [registry.get(name) for name in models]
     for model in chosen:
-        worker = Worker(client, model, settings, clock=clock)
+        worker = make_worker(client, model, settings, clock=clock)
         loop.run_until_complete(worker.ensure_groups())
         loop.run_until_complete(worker.drain())
 
@@ -171,3 +173,25 @@ class RoundTripProxy:
                 await writer.wait_closed()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+HOUR = 3_600_000
+MODEL_NAMES = ["last", "top", "top7d"]
+KNOWN = "last, model1, model2, model3, top, top7d"
+
+MakeApi = Callable[..., ApiClient]
+
+
+def produce(api: ApiClient, events: list[dict[str, Any]]) -> None:
+    response = api.post("/v1/events", json={"events": events})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": len(events)}
+
+
+def process(aio: Any, clock: Clock, models: list[str] | None = None) -> None:
+    drain(aio.loop, aio.client, aio.settings, clock, models)
+
+
+def stream_key(settings: Settings, cid: str) -> str:
+    shard = zlib.crc32(cid.encode("utf-8")) % settings.shards
+    return f"genderd:{{s{shard}}}:events"

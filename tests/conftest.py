@@ -16,11 +16,14 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from genderd.connection import async_client
-from genderd.events import MS_PER_DAY
-from genderd.models import Registry
+from genderd.api import create_app
+from genderd.clock import MS_PER_DAY
+from genderd.deployment import Deployment
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
+from genderd.transport import async_client
+
+from .api_helpers import ApiClient, MakeApi
 
 T = TypeVar("T")
 
@@ -101,7 +104,7 @@ class Loop:
         self.loop = asyncio.new_event_loop()
         self.settings = settings
         self.client: Any = self.run(self._connect(fake))
-        self.registry = Registry.load(settings)
+        self.registry = Deployment.build(settings).registry
 
     async def _connect(self, fake: bool) -> Any:
         if fake:
@@ -139,3 +142,24 @@ def fake_loop() -> Iterator[Loop]:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def make_api(aio: Loop, settings: Settings, clock: FakeClock) -> Iterator[MakeApi]:
+    """Apps on the test's loop: ``make_api(read_clock=..., **settings_overrides)``."""
+    made: list[ApiClient] = []
+
+    def make(read_clock: FakeClock | None = None, **overrides: Any) -> ApiClient:
+        chosen = settings.model_copy(update=overrides) if overrides else settings
+        client = ApiClient(create_app(chosen, clock=read_clock or clock), aio.loop)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def api(make_api: MakeApi) -> ApiClient:
+    return make_api()

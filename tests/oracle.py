@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from genderd.events import MS_PER_DAY
+from genderd.clock import MS_PER_DAY
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from genderd import streams
+from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
-from genderd.lookup import Reader
 from genderd.models import Registry
 from genderd.settings import Settings
 from genderd.worker import Worker
 
 from . import oracle
 from .conftest import FakeClock
+from .factories import make_reader, make_worker
 
 
 @dataclass
@@ -60,7 +61,7 @@ async def run_schedule(
     schedule = Schedule()
     keys = Keys(settings.prefix)
     workers = [
-        Worker(client, model, settings, consumer=f"c{n}", clock=clock)
+        make_worker(client, model, settings, consumer=f"c{n}", clock=clock)
         for model in registry
         for n in range(consumers)
     ]
@@ -119,7 +120,7 @@ async def pending_and_lag(client: Any, settings: Settings) -> tuple[int, int]:
 async def applied_counts(client: Any, settings: Settings) -> dict[str, int]:
     """Entries applied per model, from the shards' stats hashes."""
     keys = Keys(settings.prefix)
-    totals = dict.fromkeys(Registry.load(settings).names(), 0)
+    totals = dict.fromkeys(Deployment.build(settings).registry.names(), 0)
     for shard in range(settings.shards):
         for name, value in (await client.hgetall(keys.stats(shard))).items():
             model, _, kind = name.decode().partition(":")
@@ -131,7 +132,7 @@ async def applied_counts(client: Any, settings: Settings) -> dict[str, int]:
 async def answers(
     client: Any, settings: Settings, registry: Registry, clock: FakeClock, cids: Sequence[str]
 ) -> list[dict[str, Any]]:
-    reader = Reader(client, registry, settings, clock=clock)
+    reader = make_reader(client, settings, clock=clock)
     return await reader.lookup_many(list(cids))
 
 

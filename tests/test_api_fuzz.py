@@ -22,9 +22,15 @@ from schemathesis.generation import GenerationMode
 from schemathesis.python.asgi import shutdown_lifespans
 
 from genderd.api import create_app
+from genderd.api.schemas import (
+    Accepted,
+    ClientAnswers,
+    GenderAnswer,
+    LookupResponse,
+    ModelsResponse,
+)
+from genderd.clock import wall_clock_ms
 from genderd.keys import Keys, shard_of
-from genderd.processor import wall_clock_ms
-from genderd.schemas import Accepted, ClientAnswers, GenderAnswer, LookupResponse, ModelsResponse
 from genderd.settings import Settings
 
 from .api_helpers import drain

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from genderd import connection
+from genderd import transport
 from genderd.api import create_app
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
@@ -111,7 +111,7 @@ def test_outage_answers_503_then_recovers_without_restarting_the_app(
     settings = settings_for(server)
     clock = FakeClock(tomorrow_noon_ms())
     api = ApiClient(create_app(settings, clock=clock), loop)
-    workers = connection.async_client(settings)
+    workers = transport.async_client(settings)
     try:
         ts = clock.now_ms - HOUR
         response = api.post("/v1/events", json={"cid": "C1", "gender": "female", "ts": ts})
@@ -147,7 +147,7 @@ def test_an_unresponsive_server_gives_503_not_a_hung_request(
     settings = settings_for(server)
     clock = FakeClock(tomorrow_noon_ms())
     api = ApiClient(create_app(settings, clock=clock), loop)
-    workers = connection.async_client(settings)
+    workers = transport.async_client(settings)
     try:
         for cid, gender in [("C1", "female"), ("C2", "male"), ("C3", "kids")]:
             event = {"cid": cid, "gender": gender, "ts": clock.now_ms - HOUR}
@@ -208,7 +208,7 @@ def test_ingest_during_a_stall_writes_each_event_at_most_once(
         finally:
             os.kill(server.pid, signal.SIGCONT)
         assert api.get("/readyz").status_code == 200  # the server has run what it received
-        sync = connection.sync_client(settings)
+        sync = transport.sync_client(settings)
         try:
             copies = sum(
                 1
@@ -231,7 +231,7 @@ def test_an_app_started_while_redis_is_down_answers_503_then_recovers(
         assert api.get("/healthz").status_code == 200
         assert_unavailable(api, "C1")
         server.start()
-        assert api.get("/readyz").json() == {"status": "ready"}
+        assert api.get("/readyz").json() == {"status": "ready", "transport": "pipelined"}
         assert api.get(gender_url("C1")).status_code == 404
         response = api.post("/v1/events", json={"cid": "C1", "gender": "kids"})
         assert (response.status_code, response.json()) == (202, {"accepted": 1})

@@ -13,17 +13,17 @@ import redis
 
 from genderd import replay, status
 from genderd.api import create_app
-from genderd.connection import async_client, init_deployment, sync_client
-from genderd.lookup import Reader
-from genderd.models import Answer, Registry
-from genderd.producer import Producer, synthetic
+from genderd.deployment import Deployment, open_deployment_sync
+from genderd.models import Answer
+from genderd.producer import synthetic
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
-from genderd.worker import Worker
+from genderd.transport import async_client, sync_client
 
 from . import oracle
 from .api_helpers import ApiClient
 from .conftest import FakeClock
+from .factories import make_producer, make_reader, make_worker
 
 SLOTS = 16_384
 NODES = 3
@@ -83,24 +83,26 @@ def test_pipeline_on_a_three_node_cluster(cluster: str) -> None:
     settings = Settings(redis_url=cluster, cluster=True, shards=8, batch_size=50)
     clock = FakeClock(int(time.time() * 1000))
     sync = sync_client(settings)
-    assert init_deployment(sync, settings) == 8
+    assert open_deployment_sync(sync, settings).settings.shards == 8
     events = list(synthetic(1500, 60, settings.genders, days=9, seed=5, clock=clock))
-    with Producer(sync, settings, clock=clock) as producer:
+    with make_producer(sync, settings, clock=clock) as producer:
         for event in events:
             producer.send_fields(event)
     sync.close()
 
     async def run() -> tuple[list[dict[str, object]], list[status.ModelStatus], int]:
         client = async_client(settings)
-        registry = Registry.load(settings)
+        registry = Deployment.build(settings).registry
         for model in registry:
-            worker = Worker(client, model, settings, clock=clock)
+            worker = make_worker(client, model, settings, clock=clock)
             await worker.ensure_groups()
             await worker.drain()
-        reader = Reader(client, registry, settings, clock=clock)
+        reader = make_reader(client, settings, clock=clock)
         answers = await reader.lookup_many([f"C{n}" for n in range(1, 61)])
-        models = await status.collect(client, registry, settings)
-        replayed = await replay.replay(Worker(client, registry.get("top"), settings, clock=clock))
+        models = await status.collect(client, Deployment.build(settings))
+        replayed = await replay.replay(
+            make_worker(client, registry.get("top"), settings, clock=clock), force=True
+        )
         again = await reader.lookup_many([f"C{n}" for n in range(1, 61)])
         await client.aclose()
         assert core(again) == core(answers)
@@ -138,8 +140,8 @@ def test_http_api_on_the_cluster(cluster: str) -> None:
 
         async def drain() -> None:
             redis_client = async_client(settings)
-            for model in Registry.load(settings):
-                worker = Worker(redis_client, model, settings)
+            for model in Deployment.build(settings).registry:
+                worker = make_worker(redis_client, model, settings)
                 await worker.ensure_groups()
                 await worker.drain()
             await redis_client.aclose()

@@ -8,9 +8,9 @@ import redis
 
 from genderd import streams
 from genderd.keys import Keys, shard_of
-from genderd.worker import Worker
 
 from .conftest import FakeClock, Loop
+from .factories import make_worker
 
 
 def dead_entries(sync_redis: redis.Redis, settings: Any) -> list[dict[str, str]]:
@@ -44,7 +44,7 @@ def test_every_reason_is_dead_lettered_once_per_model(
         keys.stream(shard_of("C1", settings.shards)), {"cid": "C1", "gender": "kids"}
     )
 
-    workers = [Worker(aio.client, model, settings, clock=clock) for model in aio.registry]
+    workers = [make_worker(aio.client, model, settings, clock=clock) for model in aio.registry]
     for worker in workers:
         aio.run(worker.ensure_groups())
         outcome = aio.run(worker.drain())
@@ -92,7 +92,7 @@ def test_entries_delivered_too_often_go_to_the_dead_letters(
     stream = keys.stream(shard)
     entry_id = sync_redis.xadd(stream, {"cid": "C7", "gender": "male"}).decode()
     model = aio.registry.get("top")
-    crashing = Worker(aio.client, model, settings, consumer="crashing", clock=clock)
+    crashing = make_worker(aio.client, model, settings, consumer="crashing", clock=clock)
     aio.run(crashing.ensure_groups())
     # Delivered once by a read, then claimed (and crashed on) twice more: 3 deliveries.
     assert [
@@ -101,7 +101,7 @@ def test_entries_delivered_too_often_go_to_the_dead_letters(
     for _ in range(2):
         claimed = aio.run(streams.reclaim(aio.client, stream, "top", "crashing", 0, 10))
         assert [e for e, _ in claimed.entries] == [entry_id]
-    rescuer = Worker(aio.client, model, settings, consumer="rescuer", clock=clock)
+    rescuer = make_worker(aio.client, model, settings, consumer="rescuer", clock=clock)
     outcome = aio.run(rescuer.reclaim(shard, min_idle_ms=0))  # the 4th delivery: too many
     assert (outcome.applied, outcome.dead) == (0, 1)
     [row] = dead_entries(sync_redis, settings)
@@ -123,7 +123,7 @@ def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
     sync_redis.xadd(stream, {"cid": "C1", "gender": "male"})
     bad_id = sync_redis.xadd(stream, {"cid": poisoned, "gender": "male"}).decode()
     sync_redis.xadd(stream, {"cid": "C1", "gender": "female"})
-    worker = Worker(aio.client, aio.registry.get("top"), settings, clock=clock)
+    worker = make_worker(aio.client, aio.registry.get("top"), settings, clock=clock)
     aio.run(worker.ensure_groups())
     outcome = aio.run(worker.poll(shard))
     assert (outcome.applied, outcome.failed) == (2, 1)

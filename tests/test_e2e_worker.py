@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from genderd.connection import async_client
-from genderd.lookup import Reader
-from genderd.models import Registry
+from genderd.deployment import Deployment
 from genderd.models.base import Answer
-from genderd.producer import Producer
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.status import ModelStatus, collect
+from genderd.transport import async_client
+
+from .factories import make_producer, make_reader
 
 pytestmark = pytest.mark.fault
 
@@ -138,7 +138,7 @@ def write(settings: Settings, events: Sequence[tuple[str, str]]) -> None:
     """Write ``events`` in order (no ``ts``: arrival time, so stream order is event order)."""
     client = redis.Redis.from_url(settings.redis_url or "")
     try:
-        with Producer(client, settings, batch_size=50) as producer:
+        with make_producer(client, settings, batch_size=50) as producer:
             for cid, gender in events:
                 producer.send(cid, gender)
     finally:
@@ -151,7 +151,7 @@ def statuses(settings: Settings) -> dict[str, ModelStatus]:
     async def go() -> list[ModelStatus]:
         client = async_client(settings)
         try:
-            return await collect(client, Registry.load(settings), settings)
+            return await collect(client, Deployment.build(settings))
         finally:
             await client.aclose()
 
@@ -164,8 +164,8 @@ def answers(settings: Settings, cids: Sequence[str], model: str) -> dict[str, An
     async def go() -> list[dict[str, Answer | None]]:
         client = async_client(settings)
         try:
-            registry = Registry.load(settings)
-            return await Reader(client, registry, settings).lookup_many(cids, [registry.get(model)])
+            registry = Deployment.build(settings).registry
+            return await make_reader(client, settings).lookup_many(cids, [registry.get(model)])
         finally:
             await client.aclose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genderd.events import Event, Invalid, Reason, ValidationError, check_event, parse_entry
+from genderd.events import Event, EventError, Invalid, Reason, check_event, parse_entry
 from genderd.keys import Keys, shard_of
 
 GENDERS = ("female", "male")
@@ -69,7 +69,7 @@ def test_128_characters_are_allowed() -> None:
 
 
 def test_check_event_raises_with_the_reason() -> None:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(EventError) as caught:
         check_event({"cid": "C1", "gender": "robot"}, GENDERS, NOW, FUTURE)
     assert caught.value.reason is Reason.UNKNOWN_GENDER
     assert check_event({"cid": "C1", "gender": "Male", "ts": 5}, GENDERS, NOW, FUTURE) == (

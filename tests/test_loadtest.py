@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from genderd.producer import Producer, synthetic
+from genderd.producer import synthetic
 from genderd.server import free_port
 from genderd.settings import Settings
+
+from .factories import make_producer
 
 LOCUSTFILE = Path(__file__).parent.parent / "loadtests" / "locustfile.py"
 READY_TIMEOUT_S = 30.0
@@ -31,7 +33,7 @@ def test_locustfile_runs_without_failures(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path
 ) -> None:
     settings = Settings(redis_url=redis_url)
-    with Producer(sync_redis, settings) as producer:
+    with make_producer(sync_redis, settings) as producer:
         for event in synthetic(2_000, 100, settings.genders, days=3, seed=2):
             producer.send_fields(event)
     port = free_port()

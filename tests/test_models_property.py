@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from genderd.events import MS_PER_DAY
+from genderd.clock import MS_PER_DAY
 
 from . import scenario
 from .conftest import FakeClock, Loop

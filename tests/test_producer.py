@@ -5,22 +5,21 @@ from __future__ import annotations
 import pytest
 import redis
 
-from genderd.connection import init_deployment
-from genderd.events import ValidationError
+from genderd.deployment import open_deployment_sync
+from genderd.events import EventError
 from genderd.keys import Keys, shard_of
-from genderd.lookup import Reader
-from genderd.producer import Producer, synthetic
+from genderd.producer import synthetic
 from genderd.settings import Settings
-from genderd.worker import Worker
 
 from .conftest import FakeClock, Loop
+from .factories import make_producer, make_reader, make_worker
 
 
 def test_producer_writes_each_event_to_its_shard_in_batches(
     sync_redis: redis.Redis, settings: Settings
 ) -> None:
     keys = Keys(settings.prefix)
-    producer = Producer(sync_redis, settings, batch_size=10)
+    producer = make_producer(sync_redis, settings, batch_size=10)
     for n in range(25):
         producer.send(f"C{n}", "Female" if n % 2 else "male", ts=1_700_000_000_000 + n)
     assert producer.sent == 20  # two full batches went out; five wait for flush
@@ -39,10 +38,10 @@ def test_producer_writes_each_event_to_its_shard_in_batches(
 def test_producer_refuses_bad_events_and_writes_nothing_for_them(
     sync_redis: redis.Redis, settings: Settings
 ) -> None:
-    with Producer(sync_redis, settings) as producer:
-        with pytest.raises(ValidationError, match="unknown_gender"):
+    with make_producer(sync_redis, settings) as producer:
+        with pytest.raises(EventError, match="unknown_gender"):
             producer.send("C1", "robots")
-        with pytest.raises(ValidationError, match="bad_cid"):
+        with pytest.raises(EventError, match="bad_cid"):
             producer.send("has space", "male")
     assert producer.sent == 0
     assert sync_redis.keys("*events") == []
@@ -57,17 +56,17 @@ def test_plain_xadd_following_the_key_rule_is_processed(
     cid = "C42"
     stream = f"{aio.settings.prefix}:{{s{zlib.crc32(cid.encode()) % aio.settings.shards}}}:events"
     sync_redis.execute_command("XADD", stream, "*", "cid", cid, "gender", "male")
-    worker = Worker(aio.client, aio.registry.get("last"), aio.settings, clock=clock)
+    worker = make_worker(aio.client, aio.registry.get("last"), aio.settings, clock=clock)
     aio.run(worker.ensure_groups())
     assert aio.run(worker.drain()).applied == 1
-    answer = aio.run(Reader(aio.client, aio.registry, aio.settings).lookup(cid))["last"]
+    answer = aio.run(make_reader(aio.client, aio.settings).lookup(cid))["last"]
     assert answer is not None and answer.gender == "male"
 
 
 def test_shard_count_is_fixed_at_first_start(sync_redis: redis.Redis, settings: Settings) -> None:
-    assert init_deployment(sync_redis, settings) == 4
+    assert open_deployment_sync(sync_redis, settings).settings.shards == 4
     later = settings.model_copy(update={"shards": 32})
-    assert init_deployment(sync_redis, later) == 4  # the stored count wins
+    assert open_deployment_sync(sync_redis, later).settings.shards == 4  # the stored count wins
 
 
 def test_synthetic_traffic_is_reproducible_and_valid(settings: Settings) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import redis
 
 from genderd import status, streams
+from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
-from genderd.worker import Worker
 
 from .conftest import FakeClock, Loop
+from .factories import make_worker
 
 
 def test_status_counts_lag_pending_dead_and_applied(
@@ -19,14 +20,14 @@ def test_status_counts_lag_pending_dead_and_applied(
     shard = shard_of("C1", settings.shards)
     for gender in ("male", "female", "nope"):
         sync_redis.xadd(keys.stream(shard), {"cid": "C1", "gender": gender})
-    top = Worker(aio.client, aio.registry.get("top"), settings, clock=clock)
+    top = make_worker(aio.client, aio.registry.get("top"), settings, clock=clock)
     aio.run(top.ensure_groups())
     aio.run(top.drain())
-    last = Worker(aio.client, aio.registry.get("last"), settings, consumer="c", clock=clock)
+    last = make_worker(aio.client, aio.registry.get("last"), settings, consumer="c", clock=clock)
     aio.run(last.ensure_groups())
     aio.run(streams.read_new(aio.client, keys.stream(shard), "last", "c", 2, None))  # in hand
 
-    models = {m.name: m for m in aio.run(status.collect(aio.client, aio.registry, settings))}
+    models = {m.name: m for m in aio.run(status.collect(aio.client, Deployment.build(settings)))}
     assert (
         models["top"].lag,
         models["top"].pending,
@@ -44,17 +45,17 @@ def test_a_model_whose_workers_went_quiet_is_stalled(
 ) -> None:
     settings = aio.settings.model_copy(update={"stall_after_s": 0.05})
     keys = Keys(settings.prefix)
-    worker = Worker(aio.client, aio.registry.get("top"), settings, clock=clock)
+    worker = make_worker(aio.client, aio.registry.get("top"), settings, clock=clock)
     aio.run(worker.ensure_groups())
     aio.run(worker.drain())
     sync_redis.xadd(keys.stream(0), {"cid": "C1", "gender": "male"})
     import time
 
     time.sleep(0.1)
-    models = {m.name: m for m in aio.run(status.collect(aio.client, aio.registry, settings))}
+    models = {m.name: m for m in aio.run(status.collect(aio.client, Deployment.build(settings)))}
     assert models["top"].stalled and models["top"].lag == 1
     aio.run(worker.drain())
-    models = {m.name: m for m in aio.run(status.collect(aio.client, aio.registry, settings))}
+    models = {m.name: m for m in aio.run(status.collect(aio.client, Deployment.build(settings)))}
     assert not models["top"].stalled
 
 

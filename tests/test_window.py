@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import redis
 
-from genderd.events import MS_PER_DAY
+from genderd.clock import MS_PER_DAY
 from genderd.keys import Keys, shard_of
-from genderd.lookup import Reader
-from genderd.worker import Worker
 
 from .conftest import FakeClock, Loop
+from .factories import make_reader, make_worker
 
 HOUR = 3_600_000
 
@@ -23,13 +22,13 @@ def add(sync_redis: redis.Redis, settings, cid: str, gender: str, ts: int) -> No
 
 def process(aio: Loop, clock: FakeClock) -> None:
     for model in aio.registry:
-        worker = Worker(aio.client, model, aio.settings, clock=clock)
+        worker = make_worker(aio.client, model, aio.settings, clock=clock)
         aio.run(worker.ensure_groups())
         aio.run(worker.drain())
 
 
 def top7d(aio: Loop, cid: str, at: int):  # type: ignore[no-untyped-def]
-    reader = Reader(aio.client, aio.registry, aio.settings, clock=FakeClock(at))
+    reader = make_reader(aio.client, aio.settings, clock=FakeClock(at))
     return aio.run(reader.lookup(cid))["top7d"]
 
 
@@ -52,7 +51,7 @@ def test_window_edges_days_d_minus_7_d_minus_6_and_d(
     assert answer.scores == {"female": 1, "male": 1}
     assert answer.gender == "female"
     # top counts everything
-    reader = Reader(aio.client, aio.registry, aio.settings, clock=clock)
+    reader = make_reader(aio.client, aio.settings, clock=clock)
     assert aio.run(reader.lookup("C1"))["top"].scores == {"female": 1, "kids": 2, "male": 1}  # type: ignore[union-attr]
     # no bucket was created for the event already older than the window
     keys = Keys(aio.settings.prefix)

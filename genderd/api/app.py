@@ -1,11 +1,10 @@
 """The HTTP API (SPEC §5): cache-first lookups, ingest, models, health and metrics.
 
-``create_app(settings)`` builds the app; its state (one Redis pool, a pipelined lookup
-connection, the reader, metrics) lives on ``app.state.api``, never in module globals. Lookups
-return JSON encoded with orjson straight from the client's result hash, read in one Redis round
-trip; the pydantic models of :mod:`genderd.schemas` document those answers without being built
-per request. While Redis is unreachable every call that needs it answers 503 with
-``Retry-After``, and the connections come back by themselves.
+``create_app(settings)`` builds the app; its state (the Redis links, the deployment, metrics)
+lives on ``app.state.api``, never in module globals. Routes are split by concern:
+:mod:`~genderd.api.lookups` (the hot routes, called directly), :mod:`~genderd.api.ingest` and
+:mod:`~genderd.api.ops` (ordinary FastAPI routes). Every "Redis cannot serve this now" error
+becomes 503 with ``Retry-After`` here, in one handler; the connections come back by themselves.
 """
 
 from __future__ import annotations
@@ -20,18 +19,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 
 from genderd import __version__
-from genderd.api.responses import JSON, ApiError, RawRoute
-from genderd.api.routes import install_routes
-from genderd.api.state import UNAVAILABLE, Api
-from genderd.processor import wall_clock_ms
-from genderd.schemas import EventBatch, EventErrors, EventIn, LookupRequest
+from genderd.api import ingest, lookups, ops
+from genderd.api.responses import JSON, ApiError
+from genderd.api.schemas import EventBatch, EventErrors, EventIn, LookupRequest
+from genderd.api.state import Api
+from genderd.clock import wall_clock_ms
 from genderd.settings import Settings
+from genderd.transport import RedisUnavailableError, translate
+from genderd.transport.errors import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_S = 1
 
 
 def create_app(
@@ -46,7 +46,7 @@ def create_app(
         await api.start()
         # Everything loaded so far (FastAPI, pydantic, the models) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections over it stalled requests for
-        # ~50 ms several times a second under load (p99 62 ms -> 14 ms in bench/api.py).
+        # ~50 ms several times a second under load (p99 62 ms -> 14 ms in the API benchmark).
         gc.freeze()
         try:
             yield
@@ -61,10 +61,10 @@ def create_app(
         default_response_class=JSON,
         **_telemetry_off(),
     )
-    app.router.route_class = RawRoute
     app.state.api = api
     _install_handlers(app)
-    install_routes(app, api)
+    for router in (lookups.router, ingest.router, ops.router, ops.probe):
+        app.include_router(router)
     _install_openapi(app)
     return app
 
@@ -77,22 +77,38 @@ def _telemetry_off() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
+def unavailable(error: RedisUnavailableError) -> Response:
+    """The answer while Redis cannot serve a request: 503 with ``Retry-After``."""
+    log.warning("Redis cannot serve a request (%s): %s", error.state, error)
+    return JSON(
+        {"detail": f"Redis is {error.state}; retry shortly"},
+        503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def _install_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, ApiError)
         return JSON({"detail": error.detail}, error.status_code, headers=error.headers)
 
-    async def unavailable(request: Request, error: Exception) -> Response:
-        log.warning("Redis unavailable: %s", error)
-        return JSON(
-            {"detail": "Redis is unavailable; retry shortly"},
-            503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+    async def redis_state(request: Request, error: Exception) -> Response:
+        assert isinstance(error, RedisUnavailableError)
+        return unavailable(error)
+
+    async def redis_error(request: Request, error: Exception) -> Response:
+        # A redis-py error from a typed command (status, stream plumbing): map it the same way.
+        translated = translate(error)
+        if isinstance(translated, RedisUnavailableError):
+            return unavailable(translated)
+        log.error("Redis refused a command", exc_info=error)
+        return JSON({"detail": "internal error"}, 500)
 
     app.add_exception_handler(ApiError, api_error)
-    for kind in UNAVAILABLE:
-        app.add_exception_handler(kind, unavailable)
+    app.add_exception_handler(RedisUnavailableError, redis_state)
+    app.add_exception_handler(RedisError, redis_error)
+    app.add_exception_handler(ConnectionError, redis_error)  # OSError family from sockets
+    app.add_exception_handler(TimeoutError, redis_error)
 
 
 def _install_openapi(app: FastAPI) -> None:

@@ -9,8 +9,8 @@ from fastapi import Request
 from pydantic import ValidationError as PydanticValidationError
 
 from genderd.api.responses import ApiError
-from genderd.events import Reason, ValidationError, check_event
-from genderd.schemas import MAX_INGEST_EVENTS, LookupRequest
+from genderd.api.schemas import MAX_INGEST_EVENTS, LookupRequest
+from genderd.events import EventError, Reason, check_event
 from genderd.settings import Settings
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to spare
@@ -81,10 +81,10 @@ def event_items(body: bytes) -> list[Any]:
 def check_item(item: dict[str, Any], settings: Settings, now: int) -> tuple[str, str, int | None]:
     """check_event, after the type checks JSON needs (a stream entry is always strings)."""
     if not isinstance(item.get("cid", ""), str):
-        raise ValidationError(Reason.BAD_CID, "cid must be a string")
+        raise EventError(Reason.BAD_CID, "cid must be a string")
     if not isinstance(item.get("gender", ""), str):
-        raise ValidationError(Reason.UNKNOWN_GENDER, "gender must be a string")
+        raise EventError(Reason.UNKNOWN_GENDER, "gender must be a string")
     ts = item.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, str))):
-        raise ValidationError(Reason.BAD_TS, "ts must be an integer of milliseconds")
+        raise EventError(Reason.BAD_TS, "ts must be an integer of milliseconds")
     return check_event(item, settings.genders, now, settings.max_future_ms)

@@ -17,25 +17,36 @@ import orjson
 
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.scripts import LIB, source
+from genderd.scripts import LIB, Script, hash_reply
 from genderd.settings import Settings
+
+ResultHash = Mapping[bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A model's answer for one client."""
+    """A model's answer for one client, as the result hash stores it.
+
+    ``scores_json`` is the stored JSON object of per-gender counts (None: the model does not
+    count, e.g. ``last``); the API splices it into its answer without parsing it.
+    """
 
     model: str
     gender: str
-    scores: dict[str, int] | None  # the per-gender counts behind the answer (None: not counted)
+    scores_json: bytes | None
     last_event_ts: int
     as_of: int
 
-    def to_dict(self) -> dict[str, object]:
+    @property
+    def scores(self) -> dict[str, int] | None:
+        """The per-gender counts behind the answer (None: not counted)."""
+        return orjson.loads(self.scores_json) if self.scores_json else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer's fields for orjson (the API's answer shape, SPEC §5)."""
         return {
-            "model": self.model,
             "gender": self.gender,
-            "scores": self.scores,
+            "scores": orjson.Fragment(self.scores_json) if self.scores_json else None,
             "last_event_ts": self.last_event_ts,
             "as_of": self.as_of,
         }
@@ -53,21 +64,26 @@ class Model(abc.ABC):
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     script_package: ClassVar[str] = "genderd.scripts"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: Keys) -> None:
         self.settings = settings
-        self.keys = Keys(settings.prefix)
+        self.keys = keys
+        self.apply_script = Script.from_files(*self.apply_files, package=self.script_package)
+        self.refresh_script = (
+            None
+            if self.refresh_files is None
+            else Script.from_files(
+                *self.refresh_files, package=self.script_package, reply=hash_reply
+            )
+        )
         # result-hash field names of the answer, built once (lookups read them per request)
         self._gender_field, self._scores_field, self._ts_field, self._at_field = (
-            result_field(self.name, part) for part in ("", "s", "ts", "at")
+            result_field(self.name, part).encode() for part in ("", "s", "ts", "at")
         )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
 
     # -- writing ----------------------------------------------------------------------------
-    def apply_source(self) -> str:
-        return source(*self.apply_files, package=self.script_package)
-
     def params(self) -> list[str]:
         """ARGV of the apply script after the group and "now" (model-wide parameters)."""
         return []
@@ -81,46 +97,26 @@ class Model(abc.ABC):
         return [event.id, event.gender, str(event.ts)]
 
     # -- reading ----------------------------------------------------------------------------
-    def refresh_source(self) -> str | None:
-        if self.refresh_files is None:
-            return None
-        return source(*self.refresh_files, package=self.script_package)
-
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """KEYS of the refresh script (only for models with ``refresh_files``)."""
         return [self.keys.result(shard, cid)]
 
-    def answer(self, fields: Mapping[str, str]) -> Answer | None:
-        """This model's answer from the client's result hash fields, or None."""
+    def answer(self, fields: ResultHash) -> Answer | None:
+        """This model's answer from the client's result hash, or None."""
         gender = fields.get(self._gender_field)
         if gender is None:
             return None
-        scores_json = fields.get(self._scores_field)
         return Answer(
             model=self.name,
-            gender=gender,
-            scores=orjson.loads(scores_json) if scores_json else None,
+            gender=gender.decode(),
+            scores_json=fields.get(self._scores_field),
             last_event_ts=int(fields.get(self._ts_field, 0)),
             as_of=int(fields.get(self._at_field, 0)),
         )
-
-    def answer_json(self, fields: Mapping[str, str]) -> dict[str, Any] | None:
-        """The answer as a dict for orjson, scores spliced in as the JSON Redis stores (no
-        parse and re-encode on the lookup path), or None."""
-        gender = fields.get(self._gender_field)
-        if gender is None:
-            return None
-        scores_json = fields.get(self._scores_field)
-        return {
-            "gender": gender,
-            "scores": orjson.Fragment(scores_json) if scores_json else None,
-            "last_event_ts": int(fields.get(self._ts_field, 0)),
-            "as_of": int(fields.get(self._at_field, 0)),
-        }
 
     def result_fields(self) -> Sequence[str]:
         """Every field this model writes in result hashes (removed on replay)."""
         return [result_field(self.name, part) for part in ("", "s", "ts", "at")]
 
 
-__all__ = ["LIB", "Answer", "Model"]
+__all__ = ["LIB", "Answer", "Model", "ResultHash"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 
+from genderd.keys import Keys
 from genderd.models.base import Model
 from genderd.settings import Settings
 
@@ -21,6 +22,11 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return f"unknown model {self.name!r}; known: {', '.join(self.known)}"
+
+
+def names(classes: list[type[Model]]) -> list[str]:
+    """Every name and alias the model classes answer to."""
+    return sorted(name for cls in classes for name in (cls.name, *cls.aliases))
 
 
 def discover() -> list[type[Model]]:
@@ -47,9 +53,9 @@ class Registry:
                 self._names[name] = model.name
 
     @classmethod
-    def load(cls, settings: Settings) -> Registry:
-        """Instantiate every registered model with ``settings``."""
-        return cls([model_cls(settings) for model_cls in discover()])
+    def load(cls, settings: Settings, keys: Keys) -> Registry:
+        """Instantiate every registered model for a deployment's ``settings`` and ``keys``."""
+        return cls([model_cls(settings, keys) for model_cls in discover()])
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())

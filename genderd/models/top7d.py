@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genderd.events import Event, day_of
+from genderd.clock import day_of
+from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model
 

@@ -7,7 +7,7 @@ install wrk`): first closed-loop at full speed (the maximum rate), then paced at
 (each connection waits between requests, wrk's `delay()`), and prints requests/s, p50 and p99
 for both and the lookup/no-I/O ratio. Asserts nothing about speed.
 
-    python bench/api.py --clients 10000 --duration 10
+    python scripts/bench_api.py --clients 10000 --duration 10
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import redis
 
-from genderd.connection import async_client, init_deployment
-from genderd.models import Registry
+from genderd.deployment import Deployment, open_deployment_sync
 from genderd.producer import Producer, synthetic
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
+from genderd.transport import connect
 from genderd.worker import Worker
 
 READY_TIMEOUT_S = 30.0
@@ -102,20 +102,20 @@ def wrk(url: str, script: str, connections: int, duration_s: int) -> Run:
     return Run(rate, percentile("50"), percentile("99"), errors)
 
 
-def fill(settings: Settings, events: int, clients: int) -> None:
-    sync = redis.Redis.from_url(settings.redis_url or "")
-    with Producer(sync, settings) as producer:
-        for event in synthetic(events, clients, settings.genders, days=10, seed=1):
+def fill(deployment: Deployment, events: int, clients: int) -> None:
+    sync = redis.Redis.from_url(deployment.settings.redis_url or "")
+    with Producer(sync, deployment) as producer:
+        for event in synthetic(events, clients, deployment.settings.genders, days=10, seed=1):
             producer.send_fields(event)
     sync.close()
 
     async def apply() -> None:
-        client = async_client(settings)
-        for model in Registry.load(settings):
-            worker = Worker(client, model, settings)
+        links = connect(deployment.settings)
+        for model in deployment.registry:
+            worker = Worker(deployment, links, model)
             await worker.ensure_groups()
             await worker.drain()
-        await client.aclose()
+        await links.close()
 
     asyncio.run(apply())
 
@@ -151,11 +151,10 @@ def main() -> None:
         tempfile.TemporaryDirectory() as data,
         Server(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
-        settings = Settings(redis_url=server.url)
         sync = redis.Redis.from_url(server.url)
-        settings = settings.model_copy(update={"shards": init_deployment(sync, settings)})
+        deployment = open_deployment_sync(sync, Settings(redis_url=server.url))
         sync.close()
-        fill(settings, args.events, args.clients)
+        fill(deployment, args.events, args.clients)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = dict(os.environ, GENDERD_REDIS_URL=server.url)

@@ -6,7 +6,7 @@ as `genderd up` does) and times each model until its lag and pending reach zero.
 times single-client lookups (`Reader.lookup`, all models, one round trip) from one asyncio task.
 Prints a table; asserts nothing about speed.
 
-    python bench/pipeline.py --events 200000 --clients 20000
+    python scripts/bench_pipeline.py --events 200000 --clients 20000
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 import redis
 
 from genderd import status
-from genderd.connection import async_client, init_deployment
+from genderd.deployment import Deployment, open_deployment_sync
 from genderd.lookup import Reader
-from genderd.models import Registry
 from genderd.producer import Producer, synthetic
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
+from genderd.transport import connect
 
 POLL_S = 0.05
 
@@ -45,14 +45,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-async def wait_caught_up(
-    settings: Settings, registry: Registry, started: float, expected: int
-) -> dict[str, float]:
-    client = async_client(settings)
+async def wait_caught_up(deployment: Deployment, started: float, expected: int) -> dict[str, float]:
+    links = connect(deployment.settings)
     done: dict[str, float] = {}
     try:
-        while len(done) < len(registry):
-            for model in await status.collect(client, registry, settings):
+        while len(done) < len(deployment.registry):
+            for model in await status.collect(links.client, deployment):
                 if (
                     model.name not in done
                     and model.applied + model.dead >= expected
@@ -62,13 +60,13 @@ async def wait_caught_up(
                     done[model.name] = time.perf_counter() - started
             await asyncio.sleep(POLL_S)
     finally:
-        await client.aclose()
+        await links.close()
     return done
 
 
-async def lookups(settings: Settings, registry: Registry, clients: int, count: int) -> list[float]:
-    client = async_client(settings)
-    reader = Reader(client, registry, settings)
+async def lookups(deployment: Deployment, clients: int, count: int) -> list[float]:
+    links = connect(deployment.settings)
+    reader = Reader(deployment, links.fast)
     timings = []
     try:
         for n in range(count):
@@ -76,7 +74,7 @@ async def lookups(settings: Settings, registry: Registry, clients: int, count: i
             await reader.lookup(f"C{1 + n % clients}")
             timings.append(time.perf_counter() - t0)
     finally:
-        await client.aclose()
+        await links.close()
     return timings
 
 
@@ -95,11 +93,11 @@ def main() -> None:
     ):
         settings = Settings(redis_url=server.url, batch_size=args.batch_size)
         sync = redis.Redis.from_url(server.url)
-        settings = settings.model_copy(update={"shards": init_deployment(sync, settings)})
-        registry = Registry.load(settings)
+        deployment = open_deployment_sync(sync, settings)
+        registry = deployment.registry
 
         t0 = time.perf_counter()
-        with Producer(sync, settings) as producer:
+        with Producer(sync, deployment) as producer:
             for event in synthetic(
                 args.events, args.clients, settings.genders, days=args.days, seed=1
             ):
@@ -130,19 +128,20 @@ def main() -> None:
             for model in registry
         ]
         try:
-            done = asyncio.run(wait_caught_up(settings, registry, started, args.events))
+            done = asyncio.run(wait_caught_up(deployment, started, args.events))
         finally:
             for process in workers:
                 process.terminate()
             for process in workers:
                 process.wait(30)
-        timings = asyncio.run(lookups(settings, registry, args.clients, args.lookups))
+        timings = asyncio.run(lookups(deployment, args.clients, args.lookups))
         sync.close()
 
     quantiles = statistics.quantiles(timings, n=100)
     print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
     print(
-        f"events: {args.events:,} over {args.clients:,} clients, {settings.shards} shards, "
+        f"events: {args.events:,} over {args.clients:,} clients, "
+        f"{deployment.settings.shards} shards, "
         f"batch {args.batch_size}\n"
     )
     print("| step | time (s) | events/s |")

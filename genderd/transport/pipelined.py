@@ -1,4 +1,4 @@
-"""One pipelined Redis connection shared by every concurrent lookup (or Lua call) of a process.
+"""The pipelined transport: one hiredis connection shared by every concurrent call of a process.
 
 A lookup is a single command. Through redis-py's pool each one pays a pool checkout, Python
 command packing, its own socket write and a connection release; here concurrent requests queue
@@ -6,14 +6,15 @@ their commands (packed by hiredis) on one connection, the commands queued in one
 event loop leave in one write, and the replies, which Redis returns in order, resolve their
 futures first-in first-out (parsed by hiredis). Redis runs commands one at a time anyway, so
 one connection loses no server throughput, and a lookup costs the API a few microseconds.
-Slow or rare calls (status, ingest) keep using redis-py's pool. Workers send their Lua calls
-here too (their blocking stream reads stay on the pool: they would hold up the connection).
+Workers send their script calls here too; blocking reads stay on the pool.
 
 The connection is opened on first use and again after it fails: every command in flight then
-fails with ``redis.exceptions.ConnectionError``, which the API turns into a 503. A command with
-no reply within the timeout fails with ``redis.exceptions.TimeoutError``; a watchdog (one timer
-per connection, not one per command) enforces it, and a late reply is dropped. Redis Cluster is
-not supported here (the API uses redis-py's cluster client there).
+fails with ``redis.exceptions.ConnectionError`` (a
+:class:`~genderd.transport.errors.RedisUnavailableError` to callers). A command with no reply
+within the timeout fails with ``redis.exceptions.TimeoutError``; a watchdog (one timer per
+connection, not one per command) enforces it, and a late reply is dropped. Standalone servers
+only, and only the URL options in :data:`SUPPORTED_URL_OPTIONS`: anything else is refused at
+start (:class:`UnsupportedURLError`) rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import collections
 import contextlib
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -31,7 +33,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from genderd.scripts import hash_reply
+from genderd.transport.base import Command, Transport
+
 WATCHDOG_FRACTION = 4  # the watchdog looks this many times per timeout
+SUPPORTED_URL_OPTIONS = frozenset(
+    {"host", "port", "path", "db", "username", "password", "connection_class"}
+)
+# Replies hiredis gives flat that callers get as redis-py gives them.
+_SHAPES = {b"HGETALL": hash_reply, "HGETALL": hash_reply}
+
+
+class UnsupportedURLError(ValueError):
+    """The Redis URL asks for something the pipelined connection does not do."""
 
 
 def _error(reply: hiredis.ReplyError) -> ResponseError:
@@ -131,15 +145,35 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(error)
 
 
-class MultiplexedConnection:
+def url_options(url: str) -> dict[str, Any]:
+    """The connection options of ``url``; raise :class:`UnsupportedURLError` for any option
+    this connection would otherwise ignore (redis-py's pool honours them)."""
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    unsupported = sorted(set(options) - SUPPORTED_URL_OPTIONS)
+    if unsupported:
+        raise UnsupportedURLError(
+            f"the Redis URL option(s) {', '.join(unsupported)} are not supported by the "
+            "pipelined connection; remove them, or set GENDERD_PIPELINED=false to use "
+            "redis-py's connection pool, which supports them"
+        )
+    return options
+
+
+class PipelinedTransport(Transport):
     """A lazily (re)connected, pipelined connection to one Redis server."""
 
+    kind = "pipelined"
+
     def __init__(self, url: str, timeout_s: float) -> None:
-        self.options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self.options = url_options(url)
         self.tls = url.startswith("rediss://")
         self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
         self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        where = self.options.get("path") or f"{self.options.get('host')}:{self.options.get('port')}"
+        return f"<PipelinedTransport {where} timeout={self.timeout_s}s>"
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -163,9 +197,9 @@ class MultiplexedConnection:
                 auth = [options["password"]]
                 if options.get("username"):
                     auth.insert(0, options["username"])
-                await self._send(protocol, ("AUTH", *auth))
+                await self._queue(protocol, ("AUTH", *auth))
             if options.get("db"):
-                await self._send(protocol, ("SELECT", options["db"]))
+                await self._queue(protocol, ("SELECT", options["db"]))
         except BaseException:
             if protocol.transport is not None:  # e.g. a wrong password: do not leak the socket
                 protocol.transport.close()
@@ -173,36 +207,35 @@ class MultiplexedConnection:
         self._protocol = protocol
         return protocol
 
-    async def _reconnect(self) -> _Protocol:
+    async def _connected(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            return protocol
         async with self._lock:
             protocol = self._protocol
             if protocol is None or protocol.lost is not None:
                 protocol = await self._connect()
             return protocol
 
-    def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    @staticmethod
+    def _queue(protocol: _Protocol, args: Command) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.queue(future, hiredis.pack_command(args))
         return future
 
-    async def execute(self, *args: Any) -> Any:
-        """Send one command and return its reply (hiredis types: bytes, lists, ints)."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._reconnect()
-        return await self._send(protocol, args)
+    async def _send(self, command: Command) -> Any:
+        reply = await self._queue(await self._connected(), command)
+        shape = _SHAPES.get(command[0])
+        return reply if shape is None else shape(reply)
 
-    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send commands in one write (one round trip) and return their replies in order;
-        the first error reply is raised after all replies are in."""
-        protocol = self._protocol
-        if protocol is None or protocol.lost is not None:
-            protocol = await self._reconnect()
-        futures = [self._send(protocol, command) for command in commands]
+    async def _send_many(self, commands: Sequence[Command]) -> list[Any]:
+        protocol = await self._connected()
+        futures = [self._queue(protocol, command) for command in commands]
         replies = await asyncio.gather(*futures, return_exceptions=True)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        for i, command in enumerate(commands):
+            shape = _SHAPES.get(command[0])
+            if shape is not None and not isinstance(replies[i], BaseException):
+                replies[i] = shape(replies[i])
         return replies
 
     async def close(self) -> None:

@@ -1,0 +1,64 @@
+"""``POST /v1/events``: one event or up to 10,000, validated as the workers validate them.
+
+An ordinary FastAPI route that reads its body raw (so that every bad event is reported with
+its index and reason, and any bad body is a 422). The events go out on the pool, not on the
+pipelined connection, so that a large batch never queues ahead of lookups.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from genderd.api.inputs import check_item, event_items, read_body
+from genderd.api.lookups import UNAVAILABLE
+from genderd.api.responses import JSON, ApiError
+from genderd.api.schemas import Accepted, EventErrors, Problem
+from genderd.api.state import api_of
+from genderd.events import EventError
+from genderd.producer import stream_entry
+from genderd.transport import Command
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        401: {"model": Problem, "description": "a bearer token is configured and missing"},
+        413: {"model": Problem, "description": "the body is too large"},
+        422: {"model": EventErrors, "description": "every bad event; nothing was written"},
+        503: UNAVAILABLE,
+    },
+    summary="Ingest one event or up to 10,000",
+)
+async def ingest(request: Request) -> Response:
+    """Validates every event exactly as the workers do; writes all of them or none."""
+    api = api_of(request)
+    api.check_token(request, api.settings.api_token)
+    items = event_items(await read_body(request))
+    deployment = await api.deployment()
+    now = api.clock()
+    commands: list[Command] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append(
+                {"index": index, "reason": "not_an_object", "detail": "an event must be an object"}
+            )
+            continue
+        try:
+            cid, gender, ts = check_item(item, deployment.settings, now)
+        except EventError as error:
+            errors.append({"index": index, "reason": error.reason.value, "detail": error.detail})
+            continue
+        stream, fields = stream_entry(deployment, cid, gender, ts)
+        commands.append(("XADD", stream, "*", *(part for kv in fields.items() for part in kv)))
+    if errors:
+        raise ApiError(422, errors)
+    await api.connected().pool.execute_many(commands)
+    return JSON({"accepted": len(commands)}, 202)

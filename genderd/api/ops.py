@@ -1,0 +1,86 @@
+"""Routes for operators: models with their progress, health, readiness, Prometheus metrics.
+
+Ordinary FastAPI routes (add new ones here, or in a module of their own), except the liveness
+probe: orchestrators call it constantly and it is the benchmarks' no-I/O baseline, so it is
+called directly like the lookups (:data:`probe`, a raw-route router).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from genderd import status
+from genderd.api.lookups import READ_TOKEN, UNAVAILABLE
+from genderd.api.responses import JSON, RawRoute
+from genderd.api.schemas import ModelsResponse
+from genderd.api.state import api_of
+from genderd.transport import RedisUnavailableError, translate
+
+router = APIRouter()
+probe = APIRouter(route_class=RawRoute)
+
+
+@router.get(
+    "/v1/models",
+    response_model=ModelsResponse,
+    responses={401: READ_TOKEN, 503: UNAVAILABLE},
+    summary="Models with lag, pending and dead-letter counts",
+)
+async def models(request: Request) -> Response:
+    api = api_of(request)
+    api.check_token(request, api.settings.read_token)
+    deployment = await api.deployment()
+    rows = await status.collect(api.connected().client, deployment)
+    described = {m.name: m for m in deployment.registry}
+    return JSON(
+        {
+            "models": [
+                {
+                    "name": r.name,
+                    "aliases": list(r.aliases),
+                    "description": described[r.name].description,
+                    "default": r.name == api.default_model.name,
+                    "lag": r.lag,
+                    "pending": r.pending,
+                    "dead": r.dead,
+                    "applied": r.applied,
+                    "stalled": r.stalled,
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+@probe.get("/healthz", summary="Liveness: the process answers (no I/O)")
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    responses={503: UNAVAILABLE},
+    summary="Readiness: Redis answers on the connection lookups use, scripts loaded",
+)
+async def readyz(request: Request) -> Response:
+    api = api_of(request)
+    reader = await api.reader()
+    await api.connected().fast.ping()
+    await reader.load_scripts()
+    return JSON({"status": "ready", "transport": api.connected().fast.kind})
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    api = api_of(request)
+    try:
+        deployment = await api.deployment()
+        snapshot = await status.collect(api.connected().client, deployment)
+    except Exception as raised:  # the counters that live in Redis are left out while it is down
+        if not isinstance(translate(raised), RedisUnavailableError):
+            raise
+        snapshot = []
+    return Response(
+        api.metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

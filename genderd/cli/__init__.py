@@ -1,0 +1,50 @@
+"""The ``genderd`` command line: thin click commands over importable functions.
+
+Configuration comes from ``GENDERD_*`` environment variables; the flags here override them.
+Commands live by concern: :mod:`~genderd.cli.run` (processes: up, serve, worker) and
+:mod:`~genderd.cli.data` (a deployment's data: produce, status, lookup, replay); a new
+command goes in one of them (or a module of its own) and is added to :func:`main` below.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from genderd.cli import data, run
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--redis-url",
+    envvar=None,
+    help="Redis URL [env GENDERD_REDIS_URL; default: the "
+    "server of a `genderd up` in this directory].",
+)
+@click.option("--prefix", help="Key prefix [env GENDERD_PREFIX; default genderd].")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.version_option(package_name="genderd")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, prefix: str | None, log_level: str) -> None:
+    """genderd: which department (women's, men's, kids') each shopper prefers, in real time.
+
+    Page-view events go into Redis Streams; a worker per model turns them into per-client
+    answers; `lookup` (and the HTTP API) reads them. Start with `genderd up --demo`.
+    """
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    ctx.obj = {k: v for k, v in {"redis_url": redis_url, "prefix": prefix}.items() if v}
+
+
+for command in (run.up, run.serve, run.worker, data.produce, data.status, data.lookup, data.replay):
+    main.add_command(command)
+
+__all__ = ["main"]

@@ -1,0 +1,270 @@
+"""Commands over a deployment's data: `produce`, `status`, `lookup`, `replay`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+import click
+import orjson
+
+from genderd import replay as replay_mod
+from genderd import status as status_mod
+from genderd.cli.common import friendly_errors, model_of, opened, run, settings_of
+from genderd.deployment import open_deployment_sync
+from genderd.events import EventError
+from genderd.lookup import BadClientIdError, Reader
+from genderd.models.base import Answer
+from genderd.processor import Outcome
+from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.transport import sync_client
+from genderd.worker import Worker
+
+PACED_FLUSH_S = 0.1
+
+
+def _json_lines(stream: TextIO) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise click.ClickException(f"line {number}: not JSON: {error}") from None
+        if not isinstance(event, dict):
+            raise click.ClickException(f"line {number}: expected a JSON object")
+        yield event
+
+
+@click.command()
+@click.option(
+    "--count",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Synthetic events to write (0: until stopped).",
+)
+@click.option(
+    "--clients",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Synthetic clients C1..CN.",
+)
+@click.option("--rate", type=click.FloatRange(0), help="Events per second [unlimited].")
+@click.option(
+    "--days",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 3650),
+    help="Spread synthetic event times over the last N days (0: arrival time).",
+)
+@click.option("--seed", type=int, help="Random seed for reproducible synthetic traffic.")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("r"),
+    help='JSON Lines of events ({"cid", "gender", "ts"?}); \'-\' reads stdin.',
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def produce(
+    ctx: click.Context,
+    count: int,
+    clients: int,
+    rate: float | None,
+    days: int,
+    seed: int | None,
+    source: TextIO | None,
+    quiet: bool,
+) -> None:
+    """Write events: synthetic ones, or JSON Lines from a file or stdin.
+
+    Every event is validated first (SPEC §2); a bad line stops the run with its line number,
+    after the events before it were written.
+    """
+    settings = settings_of(ctx)
+    with friendly_errors():
+        client = sync_client(settings)
+        deployment = open_deployment_sync(client, settings)
+    events = (
+        _json_lines(source)
+        if source
+        else synthetic(count or None, clients, settings.genders, days=days, seed=seed)
+    )
+    length = None if source or not count else count
+    bar: Any
+    with (
+        friendly_errors(),
+        Producer(client, deployment) as producer,
+        click.progressbar(
+            events,
+            length=length,
+            label="events",
+            hidden=quiet,
+            show_pos=True,
+            show_eta=length is not None,
+            update_min_steps=100,
+        ) as bar,
+    ):
+        _pace(producer, bar, rate)
+    client.close()
+    if not quiet:
+        click.echo(f"wrote {producer.sent} events", err=True)
+
+
+def _pace(producer: Producer, events: Iterable[dict[str, Any]], rate: float | None) -> None:
+    """Send ``events`` at ``rate`` per second (None: as fast as possible) until exhausted or
+    interrupted; paced traffic is flushed every PACED_FLUSH_S rather than a batch at a time."""
+    limiter = RateLimiter(rate)
+    last_flush = time.monotonic()
+    try:
+        for number, event in enumerate(events, 1):
+            limiter.wait()
+            try:
+                producer.send_fields(event)
+            except EventError as error:
+                producer.flush()
+                raise click.ClickException(f"event {number}: {error}") from None
+            if rate and time.monotonic() - last_flush >= PACED_FLUSH_S:
+                producer.flush()
+                last_flush = time.monotonic()
+    except KeyboardInterrupt:
+        producer.flush()
+
+
+def _row(*cells: object) -> str:
+    name, shard, lag, pending, dead, applied, state = cells
+    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
+
+
+# -- status ------------------------------------------------------------------------------------
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--shards/--no-shards", "per_shard", default=False, help="One row per shard too.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
+    """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled.
+
+    A model is stalled when entries wait for it (lag or pending) and none of its workers has
+    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30).
+    """
+    settings = settings_of(ctx)
+
+    async def go() -> list[status_mod.ModelStatus]:
+        async with opened(settings) as (deployment, links):
+            return await status_mod.collect(links.client, deployment)
+
+    models = run(go())
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "model": m.name,
+                        "aliases": list(m.aliases),
+                        "lag": m.lag,
+                        "pending": m.pending,
+                        "dead": m.dead,
+                        "applied": m.applied,
+                        "stalled": m.stalled,
+                        "shards": [vars(s) for s in m.shards] if per_shard else None,
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
+    else:
+        click.echo(_row("model", "shard", "lag", "pending", "dead", "applied", "state"))
+        for m in models:
+            state = "STALLED" if m.stalled else "ok"
+            click.echo(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
+            for s in m.shards if per_shard else []:
+                state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
+                if not s.grouped:
+                    state = "no group yet"
+                click.echo(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
+    if any(m.stalled for m in models):
+        sys.exit(1)
+
+
+# -- lookup ------------------------------------------------------------------------------------
+@click.command()
+@click.argument("cid")
+@click.option("--model", "model_name", help="Model name or alias [default: every model].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) -> None:
+    """Print a client's answer; exit 1 when no model has one."""
+    settings = settings_of(ctx)
+
+    async def go() -> dict[str, Answer | None]:
+        async with opened(settings) as (deployment, links):
+            models = [model_of(deployment, model_name)] if model_name else None
+            return await Reader(deployment, links.fast).lookup(cid, models)
+
+    try:
+        answers = run(go())
+    except BadClientIdError as error:
+        raise click.BadParameter(str(error), param_hint="CID") from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "cid": cid,
+                    "models": {
+                        name: answer and {**answer.to_json(), "scores": answer.scores}
+                        for name, answer in answers.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+    else:
+        for name, answer in answers.items():
+            if answer is None:
+                click.echo(f"{name:<6} -")
+            else:
+                scores = f"  scores {json.dumps(answer.scores)}" if answer.scores else ""
+                click.echo(
+                    f"{name:<6} {answer.gender}{scores}  last_event_ts {answer.last_event_ts}"
+                )
+    if all(answer is None for answer in answers.values()):
+        sys.exit(1)
+
+
+# -- replay ------------------------------------------------------------------------------------
+@click.command()
+@click.option("--model", "model_name", required=True, help="Model name or alias.")
+@click.option("--force", is_flag=True, help="Replay even while workers of the model seem alive.")
+@click.pass_context
+def replay(ctx: click.Context, model_name: str, force: bool) -> None:
+    """Rebuild one model's state from the retained streams, with progress.
+
+    Stop the model's workers first: replay deletes the model's group, state and answers, then
+    applies every retained entry again. Other models are untouched.
+    """
+    settings = settings_of(ctx)
+
+    async def go() -> Outcome:
+        async with opened(settings) as (deployment, links):
+            model = model_of(deployment, model_name)
+            total = await replay_mod.backlog(links.client, deployment)
+            worker = Worker(deployment, links, model, consumer="replay")
+            with click.progressbar(
+                length=total, label=f"replaying {model.name}", show_pos=True
+            ) as bar:
+                try:
+                    return await replay_mod.replay(worker, bar.update, force=force)
+                except replay_mod.LiveConsumersError as error:
+                    raise click.ClickException(str(error)) from None
+
+    outcome = run(go())
+    click.echo(
+        f"replayed: {outcome.applied} applied, {outcome.dead} dead-lettered, "
+        f"{outcome.failed} failed (left pending for the workers)"
+    )

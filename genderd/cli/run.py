@@ -1,0 +1,170 @@
+"""Commands that run genderd's processes: `up` (everything), `serve` (the API), `worker`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+from genderd.cli.common import friendly_errors, model_of, run, settings_of
+from genderd.deployment import Deployment, open_deployment_sync
+from genderd.server import ServerError, port_is_free
+from genderd.transport import resolve_url, sync_client
+from genderd.transport.connect import check_url
+from genderd.up import Child, Supervisor, start_demo
+from genderd.worker import run_worker
+
+DEMO_RATE = 200.0
+SERVE_GRACE_S = 10
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Also feed synthetic traffic and print example calls.")
+@click.option(
+    "--workers",
+    "workers_per_model",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes per model.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port of the bundled server [default 6390, or a free one].",
+)
+@click.option(
+    "--rate",
+    default=DEMO_RATE,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Demo events per second after the initial history.",
+)
+@click.option(
+    "--api-port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of the HTTP API (on 127.0.0.1).",
+)
+@click.option("--no-api", is_flag=True, help="Do not run the HTTP API.")
+@click.pass_context
+def up(
+    ctx: click.Context,
+    demo: bool,
+    workers_per_model: int,
+    port: int | None,
+    rate: float,
+    api_port: int,
+    no_api: bool,
+) -> None:
+    """Run everything on this machine until Ctrl-C.
+
+    Starts a Redis-compatible server from the bundled binary (unless GENDERD_REDIS_URL is
+    set), with its data and AOF under ./.genderd/, a worker per model and the HTTP API on
+    127.0.0.1:8000. Other genderd commands run from this directory find the server by
+    themselves.
+    """
+    settings = settings_of(ctx)
+    configured = Deployment.build(settings)
+    names = configured.registry.names()
+    children = [
+        Child(f"worker {name} #{n + 1}", ["worker", "--model", name])
+        for name in names
+        for n in range(workers_per_model)
+    ]
+    if not no_api:
+        if not port_is_free(api_port):
+            raise click.UsageError(f"port {api_port} is taken: pick another with --api-port")
+        children.append(Child("api", ["serve", "--host", "127.0.0.1", "--port", str(api_port)]))
+    supervisor = Supervisor(settings, children, port=port)
+    try:
+        url = supervisor.start_server()
+        with friendly_errors():
+            client = sync_client(settings, url)
+            deployment = open_deployment_sync(client, configured)
+            api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
+            click.echo(
+                f"genderd is up: {url}, {deployment.settings.shards} shards, "
+                f"models: {', '.join(names)}{api}"
+            )
+            if demo:
+                click.echo(
+                    start_demo(supervisor, client, deployment, rate, None if no_api else api_port)
+                )
+            client.close()
+    except ServerError as error:
+        supervisor.shutdown()
+        raise click.ClickException(str(error)) from None
+    except BaseException:
+        supervisor.shutdown()  # never leave a server behind
+        raise
+    click.echo("Ctrl-C stops it all.")
+    supervisor.run()
+
+
+@click.command()
+@click.option("--host", help="Address to bind [env GENDERD_API_HOST; default 127.0.0.1].")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port [env GENDERD_API_PORT; default 8000]."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="uvicorn worker processes.",
+)
+@click.option(
+    "--access-log/--no-access-log", default=False, show_default=True, help="Log every request."
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, workers: int, access_log: bool
+) -> None:
+    """Serve the HTTP API (uvicorn) until SIGTERM/SIGINT.
+
+    Docs at /docs (OpenAPI at /openapi.json). Each worker process holds one Redis pool and one
+    pipelined connection.
+    """
+    import uvicorn
+
+    settings = settings_of(ctx, api_host=host, api_port=port)
+    with friendly_errors():
+        url = resolve_url(settings)
+        check_url(settings, url)
+    model_of(Deployment.build(settings), settings.default_model)
+    # uvicorn's worker processes build their own app from the environment.
+    os.environ["GENDERD_REDIS_URL"] = url
+    os.environ["GENDERD_PREFIX"] = settings.prefix
+    uvicorn.run(
+        "genderd.api:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        access_log=access_log,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        timeout_graceful_shutdown=SERVE_GRACE_S,
+    )
+
+
+@click.command()
+@click.option(
+    "--model", "model_name", required=True, help="Model name or alias (last, top, top7d)."
+)
+@click.option("--consumer", help="Consumer name in the group [default host-pid].")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), help="Entries per read [256].")
+@click.pass_context
+def worker(
+    ctx: click.Context, model_name: str, consumer: str | None, batch_size: int | None
+) -> None:
+    """Run one worker of one model over all shards until SIGTERM/SIGINT.
+
+    Several workers of the same model share its consumer group; a stopped worker finishes and
+    acknowledges the batch in hand, then exits 0.
+    """
+    settings = settings_of(ctx, batch_size=batch_size)
+    model = model_of(Deployment.build(settings), model_name)
+    run(run_worker(settings, model.name, consumer))

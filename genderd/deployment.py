@@ -1,0 +1,124 @@
+"""The deployment: the facts every genderd process of one installation must agree on.
+
+A :class:`Deployment` is built once at the edge (a CLI command, the API on its first request,
+a worker at start) and passed to everything that reads or writes the deployment's data: the
+settings completed with the shard count stored in Redis, the key builder, the models and the
+clock. Nothing else patches the settings or builds keys.
+
+The shard count is fixed when the deployment is first initialised (``HSETNX`` on the meta
+hash) so that every producer and worker computes the same shard of a client. Opening reads
+the stored count first and writes only when there is none, so processes that only read
+(lookups, status) write nothing on an initialised deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from genderd.clock import Clock, wall_clock_ms
+from genderd.keys import Keys, shard_of
+from genderd.models.base import Model
+from genderd.models.registry import Registry
+from genderd.settings import Settings
+from genderd.transport.connect import SyncClient
+from genderd.transport.pool import AsyncClient
+
+log = logging.getLogger(__name__)
+
+SHARDS_FIELD = "shards"
+CREATED_FIELD = "created_ms"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Settings (with the stored shard count), keys, models and clock of one deployment."""
+
+    settings: Settings
+    keys: Keys
+    registry: Registry
+    clock: Clock = wall_clock_ms
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock = wall_clock_ms) -> Deployment:
+        """The deployment as configured (``settings.shards``), without asking Redis: what a
+        new deployment would be, and everything that does not depend on the shard count."""
+        keys = keys_of(settings)
+        return cls(settings, keys, Registry.load(settings, keys), clock)
+
+    def with_shards(self, shards: int) -> Deployment:
+        """This deployment with the shard count stored in Redis (the one place it is set)."""
+        if shards == self.settings.shards:
+            return self
+        return dataclasses.replace(
+            self, settings=self.settings.model_copy(update={"shards": shards})
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Deployment prefix={self.settings.prefix!r} shards={self.settings.shards} "
+            f"models={','.join(self.registry.names())}>"
+        )
+
+    @property
+    def shards(self) -> range:
+        return range(self.settings.shards)
+
+    def shard_of(self, cid: str) -> int:
+        return shard_of(cid, self.settings.shards)
+
+    def model(self, name_or_alias: str) -> Model:
+        """The model called ``name_or_alias`` (raises ``UnknownModelError``)."""
+        return self.registry.get(name_or_alias)
+
+
+def keys_of(settings: Settings) -> Keys:
+    """The key builder of ``settings``' prefix: the one place genderd builds it."""
+    return Keys(settings.prefix)
+
+
+def _configured(given: Settings | Deployment) -> Deployment:
+    return given if isinstance(given, Deployment) else Deployment.build(given)
+
+
+def _settled(configured: Deployment, stored: bytes | str | None, created: bool) -> Deployment:
+    wanted = configured.settings.shards
+    shards = int(stored) if stored is not None else wanted
+    if not created and shards != wanted:
+        log.warning(
+            "deployment %r was initialised with %d shards; ignoring GENDERD_SHARDS=%d",
+            configured.settings.prefix,
+            shards,
+            wanted,
+        )
+    return configured.with_shards(shards)
+
+
+async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
+    """The deployment with its stored shard count, recording the configured one on first
+    start (``given``: the settings, or a deployment built from them with its clock)."""
+    configured = _configured(given)
+    meta = configured.keys.meta
+    stored = await client.hget(meta, SHARDS_FIELD)
+    created = False
+    if stored is None:
+        created = bool(await client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
+        if created:
+            await client.hsetnx(meta, CREATED_FIELD, configured.clock())
+        stored = await client.hget(meta, SHARDS_FIELD)
+    return _settled(configured, stored, created)
+
+
+def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> Deployment:
+    """Blocking twin of :func:`open_deployment` (producers, `genderd up`)."""
+    configured = _configured(given)
+    meta = configured.keys.meta
+    stored = client.hget(meta, SHARDS_FIELD)
+    created = False
+    if stored is None:
+        created = bool(client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
+        if created:
+            client.hsetnx(meta, CREATED_FIELD, configured.clock())
+        stored = client.hget(meta, SHARDS_FIELD)
+    return _settled(configured, stored, created)

@@ -1,0 +1,52 @@
+"""How genderd talks to Redis: one interface (:class:`Transport`), two implementations.
+
+See :mod:`genderd.transport.base` for what every transport guarantees (script loading,
+reply shapes, errors), :mod:`~genderd.transport.pool` and :mod:`~genderd.transport.pipelined`
+for the two implementations, and :mod:`~genderd.transport.connect` for how a process opens them.
+"""
+
+from genderd.transport.base import Command, ScriptCall, Transport
+from genderd.transport.connect import (
+    Links,
+    SyncClient,
+    async_client,
+    connect,
+    resolve_url,
+    sync_client,
+)
+from genderd.transport.errors import (
+    NoServerError,
+    RedisBusyError,
+    RedisClusterDownError,
+    RedisLoadingError,
+    RedisOutOfMemoryError,
+    RedisReadOnlyError,
+    RedisUnavailableError,
+    translate,
+)
+from genderd.transport.pipelined import PipelinedTransport, UnsupportedURLError
+from genderd.transport.pool import AsyncClient, PoolTransport
+
+__all__ = [
+    "AsyncClient",
+    "Command",
+    "Links",
+    "NoServerError",
+    "PipelinedTransport",
+    "PoolTransport",
+    "RedisBusyError",
+    "RedisClusterDownError",
+    "RedisLoadingError",
+    "RedisOutOfMemoryError",
+    "RedisReadOnlyError",
+    "RedisUnavailableError",
+    "ScriptCall",
+    "SyncClient",
+    "Transport",
+    "UnsupportedURLError",
+    "async_client",
+    "connect",
+    "resolve_url",
+    "sync_client",
+    "translate",
+]

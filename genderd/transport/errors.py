@@ -1,0 +1,116 @@
+"""What a Redis server can answer instead of a result, as a few genderd errors.
+
+A server that is unreachable, still loading its data, a read replica asked to write, out of
+memory, running a busy script or a cluster without a quorum cannot serve the request *now*; the
+request itself is fine and will work later. Each of those states is a subclass of
+:class:`RedisUnavailableError`, which the API turns into 503 with ``Retry-After`` (in one
+exception handler) and the CLI into one line. Anything else (a wrong type, a script bug) stays
+the error it was. :func:`translate` is the one place where the mapping is written.
+"""
+
+from __future__ import annotations
+
+from redis import exceptions as redis_errors
+
+RETRY_AFTER_S = 1
+
+
+class RedisUnavailableError(Exception):
+    """Redis cannot serve this request now; retry later."""
+
+    state = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NoServerError(RedisUnavailableError):
+    """No Redis URL is configured and no `genderd up` server runs from this directory."""
+
+    state = "not configured"
+
+
+class RedisLoadingError(RedisUnavailableError):
+    """The server is loading its data set (after a restart or a replica sync)."""
+
+    state = "loading"
+
+
+class RedisReadOnlyError(RedisUnavailableError):
+    """A write reached a read-only replica."""
+
+    state = "read-only replica"
+
+
+class RedisOutOfMemoryError(RedisUnavailableError):
+    """A write was refused because ``maxmemory`` is reached."""
+
+    state = "out of memory"
+
+
+class RedisBusyError(RedisUnavailableError):
+    """The server is running a script or function past its time limit."""
+
+    state = "busy"
+
+
+class RedisClusterDownError(RedisUnavailableError):
+    """The cluster cannot serve the slot now (down, failing over, or resharding)."""
+
+    state = "cluster down"
+
+
+# The first word of an error reply -> its genderd error.
+_BY_CODE: dict[str, type[RedisUnavailableError]] = {
+    "LOADING": RedisLoadingError,
+    "READONLY": RedisReadOnlyError,
+    "OOM": RedisOutOfMemoryError,
+    "BUSY": RedisBusyError,
+    "MASTERDOWN": RedisClusterDownError,
+    "CLUSTERDOWN": RedisClusterDownError,
+    "TRYAGAIN": RedisClusterDownError,
+    "NOREPLICAS": RedisUnavailableError,
+}
+# redis-py's own classes of the same states (it parses some replies itself).
+_BY_CLASS: tuple[tuple[type[Exception], type[RedisUnavailableError]], ...] = (
+    (redis_errors.BusyLoadingError, RedisLoadingError),  # before ConnectionError: a subclass
+    (redis_errors.ReadOnlyError, RedisReadOnlyError),
+    (redis_errors.OutOfMemoryError, RedisOutOfMemoryError),
+    (redis_errors.ClusterDownError, RedisClusterDownError),
+    (redis_errors.TryAgainError, RedisClusterDownError),
+    (redis_errors.MasterDownError, RedisClusterDownError),
+    (redis_errors.ClusterError, RedisClusterDownError),
+    (redis_errors.ConnectionError, RedisUnavailableError),
+    (redis_errors.TimeoutError, RedisUnavailableError),
+    (ConnectionError, RedisUnavailableError),  # OSError family: refused, reset
+    (TimeoutError, RedisUnavailableError),
+)
+
+
+def translate(error: BaseException) -> BaseException:
+    """The genderd error for ``error`` when it is a "not now" state, else ``error`` itself."""
+    if isinstance(error, RedisUnavailableError):
+        return error
+    if isinstance(error, redis_errors.ResponseError):
+        code = str(error).split(" ", 1)[0]
+        kind = _BY_CODE.get(code)
+        if kind is not None:
+            return kind(f"Redis is {kind.state}: {error}")
+    for cls, kind in _BY_CLASS:
+        if isinstance(error, cls):
+            what = error or type(error).__name__
+            if kind is RedisUnavailableError:
+                return kind(f"cannot reach Redis: {what}")
+            return kind(f"Redis is {kind.state}: {what}")
+    return error
+
+
+def is_no_script(error: BaseException) -> bool:
+    """Whether ``error`` says the server does not have the script (restart, SCRIPT FLUSH)."""
+    return isinstance(error, redis_errors.NoScriptError) or (
+        isinstance(error, redis_errors.ResponseError) and str(error).startswith("NOSCRIPT")
+    )

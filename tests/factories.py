@@ -1,0 +1,46 @@
+"""Building the pipeline's objects in tests, from a redis-py client and settings.
+
+Production code builds a :class:`~genderd.deployment.Deployment` and
+:class:`~genderd.transport.Links` once at the edge; tests often want a worker or a reader with
+a fake clock on a given client (a real one, a cluster client or fakeredis), which these do in
+one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genderd.clock import Clock, wall_clock_ms
+from genderd.deployment import Deployment
+from genderd.lookup import Reader
+from genderd.models.base import Model
+from genderd.producer import Producer
+from genderd.settings import Settings
+from genderd.transport import Links
+from genderd.worker import Worker
+
+
+def make_worker(
+    client: Any,
+    model: Model | str,
+    settings: Settings,
+    *,
+    clock: Clock = wall_clock_ms,
+    consumer: str | None = None,
+) -> Worker:
+    """A worker of ``model`` over ``client`` (all commands through its pool)."""
+    deployment = Deployment.build(settings, clock)
+    chosen = deployment.model(model if isinstance(model, str) else model.name)
+    return Worker(deployment, Links.over(client), chosen, consumer=consumer)
+
+
+def make_reader(client: Any, settings: Settings, *, clock: Clock = wall_clock_ms) -> Reader:
+    """A reader over ``client``."""
+    return Reader(Deployment.build(settings, clock), Links.over(client).fast)
+
+
+def make_producer(
+    client: Any, settings: Settings, *, clock: Clock = wall_clock_ms, **options: Any
+) -> Producer:
+    """A producer writing through the blocking ``client``."""
+    return Producer(client, Deployment.build(settings, clock), **options)

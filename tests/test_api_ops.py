@@ -1,0 +1,207 @@
+"""The HTTP API's operator routes: models, health, readiness, metrics.
+
+Events go in through ``POST /v1/events``, in-process workers drain them (see
+:mod:`tests.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from genderd import streams
+from genderd.api.metrics import LATENCY_BUCKETS_S
+from genderd.clock import MS_PER_DAY
+from genderd.deployment import Deployment
+from genderd.keys import Keys
+from genderd.settings import Settings
+
+from .api_helpers import (
+    HOUR,
+    MODEL_NAMES,
+    ApiClient,
+    MakeApi,
+    gender_url,
+    process,
+    produce,
+    stream_lengths,
+)
+from .conftest import FakeClock, Loop
+from .factories import make_worker
+
+# -- GET /v1/models ---------------------------------------------------------------------------
+
+
+def models_by_name(api: ApiClient) -> dict[str, dict[str, Any]]:
+    response = api.get("/v1/models")
+    assert response.status_code == 200
+    rows = response.json()["models"]
+    assert [row["name"] for row in rows] == MODEL_NAMES
+    return {row["name"]: row for row in rows}
+
+
+def counts(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        name: (row["lag"], row["pending"], row["dead"], row["applied"])
+        for name, row in rows.items()
+    }
+
+
+def test_models_with_aliases_default_and_counts(
+    api: ApiClient,
+    aio: Loop,
+    clock: FakeClock,
+    sync_redis: redis.Redis,
+    settings: Settings,
+) -> None:
+    rows = models_by_name(api)
+    registry = Deployment.build(settings).registry
+    for name, row in rows.items():
+        model = registry.get(name)
+        assert row["aliases"] == list(model.aliases)
+        assert row["description"] == model.description
+        assert row["default"] is (name == "top")
+        assert row["stalled"] is False
+    assert [rows[n]["aliases"] for n in MODEL_NAMES] == [["model1"], ["model2"], ["model3"]]
+    assert counts(rows) == {name: (0, 0, 0, 0) for name in MODEL_NAMES}
+
+    produce(
+        api, [{"cid": f"C{i}", "gender": "female", "ts": clock.now_ms - HOUR} for i in range(6)]
+    )
+    rows = models_by_name(api)
+    assert counts(rows) == {name: (6, 0, 0, 0) for name in MODEL_NAMES}
+    assert all(row["stalled"] for row in rows.values())  # waiting work, no consumer
+
+    process(aio, clock, ["top"])
+    rows = models_by_name(api)
+    assert counts(rows) == {"last": (6, 0, 0, 0), "top": (0, 0, 0, 6), "top7d": (6, 0, 0, 0)}
+    assert rows["top"]["stalled"] is False
+
+    # Entries delivered to a consumer of `last` and never acknowledged are pending.
+    keys = Keys(settings.prefix)
+    last = Deployment.build(settings).registry.get("last")
+    aio.run(make_worker(aio.client, last, settings, clock=clock).ensure_groups())
+    lengths = stream_lengths(sync_redis, settings)
+    shard = max(range(settings.shards), key=lambda s: lengths[s])
+    taken = aio.run(streams.read_new(aio.client, keys.stream(shard), "last", "ghost", 100, None))
+    assert len(taken) == lengths[shard] > 0
+    rows = models_by_name(api)
+    assert counts(rows)["last"] == (6 - len(taken), len(taken), 0, 0)
+
+    # An invalid entry (written around the API) is dead-lettered by every model that drains.
+    sync_redis.xadd(keys.stream(0), {"cid": "bad cid", "gender": "male"})
+    process(aio, clock)
+    rows = models_by_name(api)
+    assert counts(rows) == {
+        "last": (0, len(taken), 1, 6 - len(taken)),
+        "top": (0, 0, 1, 6),
+        "top7d": (0, 0, 1, 6),
+    }
+
+
+def test_models_default_flag_follows_the_setting(make_api: MakeApi) -> None:
+    rows = models_by_name(make_api(default_model="top7d"))
+    assert {name: row["default"] for name, row in rows.items()} == {
+        "last": False,
+        "top": False,
+        "top7d": True,
+    }
+
+
+# -- health, readiness, metrics ---------------------------------------------------------------
+
+
+def test_healthz(api: ApiClient) -> None:
+    response = api.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+READY = {"status": "ready", "transport": "pipelined"}
+
+
+def test_readyz_reloads_scripts_after_script_flush(
+    make_api: MakeApi, aio: Loop, clock: FakeClock, sync_redis: redis.Redis, settings: Settings
+) -> None:
+    read_clock = FakeClock(clock.now_ms)
+    api = make_api(read_clock=read_clock)
+    response = api.get("/readyz")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ready", "transport": "pipelined"},
+    )
+    script = Deployment.build(settings).registry.get("top7d").refresh_script
+    assert script is not None
+    sha = hashlib.sha1(script.source.encode()).hexdigest()
+    assert sync_redis.script_exists(sha) == [True]
+
+    sync_redis.script_flush()
+    assert sync_redis.script_exists(sha) == [False]
+    response = api.get("/readyz")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ready", "transport": "pipelined"},
+    )
+    assert sync_redis.script_exists(sha) == [True]
+
+    # Lookups that need the refresh script (the stored top7d answers expired a day later)
+    # recover by themselves too, single and batch.
+    produce(api, [{"cid": f"C{i}", "gender": "kids", "ts": clock.now_ms - HOUR} for i in range(3)])
+    process(aio, clock)
+    read_clock.advance(MS_PER_DAY)
+    sync_redis.script_flush()
+    response = api.get(gender_url("C0", "top7d"))
+    assert response.status_code == 200
+    assert (response.json()["gender"], response.json()["as_of"]) == ("kids", read_clock.now_ms)
+    sync_redis.script_flush()
+    response = api.post("/v1/lookup", json={"cids": ["C1", "C2", "nobody"], "model": "top7d"})
+    assert response.status_code == 200
+    assert [(r["gender"], r["as_of"]) for r in response.json()["results"]] == [
+        ("kids", read_clock.now_ms),
+        ("kids", read_clock.now_ms),
+        (None, None),
+    ]
+
+
+def samples(api: ApiClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics(
+    api: ApiClient, aio: Loop, clock: FakeClock, sync_redis: redis.Redis, settings: Settings
+) -> None:
+    produce(api, [{"cid": f"C{i}", "gender": "male", "ts": clock.now_ms - HOUR} for i in range(3)])
+    sync_redis.xadd(Keys(settings.prefix).stream(1), {"cid": "C9", "gender": "robot"})
+    before = samples(api)
+    assert before[("genderd_lag", frozenset({("model", "top")}))] == 4
+    process(aio, clock)
+    assert api.get("/v1/clients/C1/gender").status_code == 200
+    assert api.post("/v1/lookup", json={"cids": ["C1", "C2"]}).status_code == 200
+    assert api.get("/v1/clients/C2").status_code == 200
+
+    got = samples(api)
+    for model in MODEL_NAMES:
+        label = frozenset({("model", model)})
+        assert got[("genderd_events_applied_total", label)] == 3
+        assert got[("genderd_events_dead_lettered_total", label)] == 1
+        assert got[("genderd_lag", label)] == 0
+        assert got[("genderd_pending", label)] == 0
+    for endpoint in ("client_gender", "lookup", "client"):
+        assert got[("genderd_lookup_seconds_count", frozenset({("endpoint", endpoint)}))] == 1
+        for bound in [*(str(float(b)) for b in LATENCY_BUCKETS_S), "+Inf"]:
+            key = (
+                "genderd_lookup_seconds_bucket",
+                frozenset({("endpoint", endpoint), ("le", bound)}),
+            )
+            assert key in got, key
+        inf = frozenset({("endpoint", endpoint), ("le", "+Inf")})
+        assert got[("genderd_lookup_seconds_bucket", inf)] == 1
