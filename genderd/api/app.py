@@ -63,8 +63,8 @@ def create_app(
     )
     app.state.api = api
     _install_handlers(app)
-    for router in (lookups.router, ingest.router, ops.router, ops.probe):
-        app.include_router(router)
+    for routes in (lookups, ingest, ops):  # on the app's router: see genderd.api.lookups
+        routes.install(app.router)
     _install_openapi(app)
     return app
 

@@ -21,21 +21,7 @@ from genderd.events import EventError
 from genderd.producer import stream_entry
 from genderd.transport import Command
 
-router = APIRouter()
 
-
-@router.post(
-    "/v1/events",
-    status_code=202,
-    response_model=Accepted,
-    responses={
-        401: {"model": Problem, "description": "a bearer token is configured and missing"},
-        413: {"model": Problem, "description": "the body is too large"},
-        422: {"model": EventErrors, "description": "every bad event; nothing was written"},
-        503: UNAVAILABLE,
-    },
-    summary="Ingest one event or up to 10,000",
-)
 async def ingest(request: Request) -> Response:
     """Validates every event exactly as the workers do; writes all of them or none."""
     api = api_of(request)
@@ -62,3 +48,21 @@ async def ingest(request: Request) -> Response:
         raise ApiError(422, errors)
     await api.connected().pool.execute_many(commands)
     return JSON({"accepted": len(commands)}, 202)
+
+
+def install(router: APIRouter) -> None:
+    """Add the ingest route to ``router`` (the app's own; see :mod:`genderd.api.lookups`)."""
+    router.add_api_route(
+        "/v1/events",
+        ingest,
+        methods=["POST"],
+        status_code=202,
+        response_model=Accepted,
+        responses={
+            401: {"model": Problem, "description": "a bearer token is configured and missing"},
+            413: {"model": Problem, "description": "the body is too large"},
+            422: {"model": EventErrors, "description": "every bad event; nothing was written"},
+            503: UNAVAILABLE,
+        },
+        summary="Ingest one event or up to 10,000",
+    )

@@ -2,7 +2,7 @@
 
 Ordinary FastAPI routes (add new ones here, or in a module of their own), except the liveness
 probe: orchestrators call it constantly and it is the benchmarks' no-I/O baseline, so it is
-called directly like the lookups (:data:`probe`, a raw-route router).
+called directly like the lookups.
 """
 
 from __future__ import annotations
@@ -17,16 +17,7 @@ from genderd.api.schemas import ModelsResponse
 from genderd.api.state import api_of
 from genderd.transport import RedisUnavailableError, translate
 
-router = APIRouter()
-probe = APIRouter(route_class=RawRoute)
 
-
-@router.get(
-    "/v1/models",
-    response_model=ModelsResponse,
-    responses={401: READ_TOKEN, 503: UNAVAILABLE},
-    summary="Models with lag, pending and dead-letter counts",
-)
 async def models(request: Request) -> Response:
     api = api_of(request)
     api.check_token(request, api.settings.read_token)
@@ -53,16 +44,10 @@ async def models(request: Request) -> Response:
     )
 
 
-@probe.get("/healthz", summary="Liveness: the process answers (no I/O)")
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
 
-@router.get(
-    "/readyz",
-    responses={503: UNAVAILABLE},
-    summary="Readiness: Redis answers on the connection lookups use, scripts loaded",
-)
 async def readyz(request: Request) -> Response:
     api = api_of(request)
     reader = await api.reader()
@@ -71,7 +56,6 @@ async def readyz(request: Request) -> Response:
     return JSON({"status": "ready", "transport": api.connected().fast.kind})
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     api = api_of(request)
     try:
@@ -83,4 +67,37 @@ async def metrics(request: Request) -> Response:
         snapshot = []
     return Response(
         api.metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+def install(router: APIRouter) -> None:
+    """Add the operator routes to ``router`` (the app's own; see :mod:`genderd.api.lookups`)."""
+    router.add_api_route(
+        "/v1/models",
+        models,
+        methods=["GET"],
+        response_model=ModelsResponse,
+        responses={401: READ_TOKEN, 503: UNAVAILABLE},
+        summary="Models with lag, pending and dead-letter counts",
+    )
+    router.add_api_route(
+        "/healthz",
+        healthz,
+        methods=["GET"],
+        route_class_override=RawRoute,
+        summary="Liveness: the process answers (no I/O)",
+    )
+    router.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        responses={503: UNAVAILABLE},
+        summary="Readiness: Redis answers on the connection lookups use, scripts loaded",
+    )
+    router.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        response_class=Response,
+        summary="Prometheus metrics",
     )

@@ -62,4 +62,4 @@ def hash_reply(reply: Any) -> dict[bytes, bytes]:
     if isinstance(reply, dict):
         return reply
     items = reply or ()
-    return {items[i]: items[i + 1] for i in range(0, len(items), 2)}
+    return dict(zip(items[::2], items[1::2], strict=True))

@@ -73,7 +73,9 @@ class Transport(abc.ABC):
 
     async def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script``; load it first when the server does not have it."""
-        call = ScriptCall(script, keys, args)
+        return await self._call(ScriptCall(script, keys, args))
+
+    async def _call(self, call: ScriptCall) -> Any:
         command = call.command()
         try:
             try:
@@ -81,11 +83,12 @@ class Transport(abc.ABC):
             except Exception as error:
                 if not is_no_script(error):
                     raise
-                await self._script_load(script)
+                await self._script_load(call.script)
                 reply = await self._send(command)
         except Exception as error:
             raise translate(error) from error
-        return _shape(call, reply)
+        parse = call.script.reply
+        return reply if parse is None else parse(reply)
 
     async def execute_many(self, calls: Sequence[Command | ScriptCall]) -> list[Any]:
         """Replies of ``calls`` (commands and script calls) sent in one round trip.
@@ -97,7 +100,7 @@ class Transport(abc.ABC):
         if len(calls) == 1:
             only = calls[0]
             if isinstance(only, ScriptCall):
-                return [await self.call(only.script, only.keys, only.args)]
+                return [await self._call(only)]
             return [await self.execute(*only)]
         commands = [c.command() if isinstance(c, ScriptCall) else c for c in calls]
         try:
