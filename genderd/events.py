@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 CID_MAX_CHARS = 128
 TS_MAX_DIGITS = 15  # milliseconds up to year 33658: exact in a Lua double
-_TS = re.compile(rf"^[0-9]{{1,{TS_MAX_DIGITS}}}$")
+# fullmatch: "$" would also match before a final newline ("1795700000000\n")
+_TS = re.compile(rf"[0-9]{{1,{TS_MAX_DIGITS}}}")
 
 
 class Reason(str, enum.Enum):
@@ -25,6 +26,8 @@ class Reason(str, enum.Enum):
     UNKNOWN_GENDER = "unknown_gender"
     BAD_TS = "bad_ts"
     FUTURE_TS = "future_ts"
+    DUPLICATE_FIELD = "duplicate_field"
+    WRONG_SHARD = "wrong_shard"
     MAX_DELIVERIES = "max_deliveries"
 
 
@@ -120,7 +123,7 @@ def _normalise(
             ts_text = _text(raw_ts) or ""
         except ValueError:
             ts_text = ""
-    if not _TS.match(ts_text):
+    if not _TS.fullmatch(ts_text):
         shown = ts_text if len(ts_text) <= 40 else ts_text[:40] + "..."
         raise EventError(
             Reason.BAD_TS, f"ts {shown!r} is not a non-negative integer of milliseconds"
@@ -146,16 +149,46 @@ def check_event(
     return cid, gender, ts
 
 
+def _unique(fields: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes] | bytes:
+    """The fields as a dict, or the first name given twice."""
+    mapping: dict[bytes, bytes] = {}
+    for name, value in fields:
+        if name in mapping:
+            return name
+        mapping[name] = value
+    return mapping
+
+
 def parse_entry(
     entry_id: str,
-    fields: Mapping[bytes, bytes] | Mapping[str, object],
+    fields: Sequence[tuple[bytes, bytes]] | Mapping[bytes, bytes] | Mapping[str, object],
     genders: Collection[str],
     now_ms: int,
     max_future_ms: int,
 ) -> Event | Invalid:
-    """Turn a stream entry into an :class:`Event`, or an :class:`Invalid` with its reason."""
+    """Turn a stream entry into an :class:`Event`, or an :class:`Invalid` with its reason.
+
+    ``fields``: the entry's field/value pairs as read (a name given twice is
+    ``duplicate_field``), or a mapping. Without ``ts`` the event time is the entry id's time,
+    which must not be ahead of the clock either (an id given explicitly by a producer).
+    """
+    if not isinstance(fields, Mapping):
+        unique = _unique(fields)
+        if isinstance(unique, bytes):
+            name = unique.decode("utf-8", errors="replace")[:40]
+            return Invalid(entry_id, Reason.DUPLICATE_FIELD, f"the field {name!r} is given twice")
+        fields = unique
     try:
         cid, gender, ts = check_event(fields, genders, now_ms, max_future_ms)  # type: ignore[arg-type]
     except EventError as error:
         return Invalid(entry_id, error.reason, error.detail)
-    return Event(entry_id, cid, gender, entry_ms(entry_id) if ts is None else ts)
+    if ts is None:
+        ts = entry_ms(entry_id)
+        if ts > now_ms + max_future_ms:
+            return Invalid(
+                entry_id,
+                Reason.FUTURE_TS,
+                f"the entry id's time {ts} is {ts - now_ms} ms ahead of the clock ({now_ms}) "
+                "and the entry has no ts: give ts, or let the server choose ids",
+            )
+    return Event(entry_id, cid, gender, ts)

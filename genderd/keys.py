@@ -11,6 +11,11 @@ import zlib
 from dataclasses import dataclass
 
 
+def glob_escape(text: str) -> str:
+    """``text`` with SCAN/KEYS glob characters escaped, to match itself only."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
 def shard_of(cid: str, shards: int) -> int:
     """The shard of a client: ``crc32(utf8(cid)) mod shards`` (zlib's CRC-32)."""
     return zlib.crc32(cid.encode("utf-8")) % shards
@@ -64,11 +69,11 @@ class Keys:
 
     def model_pattern(self, shard: int, model: str) -> str:
         """SCAN pattern matching every state key of one model in one shard (for replay)."""
-        return f"{self.tag(shard)}:m:{model}:*"
+        return f"{glob_escape(self.tag(shard))}:m:{glob_escape(model)}:*"
 
     def result_pattern(self, shard: int) -> str:
         """SCAN pattern matching every result hash of one shard."""
-        return f"{self.tag(shard)}:r:*"
+        return f"{glob_escape(self.tag(shard))}:r:*"
 
 
 def result_field(model: str, part: str = "") -> str:

@@ -8,7 +8,7 @@ so a batch that is delivered twice has its effect once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
 from genderd.models.base import Model
 from genderd.scripts import Script
-from genderd.streams import Entry
+from genderd.streams import Entry, Fields
 from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Processor:
         """Validate, dead-letter and apply ``entries`` of ``shard``."""
         now = self.clock()
         valid: list[Event] = []
-        dead: list[tuple[Invalid, dict[bytes, bytes]]] = []
+        dead: list[tuple[Invalid, Fields]] = []
         for entry_id, fields in entries:
             delivered = deliveries.get(entry_id, 1) if deliveries else 1
             if delivered > self.settings.max_deliveries:
@@ -72,6 +72,8 @@ class Processor:
             parsed = parse_entry(
                 entry_id, fields, self.settings.genders, now, self.settings.max_future_ms
             )
+            if isinstance(parsed, Event):
+                parsed = self._on_its_shard(parsed, shard)
             if isinstance(parsed, Invalid):
                 dead.append((parsed, fields))
             else:
@@ -83,7 +85,20 @@ class Processor:
             outcome += await self._apply_all(shard, valid, now)
         return outcome
 
-    async def _dead_letter(self, shard: int, dead: list[tuple[Invalid, dict[bytes, bytes]]]) -> int:
+    def _on_its_shard(self, event: Event, shard: int) -> Event | Invalid:
+        """The event, or ``wrong_shard`` when its client belongs to another shard's stream (a
+        producer with the wrong shard rule: applied here, no lookup would ever find it)."""
+        right = self.deployment.shard_of(event.cid)
+        if right == shard:
+            return event
+        return Invalid(
+            event.id,
+            Reason.WRONG_SHARD,
+            f"cid {event.cid!r} belongs on {self.keys.stream(right)} (shard {right}), "
+            f"not shard {shard}: crc32(cid) mod {self.settings.shards}",
+        )
+
+    async def _dead_letter(self, shard: int, dead: list[tuple[Invalid, Fields]]) -> int:
         args: list[Any] = [self.model.name, DEAD_LETTER_MAXLEN]
         for invalid, fields in dead:
             log.info(
@@ -95,7 +110,7 @@ class Processor:
                 invalid.detail[:DETAIL_MAX_CHARS],
                 len(fields),
             ]
-            for name, value in fields.items():
+            for name, value in fields.items() if isinstance(fields, Mapping) else fields:
                 args += [name, value]
         keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]
         return int(await self.transport.call(DEAD_LETTER, keys, args))

@@ -49,7 +49,7 @@ class Producer:
         return f"<Producer sent={self.sent} buffered={len(self._buffer)}>"
 
     def send(self, cid: str, gender: str, ts: int | None = None) -> None:
-        """Queue one event (``ts`` in ms; None: the arrival time the stream assigns)."""
+        """Queue one event (``ts`` in ms; None: now, by the producer's clock)."""
         self.send_fields(
             {"cid": cid, "gender": gender}
             if ts is None
@@ -58,10 +58,13 @@ class Producer:
 
     def send_fields(self, fields: Mapping[str, Any]) -> None:
         """Queue one event given as producer fields (``cid``, ``gender``, optional ``ts``)."""
+        now = self.clock()
         cid, gender, ts = check_event(
-            fields, self.settings.genders, self.clock(), self.settings.max_future_ms
+            fields, self.settings.genders, now, self.settings.max_future_ms
         )
-        self._buffer.append(stream_entry(self.deployment, cid, gender, ts))
+        # An explicit ts always: the entry id's time (the server's clock) can be wrong (an
+        # entry written with an explicit future id pushes every later id into the future).
+        self._buffer.append(stream_entry(self.deployment, cid, gender, now if ts is None else ts))
         if len(self._buffer) >= self.batch_size:
             self.flush()
 

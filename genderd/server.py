@@ -73,7 +73,11 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now. SO_REUSEADDR, as servers
+    set it (uvicorn, Valkey): a connection of a process that just stopped, left in
+    TIME-WAIT, does not make the port taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -16,6 +16,8 @@ from genderd.clock import MS_PER_DAY, MS_PER_MINUTE
 
 DEFAULT_GENDERS = ("female", "male")
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -36,7 +38,12 @@ class Settings(BaseSettings):
         description="lookups and script calls share one pipelined connection per process "
         "(standalone servers; false: redis-py's pool, which honours every URL option)",
     )
-    prefix: str = Field(default="genderd", min_length=1, max_length=64, pattern=r"^[^\s{}:]+$")
+    prefix: str = Field(
+        default="genderd",
+        min_length=1,
+        max_length=64,
+        description="key prefix: letters, digits, '_', '.', '-' (no glob or hash-tag characters)",
+    )
     shards: int = Field(
         default=16, ge=1, le=1024, description="stream shards, fixed at first start"
     )
@@ -64,6 +71,16 @@ class Settings(BaseSettings):
         default=1_000, ge=50, le=30_000, description="timeout of each Redis call the API makes"
     )
 
+    api_body_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a request body must arrive within this (408)"
+    )
+    api_limit_concurrency: int = Field(
+        default=1024,
+        ge=1,
+        description="connections and requests one `genderd serve` process takes at once; "
+        "beyond it uvicorn answers 503",
+    )
+
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
     block_ms: int = Field(
         default=1_000, ge=1, le=4_000, description="how long a read waits for new entries"
@@ -72,6 +89,33 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="waiting work with no live consumer this long: stalled"
     )
     state_dir: str = Field(default=".genderd", description="where `genderd up` keeps its server")
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        # Glob characters would make SCAN patterns (replay) match other deployments' keys;
+        # '{', '}' and ':' would break the hash tags and the key layout.
+        if not PREFIX.fullmatch(value):
+            raise ValueError(f"prefix {value!r} may only contain letters, digits, '_', '.' and '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(URL_SCHEMES):
+            raise ValueError(
+                f"Redis URL {value!r} must start with {', '.join(URL_SCHEMES)} "
+                "(e.g. redis://localhost:6379/0)"
+            )
+        return value
+
+    @field_validator("api_token", "read_token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        # An empty token would accept "Authorization: Bearer " (failing open): refuse it.
+        if value is not None and not value.strip():
+            raise ValueError("a token that is set must not be empty (unset it to turn it off)")
+        return value
 
     @field_validator("genders", mode="before")
     @classmethod

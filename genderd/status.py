@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
 
 from genderd import streams
 from genderd.deployment import Deployment
@@ -90,3 +93,32 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                 )
             )
     return list(models.values())
+
+
+@dataclass(frozen=True)
+class StreamAhead:
+    """A shard stream whose last id is ahead of the clock (an entry written with an explicit
+    id in the future): entries without ``ts`` would take that time."""
+
+    shard: int
+    last_id: str
+    ahead_ms: int
+
+
+async def streams_ahead(client: AsyncClient, deployment: Deployment) -> list[StreamAhead]:
+    """The shard streams whose last generated id is more than ``max_future_ms`` ahead."""
+    now = deployment.clock()
+    limit = now + deployment.settings.max_future_ms
+    found = []
+    for shard in deployment.shards:
+        try:
+            info: Any = await client.xinfo_stream(deployment.keys.stream(shard))
+        except ResponseError as error:
+            if "no such key" in str(error).lower():
+                continue
+            raise
+        last = text(streams.field(info, "last-generated-id"))
+        ms, _ = streams.parse_id(last)
+        if ms > limit:
+            found.append(StreamAhead(shard, last, ms - now))
+    return found

@@ -14,7 +14,10 @@ from redis.exceptions import ResponseError
 from genderd.keys import Keys
 from genderd.transport.pool import AsyncClient
 
-Entry = tuple[str, dict[bytes, bytes]]
+# An entry's field/value pairs in stream order, a name given twice kept twice (a dict would
+# silently keep the last one; SPEC §2 dead-letters such an entry as duplicate_field).
+Fields = Sequence[tuple[bytes, bytes]]
+Entry = tuple[str, Fields]
 LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
 
 
@@ -42,15 +45,34 @@ async def ensure_group(client: AsyncClient, stream: str, group: str) -> bool:
     return True
 
 
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
+def keep_raw_entries(client: AsyncClient) -> None:
+    """Have ``client`` return XREADGROUP and XAUTOCLAIM replies unparsed, so that the entries'
+    fields stay pairs (redis-py would fold them into a dict, losing a name given twice)."""
+    for command in ("XREADGROUP", "XAUTOCLAIM"):
+        client.set_response_callback(command, _raw)
+
+
+def _pairs(fields: Any) -> Fields:
+    if isinstance(fields, dict):  # a client that parsed the reply after all
+        return list(fields.items())
+    return list(zip(fields[::2], fields[1::2], strict=True))
+
+
 def _entries(raw: Sequence[Any]) -> list[Entry]:
-    return [(text(entry_id), fields) for entry_id, fields in raw if fields is not None]
+    return [(text(entry_id), _pairs(fields)) for entry_id, fields in raw if fields is not None]
 
 
 def _read_reply(reply: Any) -> list[Entry]:
-    """Entries of an XREADGROUP reply (RESP2: [[stream, [[id, fields], ...]], ...])."""
+    """Entries of an XREADGROUP reply (RESP2: [[stream, [[id, fields], ...]], ...]; RESP3: a
+    map of stream to entries)."""
     if not reply:
         return []
-    return [entry for _, messages in reply for entry in _entries(messages)]
+    streams = reply.values() if isinstance(reply, dict) else (messages for _, messages in reply)
+    return [entry for messages in streams for entry in _entries(messages)]
 
 
 async def read_new(

@@ -77,6 +77,7 @@ class Worker:
         self.deployment = deployment
         self.links = links
         self.client = links.client  # typed stream commands and blocking reads: the pool
+        streams.keep_raw_entries(self.client)
         self.model = model
         self.settings = deployment.settings
         self.keys = deployment.keys

@@ -6,6 +6,8 @@ Events go in through ``POST /v1/events``, in-process workers drain them (see
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -39,13 +41,13 @@ def test_ingest_one_event_lands_in_its_shard_stream_normalised(
     assert fields == {b"cid": "Ω-7".encode(), b"gender": b"female", b"ts": str(ts).encode()}
     assert sum(stream_lengths(sync_redis, settings)) == 1
 
-    # Without ts the entry has none (arrival time is the entry id); extra fields are dropped;
-    # a ts given as a string of digits is accepted.
+    # Without ts the entry gets the API's clock (never the entry id's time, which an explicit
+    # future id can push ahead); extra fields are dropped; a ts of digits in a string is fine.
     assert api.post("/v1/events", json={"cid": "p", "gender": "kids", "page": "/x"}).json() == {
         "accepted": 1
     }
     [(_, fields)] = sync_redis.xrange(stream_key(settings, "p"), count=1)
-    assert fields == {b"cid": b"p", b"gender": b"kids"}
+    assert fields == {b"cid": b"p", b"gender": b"kids", b"ts": str(clock.now_ms).encode()}
     response = api.post("/v1/events", json={"cid": "q", "gender": "male", "ts": str(ts)})
     assert response.status_code == 202
     [(_, fields)] = sync_redis.xrange(stream_key(settings, "q"))
@@ -218,12 +220,15 @@ def test_ingest_422_for_a_body_that_is_not_events(
     assert sum(stream_lengths(sync_redis, settings)) == 0
 
 
+JSON_TYPE = {"content-type": "application/json"}
+
+
 def test_ingest_413_for_a_body_over_4_mib(
     api: ApiClient, sync_redis: redis.Redis, settings: Settings
 ) -> None:
     assert MAX_BODY_BYTES == 4 * 1024 * 1024
     too_big = b'{"cid": "C1", "gender": "male", "pad": "' + b"a" * MAX_BODY_BYTES + b'"}'
-    response = api.post("/v1/events", content=too_big)
+    response = api.post("/v1/events", content=too_big, headers=JSON_TYPE)
     assert response.status_code == 413
     assert response.json() == {"detail": f"the body may be at most {MAX_BODY_BYTES} bytes"}
 
@@ -231,7 +236,7 @@ def test_ingest_413_for_a_body_over_4_mib(
         for start in range(0, len(too_big), 65536):
             yield too_big[start : start + 65536]
 
-    response = api.post("/v1/events", content=chunked())
+    response = api.post("/v1/events", content=chunked(), headers=JSON_TYPE)
     assert response.status_code == 413
     assert sum(stream_lengths(sync_redis, settings)) == 0
 
@@ -239,7 +244,7 @@ def test_ingest_413_for_a_body_over_4_mib(
     head = b'{"cid": "C1", "gender": "male", "pad": "'
     fits = head + b"a" * (MAX_BODY_BYTES - len(head) - 2) + b'"}'
     assert len(fits) == MAX_BODY_BYTES
-    response = api.post("/v1/events", content=fits)
+    response = api.post("/v1/events", content=fits, headers=JSON_TYPE)
     assert response.status_code == 202
     assert sum(stream_lengths(sync_redis, settings)) == 1
 
@@ -300,3 +305,77 @@ def test_read_token_guards_lookups_and_models(make_api: MakeApi) -> None:
         assert api.get(url).status_code == 200, url
     response = api.post("/v1/events", json={"cid": "C1", "gender": "male"})
     assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x"],
+)
+@pytest.mark.parametrize("url", ["/v1/events", "/v1/lookup"])
+def test_posts_must_be_json_415(
+    api: ApiClient,
+    sync_redis: redis.Redis,
+    settings: Settings,
+    url: str,
+    content_type: str | None,
+) -> None:
+    """A web page can post text/plain or a form cross-site without a CORS preflight."""
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"cids": ["C1"]}' if url == "/v1/lookup" else b'{"cid": "C1", "gender": "male"}'
+    response = api.post(url, content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+    assert sum(stream_lengths(sync_redis, settings)) == 0
+    ok = api.post(url, content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code in (200, 202), ok.text
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(
+    make_api: MakeApi, sync_redis: redis.Redis, settings: Settings
+) -> None:
+    api = make_api(api_body_timeout_s=0.2)
+
+    async def trickle() -> Any:
+        yield b'{"cid": "C1", '
+        await asyncio.sleep(2)  # the rest never comes in time
+        yield b'"gender": "male"}'
+
+    response = api.post("/v1/events", content=trickle(), headers=JSON_TYPE)
+    assert response.status_code == 408
+    assert response.json() == {"detail": "the body did not arrive within 0.2 s"}
+    assert sum(stream_lengths(sync_redis, settings)) == 0
+
+
+def test_a_client_that_disconnects_mid_body_is_counted_not_logged(
+    api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = [
+        {"type": "http.request", "body": b'{"cid": "C1", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
+    with caplog.at_level(logging.INFO):
+        api.run(api.app(scope, receive, send))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    metrics = api.get("/metrics").text
+    assert "genderd_http_client_disconnects_total 1.0" in metrics

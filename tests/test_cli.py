@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,11 +64,23 @@ def test_produce_stops_at_a_bad_line_after_writing_the_ones_before(
         "--file",
         "-",
         "--quiet",
-        stdin='{"cid": "C1", "gender": "male"}\n{"cid": "C1", "gender": "robot"}\n',
+        stdin='{"cid": "C1", "gender": "male"}\n\n{"cid": "C1", "gender": "robot"}\n',
     )
     assert result.exit_code == 1
-    assert "event 2: unknown_gender" in result.output
+    # the line number counts blank lines, and the error says how many events went out
+    assert "line 3: unknown_gender" in result.output
+    assert "after writing the 1 events before it" in result.output
     assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 1
+
+
+def test_produce_writes_the_events_before_a_line_that_is_not_json(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    good = '{"cid": "C1", "gender": "male"}\n'
+    result = run(redis_url, "produce", "--file", "-", "--quiet", stdin=good * 2 + "{oops\n")
+    assert result.exit_code == 1
+    assert "line 3: not JSON" in result.output and "writing the 2 events" in result.output
+    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 2
 
 
 def test_usage_errors_are_one_line_not_tracebacks(redis_url: str) -> None:
@@ -78,6 +92,58 @@ def test_usage_errors_are_one_line_not_tracebacks(redis_url: str) -> None:
     assert bad_genders.exit_code == 2 and "bad configuration" in bad_genders.output
     unreachable = run("redis://127.0.0.1:1/0", "status")
     assert unreachable.exit_code == 1 and "cannot reach Redis" in unreachable.output
+    no_scheme = run("localhost:6390", "status")
+    assert no_scheme.exit_code == 2 and "must start with redis://" in no_scheme.output
+    empty_token = run(redis_url, "status", GENDERD_API_TOKEN="")
+    assert empty_token.exit_code == 2 and "must not be empty" in empty_token.output
+    pipelined_option = run(f"{redis_url}?protocol=3", "status")
+    assert pipelined_option.exit_code == 1
+    assert "GENDERD_PIPELINED=false" in pipelined_option.output
+
+
+def test_a_url_that_is_not_redis_is_one_line() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_like_http() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+        server = threading.Thread(target=answer_like_http, daemon=True)
+        server.start()
+        result = run(f"redis://127.0.0.1:{port}/0", "status")
+        server.join(5)
+    assert result.exit_code == 1, result.output
+    assert "does not answer like Redis" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_prefix_with_glob_characters_is_refused_before_any_key_is_touched(
+    redis_url: str, sync_redis: redis.Redis
+) -> None:
+    sync_redis.hset("genderd:{s0}:m:top:C1", "female", 1)  # another deployment's state
+    for prefix in ("g*", "a?b", "x[1]", "sp ace", "ta{g}"):
+        result = run(redis_url, "--prefix", prefix, "replay", "--model", "top")
+        assert result.exit_code == 2 and "may only contain" in result.output, prefix
+    assert sync_redis.hget("genderd:{s0}:m:top:C1", "female") == b"1"
+
+
+def test_lookup_of_an_unknown_client_says_so(redis_url: str) -> None:
+    result = run(redis_url, "lookup", "nobody")
+    assert result.exit_code == 1
+    assert "no answer for 'nobody'" in result.output
+
+
+def test_serve_on_a_taken_port_is_one_line(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run(redis_url, "serve", "--port", str(taken.getsockname()[1]))
+    assert result.exit_code == 2 and "is taken" in result.output
 
 
 def test_commands_without_a_server_say_how_to_get_one(

@@ -6,11 +6,12 @@ from typing import Any
 
 import redis
 
-from genderd import streams
+from genderd import status, streams
+from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
 from .conftest import FakeClock, Loop
-from .factories import make_worker
+from .factories import make_producer, make_reader, make_worker
 
 
 def dead_entries(sync_redis: redis.Redis, settings: Any) -> list[dict[str, str]]:
@@ -133,3 +134,67 @@ def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
     assert aio.run(worker.reclaim(shard, min_idle_ms=0)).dead == 1
     [row] = dead_entries(sync_redis, settings)
     assert (row["_id"], row["_reason"]) == (bad_id, "max_deliveries")
+
+
+def drain_all(aio: Loop, settings: Any, clock: FakeClock) -> None:
+    for model in aio.registry:
+        worker = make_worker(aio.client, model, settings, clock=clock)
+        aio.run(worker.ensure_groups())
+        aio.run(worker.drain())
+
+
+def test_an_entry_on_the_wrong_shard_or_with_a_field_twice_is_dead_lettered(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings = aio.settings
+    keys = Keys(settings.prefix)
+    right = shard_of("C42", settings.shards)
+    wrong = (right + 1) % settings.shards
+    misplaced = sync_redis.xadd(keys.stream(wrong), {"cid": "C42", "gender": "male"}).decode()
+    twice = sync_redis.execute_command(
+        "XADD", keys.stream(right), "*", "cid", "C42", "gender", "female", "cid", "C43"
+    ).decode()
+    drain_all(aio, settings, clock)
+
+    rows = dead_entries(sync_redis, settings)
+    assert {(r["_id"], r["_reason"]) for r in rows} == {
+        (misplaced, "wrong_shard"),
+        (twice, "duplicate_field"),
+    }
+    assert len(rows) == 2 * len(aio.registry)  # once per model
+    wrong_row = next(r for r in rows if r["_reason"] == "wrong_shard")
+    assert keys.stream(right) in wrong_row["_detail"]  # the detail names the right stream
+    # nothing was applied anywhere: no answer under either shard
+    assert sync_redis.exists(keys.result(right, "C42"), keys.result(wrong, "C42")) == 0
+
+
+def test_an_explicit_future_entry_id_does_not_poison_its_shard(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings = aio.settings
+    keys = Keys(settings.prefix)
+    shard = shard_of("Q", settings.shards)
+    stream = keys.stream(shard)
+    poison = sync_redis.xadd(stream, {"cid": "Q", "gender": "male"}, id="99999999999999-0")
+    # every later id of this stream is in the year 5138 too
+    no_ts = sync_redis.xadd(stream, {"cid": "Q", "gender": "female"}).decode()
+    assert no_ts.startswith("99999999999999-")
+    with_ts = sync_redis.xadd(stream, {"cid": "Q", "gender": "kids", "ts": clock.now_ms - 1000})
+    with make_producer(sync_redis, settings, clock=clock) as producer:
+        producer.send("Q", "female")  # the Producer always sends ts (the clock's now)
+    drain_all(aio, settings, clock)
+
+    reasons = {r["_id"]: r["_reason"] for r in dead_entries(sync_redis, settings)}
+    assert reasons == {poison.decode(): "future_ts", no_ts: "future_ts"}
+    assert with_ts
+    answers = aio.run(make_reader(aio.client, settings, clock=clock).lookup("Q"))
+    last = answers["last"]
+    assert last is not None and (last.gender, last.last_event_ts) == ("female", clock.now_ms)
+    assert answers["top"] is not None and answers["top"].scores == {"female": 1, "kids": 1}
+    # no day bucket got a TTL of billions of seconds
+    for key in sync_redis.scan_iter(match=f"{keys.tag(shard)}:m:top7d:*"):
+        assert 0 < sync_redis.ttl(key) < 9 * 86_400
+
+    # status sees the stream's id in the future
+    ahead = aio.run(status.streams_ahead(aio.client, Deployment.build(settings, clock)))
+    assert [(a.shard, a.last_id.startswith("99999999999999-")) for a in ahead] == [(shard, True)]

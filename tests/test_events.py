@@ -88,3 +88,11 @@ def test_shard_rule_is_crc32_of_utf8_mod_shards() -> None:
     assert (
         Keys("genderd").stream(shard_of("C42", 16)) == f"genderd:{{s{shard_of('C42', 16)}}}:events"
     )
+
+
+@pytest.mark.parametrize("ts", ["1795700000000\n", "1795700000000\r\n", " 1795700000000", "+1"])
+def test_ts_must_be_exactly_digits(ts: str) -> None:
+    parsed = parse_entry(
+        "1-0", {b"cid": b"C1", b"gender": b"male", b"ts": ts.encode()}, ["male"], 0, 10**18
+    )
+    assert isinstance(parsed, Invalid) and parsed.reason is Reason.BAD_TS

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from genderd import __version__
 from genderd.api import ingest, lookups, ops
+from genderd.api.inputs import ClientGoneError
 from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import EventBatch, EventErrors, EventIn, LookupRequest
 from genderd.api.state import Api
@@ -63,8 +64,10 @@ def create_app(
     )
     app.state.api = api
     _install_handlers(app)
-    for routes in (lookups, ingest, ops):  # on the app's router: see genderd.api.lookups
-        routes.install(app.router)
+    # on the app's own router, not include_router: see genderd.api.lookups
+    lookups.install(app.router, api)
+    ingest.install(app.router)
+    ops.install(app.router)
     _install_openapi(app)
     return app
 
@@ -104,7 +107,13 @@ def _install_handlers(app: FastAPI) -> None:
         log.error("Redis refused a command", exc_info=error)
         return JSON({"detail": "internal error"}, 500)
 
+    async def client_gone(request: Request, error: Exception) -> Response:
+        # Nobody reads this answer; the disconnect is counted, not logged as an error.
+        request.app.state.api.metrics.disconnects.inc()
+        return Response(status_code=400)
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ClientGoneError, client_gone)
     app.add_exception_handler(RedisUnavailableError, redis_state)
     app.add_exception_handler(RedisError, redis_error)
     app.add_exception_handler(ConnectionError, redis_error)  # OSError family from sockets

@@ -26,7 +26,7 @@ async def ingest(request: Request) -> Response:
     """Validates every event exactly as the workers do; writes all of them or none."""
     api = api_of(request)
     api.check_token(request, api.settings.api_token)
-    items = event_items(await read_body(request))
+    items = event_items(await read_body(request, api.settings.api_body_timeout_s))
     deployment = await api.deployment()
     now = api.clock()
     commands: list[Command] = []
@@ -42,7 +42,8 @@ async def ingest(request: Request) -> Response:
         except EventError as error:
             errors.append({"index": index, "reason": error.reason.value, "detail": error.detail})
             continue
-        stream, fields = stream_entry(deployment, cid, gender, ts)
+        # an explicit ts always (see Producer.send_fields): ids may run ahead of the clock
+        stream, fields = stream_entry(deployment, cid, gender, now if ts is None else ts)
         commands.append(("XADD", stream, "*", *(part for kv in fields.items() for part in kv)))
     if errors:
         raise ApiError(422, errors)
@@ -61,6 +62,7 @@ def install(router: APIRouter) -> None:
         responses={
             401: {"model": Problem, "description": "a bearer token is configured and missing"},
             413: {"model": Problem, "description": "the body is too large"},
+            415: {"model": Problem, "description": "the body is not application/json"},
             422: {"model": EventErrors, "description": "every bad event; nothing was written"},
             503: UNAVAILABLE,
         },

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from fastapi import Request
 from pydantic import ValidationError as PydanticValidationError
+from starlette.requests import ClientDisconnect
 
 from genderd.api.responses import ApiError
 from genderd.api.schemas import MAX_INGEST_EVENTS, LookupRequest
@@ -17,13 +19,35 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to
 MAX_LOOKUP_BODY_BYTES = 1024 * 1024  # 1,000 cids of 128 characters, JSON-escaped
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused (413) beyond ``limit`` bytes without reading it all."""
+class ClientGoneError(Exception):
+    """The client disconnected before its body arrived (counted, not logged as an error)."""
+
+
+async def read_body(request: Request, timeout_s: float, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The JSON request body: 415 unless the content type is ``application/json`` (a web page
+    cannot post that cross-site without a CORS preflight), 413 beyond ``limit`` bytes (without
+    reading it all), 408 when it has not arrived within ``timeout_s``."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, "the body must be JSON with Content-Type: application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body may be at most {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(left, 0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408, f"the body did not arrive within {timeout_s:g} s", {"Connection": "close"}
+            ) from None
+        except ClientDisconnect:
+            raise ClientGoneError() from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"the body may be at most {limit} bytes")

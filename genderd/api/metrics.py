@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,11 @@ class Metrics:
             "Time of the Redis round trip of a lookup, per endpoint",
             ["endpoint"],
             buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "genderd_http_client_disconnects",
+            "Requests whose client disconnected before its body arrived",
             registry=self.registry,
         )
         self.pipeline = PipelineCollector()

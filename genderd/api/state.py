@@ -37,6 +37,7 @@ class Api:
         # the opened deployment shares its registry.
         self.configured = Deployment.build(settings, clock)
         self.default_model = self.configured.model(settings.default_model)
+        self.models = list(self.configured.registry)
         self.metrics = Metrics()
         self.links: Links | None = None
         self._deployment: Deployment | None = None

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from redis.exceptions import RedisError
+from redis.exceptions import InvalidResponse, RedisError
 
 from genderd.deployment import Deployment, open_deployment
 from genderd.models.base import Model
@@ -44,6 +44,10 @@ def friendly_errors() -> Iterator[None]:
         yield
     except UnsupportedURLError as error:
         raise click.ClickException(str(error)) from None
+    except InvalidResponse as error:  # e.g. an HTTP server on that port
+        raise click.ClickException(
+            f"the server at the Redis URL does not answer like Redis: {error}"
+        ) from None
     except (RedisError, RedisUnavailableError, ConnectionError, TimeoutError) as raised:
         state = translate(raised)
         if not isinstance(state, RedisUnavailableError):

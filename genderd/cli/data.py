@@ -14,6 +14,7 @@ import orjson
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.cli.common import friendly_errors, model_of, opened, run, settings_of
+from genderd.clock import MS_PER_DAY
 from genderd.deployment import open_deployment_sync
 from genderd.events import EventError
 from genderd.lookup import BadClientIdError, Reader
@@ -26,17 +27,27 @@ from genderd.worker import Worker
 PACED_FLUSH_S = 0.1
 
 
-def _json_lines(stream: TextIO) -> Iterator[dict[str, Any]]:
+class BadInputError(ValueError):
+    """An input line or event that stops `produce` (the message says where)."""
+
+
+def _json_lines(stream: TextIO) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("line N", event) for each non-blank line, N counting every line of the input."""
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError as error:
-            raise click.ClickException(f"line {number}: not JSON: {error}") from None
+            raise BadInputError(f"line {number}: not JSON: {error}") from None
         if not isinstance(event, dict):
-            raise click.ClickException(f"line {number}: expected a JSON object")
-        yield event
+            raise BadInputError(f"line {number}: expected a JSON object")
+        yield f"line {number}", event
+
+
+def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for number, event in enumerate(events, 1):
+        yield f"event {number}", event
 
 
 @click.command()
@@ -93,7 +104,7 @@ def produce(
     events = (
         _json_lines(source)
         if source
-        else synthetic(count or None, clients, settings.genders, days=days, seed=seed)
+        else _numbered(synthetic(count or None, clients, settings.genders, days=days, seed=seed))
     )
     length = None if source or not count else count
     bar: Any
@@ -116,22 +127,30 @@ def produce(
         click.echo(f"wrote {producer.sent} events", err=True)
 
 
-def _pace(producer: Producer, events: Iterable[dict[str, Any]], rate: float | None) -> None:
-    """Send ``events`` at ``rate`` per second (None: as fast as possible) until exhausted or
-    interrupted; paced traffic is flushed every PACED_FLUSH_S rather than a batch at a time."""
+def _pace(
+    producer: Producer, events: Iterable[tuple[str, dict[str, Any]]], rate: float | None
+) -> None:
+    """Send ``events`` ((where, event) pairs) at ``rate`` per second (None: as fast as
+    possible) until exhausted or interrupted; paced traffic is flushed every PACED_FLUSH_S
+    rather than a batch at a time. A bad line or event stops the run after the events before
+    it are written, and the error says where and how many were written."""
     limiter = RateLimiter(rate)
     last_flush = time.monotonic()
     try:
-        for number, event in enumerate(events, 1):
+        for where, event in events:
             limiter.wait()
             try:
                 producer.send_fields(event)
             except EventError as error:
-                producer.flush()
-                raise click.ClickException(f"event {number}: {error}") from None
+                raise BadInputError(f"{where}: {error}") from None
             if rate and time.monotonic() - last_flush >= PACED_FLUSH_S:
                 producer.flush()
                 last_flush = time.monotonic()
+    except BadInputError as error:
+        producer.flush()
+        raise click.ClickException(
+            f"{error}; stopped there, after writing the {producer.sent} events before it"
+        ) from None
     except KeyboardInterrupt:
         producer.flush()
 
@@ -154,11 +173,21 @@ def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
     """
     settings = settings_of(ctx)
 
-    async def go() -> list[status_mod.ModelStatus]:
+    async def go() -> tuple[list[status_mod.ModelStatus], list[status_mod.StreamAhead]]:
         async with opened(settings) as (deployment, links):
-            return await status_mod.collect(links.client, deployment)
+            models = await status_mod.collect(links.client, deployment)
+            return models, await status_mod.streams_ahead(links.client, deployment)
 
-    models = run(go())
+    models, ahead = run(go())
+    for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
+        click.echo(
+            f"warning: shard {stream.shard}: the stream's last id {stream.last_id} is "
+            f"{stream.ahead_ms / MS_PER_DAY:,.1f} days ahead of the clock (an entry was written "
+            "with an explicit id). Entries without ts are dead-lettered as future_ts there and "
+            "age-based trimming stops; genderd's producers and API send ts and are not "
+            "affected. To recover, see 'A stream id in the future' in the operations docs.",
+            err=True,
+        )
     if as_json:
         click.echo(
             json.dumps(
@@ -217,7 +246,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
                 {
                     "cid": cid,
                     "models": {
-                        name: answer and {**answer.to_json(), "scores": answer.scores}
+                        name: answer and answer.to_dict()
                         for name, answer in answers.items()
                     },
                 },
@@ -234,6 +263,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
                     f"{name:<6} {answer.gender}{scores}  last_event_ts {answer.last_event_ts}"
                 )
     if all(answer is None for answer in answers.values()):
+        click.echo(f"no answer for {cid!r}: no model has seen an event of this client", err=True)
         sys.exit(1)
 
 

@@ -16,6 +16,7 @@ from genderd.up import Child, Supervisor, start_demo
 from genderd.worker import run_worker
 
 DEMO_RATE = 200.0
+LOOPBACK = ("127.0.0.1", "localhost")
 SERVE_GRACE_S = 10
 
 
@@ -119,22 +120,38 @@ def up(
 @click.option(
     "--access-log/--no-access-log", default=False, show_default=True, help="Log every request."
 )
+@click.option(
+    "--limit-concurrency",
+    type=click.IntRange(1),
+    help="Connections at once per process, beyond which uvicorn answers 503 "
+    "[env GENDERD_API_LIMIT_CONCURRENCY; default 1024].",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str | None, port: int | None, workers: int, access_log: bool
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    access_log: bool,
+    limit_concurrency: int | None,
 ) -> None:
     """Serve the HTTP API (uvicorn) until SIGTERM/SIGINT.
 
     Docs at /docs (OpenAPI at /openapi.json). Each worker process holds one Redis pool and one
-    pipelined connection.
+    pipelined connection. uvicorn has no timeout for request headers: in production put a
+    reverse proxy in front (it also terminates TLS).
     """
     import uvicorn
 
-    settings = settings_of(ctx, api_host=host, api_port=port)
+    settings = settings_of(
+        ctx, api_host=host, api_port=port, api_limit_concurrency=limit_concurrency
+    )
     with friendly_errors():
         url = resolve_url(settings)
         check_url(settings, url)
     model_of(Deployment.build(settings), settings.default_model)
+    if settings.api_host in LOOPBACK and not port_is_free(settings.api_port):
+        raise click.UsageError(f"port {settings.api_port} is taken: pick another with --port")
     # uvicorn's worker processes build their own app from the environment.
     os.environ["GENDERD_REDIS_URL"] = url
     os.environ["GENDERD_PREFIX"] = settings.prefix
@@ -147,6 +164,7 @@ def serve(
         access_log=access_log,
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         timeout_graceful_shutdown=SERVE_GRACE_S,
+        limit_concurrency=settings.api_limit_concurrency,
     )
 
 

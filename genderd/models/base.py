@@ -23,12 +23,13 @@ from genderd.settings import Settings
 ResultHash = Mapping[bytes, bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slow
 class Answer:
-    """A model's answer for one client, as the result hash stores it.
+    """A model's answer for one client, for Python callers (the API serves
+    :meth:`Model.served`, built from the same fields).
 
     ``scores_json`` is the stored JSON object of per-gender counts (None: the model does not
-    count, e.g. ``last``); the API splices it into its answer without parsing it.
+    count, e.g. ``last``).
     """
 
     model: str
@@ -42,11 +43,11 @@ class Answer:
         """The per-gender counts behind the answer (None: not counted)."""
         return orjson.loads(self.scores_json) if self.scores_json else None
 
-    def to_json(self) -> dict[str, Any]:
-        """The answer's fields for orjson (the API's answer shape, SPEC §5)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The answer's fields as the API serves them (SPEC §5), scores parsed."""
         return {
             "gender": self.gender,
-            "scores": orjson.Fragment(self.scores_json) if self.scores_json else None,
+            "scores": self.scores,
             "last_event_ts": self.last_event_ts,
             "as_of": self.as_of,
         }
@@ -101,18 +102,37 @@ class Model(abc.ABC):
         """KEYS of the refresh script (only for models with ``refresh_files``)."""
         return [self.keys.result(shard, cid)]
 
-    def answer(self, fields: ResultHash) -> Answer | None:
-        """This model's answer from the client's result hash, or None."""
+    def _parts(self, fields: ResultHash) -> tuple[str, bytes | None, int, int] | None:
+        """(gender, scores JSON, last event ts, as-of) of this model's answer in the client's
+        result hash, or None: the one place that reads an answer out of a result hash."""
         gender = fields.get(self._gender_field)
         if gender is None:
             return None
-        return Answer(
-            model=self.name,
-            gender=gender.decode(),
-            scores_json=fields.get(self._scores_field),
-            last_event_ts=int(fields.get(self._ts_field, 0)),
-            as_of=int(fields.get(self._at_field, 0)),
+        return (
+            gender.decode(),
+            fields.get(self._scores_field),
+            int(fields.get(self._ts_field, 0)),
+            int(fields.get(self._at_field, 0)),
         )
+
+    def served(self, fields: ResultHash) -> dict[str, Any] | None:
+        """The answer as the API serves it (SPEC §5; the stored scores JSON spliced in
+        unparsed), or None. The API's hot path: no :class:`Answer` is built."""
+        parts = self._parts(fields)
+        if parts is None:
+            return None
+        gender, scores, last_event_ts, as_of = parts
+        return {
+            "gender": gender,
+            "scores": orjson.Fragment(scores) if scores else None,
+            "last_event_ts": last_event_ts,
+            "as_of": as_of,
+        }
+
+    def answer(self, fields: ResultHash) -> Answer | None:
+        """The answer for Python callers, or None."""
+        parts = self._parts(fields)
+        return None if parts is None else Answer(self.name, *parts)
 
     def result_fields(self) -> Sequence[str]:
         """Every field this model writes in result hashes (removed on replay)."""

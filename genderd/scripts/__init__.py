@@ -62,4 +62,4 @@ def hash_reply(reply: Any) -> dict[bytes, bytes]:
     if isinstance(reply, dict):
         return reply
     items = reply or ()
-    return dict(zip(items[::2], items[1::2], strict=True))
+    return dict(zip(items[::2], items[1::2]))  # noqa: B905 - Redis sends whole pairs
