@@ -246,8 +246,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
                 {
                     "cid": cid,
                     "models": {
-                        name: answer and answer.to_dict()
-                        for name, answer in answers.items()
+                        name: answer and answer.to_dict() for name, answer in answers.items()
                     },
                 },
                 indent=2,
