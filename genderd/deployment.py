@@ -17,6 +17,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from redis import exceptions as redis_errors
+
 from genderd.clock import Clock, wall_clock_ms
 from genderd.keys import Keys, shard_of
 from genderd.models.base import Model
@@ -103,7 +105,10 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
     stored = await client.hget(meta, SHARDS_FIELD)
     created = False
     if stored is None:
-        created = bool(await client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
+        try:
+            created = bool(await client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
+        except redis_errors.ReadOnlyError:  # a replica of an uninitialised deployment
+            return configured
         if created:
             await client.hsetnx(meta, CREATED_FIELD, configured.clock())
         stored = await client.hget(meta, SHARDS_FIELD)

@@ -49,6 +49,11 @@ class Keys:
         """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
         return f"{self.tag(shard)}:stats"
 
+    def redriven(self, shard: int, source_shard: int, entry_id: str) -> str:
+        """Marker that the dead-lettered entry ``entry_id`` of ``source_shard``'s stream was
+        re-driven into this shard's stream (so that a re-run adds it no second time)."""
+        return f"{self.tag(shard)}:redriven:{source_shard}:{entry_id}"
+
     # -- per client -------------------------------------------------------------------------
     def result(self, shard: int, cid: str) -> str:
         """The client's result hash: every model's answer, read by lookups directly."""

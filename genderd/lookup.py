@@ -10,12 +10,15 @@ commands go to their nodes concurrently).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 from genderd.deployment import Deployment
 from genderd.events import cid_problem
 from genderd.models.base import Answer, Model, ResultHash
-from genderd.transport import Command, ScriptCall, Transport
+from genderd.transport import Command, RedisReadOnlyError, ScriptCall, Transport
+
+log = logging.getLogger(__name__)
 
 
 class BadClientIdError(ValueError):
@@ -30,6 +33,9 @@ class Reader:
         self.transport = transport
         self.keys = deployment.keys
         self.clock = deployment.clock
+        # Answers recomputed at read time are written back, until the server refuses writes
+        # (a read replica): from then on they are computed only (see top7d_read.lua).
+        self.write_back = True
 
     async def load_scripts(self) -> None:
         """Make sure the server has the refresh scripts (readiness checks call this)."""
@@ -49,7 +55,8 @@ class Reader:
         for model in models:
             if model.refresh_script is not None:
                 keys = model.refresh_keys(shard, cid, now)
-                calls.append(ScriptCall(model.refresh_script, keys, (model.name, now)))
+                args = (model.name, now, "1" if self.write_back else "0")
+                calls.append(ScriptCall(model.refresh_script, keys, args))
         return calls or [("HGETALL", self.keys.result(shard, cid))]
 
     async def fields_many(
@@ -64,7 +71,18 @@ class Reader:
                     raise BadClientIdError(problem)
         now = self.clock()
         per_cid = [self._calls(cid, models, now) for cid in cids]
-        replies = await self.transport.execute_many([call for calls in per_cid for call in calls])
+        try:
+            replies = await self.transport.execute_many([c for calls in per_cid for c in calls])
+        except RedisReadOnlyError:
+            if not self.write_back:
+                raise
+            log.warning(
+                "Redis is a read-only replica: answers recomputed at read time are "
+                "served without being written back"
+            )
+            self.write_back = False
+            per_cid = [self._calls(cid, models, now) for cid in cids]
+            replies = await self.transport.execute_many([c for calls in per_cid for c in calls])
         hashes, at = [], 0
         for calls in per_cid:
             at += len(calls)

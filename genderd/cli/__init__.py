@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from genderd.cli import data, run
+from genderd.cli import data, dead, run
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
 
@@ -44,7 +44,16 @@ def main(ctx: click.Context, redis_url: str | None, prefix: str | None, log_leve
     ctx.obj = {k: v for k, v in {"redis_url": redis_url, "prefix": prefix}.items() if v}
 
 
-for command in (run.up, run.serve, run.worker, data.produce, data.status, data.lookup, data.replay):
+for command in (
+    run.up,
+    run.serve,
+    run.worker,
+    data.produce,
+    data.status,
+    data.lookup,
+    data.replay,
+    dead.dead,
+):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -43,7 +43,7 @@ class RedisLoadingError(RedisUnavailableError):
 class RedisReadOnlyError(RedisUnavailableError):
     """A write reached a read-only replica."""
 
-    state = "read-only replica"
+    state = "read-only (a replica)"
 
 
 class RedisOutOfMemoryError(RedisUnavailableError):

@@ -1,0 +1,134 @@
+"""`genderd dead`: list, show, re-drive (at most once, even when interrupted), purge."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from click.testing import CliRunner, Result
+
+from genderd import deadletters
+from genderd.cli import main
+from genderd.clock import wall_clock_ms
+from genderd.deployment import Deployment
+from genderd.keys import Keys, shard_of
+from genderd.settings import Settings
+from genderd.transport import Links
+
+from .conftest import FakeClock, Loop
+from .factories import make_reader, make_worker
+
+OLD = "female,male"
+NEW = "female,male,kids"
+
+
+def cli(redis_url: str, *args: str, genders: str = OLD) -> Result:
+    env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4", "GENDERD_GENDERS": genders}
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def drain(aio: Loop, settings: Settings, clock: FakeClock) -> None:
+    for name in ("last", "top", "top7d"):
+        worker = make_worker(aio.client, name, settings, clock=clock)
+        aio.run(worker.ensure_groups())
+        aio.run(worker.drain())
+
+
+def test_list_show_redrive_once_and_purge(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str
+) -> None:
+    clock = FakeClock(wall_clock_ms())  # the CLI reads the wall clock too
+    old = aio.settings.model_copy(update={"genders": ("female", "male")})
+    new = aio.settings.model_copy(update={"genders": ("female", "kids", "male")})
+    keys = Keys()
+    right = shard_of("C42", 4)
+    kids = sync_redis.xadd(
+        keys.stream(shard_of("C1", 4)), {"cid": "C1", "gender": "kids", "ts": clock.now_ms - 5}
+    ).decode()
+    misplaced = sync_redis.xadd(
+        keys.stream((right + 1) % 4), {"cid": "C42", "gender": "male", "ts": clock.now_ms - 9}
+    ).decode()
+    bad_ts = sync_redis.xadd(keys.stream(0), {"cid": "C0", "gender": "male", "ts": "soon"})
+    drain(aio, old, clock)  # every model dead-letters all three
+
+    listed = cli(redis_url, "dead", "list", "--json")
+    rows = json.loads(listed.output)
+    by_reason = {r["reason"]: 0 for r in rows}
+    for row in rows:
+        by_reason[row["reason"]] += row["count"]
+    assert by_reason == {"unknown_gender": 3, "wrong_shard": 3, "bad_ts": 3}
+    assert "total" in cli(redis_url, "dead").output  # `dead` alone is `dead list`
+
+    wrong = cli(redis_url, "dead", "show", "--reason", "wrong_shard", "--model", "last")
+    assert json.loads(wrong.output)["entry_id"] == misplaced
+    shown = cli(redis_url, "dead", "show", "--reason", "unknown_gender", "--model", "top")
+    [row] = [json.loads(line) for line in shown.output.splitlines()]
+    assert row["entry_id"] == kids and row["fields"]["gender"] == "kids"
+
+    # The operator adds the gender; a dry run says what would happen and writes nothing.
+    lengths = [sync_redis.xlen(keys.stream(s)) for s in range(4)]
+    dry = cli(redis_url, "dead", "redrive", "--dry-run", genders=NEW)
+    assert "would re-drive 2 entries" in dry.output and dry.exit_code == 1
+    assert f"left {bad_ts.decode()}: still invalid: bad_ts" in dry.output
+    assert [sync_redis.xlen(keys.stream(s)) for s in range(4)] == lengths
+
+    # A re-drive interrupted after writing the kids event, before deleting its dead letters:
+    async def interrupted() -> None:
+        deployment = Deployment.build(new, clock)
+        letters = [
+            letter
+            async for letter in deadletters.scan(aio.client, deployment, reason="unknown_gender")
+        ]
+        event = deadletters.parse_entry(
+            kids, letters[0].fields, new.genders, clock.now_ms, new.max_future_ms
+        )
+        assert isinstance(event, deadletters.Event)
+        links = Links.over(aio.client)
+        assert await deadletters._write(links.fast, deployment, letters[0].shard, event, 60_000)
+
+    aio.run(interrupted())
+    done = cli(redis_url, "dead", "redrive", genders=NEW)
+    assert done.exit_code == 1  # bad_ts is left
+    assert "re-drove 1 entries (1 more had been re-driven before); deleted 6" in done.output
+    again = cli(redis_url, "dead", "redrive", "--reason", "unknown_gender", genders=NEW)
+    assert again.exit_code == 0 and "re-drove 0 entries" in again.output
+    # each event is in its client's stream once more, with its original time
+    added = [sync_redis.xlen(keys.stream(s)) - n for s, n in enumerate(lengths)]
+    assert sum(added) == 2
+    drain(aio, new, clock)
+    answers = aio.run(make_reader(aio.client, new, clock=clock).lookup_many(["C1", "C42"]))
+    assert answers[0]["top"] is not None and answers[0]["top"].scores == {"kids": 1}
+    assert answers[1]["last"] is not None
+    assert answers[1]["last"].last_event_ts == clock.now_ms - 9
+
+    # purge: a count first, then --yes
+    assert "3 dead letters match" in cli(redis_url, "dead", "purge", "--reason", "bad_ts").output
+    assert "deleted 3" in cli(redis_url, "dead", "purge", "--yes").output
+    assert cli(redis_url, "dead", "list").output.strip() == "no dead letters"
+
+
+def test_an_entry_some_model_applied_is_not_redriven(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str
+) -> None:
+    clock = FakeClock(wall_clock_ms())
+    keys = Keys()
+    shard = shard_of("C7", 4)
+    entry = sync_redis.xadd(keys.stream(shard), {"cid": "C7", "gender": "male"}).decode()
+    drain(aio, aio.settings, clock)  # applied by every model
+    # as if `top` had dead-lettered it after too many deliveries
+    sync_redis.xadd(
+        keys.dead(shard),
+        {
+            "cid": "C7",
+            "gender": "male",
+            "_id": entry,
+            "_model": "top",
+            "_reason": "max_deliveries",
+            "_detail": "delivered 6 times",
+        },
+    )
+    result = cli(redis_url, "dead", "redrive", genders=NEW)
+    assert (
+        result.exit_code == 1 and f"left {entry}: not dead-lettered by every model" in result.output
+    )
+    assert sync_redis.xlen(keys.stream(shard)) == 1
