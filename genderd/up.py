@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from genderd import runstate, server
 from genderd.deployment import Deployment
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
+from genderd.streams import text
 from genderd.transport import SyncClient
 
 log = logging.getLogger(__name__)
@@ -126,17 +128,27 @@ class Supervisor:
             child.restart_at = now + delay
             log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
 
-    def run(self) -> None:
-        """Supervise until SIGINT/SIGTERM."""
+    def run(
+        self,
+        ready: Callable[[], bool] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Supervise until SIGINT/SIGTERM; call ``on_ready`` once, when ``ready()`` first
+        says everything answers (checked every poll until then)."""
         self.start_server()
         env = self.child_env()
         previous = {
             sig: signal.signal(sig, lambda *_: self.request_stop())
             for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        waiting = ready is not None
         try:
             while not self._stopping:
                 self._check(env)
+                if waiting and ready is not None and ready():
+                    waiting = False
+                    if on_ready is not None:
+                        on_ready()
                 time.sleep(POLL_S)
         finally:
             for sig, handler in previous.items():
@@ -182,17 +194,26 @@ def start_demo(
     rate: float,
     api_port: int | None,
 ) -> str:
-    """Write some history, let a supervised producer feed live traffic; return what to try."""
+    """Write some history (into an empty deployment only), let a supervised producer feed
+    live traffic; return what to try."""
     genders = deployment.settings.genders
-    with Producer(client, deployment) as producer:
-        for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, genders, days=10):
-            producer.send_fields(event)
+    kept = sum(int(client.xlen(deployment.keys.stream(s))) for s in deployment.shards)
+    if kept:
+        history = (
+            f"demo: kept the {kept} events already in the streams (no history added; "
+            f"`rm -r {supervisor.state_dir}` starts afresh)"
+        )
+    else:
+        with Producer(client, deployment) as producer:
+            for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, genders, days=10):
+                producer.send_fields(event)
+        history = f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days"
     args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
     supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
     stream = deployment.keys.stream(deployment.shard_of("C42"))
     lines = [
-        f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days for clients "
-        f"C1..C{DEMO_CLIENTS}, now {rate:g} events/s. Try, from this directory:",
+        f"{history} for clients C1..C{DEMO_CLIENTS}, now {rate:g} events/s. "
+        "Try, from this directory:",
         "  genderd lookup C42",
         "  genderd lookup C42 --model top7d",
         "  genderd status",
@@ -210,7 +231,39 @@ def start_demo(
             f"  open {base}/docs",
         ]
     lines += [
-        "or write an event with any Redis client (the shard is crc32(cid) mod shards):",
-        f"  redis-cli -u {supervisor.url} XADD '{stream}' '*' cid C42 gender male",
+        "or write an event with any Redis client (the shard is crc32(cid) mod shards), e.g. "
+        "the bundled valkey-cli:",
+        f"  genderd redis-cli XADD '{stream}' '*' cid C42 gender male ts $(date +%s000)",
     ]
     return "\n".join(lines)
+
+
+READY_TIMEOUT_S = 1.0
+
+
+def everything_answers(
+    client: SyncClient, deployment: Deployment, api_port: int | None
+) -> Callable[[], bool]:
+    """A check for :meth:`Supervisor.run`: every model's group exists on every shard (its
+    worker is consuming) and, with an API, ``/readyz`` answers 200."""
+    streams = [deployment.keys.stream(shard) for shard in deployment.shards]
+    models = set(deployment.registry.names())
+
+    def ready() -> bool:
+        try:
+            for stream in streams:
+                groups = {text(g["name"]) for g in client.xinfo_groups(stream)}
+                if not models <= groups:
+                    return False
+        except Exception:  # no stream yet, or the server is busy: not ready
+            return False
+        if api_port is None:
+            return True
+        url = f"http://127.0.0.1:{api_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=READY_TIMEOUT_S) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return ready

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from genderd.cli import main
 from genderd.keys import Keys, shard_of
+from genderd.server import free_port
 
 
 def run(redis_url: str, *args: str, stdin: str | None = None, **env: str):  # type: ignore[no-untyped-def]
@@ -154,3 +155,15 @@ def test_commands_without_a_server_say_how_to_get_one(
     result = CliRunner().invoke(main, ["status"], env=env)
     assert result.exit_code == 1
     assert "run `genderd up` in this directory" in result.output
+
+
+def test_serve_bounds_concurrency(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    port = str(free_port())
+    assert run(redis_url, "serve", "--port", port).exit_code == 0
+    assert seen["limit_concurrency"] == 1024  # a sane default
+    assert run(redis_url, "serve", "--port", port, "--limit-concurrency", "50").exit_code == 0
+    assert seen["limit_concurrency"] == 50

@@ -171,11 +171,11 @@ class Up:
 
 
 @contextmanager
-def genderd_up(workdir: Path, *args: str) -> Iterator[Up]:
+def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterator[Up]:
     """`genderd up --port <free port> ARGS` in ``workdir``; stops it and everything it started
     (by pid) when the block ends."""
     out, err = workdir / "up.out", workdir / "up.err"
-    api_port = free_port()
+    api_port = api_port or free_port()
     with out.open("wb") as out_file, err.open("wb") as err_file:
         process = subprocess.Popen(
             [
@@ -298,6 +298,15 @@ def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
     with genderd_up(tmp_path, "--demo") as up:
         up.wait_until(lambda: "Ctrl-C stops it all" in up.out.read_text(), "the demo banner")
         banner = up.out.read_text()
+        # The banner comes once everything answers: the API is ready and every model's
+        # worker consumes (its group exists), right now, without waiting.
+        base = f"http://127.0.0.1:{up.api_port}"
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            assert response.status == 200
+        assert genderd(tmp_path, "status").returncode == 0  # nothing stalled
+        groups = genderd(tmp_path, "redis-cli", "XINFO", "GROUPS", "genderd:{s0}:events")
+        assert groups.returncode == 0 and all(m in groups.stdout for m in MODELS), groups
+        assert "demo: wrote 20000 events" in banner
         assert "genderd lookup C42" in banner
         assert "genderd status" in banner
         up.wait_ready()
@@ -331,6 +340,14 @@ def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
         assert answer["models"]["top"]["gender"] in GENDERS
 
         up.interrupt_and_expect_clean_stop()
+
+    # Ctrl-C and up again at once: the port in TIME-WAIT is free, and the kept data is not
+    # seeded a second time.
+    with genderd_up(tmp_path, "--demo", api_port=up.api_port) as again:
+        again.wait_until(lambda: "Ctrl-C stops it all" in again.out.read_text(), "the banner")
+        banner = again.out.read_text()
+        assert "demo: kept the" in banner and "no history added" in banner, banner
+        again.interrupt_and_expect_clean_stop()
 
 
 def test_up_restarts_a_killed_worker(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ for command in (
     data.lookup,
     data.replay,
     dead.dead,
+    run.redis_cli,
 ):
     main.add_command(command)
 

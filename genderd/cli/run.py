@@ -9,10 +9,10 @@ import click
 
 from genderd.cli.common import friendly_errors, model_of, run, settings_of
 from genderd.deployment import Deployment, open_deployment_sync
-from genderd.server import ServerError, port_is_free
+from genderd.server import ServerError, find_cli, port_is_free
 from genderd.transport import resolve_url, sync_client
 from genderd.transport.connect import check_url
-from genderd.up import Child, Supervisor, start_demo
+from genderd.up import Child, Supervisor, everything_answers, start_demo
 from genderd.worker import run_worker
 
 DEMO_RATE = 200.0
@@ -80,29 +80,35 @@ def up(
             raise click.UsageError(f"port {api_port} is taken: pick another with --api-port")
         children.append(Child("api", ["serve", "--host", "127.0.0.1", "--port", str(api_port)]))
     supervisor = Supervisor(settings, children, port=port)
+    served_port = None if no_api else api_port
     try:
         url = supervisor.start_server()
         with friendly_errors():
             client = sync_client(settings, url)
             deployment = open_deployment_sync(client, configured)
-            api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
-            click.echo(
-                f"genderd is up: {url}, {deployment.settings.shards} shards, "
-                f"models: {', '.join(names)}{api}"
-            )
-            if demo:
-                click.echo(
-                    start_demo(supervisor, client, deployment, rate, None if no_api else api_port)
-                )
-            client.close()
+            tips = start_demo(supervisor, client, deployment, rate, served_port) if demo else ""
     except ServerError as error:
         supervisor.shutdown()
         raise click.ClickException(str(error)) from None
     except BaseException:
         supervisor.shutdown()  # never leave a server behind
         raise
-    click.echo("Ctrl-C stops it all.")
-    supervisor.run()
+    api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
+
+    def announce() -> None:  # once every worker consumes and the API answers
+        click.echo(
+            f"genderd is up: {url}, {deployment.settings.shards} shards, "
+            f"models: {', '.join(names)}{api}"
+        )
+        if tips:
+            click.echo(tips)
+        click.echo("Ctrl-C stops it all.")
+
+    click.echo(f"starting genderd on {url}: a worker per model{api and ' and the API'} ...")
+    try:
+        supervisor.run(everything_answers(client, deployment, served_port), announce)
+    finally:
+        client.close()
 
 
 @click.command()
@@ -186,3 +192,23 @@ def worker(
     settings = settings_of(ctx, batch_size=batch_size)
     model = model_of(Deployment.build(settings), model_name)
     run(run_worker(settings, model.name, consumer))
+
+
+@click.command(
+    "redis-cli",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """The bundled valkey-cli, connected to this deployment's Redis (GENDERD_REDIS_URL, or the
+    server of a `genderd up` in this directory). Arguments go to valkey-cli, e.g.
+    `genderd redis-cli XLEN 'genderd:{s12}:events'`."""
+    settings = settings_of(ctx)
+    with friendly_errors():
+        url = resolve_url(settings)
+    try:
+        binary = find_cli()
+    except ServerError as error:
+        raise click.ClickException(str(error)) from None
+    os.execv(binary, [binary, "-u", url, *args])
