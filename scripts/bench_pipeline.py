@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import redis
+from benchlib import machine
 
 from genderd import status
 from genderd.deployment import Deployment, open_deployment_sync
@@ -33,16 +33,6 @@ from genderd.settings import Settings
 from genderd.transport import connect
 
 POLL_S = 0.05
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 async def wait_caught_up(deployment: Deployment, started: float, expected: int) -> dict[str, float]:

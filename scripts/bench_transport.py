@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from benchlib import machine
 
 from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
@@ -46,16 +45,6 @@ class Round:
     cpu_us: float
     p50_ms: float
     p99_ms: float
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 async def drive(lookup: Lookup, keys: list[bytes], concurrency: int, duration_s: float) -> Round:

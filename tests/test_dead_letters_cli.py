@@ -12,11 +12,11 @@ from genderd.cli import main
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
-from genderd.settings import Settings
 from genderd.transport import Links
 
+from .api_helpers import drain
 from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .factories import make_reader
 
 OLD = "female,male"
 NEW = "female,male,kids"
@@ -25,13 +25,6 @@ NEW = "female,male,kids"
 def cli(redis_url: str, *args: str, genders: str = OLD) -> Result:
     env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4", "GENDERD_GENDERS": genders}
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
-def drain(aio: Loop, settings: Settings, clock: FakeClock) -> None:
-    for name in ("last", "top", "top7d"):
-        worker = make_worker(aio.client, name, settings, clock=clock)
-        aio.run(worker.ensure_groups())
-        aio.run(worker.drain())
 
 
 def test_list_show_redrive_once_and_purge(
@@ -49,7 +42,7 @@ def test_list_show_redrive_once_and_purge(
         keys.stream((right + 1) % 4), {"cid": "C42", "gender": "male", "ts": clock.now_ms - 9}
     ).decode()
     bad_ts = sync_redis.xadd(keys.stream(0), {"cid": "C0", "gender": "male", "ts": "soon"})
-    drain(aio, old, clock)  # every model dead-letters all three
+    drain(aio.loop, aio.client, old, clock)  # every model dead-letters all three
 
     listed = cli(redis_url, "dead", "list", "--json")
     rows = json.loads(listed.output)
@@ -95,7 +88,7 @@ def test_list_show_redrive_once_and_purge(
     # each event is in its client's stream once more, with its original time
     added = [sync_redis.xlen(keys.stream(s)) - n for s, n in enumerate(lengths)]
     assert sum(added) == 2
-    drain(aio, new, clock)
+    drain(aio.loop, aio.client, new, clock)
     answers = aio.run(make_reader(aio.client, new, clock=clock).lookup_many(["C1", "C42"]))
     assert answers[0]["top"] is not None and answers[0]["top"].scores == {"kids": 1}
     assert answers[1]["last"] is not None
@@ -114,7 +107,7 @@ def test_an_entry_some_model_applied_is_not_redriven(
     keys = Keys()
     shard = shard_of("C7", 4)
     entry = sync_redis.xadd(keys.stream(shard), {"cid": "C7", "gender": "male"}).decode()
-    drain(aio, aio.settings, clock)  # applied by every model
+    drain(aio.loop, aio.client, aio.settings, clock)  # applied by every model
     # as if `top` had dead-lettered it after too many deliveries
     sync_redis.xadd(
         keys.dead(shard),

@@ -10,6 +10,7 @@ from genderd import status, streams
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
+from .api_helpers import drain
 from .conftest import FakeClock, Loop
 from .factories import make_producer, make_reader, make_worker
 
@@ -136,13 +137,6 @@ def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
     assert (row["_id"], row["_reason"]) == (bad_id, "max_deliveries")
 
 
-def drain_all(aio: Loop, settings: Any, clock: FakeClock) -> None:
-    for model in aio.registry:
-        worker = make_worker(aio.client, model, settings, clock=clock)
-        aio.run(worker.ensure_groups())
-        aio.run(worker.drain())
-
-
 def test_an_entry_on_the_wrong_shard_or_with_a_field_twice_is_dead_lettered(
     aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
@@ -154,7 +148,7 @@ def test_an_entry_on_the_wrong_shard_or_with_a_field_twice_is_dead_lettered(
     twice = sync_redis.execute_command(
         "XADD", keys.stream(right), "*", "cid", "C42", "gender", "female", "cid", "C43"
     ).decode()
-    drain_all(aio, settings, clock)
+    drain(aio.loop, aio.client, settings, clock)
 
     rows = dead_entries(sync_redis, settings)
     assert {(r["_id"], r["_reason"]) for r in rows} == {
@@ -182,7 +176,7 @@ def test_an_explicit_future_entry_id_does_not_poison_its_shard(
     with_ts = sync_redis.xadd(stream, {"cid": "Q", "gender": "kids", "ts": clock.now_ms - 1000})
     with make_producer(sync_redis, settings, clock=clock) as producer:
         producer.send("Q", "female")  # the Producer always sends ts (the clock's now)
-    drain_all(aio, settings, clock)
+    drain(aio.loop, aio.client, settings, clock)
 
     reasons = {r["_id"]: r["_reason"] for r in dead_entries(sync_redis, settings)}
     assert reasons == {poison.decode(): "future_ts", no_ts: "future_ts"}
