@@ -27,13 +27,27 @@ from genderd.transport import (
 T = TypeVar("T")
 
 
+class ConfigurationError(click.ClickException):
+    """A configuration mistake: one line on stderr, exit 2 (like a usage error)."""
+
+    exit_code = 2
+
+
 def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
-    """Settings from the environment, overridden by the group's and the command's flags."""
+    """Settings from the environment, overridden by the group's and the command's flags; a
+    mistake is one line naming the variable, before anything touches Redis."""
     given = {**ctx.obj, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return Settings(**given)
-    except (ValidationError, SettingsError) as error:
-        raise click.UsageError(f"bad configuration: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"GENDERD_{'_'.join(map(str, e['loc'])).upper()}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in error.errors(include_url=False)
+        )
+        raise ConfigurationError(f"bad configuration: {problems}") from None
+    except SettingsError as error:
+        raise ConfigurationError(f"bad configuration: {error}") from None
 
 
 @contextlib.contextmanager
