@@ -1,0 +1,259 @@
+"""Engine benchmark: what each model costs the Redis thread per event, read from the server.
+
+The server's single thread is genderd's capacity: every event each model applies is paid for
+there. For each model alone, on a fresh server of its own (the bundled binary, a free loopback
+port), this
+
+1. writes N events over C clients with the Producer (pipelined XADD) and reads the server's
+   main-thread CPU (``INFO cpu``) before and after: the cost of writing an event;
+2. runs W worker processes of the model (``python -m genderd worker``) until its lag and
+   pending are zero, reading the server's CPU before and after, the workers' own CPU (from
+   /proc), and ``INFO commandstats``: what applying an event costs the server, as a multiple
+   of writing it, and where that goes.
+
+Then, with one worker per model running, it measures event-to-answer latency: events at a fixed
+background rate, and every PROBE_EVERY_S a probe event for a fresh client, timed from its XADD
+until all the models' answers for it are readable.
+
+Prints tables; asserts nothing about speed.
+
+    python scripts/bench_engine.py --events 60000 --clients 6000 --workers-per-model 1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from benchlib import machine
+
+from genderd.deployment import Deployment, open_deployment_sync
+from genderd.keys import result_field
+from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.server import Server, find_binary, free_port
+from genderd.settings import Settings
+
+POLL_S = 0.02
+DRAIN_TIMEOUT_S = 600.0
+PROBE_EVERY_S = 0.05
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cost:
+    model: str
+    workers: int
+    events: int
+    xadd_us: float  # server CPU per event written
+    apply_us: float  # server CPU per event applied
+    worker_us: float  # workers' CPU per event applied
+    rate: float  # events applied per second (wall)
+    top_commands: list[tuple[str, float]]  # (command, server µs per applied event)
+
+    @property
+    def multiple(self) -> float:
+        return self.apply_us / self.xadd_us
+
+
+def server_cpu_s(client: redis.Redis) -> float:
+    """The server's main-thread CPU seconds (all threads when the server does not split)."""
+    info = client.info("cpu")
+    if "used_cpu_user_main_thread" in info:
+        return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    return {
+        name.removeprefix("cmdstat_"): (int(s["calls"]), int(s["usec"]))
+        for name, s in client.info("commandstats").items()
+    }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@contextmanager
+def fresh_server() -> Iterator[Server]:
+    with (
+        tempfile.TemporaryDirectory() as data,
+        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+    ):
+        yield server
+
+
+def start_workers(url: str, model: str, count: int) -> list[subprocess.Popen[bytes]]:
+    env = dict(os.environ, GENDERD_REDIS_URL=url)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "genderd", "--log-level", "WARNING", "worker", "--model", model],
+            env=env,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.wait(30)
+
+
+def applied(client: redis.Redis, deployment: Deployment, model: str) -> int:
+    """Entries the model has applied or dead-lettered, over all shards."""
+    pipe = client.pipeline(transaction=False)
+    for shard in deployment.shards:
+        pipe.hmget(deployment.keys.stats(shard), f"{model}:applied", f"{model}:dead")
+    return sum(int(a or 0) + int(d or 0) for a, d in pipe.execute())
+
+
+def measure(model: str, workers: int, events: int, clients: int) -> Cost:
+    with fresh_server() as server:
+        client = redis.Redis.from_url(server.url)
+        deployment = open_deployment_sync(client, Settings(redis_url=server.url))
+        genders = deployment.settings.genders
+        produced = list(synthetic(events, clients, genders, days=10, seed=1))
+        before = server_cpu_s(client)
+        with Producer(client, deployment) as producer:
+            for event in produced:
+                producer.send_fields(event)
+        xadd_s = server_cpu_s(client) - before
+
+        stats0, cpu0, started = commandstats(client), server_cpu_s(client), time.perf_counter()
+        processes = start_workers(server.url, model, workers)
+        try:
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while applied(client, deployment, model) < events:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{model}: not drained within {DRAIN_TIMEOUT_S} s")
+                time.sleep(POLL_S)
+            wall = time.perf_counter() - started
+            apply_s = server_cpu_s(client) - cpu0
+            worker_s = sum(process_cpu_s(p.pid) for p in processes)
+            stats1 = commandstats(client)
+        finally:
+            stop_workers(processes)
+        client.close()
+    per_command = sorted(
+        (
+            (name, (usec - stats0.get(name, (0, 0))[1]) / events)
+            for name, (_, usec) in stats1.items()
+            if usec > stats0.get(name, (0, 0))[1]
+        ),
+        key=lambda item: -item[1],
+    )
+    return Cost(
+        model,
+        workers,
+        events,
+        xadd_s / events * 1e6,
+        apply_s / events * 1e6,
+        worker_s / events * 1e6,
+        events / wall,
+        per_command[:4],
+    )
+
+
+def latency(models: Sequence[str], rate: float, duration_s: float) -> list[float]:
+    """Event-to-answer seconds of probe events, with background traffic at ``rate``."""
+    with fresh_server() as server:
+        client = redis.Redis.from_url(server.url)
+        deployment = open_deployment_sync(client, Settings(redis_url=server.url))
+        processes = [p for model in models for p in start_workers(server.url, model, 1)]
+        stop = threading.Event()
+
+        def background() -> None:
+            limiter = RateLimiter(rate)
+            with (
+                redis.Redis.from_url(server.url) as own,
+                Producer(own, deployment, batch_size=10) as producer,
+            ):
+                for event in synthetic(None, 10_000, deployment.settings.genders, seed=2):
+                    if stop.is_set():
+                        return
+                    limiter.wait()
+                    producer.send_fields(event)
+
+        feeder = threading.Thread(target=background, daemon=True)
+        try:
+            time.sleep(2.0)  # the workers start and create their groups
+            feeder.start()
+            fields = [result_field(m) for m in models]
+            timings: list[float] = []
+            ends = time.monotonic() + duration_s
+            n = 0
+            while time.monotonic() < ends:
+                n += 1
+                cid = f"probe{n}"
+                stream = deployment.keys.stream(deployment.shard_of(cid))
+                result = deployment.keys.result(deployment.shard_of(cid), cid)
+                started = time.perf_counter()
+                client.xadd(stream, {"cid": cid, "gender": "female", "ts": int(time.time() * 1000)})
+                while None in client.hmget(result, fields):
+                    time.sleep(0.0005)
+                timings.append(time.perf_counter() - started)
+                time.sleep(PROBE_EVERY_S)
+        finally:
+            stop.set()
+            feeder.join(10)
+            stop_workers(processes)
+            client.close()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--clients", type=int, default=6_000)
+    parser.add_argument("--models", default="last,top,top7d")
+    parser.add_argument(
+        "--workers-per-model", default="1", help="comma-separated worker counts, e.g. 1,2,4"
+    )
+    parser.add_argument("--latency-rate", type=float, default=1_000.0, help="background events/s")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="0: skip")
+    args = parser.parse_args()
+    models = args.models.split(",")
+    counts = [int(n) for n in args.workers_per_model.split(",")]
+
+    costs = [measure(m, w, args.events, args.clients) for w in counts for m in models]
+    print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
+    print(f"{args.events:,} events over {args.clients:,} clients; each model alone\n")
+    print(
+        "| model | workers | server CPU per event (µs) | multiple of XADD | worker CPU per "
+        "event (µs) | events/s | commandstats, µs per event (EVALSHA includes the calls inside) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for c in costs:
+        top = ", ".join(f"{name} {us:.1f}" for name, us in c.top_commands)
+        print(
+            f"| `{c.model}` | {c.workers} | {c.apply_us:.1f} | {c.multiple:.1f}x "
+            f"(XADD {c.xadd_us:.2f}) | {c.worker_us:.1f} | {c.rate:,.0f} | {top} |"
+        )
+    if args.latency_seconds > 0:
+        timings = latency(models, args.latency_rate, args.latency_seconds)
+        q = statistics.quantiles(timings, n=100)
+        print(
+            f"\nevent to answer (XADD until {', '.join(models)} answer), "
+            f"{args.latency_rate:,.0f} events/s background, one worker per model: "
+            f"{len(timings)} probes, p50 {q[49] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
