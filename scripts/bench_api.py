@@ -173,9 +173,12 @@ def main() -> None:
         )
         try:
             wait_ready(base)
-            client = f'"/v1/clients/C" .. math.random(1, {args.clients})'
+            # Every route's wrk script has the same shape (a random client id and the same
+            # string work), so that the load generator costs the same for each.
+            cid = f'"C" .. math.random(1, {args.clients})'
+            client = f'"/v1/clients/" .. {cid}'
             routes = {
-                "no-I/O route `GET /healthz`": '"/healthz"',
+                "no-I/O route `GET /healthz`": f'"/healthz?cid=" .. {cid}',
                 "lookup `GET /v1/clients/{cid}/gender` (top)": f'{client} .. "/gender"',
                 "lookup `GET /v1/clients/{cid}/gender?model=top7d`": (
                     f'{client} .. "/gender?model=top7d"'
