@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from genderd.scripts import Script
 from genderd.transport.errors import is_no_script, translate
@@ -35,6 +35,14 @@ class ScriptCall:
 
     def command(self) -> Command:
         return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+
+
+def _raise(error: BaseException) -> NoReturn:
+    """Raise ``error``, or its genderd error (``from`` it) when it is a "not now" state."""
+    state = translate(error)
+    if state is error:
+        raise error
+    raise state from error
 
 
 def _shape(call: Command | ScriptCall, reply: Any) -> Any:
@@ -69,7 +77,7 @@ class Transport(abc.ABC):
         try:
             return await self._send(args)
         except Exception as error:
-            raise translate(error) from error
+            _raise(error)
 
     async def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script``; load it first when the server does not have it."""
@@ -86,7 +94,7 @@ class Transport(abc.ABC):
                 await self._script_load(call.script)
                 reply = await self._send(command)
         except Exception as error:
-            raise translate(error) from error
+            _raise(error)
         parse = call.script.reply
         return reply if parse is None else parse(reply)
 
@@ -117,10 +125,10 @@ class Transport(abc.ABC):
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
         except Exception as error:
-            raise translate(error) from error
+            _raise(error)
         for reply in replies:
             if isinstance(reply, Exception):
-                raise translate(reply) from reply
+                _raise(reply)
         return [_shape(call, reply) for call, reply in zip(calls, replies, strict=True)]
 
     async def _script_load(self, script: Script) -> None:
@@ -136,7 +144,7 @@ class Transport(abc.ABC):
         try:
             await self._load(scripts)
         except Exception as error:
-            raise translate(error) from error
+            _raise(error)
 
     async def ping(self) -> None:
         """Raise unless the server answers on this transport's connection."""
