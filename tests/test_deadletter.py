@@ -192,3 +192,28 @@ def test_an_explicit_future_entry_id_does_not_poison_its_shard(
     # status sees the stream's id in the future
     ahead = aio.run(status.streams_ahead(aio.client, Deployment.build(settings, clock)))
     assert [(a.shard, a.last_id.startswith("99999999999999-")) for a in ahead] == [(shard, True)]
+
+
+def test_a_batch_is_applied_when_other_consumers_hold_many_entries_within_its_range(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """The batch frame finds the batch's own entries among hundreds that another consumer
+    holds between them (its pending-entries lookup pages through them)."""
+    settings = aio.settings
+    keys = Keys(settings.prefix)
+    shard = shard_of("C1", settings.shards)
+    stream = keys.stream(shard)
+    ids = [sync_redis.xadd(stream, {"cid": "C1", "gender": "male"}).decode() for _ in range(300)]
+    holder = make_worker(aio.client, "top", settings, consumer="holder", clock=clock)
+    aio.run(holder.ensure_groups())
+    held = aio.run(streams.read_new(aio.client, stream, "top", "holder", 300, None))
+    assert len(held) == 300  # all pending for "holder"
+    other = make_worker(aio.client, "top", settings, consumer="other", clock=clock)
+    batch = [held[0], held[-1]]
+    outcome = aio.run(other.processor.process(shard, batch))
+    assert (outcome.applied, outcome.failed) == (2, 0)
+    assert sync_redis.hget(keys.result(shard, "C1"), "top:s") == b'{"male":2}'
+    again = aio.run(other.processor.process(shard, batch))  # acknowledged: nothing twice
+    assert again.applied == 0
+    pending = sync_redis.xpending(stream, "top")["pending"]
+    assert pending == 298 and ids[0] != ids[-1]
