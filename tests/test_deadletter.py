@@ -197,8 +197,8 @@ def test_an_explicit_future_entry_id_does_not_poison_its_shard(
 def test_a_batch_is_applied_when_other_consumers_hold_many_entries_within_its_range(
     aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    """The batch frame finds the batch's own entries among hundreds that another consumer
-    holds between them (its pending-entries lookup pages through them)."""
+    """A batch's entries are applied, once, even when another consumer holds hundreds of
+    entries between them (a guard for any ownership check that looks up pending entries)."""
     settings = aio.settings
     keys = Keys(settings.prefix)
     shard = shard_of("C1", settings.shards)

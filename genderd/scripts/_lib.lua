@@ -11,66 +11,12 @@ local MS_PER_DAY = 86400000
 -- Entries whose keys hold something other than a hash cannot be applied. They are found
 -- before any write, because Redis does not roll back a script that fails halfway: such an
 -- entry is left unacknowledged (pending), retried, and dead-lettered after max_deliveries.
--- Each distinct key's type is asked once per call (a client's keys repeat across its events).
-local key_types = {}
 local function wrong_type(first, last)
   for k = first, last do
-    local key = KEYS[k]
-    local kind = key_types[key]
-    if kind == nil then
-      kind = redis.call('TYPE', key)['ok']
-      key_types[key] = kind
-    end
+    local kind = redis.call('TYPE', KEYS[k])['ok']
     if kind ~= 'hash' and kind ~= 'none' then return true end
   end
   return false
-end
-
--- a > b for non-negative decimal integers without leading zeros, of any length
-local function greater(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-
--- entry id a < entry id b ("<ms>-<seq>")
-local function id_less(a, b)
-  local ms_a, seq_a = string.match(a, '^(%d+)-(%d+)$')
-  local ms_b, seq_b = string.match(b, '^(%d+)-(%d+)$')
-  if ms_a ~= ms_b then return greater(ms_b, ms_a) end
-  return greater(seq_b, seq_a)
-end
-
--- The batch frame, part 1: which of the batch's entries this call owns, i.e. which are still
--- pending in the group. An entry already acknowledged (earlier, or by another consumer after
--- a reclaim) changes nothing. One XPENDING range over the batch's ids replaces one XACK per
--- entry; the script is atomic, so nothing acknowledges an entry between this and `ack`.
--- Returns a set id -> true; take each id out of it once used (a batch may repeat an id).
-local PENDING_PAGE_EXTRA = 64
-local function owned(stream, group, ids)
-  local live = {}
-  if #ids == 0 then return live end
-  local lo, hi = ids[1], ids[1]
-  for _, id in ipairs(ids) do
-    if id_less(id, lo) then lo = id end
-    if id_less(hi, id) then hi = id end
-  end
-  local count = #ids + PENDING_PAGE_EXTRA
-  local start = lo
-  while true do
-    local rows = redis.call('XPENDING', stream, group, start, hi, count)
-    for _, row in ipairs(rows) do live[row[1]] = true end
-    if #rows < count then break end
-    start = '(' .. rows[#rows][1]
-  end
-  return live
-end
-
--- The batch frame, part 2: acknowledge the applied entries in as few calls as Lua allows.
-local ACK_CHUNK = 1000
-local function ack(stream, group, ids)
-  for first = 1, #ids, ACK_CHUNK do
-    redis.call('XACK', stream, group, unpack(ids, first, math.min(first + ACK_CHUNK - 1, #ids)))
-  end
 end
 
 local function fmt(n)

@@ -1,7 +1,6 @@
 -- Model `last`: the gender of the client's event with the greatest (ts, entry id).
--- Applies a batch of one shard's entries with the batch frame of _lib.lua: only entries still
--- pending in the group are applied (one acknowledged before changes nothing), and their
--- effects and their XACK happen in this one call.
+-- Applies a batch of one shard's entries; each entry's effect and its XACK happen here
+-- together, and an entry whose XACK returns 0 (already acknowledged) changes nothing.
 --
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
@@ -14,6 +13,12 @@
 local stream, stats = KEYS[1], KEYS[2]
 local group, now = ARGV[1], ARGV[2]
 
+-- a > b for non-negative decimal integers without leading zeros, of any length
+local function greater(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
 -- (ts, id) of a is greater than that of b; ids are "<ms>-<seq>"
 local function later(ts_a, id_a, ts_b, id_b)
   if ts_a ~= ts_b then return greater(ts_a, ts_b) end
@@ -23,22 +28,13 @@ local function later(ts_a, id_a, ts_b, id_b)
   return greater(seq_a, seq_b)
 end
 
-local entries = (#ARGV - 2) / 3
-local ids = {}
-for i = 1, entries do ids[i] = ARGV[3 * i] end
-local live = owned(stream, group, ids)
-
-local applied, acked, skipped = 0, {}, {}
-for i = 1, entries do
+local applied, skipped = 0, {}
+for i = 1, (#ARGV - 2) / 3 do
   local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  if not live[id] then
-    -- acknowledged before: changes nothing
-  elseif wrong_type(2 + i, 2 + i) then
+  if wrong_type(2 + i, 2 + i) then
     skipped[#skipped + 1] = id
-  else
-    live[id] = nil
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
-    acked[#acked + 1] = id
     local result = KEYS[2 + i]
     local have = redis.call('HMGET', result, group .. ':ts', group .. ':id')
     if not have[1] or later(ts, id, have[1], have[2]) then
@@ -46,6 +42,5 @@ for i = 1, entries do
     end
   end
 end
-ack(stream, group, acked)
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
 return {applied, unpack(skipped)}

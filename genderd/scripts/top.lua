@@ -1,7 +1,6 @@
 -- Model `top`: the gender with the most events of all time (ties: newest event, then name).
--- Applies a batch of one shard's entries with the batch frame of _lib.lua: only entries still
--- pending in the group are applied (one acknowledged before changes nothing), and their
--- effects and their XACK happen in this one call.
+-- Applies a batch of one shard's entries; each entry's effect and its XACK happen here
+-- together, and an entry whose XACK returns 0 (already acknowledged) changes nothing.
 -- Each touched client's answer is recomputed once per call, from its counters.
 --
 -- KEYS[1] = shard stream              <prefix>:{sN}:events
@@ -17,22 +16,13 @@
 local stream, stats = KEYS[1], KEYS[2]
 local group, now = ARGV[1], ARGV[2]
 
-local entries = (#ARGV - 2) / 3
-local ids = {}
-for i = 1, entries do ids[i] = ARGV[3 * i] end
-local live = owned(stream, group, ids)
-
-local applied, acked, touched, order, skipped = 0, {}, {}, {}, {}
-for i = 1, entries do
+local applied, touched, order, skipped = 0, {}, {}, {}
+for i = 1, (#ARGV - 2) / 3 do
   local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], tonumber(ARGV[3 * i + 2])
-  if not live[id] then
-    -- acknowledged before: changes nothing
-  elseif wrong_type(1 + 2 * i, 2 + 2 * i) then
+  if wrong_type(1 + 2 * i, 2 + 2 * i) then
     skipped[#skipped + 1] = id
-  else
-    live[id] = nil
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
-    acked[#acked + 1] = id
     local result, counters = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
     count_event(counters, gender, ts)
     if not touched[result] then
@@ -47,6 +37,5 @@ for _, result in ipairs(order) do
   local best, scores, latest = argmax(counts, newest)
   store(result, group, {{'', best or false}, {'s', scores or false}, {'ts', latest or false}}, now)
 end
-ack(stream, group, acked)
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
 return {applied, unpack(skipped)}

@@ -2,9 +2,8 @@
 -- (ties: newest event, then name). Events are counted in one hash per client per UTC day,
 -- which gets a fixed EXPIREAT at the end of the last day it can still be inside a window.
 -- An event already older than the window at processing time is acknowledged, not counted.
--- With the batch frame of _lib.lua, only entries still pending in the group are applied (one
--- acknowledged before changes nothing); effects and XACK happen in this one call. Touched
--- answers are recomputed once per call.
+-- Each entry's effect and its XACK happen here together; an entry whose XACK returns 0
+-- (already acknowledged) changes nothing. Touched answers are recomputed once per call.
 --
 -- KEYS[1] = shard stream              <prefix>:{sN}:events
 -- KEYS[2] = shard stats hash          <prefix>:{sN}:stats
@@ -23,23 +22,14 @@ local group, now, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local per_entry = window + 3
 local first_day = math.floor(now / MS_PER_DAY) - window + 1
 
-local entries = (#ARGV - 3) / 3
-local ids = {}
-for i = 1, entries do ids[i] = ARGV[3 * i + 1] end
-local live = owned(stream, group, ids)
-
-local applied, acked, touched, order, skipped = 0, {}, {}, {}, {}
-for i = 1, entries do
+local applied, touched, order, skipped = 0, {}, {}, {}
+for i = 1, (#ARGV - 3) / 3 do
   local id, gender, ts = ARGV[3 * i + 1], ARGV[3 * i + 2], tonumber(ARGV[3 * i + 3])
   local base = 3 + (i - 1) * per_entry
-  if not live[id] then
-    -- acknowledged before: changes nothing
-  elseif wrong_type(base, base + per_entry - 1) then
+  if wrong_type(base, base + per_entry - 1) then
     skipped[#skipped + 1] = id
-  else
-    live[id] = nil
+  elseif redis.call('XACK', stream, group, id) == 1 then
     applied = applied + 1
-    acked[#acked + 1] = id
     local day = math.floor(ts / MS_PER_DAY)
     if day >= first_day then
       local bucket = KEYS[base + 1]
@@ -56,6 +46,5 @@ end
 for _, result in ipairs(order) do
   store(result, group, window_parts(touched[result], window, now), ARGV[2])
 end
-ack(stream, group, acked)
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
 return {applied, unpack(skipped)}
