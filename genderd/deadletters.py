@@ -126,9 +126,7 @@ async def redrive(
     now = deployment.clock()
     models = set(deployment.registry.names())
     ttl_ms = settings.retention_days * MS_PER_DAY
-    by_entry: dict[tuple[int, str], list[DeadLetter]] = defaultdict(list)
-    async for letter in _all_copies(client, deployment, letters):
-        by_entry[(letter.shard, letter.entry_id)].append(letter)
+    by_entry = await _all_copies(client, deployment, letters, models)
     done = Redriven()
     for (shard, entry_id), copies in by_entry.items():
         if {c.model for c in copies} != models:
@@ -156,14 +154,23 @@ async def redrive(
 
 
 async def _all_copies(
-    client: AsyncClient, deployment: Deployment, letters: Sequence[DeadLetter]
-) -> AsyncIterator[DeadLetter]:
-    """The chosen letters and every other copy of the same entries (one per model)."""
-    wanted = {(letter.shard, letter.entry_id) for letter in letters}
-    shards = sorted({shard for shard, _ in wanted})
-    async for letter in scan(client, deployment, shards=shards):
-        if (letter.shard, letter.entry_id) in wanted:
-            yield letter
+    client: AsyncClient, deployment: Deployment, letters: Sequence[DeadLetter], models: set[str]
+) -> dict[tuple[int, str], list[DeadLetter]]:
+    """The chosen letters grouped by original entry, with every other copy of the same entries
+    (one per model): the shards of entries that lack a model's copy (chosen by ``--model``)
+    are scanned again; the others are complete already."""
+    by_entry: dict[tuple[int, str], list[DeadLetter]] = defaultdict(list)
+    for letter in letters:
+        by_entry[(letter.shard, letter.entry_id)].append(letter)
+    lacking = {key for key, copies in by_entry.items() if {c.model for c in copies} != models}
+    if lacking:
+        for key in lacking:
+            by_entry[key] = []
+        async for letter in scan(client, deployment, shards=sorted({s for s, _ in lacking})):
+            key = (letter.shard, letter.entry_id)
+            if key in lacking:
+                by_entry[key].append(letter)
+    return by_entry
 
 
 async def _write(

