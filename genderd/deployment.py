@@ -5,6 +5,8 @@ a worker at start) and passed to everything that reads or writes the deployment'
 settings completed with the shard count stored in Redis, the key builder, the models and the
 clock. Nothing else patches the settings or builds keys.
 
+A new deployment also records the data layout it is written in (:mod:`genderd.layout`).
+
 The shard count is fixed when the deployment is first initialised (``HSETNX`` on the meta
 hash) so that every producer and worker computes the same shard of a client. Opening reads
 the stored count first and writes only when there is none, so processes that only read
@@ -21,6 +23,7 @@ from redis import exceptions as redis_errors
 
 from genderd.clock import Clock, wall_clock_ms
 from genderd.keys import Keys, shard_of
+from genderd.layout import LAYOUT, LAYOUT_FIELD
 from genderd.models.base import Model
 from genderd.models.registry import Registry
 from genderd.settings import Settings
@@ -111,6 +114,7 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
             return configured
         if created:
             await client.hsetnx(meta, CREATED_FIELD, configured.clock())
+            await client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
         stored = await client.hget(meta, SHARDS_FIELD)
     return _settled(configured, stored, created)
 
@@ -125,5 +129,6 @@ def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> De
         created = bool(client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
         if created:
             client.hsetnx(meta, CREATED_FIELD, configured.clock())
+            client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
         stored = client.hget(meta, SHARDS_FIELD)
     return _settled(configured, stored, created)

@@ -116,16 +116,24 @@ class Processor:
         return int(await self.transport.call(DEAD_LETTER, keys, args))
 
     async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
-        keys = [self.keys.stream(shard), self.keys.stats(shard)]
-        args: list[str] = [self.model.name, str(now), *self.model.params()]
+        """One call of the model's apply script for ``events``, grouped per client (the
+        batch frame's contract in ``_lib.lua``): each client's keys once, then its entries."""
+        per_client: dict[str, list[Event]] = {}
         for event in events:
-            keys += self.model.event_keys(shard, event, now)
-            args += self.model.event_args(event)
-        applied, *skipped = await self.transport.call(self.model.apply_script, keys, args)
+            per_client.setdefault(event.cid, []).append(event)
+        model = self.model
+        keys = [self.keys.stream(shard), self.keys.stats(shard)]
+        args: list[str] = [model.name, str(now), *model.params()]
+        for cid, own in per_client.items():
+            keys += model.client_keys(shard, cid, now)
+            args.append(str(len(own)))
+            for event in own:
+                args += (event.id, event.gender, str(event.ts))
+        applied, *skipped = await self.transport.call(model.apply_script, keys, args)
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",
-                self.model.name,
+                model.name,
                 entry_id.decode(),
             )
         return Outcome(applied=int(applied), failed=len(skipped))

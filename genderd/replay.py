@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
+from genderd import streams
 from genderd.deployment import Deployment
+from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome
-from genderd.streams import field, text
 from genderd.transport import AsyncClient
 from genderd.worker import Worker
 
@@ -33,25 +33,6 @@ class LiveConsumersError(RuntimeError):
             f"workers of {model} are running ({', '.join(consumers)}); stop them or use --force"
         )
         self.consumers = consumers
-
-
-async def live_consumers(
-    client: AsyncClient, deployment: Deployment, model: Model, idle_ms: int
-) -> list[str]:
-    """Consumers of the model's group that talked to Redis within ``idle_ms``."""
-    keys = deployment.keys
-    live = set()
-    for shard in deployment.shards:
-        if not await client.exists(keys.stream(shard)):
-            continue
-        groups: Any = await client.xinfo_groups(keys.stream(shard))
-        if model.name not in {text(field(g, "name")) for g in groups}:
-            continue
-        consumers: Any = await client.xinfo_consumers(keys.stream(shard), model.name)
-        for consumer in consumers:
-            if int(field(consumer, "idle")) <= idle_ms:
-                live.add(text(field(consumer, "name")))
-    return sorted(live)
 
 
 async def wipe(client: AsyncClient, deployment: Deployment, model: Model) -> int:
@@ -106,9 +87,12 @@ async def replay(
     model, deployment, client = worker.model, worker.deployment, worker.client
     if not force:
         idle_ms = int(deployment.settings.stall_after_s * 1000)
-        live = await live_consumers(client, deployment, model, idle_ms)
+        live = await streams.live_consumers(
+            client, deployment.keys, deployment.shards, model.name, idle_ms
+        )
         if live:
             raise LiveConsumersError(model.name, live)
+    await claim_layout(client, deployment)
     deleted = await wipe(client, deployment, model)
     log.info("replay of %s: deleted %d state keys; re-reading the streams", model.name, deleted)
     await worker.ensure_groups()

@@ -180,6 +180,28 @@ async def groups(client: AsyncClient, keys: Keys, shard: int) -> list[GroupInfo]
     return result
 
 
+async def live_consumers(
+    client: AsyncClient, keys: Keys, shards: range, group: str, idle_ms: int
+) -> list[str]:
+    """Consumers of ``group`` on any of ``shards`` that talked to Redis within ``idle_ms``."""
+    live = set()
+    for shard in shards:
+        stream = keys.stream(shard)
+        try:
+            infos = await client.xinfo_groups(stream)
+        except ResponseError as error:
+            if "no such key" in str(error).lower():
+                continue
+            raise
+        if group not in {text(field(info, "name")) for info in infos}:
+            continue
+        consumers: Any = await client.xinfo_consumers(stream, group)
+        for consumer in consumers:
+            if int(field(consumer, "idle")) <= idle_ms:
+                live.add(text(field(consumer, "name")))
+    return sorted(live)
+
+
 async def safe_trim_id(client: AsyncClient, keys: Keys, shard: int, cutoff_ms: int) -> str | None:
     """The MINID up to which the shard's stream may be trimmed, or None when nothing may go.
 

@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
+from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
@@ -246,6 +247,7 @@ class Worker:
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
+                await claim_layout(self.client, self.deployment)
                 await self.ensure_groups()
                 break
             except Exception as raised:

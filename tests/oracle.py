@@ -69,3 +69,18 @@ def top_window(
         and read_day - window + 1 <= e.ts // MS_PER_DAY <= read_day
     ]
     return _top(inside)
+
+
+def top_window_per_event(
+    processed: Iterable[tuple[Ev, int]], read_at: int, window: int
+) -> Expected | None:
+    """:func:`top_window` with a processing time per event: an event counts when its day was
+    inside the window when it was processed, and is inside the window at ``read_at``."""
+    read_day = read_at // MS_PER_DAY
+    inside = [
+        e
+        for e, processed_at in processed
+        if e.ts // MS_PER_DAY >= processed_at // MS_PER_DAY - window + 1
+        and read_day - window + 1 <= e.ts // MS_PER_DAY <= read_day
+    ]
+    return _top(inside)

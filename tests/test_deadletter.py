@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
 from genderd import status, streams
+from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
@@ -112,24 +114,43 @@ def test_entries_delivered_too_often_go_to_the_dead_letters(
     assert aio.run(streams.groups(aio.client, keys, shard))[0].pending == 0
 
 
-def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
-    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+def _poison(
+    sync_redis: redis.Redis, keys: Keys, shard: int, cid: str, model: str, now_ms: int
 ) -> None:
+    """Make a key the model reads for ``cid`` hold a string instead of a hash."""
+    if model == "top7d":  # today's day bucket
+        sync_redis.set(keys.day_bucket(shard, model, now_ms // MS_PER_DAY, cid), "not a hash")
+    elif model == "top-layout-1":  # a client answered under layout 1: its old counters
+        sync_redis.hset(keys.result(shard, cid), "top", "male")
+        sync_redis.set(keys.state(shard, "top", cid), "not a hash")
+    else:
+        sync_redis.set(keys.result(shard, cid), "not a hash")
+
+
+@pytest.mark.parametrize("poisoned_key", ["last", "top", "top-layout-1", "top7d"])
+def test_an_entry_that_breaks_the_script_does_not_stop_its_batch(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, poisoned_key: str
+) -> None:
+    model = poisoned_key.split("-")[0]
     settings = aio.settings.model_copy(update={"max_deliveries": 2})
     keys = Keys(settings.prefix)
     shard = shard_of("C1", settings.shards)
     poisoned = next(f"P{n}" for n in range(1000) if shard_of(f"P{n}", settings.shards) == shard)
-    # A key of the wrong type makes the script fail for that client only.
-    sync_redis.set(keys.state(shard, "top", poisoned), "not a hash")
+    # A key of the wrong type makes the script skip that client only, writing nothing for it.
+    _poison(sync_redis, keys, shard, poisoned, poisoned_key, clock.now_ms)
     stream = keys.stream(shard)
-    sync_redis.xadd(stream, {"cid": "C1", "gender": "male"})
-    bad_id = sync_redis.xadd(stream, {"cid": poisoned, "gender": "male"}).decode()
-    sync_redis.xadd(stream, {"cid": "C1", "gender": "female"})
-    worker = make_worker(aio.client, aio.registry.get("top"), settings, clock=clock)
+    sync_redis.xadd(stream, {"cid": "C1", "gender": "male", "ts": str(clock.now_ms - 1)})
+    bad_id = sync_redis.xadd(
+        stream, {"cid": poisoned, "gender": "male", "ts": str(clock.now_ms)}
+    ).decode()
+    sync_redis.xadd(stream, {"cid": "C1", "gender": "female", "ts": str(clock.now_ms)})
+    before = {key: sync_redis.dump(key) for key in sync_redis.keys(f"*{poisoned}*")}
+    worker = make_worker(aio.client, aio.registry.get(model), settings, clock=clock)
     aio.run(worker.ensure_groups())
     outcome = aio.run(worker.poll(shard))
     assert (outcome.applied, outcome.failed) == (2, 1)
-    assert sync_redis.hget(keys.result(shard, "C1"), "top:s") == b'{"female":1,"male":1}'
+    assert sync_redis.hget(keys.result(shard, "C1"), model) == b"female"
+    assert {key: sync_redis.dump(key) for key in sync_redis.keys(f"*{poisoned}*")} == before
     # retried on reclaim (2nd delivery), then dead-lettered on the 3rd
     assert aio.run(worker.reclaim(shard, min_idle_ms=0)).failed == 1
     assert aio.run(worker.reclaim(shard, min_idle_ms=0)).dead == 1

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from genderd.clock import MS_PER_DAY
 from genderd.keys import Keys, shard_of
 
+from . import oracle, scenario
 from .conftest import FakeClock, Loop
 from .factories import make_reader, make_worker
 
 HOUR = 3_600_000
+AHEAD = 4 * 60_000  # within the default max_future (5 min)
 
 
 def add(sync_redis: redis.Redis, settings, cid: str, gender: str, ts: int) -> None:  # type: ignore[no-untyped-def]
@@ -128,3 +133,67 @@ def test_stored_answer_is_served_while_valid(
     process(aio, clock)
     first = top7d(aio, "C6", clock.now_ms + HOUR)
     assert first is not None and first.as_of == clock.now_ms  # cache hit: computed by the worker
+
+
+@hsettings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_windowed_counters_follow_the_days_of_processing_and_reading(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, data: st.DataObject
+) -> None:
+    """Waves of events processed on different days, with lookups (which write recomputed
+    answers back) in between: the counters a batch adds to are always the window's of its
+    own day, and every answer equals the oracle's at every read."""
+    sync_redis.flushall()
+    start = FakeClock(clock.now_ms)
+    cids = ["W1", "W2", "W:3"]
+    processed: list[tuple[oracle.Ev, int]] = []
+    waves = data.draw(st.integers(1, 5), label="waves")
+    for _ in range(waves):
+        start.advance(data.draw(st.integers(0, 4 * 24), label="hours later") * HOUR)
+        events = data.draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(cids),
+                    st.sampled_from(["female", "male", "kids"]),
+                    # up to 9 days old, or a little ahead of the clock (within max_future)
+                    st.one_of(st.integers(-9 * 24, 0).map(lambda h: h * HOUR), st.just(AHEAD)),
+                ),
+                max_size=12,
+            ),
+            label="events",
+        )
+        fields = [
+            {"cid": cid, "gender": gender, "ts": str(start.now_ms + offset)}
+            for cid, gender, offset in events
+        ]
+        written = aio.run(scenario.write(aio.client, aio.settings, fields))
+        processed += [(e, start.now_ms) for e in written]
+        process(aio, start)
+        if data.draw(st.booleans(), label="read now"):
+            _check_top7d(aio, cids, processed, start.now_ms)
+    for later in sorted(set(data.draw(st.lists(st.integers(0, 9), max_size=3), label="reads"))):
+        _check_top7d(aio, cids, processed, start.now_ms + later * MS_PER_DAY)
+
+
+def _check_top7d(
+    aio: Loop, cids: list[str], processed: list[tuple[oracle.Ev, int]], read_at: int
+) -> None:
+    window = aio.settings.window_days
+    for cid in cids:
+        got = top7d(aio, cid, read_at)
+        want = oracle.top_window_per_event(
+            [(e, at) for e, at in processed if e.cid == cid], read_at, window
+        )
+        if want is None:
+            assert got is None, (cid, read_at, got)
+        else:
+            assert got is not None, (cid, read_at, want)
+            assert (got.gender, got.scores, got.last_event_ts) == (
+                want.gender,
+                want.scores,
+                want.last_event_ts,
+            ), (cid, read_at)

@@ -13,6 +13,7 @@ from pydantic_settings import SettingsError
 from redis.exceptions import InvalidResponse, RedisError
 
 from genderd.deployment import Deployment, open_deployment
+from genderd.layout import LayoutError
 from genderd.models.base import Model
 from genderd.models.registry import UnknownModelError
 from genderd.settings import Settings
@@ -56,7 +57,7 @@ def friendly_errors() -> Iterator[None]:
     on stderr (and exit 1) instead of a traceback."""
     try:
         yield
-    except UnsupportedURLError as error:
+    except (UnsupportedURLError, LayoutError) as error:
         raise click.ClickException(str(error)) from None
     except InvalidResponse as error:  # e.g. an HTTP server on that port
         raise click.ClickException(

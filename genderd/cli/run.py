@@ -191,7 +191,8 @@ def worker(
     """
     settings = settings_of(ctx, batch_size=batch_size)
     model = model_of(Deployment.build(settings), model_name)
-    run(run_worker(settings, model.name, consumer))
+    with friendly_errors():  # e.g. a data layout this release must not write now
+        run(run_worker(settings, model.name, consumer))
 
 
 @click.command(

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import orjson
 
-from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.scripts import LIB, Script, hash_reply
 from genderd.settings import Settings
@@ -54,7 +53,7 @@ class Answer:
 
 
 class Model(abc.ABC):
-    """Base class of every model. Subclasses set the class attributes and ``event_keys``."""
+    """Base class of every model. Subclasses set the class attributes and ``client_keys``."""
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
@@ -90,12 +89,9 @@ class Model(abc.ABC):
         return []
 
     @abc.abstractmethod
-    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
-        """The keys one entry needs in the apply script, in its KEYS contract's order."""
-
-    def event_args(self, event: Event) -> list[str]:
-        """The ARGV one entry contributes (default: id, gender, ts)."""
-        return [event.id, event.gender, str(event.ts)]
+    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        """The keys one client of a batch needs in the apply script, in the order of its
+        KEYS contract (the batch frame of ``_lib.lua`` passes them as ``KEYS[k..]``)."""
 
     # -- reading ----------------------------------------------------------------------------
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model
 
@@ -17,8 +16,8 @@ class LastModel(Model):
     description = "gender of the client's latest event (greatest ts, then entry id)"
     apply_files = (LIB, "last.lua")
 
-    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
-        return [self.keys.result(shard, event.cid)]
+    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        return [self.keys.result(shard, cid)]
 
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), result_field(self.name, "id")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from genderd.clock import day_of
-from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model
 
@@ -39,15 +38,11 @@ class TopWindowModel(Model):
     def params(self) -> list[str]:
         return [str(self.window)]
 
-    def event_keys(self, shard: int, event: Event, now_ms: int) -> list[str]:
-        return [
-            self.keys.result(shard, event.cid),
-            self.keys.day_bucket(shard, self.name, day_of(event.ts), event.cid),
-            *self._buckets(shard, event.cid, now_ms),
-        ]
-
-    def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]
 
+    def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        return self.client_keys(shard, cid, now_ms)  # the same contract as the apply's
+
     def result_fields(self) -> Sequence[str]:
-        return [*super().result_fields(), result_field(self.name, "u")]
+        return [*super().result_fields(), *(result_field(self.name, p) for p in "tuw")]

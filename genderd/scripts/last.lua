@@ -1,17 +1,9 @@
 -- Model `last`: the gender of the client's event with the greatest (ts, entry id).
--- Applies a batch of one shard's entries; each entry's effect and its XACK happen here
--- together, and an entry whose XACK returns 0 (already acknowledged) changes nothing.
+-- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard).
 --
--- KEYS[1] = shard stream          <prefix>:{sN}:events
--- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
--- KEYS[2+i] = client result hash  <prefix>:{sN}:r:<cid>      (one per entry i)
--- ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
--- ARGV[3..] = per entry: id, gender, ts
--- returns: {number of entries applied, ids of entries skipped because a key has a wrong type...}
+-- per client (one key): KEYS[k] = result hash   <prefix>:{sN}:r:<cid>
+-- no parameters
 -- result fields: last, last:ts, last:id, last:at
-
-local stream, stats = KEYS[1], KEYS[2]
-local group, now = ARGV[1], ARGV[2]
 
 -- a > b for non-negative decimal integers without leading zeros, of any length
 local function greater(a, b)
@@ -28,19 +20,24 @@ local function later(ts_a, id_a, ts_b, id_b)
   return greater(seq_a, seq_b)
 end
 
-local applied, skipped = 0, {}
-for i = 1, (#ARGV - 2) / 3 do
-  local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  if wrong_type(2 + i, 2 + i) then
-    skipped[#skipped + 1] = id
-  elseif redis.call('XACK', stream, group, id) == 1 then
-    applied = applied + 1
-    local result = KEYS[2 + i]
-    local have = redis.call('HMGET', result, group .. ':ts', group .. ':id')
-    if not have[1] or later(ts, id, have[1], have[2]) then
-      store(result, group, {{'', gender}, {'ts', ts}, {'id', id}}, now)
+local group, now = ARGV[1], ARGV[2]
+local ts_field, id_field, at_field = group .. ':ts', group .. ':id', group .. ':at'
+
+return apply_batch({
+  nkeys = 1,
+  nparams = 0,
+  read = function(k)
+    return read_hash('HMGET', KEYS[k], ts_field, id_field) or false
+  end,
+  apply = function(k, have, acked, m)
+    local best = nil
+    for j = 1, m do
+      local i = acked[j]
+      if best == nil or later(ARGV[i + 2], ARGV[i], ARGV[best + 2], ARGV[best]) then best = i end
     end
-  end
-end
-if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-return {applied, unpack(skipped)}
+    if not have[1] or later(ARGV[best + 2], ARGV[best], have[1], have[2]) then
+      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
+        id_field, ARGV[best], at_field, now)
+    end
+  end,
+})

@@ -1,41 +1,46 @@
 -- Model `top`: the gender with the most events of all time (ties: newest event, then name).
--- Applies a batch of one shard's entries; each entry's effect and its XACK happen here
--- together, and an entry whose XACK returns 0 (already acknowledged) changes nothing.
--- Each touched client's answer is recomputed once per call, from its counters.
+-- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard).
+-- The counters live in the result hash itself: top:s (the scores served, per-gender counts)
+-- and top:t (newest event per gender), read once and written once per client per call.
 --
--- KEYS[1] = shard stream              <prefix>:{sN}:events
--- KEYS[2] = shard stats hash          <prefix>:{sN}:stats
--- per entry i (two keys each, from KEYS[3]):
---   client result hash                <prefix>:{sN}:r:<cid>
---   client counters (HINCRBY)         <prefix>:{sN}:m:top:<cid>
--- ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
--- ARGV[3..] = per entry: id, gender, ts
--- returns: {number of entries applied, ids of entries skipped because a key has a wrong type...}
--- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:at
+-- per client (two keys):
+--   KEYS[k]   = result hash                          <prefix>:{sN}:r:<cid>
+--   KEYS[k+1] = counters of data layout 1 (upgrades)  <prefix>:{sN}:m:top:<cid>
+-- no parameters
+-- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:t, top:at
+--
+-- Layout 1 (genderd before data layout 2) kept the counters in KEYS[k+1] as g / g:t fields.
+-- A client answered under it (top set, top:t absent) has them moved into the result hash by
+-- the first call that touches it; the old key is deleted then.
 
-local stream, stats = KEYS[1], KEYS[2]
 local group, now = ARGV[1], ARGV[2]
+local s_field, t_field, ts_field, at_field =
+  group .. ':s', group .. ':t', group .. ':ts', group .. ':at'
 
-local applied, touched, order, skipped = 0, {}, {}, {}
-for i = 1, (#ARGV - 2) / 3 do
-  local id, gender, ts = ARGV[3 * i], ARGV[3 * i + 1], tonumber(ARGV[3 * i + 2])
-  if wrong_type(1 + 2 * i, 2 + 2 * i) then
-    skipped[#skipped + 1] = id
-  elseif redis.call('XACK', stream, group, id) == 1 then
-    applied = applied + 1
-    local result, counters = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-    count_event(counters, gender, ts)
-    if not touched[result] then
-      touched[result] = counters
-      order[#order + 1] = result
+return apply_batch({
+  nkeys = 2,
+  nparams = 0,
+  read = function(k)
+    local have = read_hash('HMGET', KEYS[k], s_field, t_field, group)
+    if have == nil then return false end
+    if have[2] or not have[3] then
+      return {counts = parse_counts(have[1]), newest = parse_counts(have[2])}
     end
-  end
-end
-for _, result in ipairs(order) do
-  local counts, newest = {}, {}
-  add_counts(touched[result], counts, newest)
-  local best, scores, latest = argmax(counts, newest)
-  store(result, group, {{'', best or false}, {'s', scores or false}, {'ts', latest or false}}, now)
-end
-if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-return {applied, unpack(skipped)}
+    local flat = read_hash('HGETALL', KEYS[k + 1])
+    if flat == nil then return false end
+    local counts, newest = {}, {}
+    add_flat(flat, counts, newest)
+    return {counts = counts, newest = newest, upgrade = true}
+  end,
+  apply = function(k, state, acked, m)
+    local counts, newest = state.counts, state.newest
+    for j = 1, m do
+      local i = acked[j]
+      count(counts, newest, ARGV[i + 1], tonumber(ARGV[i + 2]))
+    end
+    local best, scores, latest, newest_json = argmax(counts, newest)
+    redis.call('HSET', KEYS[k], group, best, s_field, scores, ts_field, latest,
+      t_field, newest_json, at_field, now)
+    if state.upgrade then redis.call('DEL', KEYS[k + 1]) end
+  end,
+})
