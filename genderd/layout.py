@@ -45,11 +45,11 @@ async def stored_layout(client: AsyncClient, deployment: Deployment) -> int:
     return 1 if stored is None else int(stored)
 
 
-async def claim_layout(client: AsyncClient, deployment: Deployment) -> int:
+async def claim_layout(client: AsyncClient, deployment: Deployment, *, force: bool = False) -> int:
     """Make sure this release may write the deployment's data, recording its layout on the
     first start after an upgrade. Returns the layout found before. Raises
     :class:`LayoutError`, having written nothing, when a newer release wrote the data or
-    workers of an earlier release are consuming."""
+    (unless ``force``) workers of an earlier release are consuming."""
     found = await stored_layout(client, deployment)
     if found > LAYOUT:
         raise LayoutError(
@@ -59,10 +59,10 @@ async def claim_layout(client: AsyncClient, deployment: Deployment) -> int:
     if found == LAYOUT:
         return found
     idle_ms = int(deployment.settings.stall_after_s * 1000)
-    live = []
-    for model in deployment.registry:
-        live += await live_consumers(
-            client, deployment.keys, deployment.shards, model.name, idle_ms
+    live: set[str] = set()
+    for model in () if force else deployment.registry:
+        live.update(
+            await live_consumers(client, deployment.keys, deployment.shards, model.name, idle_ms)
         )
     # A worker of this release may have recorded the layout meanwhile and started consuming.
     if live and await stored_layout(client, deployment) < LAYOUT:

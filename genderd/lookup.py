@@ -55,7 +55,7 @@ class Reader:
         for model in models:
             if model.refresh_script is not None:
                 keys = model.refresh_keys(shard, cid, now)
-                args = (model.name, now, "1" if self.write_back else "0")
+                args = (model.name, now, "1" if self.write_back else "0", *model.refresh_params)
                 calls.append(ScriptCall(model.refresh_script, keys, args))
         return calls or [("HGETALL", self.keys.result(shard, cid))]
 

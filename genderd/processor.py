@@ -125,7 +125,7 @@ class Processor:
         keys = [self.keys.stream(shard), self.keys.stats(shard)]
         args: list[str] = [model.name, str(now), *model.params()]
         for cid, own in per_client.items():
-            keys += model.client_keys(shard, cid, now)
+            keys += model.client_keys(shard, cid, own, now)
             args.append(str(len(own)))
             for event in own:
                 args += (event.id, event.gender, str(event.ts))

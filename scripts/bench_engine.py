@@ -17,7 +17,8 @@ until all the models' answers for it are readable.
 
 Prints tables; asserts nothing about speed.
 
-    python scripts/bench_engine.py --events 60000 --clients 6000 --workers-per-model 1,2,4
+    python scripts/bench_engine.py --events 60000 --clients 6000 --workers-per-model 1,2,4 \
+        --masters 1,3
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from benchlib import machine
@@ -41,7 +43,7 @@ from benchlib import machine
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.keys import result_field
 from genderd.producer import Producer, RateLimiter, synthetic
-from genderd.server import Server, find_binary, free_port
+from genderd.server import LocalCluster, Server, find_binary, free_port
 from genderd.settings import Settings
 
 POLL_S = 0.02
@@ -54,16 +56,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 class Cost:
     model: str
     workers: int
+    masters: int
     events: int
     xadd_us: float  # server CPU per event written
     apply_us: float  # server CPU per event applied
     worker_us: float  # workers' CPU per event applied
     rate: float  # events applied per second (wall)
     top_commands: list[tuple[str, float]]  # (command, server µs per applied event)
-
-    @property
-    def multiple(self) -> float:
-        return self.apply_us / self.xadd_us
 
 
 def server_cpu_s(client: redis.Redis) -> float:
@@ -88,6 +87,44 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+@dataclass
+class Target:
+    """A fresh server, or a local cluster: the URL the workers get and a client per master
+    (their CPU and commandstats are summed)."""
+
+    url: str
+    cluster: bool
+    masters: list[redis.Redis]
+
+    def client(self) -> Any:
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url)
+        return redis.Redis.from_url(self.url)
+
+    def cpu_s(self) -> float:
+        return sum(server_cpu_s(master) for master in self.masters)
+
+    def commandstats(self) -> dict[str, tuple[int, int]]:
+        total: dict[str, tuple[int, int]] = {}
+        for master in self.masters:
+            for name, (calls, usec) in commandstats(master).items():
+                was = total.get(name, (0, 0))
+                total[name] = (was[0] + calls, was[1] + usec)
+        return total
+
+
+@contextmanager
+def fresh_target(masters: int) -> Iterator[Target]:
+    with tempfile.TemporaryDirectory() as data:
+        if masters == 1:
+            with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
+                yield Target(server.url, False, [redis.Redis.from_url(server.url)])
+        else:
+            with LocalCluster(find_binary(), Path(data), masters) as nodes:
+                clients = [redis.Redis.from_url(n.url) for n in nodes.servers]
+                yield Target(nodes.url, True, clients)
+
+
 @contextmanager
 def fresh_server() -> Iterator[Server]:
     with (
@@ -97,8 +134,10 @@ def fresh_server() -> Iterator[Server]:
         yield server
 
 
-def start_workers(url: str, model: str, count: int) -> list[subprocess.Popen[bytes]]:
-    env = dict(os.environ, GENDERD_REDIS_URL=url)
+def start_workers(
+    url: str, model: str, count: int, cluster: bool = False
+) -> list[subprocess.Popen[bytes]]:
+    env = dict(os.environ, GENDERD_REDIS_URL=url, GENDERD_CLUSTER=str(cluster).lower())
     return [
         subprocess.Popen(
             [sys.executable, "-m", "genderd", "--log-level", "WARNING", "worker", "--model", model],
@@ -123,20 +162,21 @@ def applied(client: redis.Redis, deployment: Deployment, model: str) -> int:
     return sum(int(a or 0) + int(d or 0) for a, d in pipe.execute())
 
 
-def measure(model: str, workers: int, events: int, clients: int) -> Cost:
-    with fresh_server() as server:
-        client = redis.Redis.from_url(server.url)
-        deployment = open_deployment_sync(client, Settings(redis_url=server.url))
+def measure(model: str, workers: int, events: int, clients: int, masters: int = 1) -> Cost:
+    with fresh_target(masters) as target:
+        client = target.client()
+        settings = Settings(redis_url=target.url, cluster=target.cluster)
+        deployment = open_deployment_sync(client, settings)
         genders = deployment.settings.genders
         produced = list(synthetic(events, clients, genders, days=10, seed=1))
-        before = server_cpu_s(client)
+        before = target.cpu_s()
         with Producer(client, deployment) as producer:
             for event in produced:
                 producer.send_fields(event)
-        xadd_s = server_cpu_s(client) - before
+        xadd_s = target.cpu_s() - before
 
-        stats0, cpu0, started = commandstats(client), server_cpu_s(client), time.perf_counter()
-        processes = start_workers(server.url, model, workers)
+        stats0, cpu0, started = target.commandstats(), target.cpu_s(), time.perf_counter()
+        processes = start_workers(target.url, model, workers, target.cluster)
         try:
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while applied(client, deployment, model) < events:
@@ -144,9 +184,9 @@ def measure(model: str, workers: int, events: int, clients: int) -> Cost:
                     raise SystemExit(f"{model}: not drained within {DRAIN_TIMEOUT_S} s")
                 time.sleep(POLL_S)
             wall = time.perf_counter() - started
-            apply_s = server_cpu_s(client) - cpu0
+            apply_s = target.cpu_s() - cpu0
             worker_s = sum(process_cpu_s(p.pid) for p in processes)
-            stats1 = commandstats(client)
+            stats1 = target.commandstats()
         finally:
             stop_workers(processes)
         client.close()
@@ -161,6 +201,7 @@ def measure(model: str, workers: int, events: int, clients: int) -> Cost:
     return Cost(
         model,
         workers,
+        masters,
         events,
         xadd_s / events * 1e6,
         apply_s / events * 1e6,
@@ -225,25 +266,40 @@ def main() -> None:
     parser.add_argument(
         "--workers-per-model", default="1", help="comma-separated worker counts, e.g. 1,2,4"
     )
+    parser.add_argument(
+        "--masters",
+        default="1",
+        help="comma-separated: 1 = one server, N = a local N-master cluster",
+    )
     parser.add_argument("--latency-rate", type=float, default=1_000.0, help="background events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="0: skip")
     args = parser.parse_args()
     models = args.models.split(",")
     counts = [int(n) for n in args.workers_per_model.split(",")]
+    masters = [int(n) for n in args.masters.split(",")]
 
-    costs = [measure(m, w, args.events, args.clients) for w in counts for m in models]
+    costs = [
+        measure(m, w, args.events, args.clients, n) for n in masters for w in counts for m in models
+    ]
     print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
-    print(f"{args.events:,} events over {args.clients:,} clients; each model alone\n")
+    print(f"{args.events:,} events over {args.clients:,} clients; each model alone")
     print(
-        "| model | workers | server CPU per event (µs) | multiple of XADD | worker CPU per "
-        "event (µs) | events/s | commandstats, µs per event (EVALSHA includes the calls inside) |"
+        "multiple of XADD: server CPU per applied event / server CPU per event written with "
+        "pipelined XADD (the median of this run's writes on the same number of masters)\n"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print(
+        "| masters | model | workers | server CPU per event (µs) | multiple of XADD | worker "
+        "CPU per event (µs) | events/s | commandstats, µs per event (EVALSHA includes the "
+        "calls inside) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
     for c in costs:
+        xadd = statistics.median(x.xadd_us for x in costs if x.masters == c.masters)
         top = ", ".join(f"{name} {us:.1f}" for name, us in c.top_commands)
         print(
-            f"| `{c.model}` | {c.workers} | {c.apply_us:.1f} | {c.multiple:.1f}x "
-            f"(XADD {c.xadd_us:.2f}) | {c.worker_us:.1f} | {c.rate:,.0f} | {top} |"
+            f"| {c.masters} | `{c.model}` | {c.workers} | {c.apply_us:.1f} | "
+            f"{c.apply_us / xadd:.1f}x (XADD {xadd:.2f}) | {c.worker_us:.1f} | {c.rate:,.0f} | "
+            f"{top} |"
         )
     if args.latency_seconds > 0:
         timings = latency(models, args.latency_rate, args.latency_seconds)

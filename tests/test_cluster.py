@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
 from genderd import replay, status
 from genderd.api import create_app
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.models import Answer
 from genderd.producer import synthetic
-from genderd.server import Server, find_binary, free_port
+from genderd.server import LocalCluster, find_binary
 from genderd.settings import Settings
 from genderd.transport import async_client, sync_client
 
@@ -25,53 +23,11 @@ from .api_helpers import ApiClient
 from .conftest import FakeClock
 from .factories import make_producer, make_reader, make_worker
 
-SLOTS = 16_384
-NODES = 3
-READY_TIMEOUT_S = 20.0
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = find_binary()
-    servers = []
-    try:
-        bus_ports = [free_port() for _ in range(NODES)]
-        for n in range(NODES):
-            data = tmp_path_factory.mktemp(f"node{n}")
-            servers.append(
-                Server(
-                    binary,
-                    free_port(),
-                    data,
-                    persistent=False,
-                    extra_args=[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(Path(data) / "nodes.conf"),
-                        # the default bus port (port + 10000) may be above 65535
-                        "--cluster-port",
-                        str(bus_ports[n]),
-                    ],
-                ).start()
-            )
-        clients = [redis.Redis(port=s.port) for s in servers]
-        per_node = SLOTS // NODES
-        for n, client in enumerate(clients):
-            last = SLOTS - 1 if n == NODES - 1 else (n + 1) * per_node - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * per_node, last)
-        for server, bus_port in zip(servers[1:], bus_ports[1:], strict=True):
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus_port)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-            assert time.monotonic() < deadline, "cluster did not become ready"
-            time.sleep(0.1)
-        for client in clients:
-            client.close()
-        yield servers[0].url
-    finally:
-        for server in servers:
-            server.stop()
+    with LocalCluster(find_binary(), tmp_path_factory.mktemp("cluster"), masters=3) as nodes:
+        yield nodes.url
 
 
 def core(lookups: list[dict[str, Answer | None]]) -> list[tuple[object, ...] | None]:

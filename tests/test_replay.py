@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from genderd import replay
+from genderd import replay, streams
 from genderd.keys import Keys, shard_of
 from genderd.models import Answer
 from genderd.producer import synthetic
@@ -69,8 +69,9 @@ def test_live_consumers_block_replay(aio: Loop, sync_redis: redis.Redis, clock: 
             producer.send(f"C{n}", "male")
     aio.run(worker.ensure_groups())
     assert aio.run(worker.drain()).applied == 20
+    deployment = worker.deployment
     live = aio.run(
-        replay.live_consumers(aio.client, worker.deployment, worker.model, idle_ms=60_000)
+        streams.live_consumers(aio.client, deployment.keys, deployment.shards, "top", 60_000)
     )
     assert live == ["busy"]
     with pytest.raises(replay.LiveConsumersError, match="busy"):

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.scripts import LIB, Script, hash_reply
 from genderd.settings import Settings
@@ -88,10 +89,16 @@ class Model(abc.ABC):
         """ARGV of the apply script after the group and "now" (model-wide parameters)."""
         return []
 
+    @property
+    def refresh_params(self) -> tuple[str, ...]:
+        """ARGV of the refresh script after the model, "now" and the write-back flag."""
+        return ()
+
     @abc.abstractmethod
-    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
-        """The keys one client of a batch needs in the apply script, in the order of its
-        KEYS contract (the batch frame of ``_lib.lua`` passes them as ``KEYS[k..]``)."""
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
+        """The keys one client of a batch needs in the apply script (its ``events`` of the
+        batch, in the order they are passed), in the order of its KEYS contract: the batch
+        frame of ``_lib.lua`` gives them to the script as ``KEYS[k..]``."""
 
     # -- reading ----------------------------------------------------------------------------
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
@@ -135,4 +142,17 @@ class Model(abc.ABC):
         return [result_field(self.name, part) for part in ("", "s", "ts", "at")]
 
 
-__all__ = ["LIB", "Answer", "Model", "ResultHash"]
+def gender_params(settings: Settings) -> list[str]:
+    """The configured genders as the counting scripts take them: their number, then the
+    names, sorted (``genders_at`` in ``_lib.lua``)."""
+    names = sorted(settings.genders)
+    return [str(len(names)), *names]
+
+
+def counter_fields(model: str, settings: Settings) -> list[str]:
+    """The result-hash fields of a counting model's counters of the configured genders:
+    ``<model>:n:<g>`` (events) and ``<model>:t:<g>`` (newest event ts)."""
+    return [result_field(model, f"{kind}:{gender}") for gender in settings.genders for kind in "nt"]
+
+
+__all__ = ["LIB", "Answer", "Model", "ResultHash", "counter_fields", "gender_params"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model
 
@@ -16,7 +17,7 @@ class LastModel(Model):
     description = "gender of the client's latest event (greatest ts, then entry id)"
     apply_files = (LIB, "last.lua")
 
-    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid)]
 
     def result_fields(self) -> Sequence[str]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genderd.keys import result_field
-from genderd.models.base import LIB, Model
+from genderd.events import Event
+from genderd.models.base import LIB, Model, counter_fields, gender_params
 
 
 class TopModel(Model):
     """The gender with the most events; ties go to the newest event, then the smallest name.
 
-    The counters are the served scores (``top:s``) plus the newest event per gender
-    (``top:t``), in the client's result hash. Data layout 1 kept them in a hash of their own
+    The counters (``top:n:<g>``, ``top:t:<g>``: events and the newest event per gender) live
+    in the client's result hash. Data layout 1 kept them in a hash of their own
     (:meth:`Keys.state`), which the apply script moves into the result hash when it first
     touches such a client.
     """
@@ -22,9 +22,12 @@ class TopModel(Model):
     description = "gender with the most events of all time (ties: newest event, then name)"
     apply_files = (LIB, "top.lua")
 
-    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+    def params(self) -> list[str]:
+        return gender_params(self.settings)
+
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         # the second key: layout 1's counters, moved into the result hash when touched
         return [self.keys.result(shard, cid), self.keys.state(shard, self.name, cid)]
 
     def result_fields(self) -> Sequence[str]:
-        return [*super().result_fields(), result_field(self.name, "t")]
+        return [*super().result_fields(), *counter_fields(self.name, self.settings)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from genderd.clock import day_of
+from genderd.events import Event
 from genderd.keys import result_field
-from genderd.models.base import LIB, Model
+from genderd.models.base import LIB, Model, counter_fields, gender_params
 
 
 class TopWindowModel(Model):
@@ -36,13 +37,26 @@ class TopWindowModel(Model):
         )
 
     def params(self) -> list[str]:
-        return [str(self.window)]
+        return [str(self.window), *gender_params(self.settings)]
 
-    def client_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
-        return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]
+    @property
+    def refresh_params(self) -> tuple[str, ...]:
+        return tuple(gender_params(self.settings))
+
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
+        # the result hash, then each event's day bucket (the apply never reads the window)
+        bucket = self.keys.day_bucket
+        return [
+            self.keys.result(shard, cid),
+            *(bucket(shard, self.name, day_of(e.ts), cid) for e in events),
+        ]
 
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
-        return self.client_keys(shard, cid, now_ms)  # the same contract as the apply's
+        return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]
 
     def result_fields(self) -> Sequence[str]:
-        return [*super().result_fields(), *(result_field(self.name, p) for p in "tuw")]
+        return [
+            *super().result_fields(),
+            *(result_field(self.name, part) for part in "uw"),
+            *counter_fields(self.name, self.settings),
+        ]

@@ -6,7 +6,8 @@
 --
 --   KEYS[1] = shard stream            <prefix>:{sN}:events
 --   KEYS[2] = shard stats hash        <prefix>:{sN}:stats
---   KEYS[3..] = per client of the batch, model.nkeys keys (the model's own contract)
+--   KEYS[3..] = per client of the batch, its keys (the model's own contract): model.nkeys of
+--               them, or 1 + n for models with per_event_keys (n = the client's entries)
 --   ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 --   ARGV[3 .. 2+model.nparams] = the model's parameters
 --   then per client, in the order of its keys: n, then n entries of (id, gender, ts)
@@ -22,8 +23,9 @@
 -- were acknowledged and writes the client's new state and answer, once.
 --
 -- Counters (top's scores, top7d's day buckets and window) hold, per gender g, the number of
--- events and the greatest event ts among them ("newest"). Numbers are formatted with %d: Lua
--- 5.1's tostring() prints 1.7e+12 for milliseconds.
+-- events and the greatest event ts among them ("newest"). Numbers written are formatted with
+-- %d (Lua 5.1's tostring() prints 1.7e+12 for milliseconds) or kept as the strings they came
+-- in.
 
 local MS_PER_DAY = 86400000
 
@@ -42,7 +44,8 @@ local function read_hash(...)
   return reply
 end
 
--- model = {nkeys = keys per client, nparams = parameters after "now",
+-- model = {nkeys = keys per client, or per_event_keys = true: a first key, then one per entry,
+--          nparams = parameters after "now",
 --          read = function(k, first, n) -> state, or false when a key has a wrong type,
 --          apply = function(k, state, acked, m)}
 -- k is the index of the client's first key; ARGV[first], ARGV[first+3], ... are the ids of
@@ -71,112 +74,167 @@ local function apply_batch(model)
         model.apply(k, state, acked, m)
       end
     end
-    k = k + model.nkeys
+    k = k + (model.per_event_keys and 1 + n or model.nkeys)
     a = stop + 1
   end
   if applied > 0 then redis.call('HINCRBY', KEYS[2], group .. ':applied', applied) end
   return {applied, unpack(skipped)}
 end
 
--- Counters as two tables, counts[g] and newest[g].
+-- Counters of the configured genders ------------------------------------------------------------
+--
+-- The counting models get the configured genders, sorted, as parameters (ARGV: their number G,
+-- then the names). Counters are two arrays indexed like them: counts[i] (a number) and
+-- newest[i] (the ts string of the newest event, compared as numbers; false: none). A hash
+-- keeps them in fields named by counter_fields; a gender that is no longer configured keeps
+-- its fields but is not counted in answers (until it is configured again).
 
--- Add one event of `gender` at `ts` (a number).
-local function count(counts, newest, gender, ts)
-  counts[gender] = (counts[gender] or 0) + 1
-  if newest[gender] == nil or ts > newest[gender] then newest[gender] = ts end
-end
-
--- Add a flat counter hash reply {g, n, g:t, ts, ...} (HGETALL of a bucket).
-local function add_flat(flat, counts, newest)
-  for i = 1, #flat, 2 do
-    local field, value = flat[i], tonumber(flat[i + 1])
-    local gender = string.match(field, '^(.*):t$')
-    if gender then
-      if newest[gender] == nil or value > newest[gender] then newest[gender] = value end
-    else
-      counts[field] = (counts[field] or 0) + value
-    end
+-- The genders in ARGV[a+1 .. a+G] (G = ARGV[a]): names, index of each name, and G.
+local function genders_at(a)
+  local names, index = {}, {}
+  for i = 1, tonumber(ARGV[a]) do
+    names[i] = ARGV[a + i]
+    index[ARGV[a + i]] = i
   end
+  return names, index, #names
 end
 
--- A JSON object of gender -> integer, as written by json_counts (or nil): a table.
-local function parse_counts(json)
-  if not json then return {} end
-  return cjson.decode(json)
+-- Field names of counters: prefix .. g (count) and prefix .. g .. suffix (newest), per gender,
+-- interleaved as counters_of expects them.
+local function counter_fields(names, count_prefix, newest_prefix, newest_suffix)
+  local fields = {}
+  for i, gender in ipairs(names) do
+    fields[2 * i - 1] = count_prefix .. gender
+    fields[2 * i] = newest_prefix .. gender .. newest_suffix
+  end
+  return fields
 end
 
--- JSON object of the genders of `names` (sorted) -> values of `tab`, integers.
--- Gender names are validated ([a-z][a-z0-9_-]*): no JSON escaping needed.
-local function json_counts(names, tab)
-  local parts = {}
-  for i, gender in ipairs(names) do parts[i] = '"' .. gender .. '":' .. fmt(tab[gender]) end
-  return '{' .. table.concat(parts, ',') .. '}'
+-- Counters from an HMGET reply of counter_fields, starting at reply[from].
+local function counters_of(reply, from, g)
+  local counts, newest = {}, {}
+  for i = 1, g do
+    counts[i] = tonumber(reply[from + 2 * i - 2]) or 0
+    newest[i] = reply[from + 2 * i - 1]
+  end
+  return counts, newest
+end
+
+-- Add one event of gender number i at `ts` (a string).
+local function count(counts, newest, i, ts)
+  counts[i] = counts[i] + 1
+  local t = newest[i]
+  if not t or tonumber(ts) > tonumber(t) then newest[i] = ts end
+end
+
+-- Add counters b into a.
+local function add_counters(counts, newest, b_counts, b_newest)
+  for i = 1, #counts do
+    counts[i] = counts[i] + b_counts[i]
+    local t = b_newest[i]
+    if t and (not newest[i] or tonumber(t) > tonumber(newest[i])) then newest[i] = t end
+  end
 end
 
 -- The answer for counters: most events; ties to the newest event, then the alphabetically
--- smallest name. Returns gender, scores JSON, newest ts, newest-per-gender JSON (strings), or
--- nil when nothing is counted.
-local function argmax(counts, newest)
-  local names = {}
-  for gender, n in pairs(counts) do
-    if n > 0 then names[#names + 1] = gender end
-  end
-  if #names == 0 then return nil end
-  table.sort(names)
-  local best, latest = nil, nil
-  for _, gender in ipairs(names) do
-    local n, t = counts[gender], newest[gender] or 0
-    if best == nil or n > counts[best] or (n == counts[best] and t > (newest[best] or 0)) then
-      best = gender
+-- smallest name (the names are sorted). Returns gender, scores JSON, newest ts (strings), or
+-- nil when nothing is counted. Gender names are validated ([a-z][a-z0-9_-]*): no JSON
+-- escaping needed.
+local function argmax(names, counts, newest)
+  local scores, sep = '{"', ''
+  local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
+  for i = 1, #names do
+    local c = counts[i]
+    if c > 0 then
+      local ts = newest[i]
+      local t = tonumber(ts)
+      scores = scores .. sep .. names[i] .. '":' .. c
+      sep = ',"'
+      if c > best_n or (c == best_n and t > best_t) then best, best_n, best_t = i, c, t end
+      if t > latest_t then latest, latest_t = ts, t end
     end
-    if latest == nil or t > latest then latest = t end
   end
-  return best, json_counts(names, counts), fmt(latest), json_counts(names, newest)
+  if best == nil then return nil end
+  return names[best], scores .. '}', latest
+end
+
+-- Append to `set` (a flat HSET list) the counter fields whose gender is marked in `touched`.
+local function changed_counters(set, fields, counts, newest, touched)
+  for i in pairs(touched) do
+    set[#set + 1] = fields[2 * i - 1]
+    set[#set + 1] = counts[i]
+    set[#set + 1] = fields[2 * i]
+    set[#set + 1] = newest[i]
+  end
+  return set
 end
 
 -- Windowed counters (top7d and every TopWindow model) ----------------------------------------
 --
--- KEYS[k] is the client's result hash and KEYS[k+1 .. k+W+1] its day buckets of days
--- D-W+1 .. D+1 (D = today at "now"; an event may be up to a day ahead of the clock, so
--- tomorrow's bucket may exist). The result hash keeps, besides the answer, the window's
--- counters as of its day: <model>:s (counts), <model>:t (newest per gender) and <model>:w
--- ("D,W"), so that an apply on the same day adds its events to them instead of reading the W
--- buckets again. The answer is valid until the end of day D (<model>:u); lookups after that
--- recompute it from the buckets. It is kept while a bucket after D exists, even when the
--- window itself is empty.
+-- A client's day buckets hold its counters per UTC day (fields g and g:t). Its result hash
+-- keeps, besides the answer, the window's counters as of one day D (<model>:n:<g>,
+-- <model>:t:<g>) and that day and window (<model>:w = "D,W"), so that an apply on day D adds
+-- its events to them instead of reading the W buckets. The answer is valid until the end of
+-- day D (<model>:u; 0: not valid); lookups after that sum the buckets of days D-W+1 .. D again
+-- (D = today at "now"; an event may be up to a day ahead of the clock, so tomorrow's bucket may
+-- exist). The answer is kept while a bucket after D exists, even when the window is empty.
 
--- Sum the buckets of days D-W+1 .. D (`flats`: day offset 1..W -> flat HGETALL reply, or nil to
--- read it). Returns counts, newest, or nil when a bucket holds something other than a hash.
-local function window_sums(k, window, flats)
-  local counts, newest = {}, {}
+-- Sum the buckets KEYS[k+1 .. k+window] (days D-W+1 .. D) over the fields `bucket_fields`.
+-- Returns counts, newest, or nil when a bucket holds something other than a hash.
+local function window_sums(k, window, bucket_fields, g)
+  local counts, newest = counters_of({}, 1, g)
   for d = 1, window do
-    local flat = flats and flats[d]
-    if flat == nil then flat = read_hash('HGETALL', KEYS[k + d]) end
-    if flat == nil then return nil end
-    add_flat(flat, counts, newest)
+    local reply = read_hash('HMGET', KEYS[k + d], unpack(bucket_fields))
+    if reply == nil then return nil end
+    add_counters(counts, newest, counters_of(reply, 1, g))
   end
   return counts, newest
 end
 
 -- The fields of a windowed answer of `model` computed at day `today` with window `window`
--- from counts/newest; `ahead` tells whether a bucket after today exists. Returns the fields to
--- set (flat name/value list) and the fields to delete. Nothing to set: no answer at all.
-local function window_fields(model, counts, newest, ahead, today, window, now)
-  local best, scores, latest, newest_json = argmax(counts, newest)
-  local all = {model, model .. ':s', model .. ':ts', model .. ':t', model .. ':at',
-    model .. ':w', model .. ':u'}
-  if best == nil and not ahead then return {}, all end
-  local set = {model .. ':w', fmt(today) .. ',' .. fmt(window),
-    model .. ':u', fmt((today + 1) * MS_PER_DAY)}
-  if best == nil then return set, {all[1], all[2], all[3], all[4], all[5]} end
-  local answer = {model, best, all[2], scores, all[3], latest, all[4], newest_json, all[5], now}
-  for i = 1, 4 do answer[10 + i] = set[i] end
-  return answer, {}
+-- from counts/newest (all of the window's counter fields are written: `fields`); `ahead` tells
+-- whether a bucket after today exists. Returns the fields to set (a flat name/value list) and
+-- the fields to delete. `stored_w` is the stored <model>:w: when it is already this day's and
+-- window's, :w and :u are not written again.
+local function window_fields(model, names, fields, counts, newest, ahead, today, window, now,
+                             stored_w, touched)
+  local best, scores, latest = argmax(names, counts, newest)
+  local answer = {model, model .. ':s', model .. ':ts', model .. ':at'}
+  if best == nil and not ahead then
+    local del = {model .. ':w', model .. ':u', unpack(answer)}
+    for i = 1, #fields do del[#del + 1] = fields[i] end
+    return {}, del
+  end
+  local set, del = {}, {}
+  if best == nil then
+    del = answer
+  else
+    set = {model, best, model .. ':s', scores, model .. ':ts', latest, model .. ':at', now}
+  end
+  local w = fmt(today) .. ',' .. fmt(window)
+  if w ~= stored_w then
+    local n = #set
+    set[n + 1], set[n + 2] = model .. ':w', w
+    set[n + 3], set[n + 4] = model .. ':u', fmt((today + 1) * MS_PER_DAY)
+    for i = 1, #names do touched[i] = true end  -- new counters: all of them
+  end
+  for i in pairs(touched) do
+    if counts[i] > 0 then
+      set[#set + 1] = fields[2 * i - 1]
+      set[#set + 1] = counts[i]
+      set[#set + 1] = fields[2 * i]
+      set[#set + 1] = newest[i]
+    else
+      del[#del + 1] = fields[2 * i - 1]
+      del[#del + 1] = fields[2 * i]
+    end
+  end
+  return set, del
 end
 
 -- Write the windowed answer (see window_fields) into the result hash `result`.
-local function store_window(result, model, counts, newest, ahead, today, window, now)
-  local set, del = window_fields(model, counts, newest, ahead, today, window, now)
+local function store_window(result, ...)
+  local set, del = window_fields(...)
   if #del > 0 then redis.call('HDEL', result, unpack(del)) end
   if #set > 0 then redis.call('HSET', result, unpack(set)) end
 end
