@@ -236,7 +236,7 @@ class LocalCluster:
     """A Redis Cluster of ``masters`` bundled servers on free loopback ports, slots split
     evenly, no replicas, nothing persisted: for tests and benchmarks (stopped by pid)."""
 
-    def __init__(self, binary: Path, data: Path, masters: int = 3) -> None:
+    def __init__(self, binary: str, data: Path, masters: int = 3) -> None:
         self.binary = binary
         self.data = data
         self.masters = masters
@@ -276,9 +276,13 @@ class LocalCluster:
             per_node = CLUSTER_SLOTS // self.masters
             for n, client in enumerate(clients):
                 last = CLUSTER_SLOTS - 1 if n == self.masters - 1 else (n + 1) * per_node - 1
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", n * per_node, last)
+                client.execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "ADDSLOTSRANGE", n * per_node, last
+                )
             for server, bus_port in zip(self.servers[1:], bus_ports[1:], strict=True):
-                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus_port)
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", "127.0.0.1", server.port, bus_port
+                )
             deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
             while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
                 if time.monotonic() > deadline:
