@@ -197,3 +197,21 @@ def _check_top7d(
                 want.scores,
                 want.last_event_ts,
             ), (cid, read_at)
+
+
+def test_events_of_tomorrow_alone_count_from_tomorrow(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """Events up to max_future ahead that fall on the next UTC day, in two batches of one day
+    (the second adds to counters that hold nothing of today): no answer today, one tomorrow."""
+    day = clock.day
+    clock.now_ms = (day + 1) * MS_PER_DAY - 60_000  # a minute before midnight
+    worker = make_worker(aio.client, "top7d", aio.settings, clock=clock)
+    aio.run(worker.ensure_groups())
+    for n in range(2):
+        add(sync_redis, aio.settings, "T1", "kids", (day + 1) * MS_PER_DAY + n * 1_000)
+        outcome = aio.run(worker.drain())
+        assert (outcome.applied, outcome.failed) == (1, 0)
+    assert top7d(aio, "T1", clock.now_ms) is None
+    tomorrow = top7d(aio, "T1", (day + 1) * MS_PER_DAY + HOUR)
+    assert tomorrow is not None and (tomorrow.gender, tomorrow.scores) == ("kids", {"kids": 2})

@@ -18,6 +18,28 @@ local names, index, g = genders_at(3)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
 local read_fields = {group, unpack(fields)}
+local touched = {}  -- per gender number, for the client being applied (reset after each)
+
+-- layout 1's counters of KEYS[k+1] into `have` (the HMGET reply of read_fields); fields of
+-- genders not configured now are returned as a flat HSET list (moved, not counted)
+local function upgrade(k, have)
+  local old = read_hash('HGETALL', KEYS[k + 1])
+  if old == nil then return nil end
+  local extra = {}
+  for f = 1, #old, 2 do
+    local gender = string.match(old[f], '^(.*):t$')
+    local kind = gender and ':t:' or ':n:'
+    gender = gender or old[f]
+    local i = index[gender]
+    if i then
+      have[kind == ':n:' and 2 * i or 2 * i + 1] = old[f + 1]
+    else
+      extra[#extra + 1] = group .. kind .. gender
+      extra[#extra + 1] = old[f + 1]
+    end
+  end
+  return extra
+end
 
 return apply_batch({
   nkeys = 2,
@@ -25,48 +47,48 @@ return apply_batch({
   read = function(k)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
-    local counts, newest = counters_of(have, 2, g)
-    local state = {counts = counts, newest = newest}
     if have[1] then
       local counted = false
-      for i = 1, g do counted = counted or counts[i] > 0 end
+      for i = 1, g do counted = counted or have[2 * i] end
       if not counted then  -- answered under layout 1
-        local old = read_hash('HGETALL', KEYS[k + 1])
-        if old == nil then return false end
-        state.upgrade = {}  -- fields of genders not configured now: moved, not counted
-        for f = 1, #old, 2 do
-          local gender = string.match(old[f], '^(.*):t$')
-          local kind = gender and ':t:' or ':n:'
-          gender = gender or old[f]
-          local i = index[gender]
-          if i and kind == ':t:' then
-            newest[i] = old[f + 1]
-          elseif i then
-            counts[i] = tonumber(old[f + 1])
-          else
-            state.upgrade[#state.upgrade + 1] = group .. kind .. gender
-            state.upgrade[#state.upgrade + 1] = old[f + 1]
-          end
-        end
+        have.upgrade = upgrade(k, have)
+        if have.upgrade == nil then return false end
       end
     end
-    return state
+    return have
   end,
-  apply = function(k, state, acked, m)
-    local counts, newest, touched = state.counts, state.newest, {}
+  apply = function(k, have, acked, m)
+    -- have[2i], have[2i+1]: count and newest ts of gender i (strings or false)
     for j = 1, m do
       local a = acked[j]
       local i = index[ARGV[a + 1]]
-      count(counts, newest, i, ARGV[a + 2])
+      local ts, t = ARGV[a + 2], have[2 * i + 1]
+      have[2 * i] = (tonumber(have[2 * i]) or 0) + 1
+      if not t or tonumber(ts) > tonumber(t) then have[2 * i + 1] = ts end
       touched[i] = true
     end
-    local set = state.upgrade or {}
-    if state.upgrade then
-      for i = 1, g do touched[i] = counts[i] > 0 or nil end
+    local set = have.upgrade or {}
+    local n, scores, sep = #set, '{"', ''
+    local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
+    for i = 1, g do
+      local c = tonumber(have[2 * i])
+      if c and c > 0 then
+        local ts = have[2 * i + 1]
+        local t = tonumber(ts)
+        scores = scores .. sep .. names[i] .. '":' .. c
+        sep = ',"'
+        if c > best_n or (c == best_n and t > best_t) then best, best_n, best_t = i, c, t end
+        if t > latest_t then latest, latest_t = ts, t end
+      end
+      if touched[i] or (have.upgrade and c) then  -- changed counters only
+        touched[i] = nil
+        set[n + 1], set[n + 2] = fields[2 * i - 1], c
+        set[n + 3], set[n + 4] = fields[2 * i], have[2 * i + 1]
+        n = n + 4
+      end
     end
-    local best, scores, latest = argmax(names, counts, newest)
-    redis.call('HSET', KEYS[k], group, best, s_field, scores, ts_field, latest, at_field, now,
-      unpack(changed_counters(set, fields, counts, newest, touched)))
-    if state.upgrade then redis.call('DEL', KEYS[k + 1]) end
+    redis.call('HSET', KEYS[k], group, names[best], s_field, scores .. '}', ts_field, latest,
+      at_field, now, unpack(set))
+    if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
   end,
 })
