@@ -1,9 +1,10 @@
 """Reading clients' answers: one round trip, right at read time.
 
 Every model's answer lives in the client's result hash. A lookup is one command on the
-client's shard: ``HGETALL`` of the result hash, or, when a model whose answer changes without
-events (``top7d``) is asked for, that model's refresh script, which returns the same hash after
-recomputing and writing back the model's answer if its window has moved since it was stored.
+client's shard: ``HMGET`` of the requested models' answer fields, or, when a model whose answer
+changes without events (``top7d``) is asked for, that model's refresh script, which returns the
+same fields after recomputing and writing back the model's answer if its window has moved
+since it was stored.
 A batch lookup sends one such command per client in a single round trip (on Cluster the
 commands go to their nodes concurrently).
 """
@@ -45,19 +46,53 @@ class Reader:
             if model.refresh_script is not None
         )
 
-    def _calls(self, cid: str, models: Sequence[Model], now: int) -> list[Command | ScriptCall]:
-        """What reads ``cid``: HGETALL of its result hash or, when a model whose answer can
-        expire is asked for, that model's refresh script, which returns the same hash after
-        recomputing the expired answer (one script per such model; the last reply is the
-        freshest)."""
+    def _calls(
+        self, cid: str, models: Sequence[Model], fields: Sequence[bytes], now: int
+    ) -> list[Command | ScriptCall]:
+        """What reads ``cid``'s ``fields``: HMGET of its result hash or, when a model whose
+        answer can expire is asked for, that model's refresh script, which returns the same
+        fields after recomputing the expired answer (one script per such model)."""
         shard = self.deployment.shard_of(cid)
         calls: list[Command | ScriptCall] = []
         for model in models:
             if model.refresh_script is not None:
                 keys = model.refresh_keys(shard, cid, now)
-                args = (model.name, now, "1" if self.write_back else "0", *model.refresh_params)
+                args = (
+                    model.name,
+                    now,
+                    "1" if self.write_back else "0",
+                    *model.refresh_params,
+                    *fields,
+                )
                 calls.append(ScriptCall(model.refresh_script, keys, args))
-        return calls or [("HGETALL", self.keys.result(shard, cid))]
+        return calls or [("HMGET", self.keys.result(shard, cid), *fields)]
+
+    @staticmethod
+    def _answer_fields(models: Sequence[Model]) -> list[bytes]:
+        return [name for model in models for name in model.answer_fields]
+
+    @staticmethod
+    def _merged(
+        calls: Sequence[Command | ScriptCall],
+        replies: Sequence[list[bytes | None]],
+        models: Sequence[Model],
+        fields: Sequence[bytes],
+    ) -> ResultHash:
+        """One client's fields from its calls' replies: the last reply, except that each
+        refresh script's own model is taken from its own reply (on a replica each script
+        recomputes its model only)."""
+        values = list(replies[-1])
+        if len(calls) > 1:
+            at, refreshing = 0, [m for m in models if m.refresh_script is not None]
+            for model, reply in zip(refreshing, replies, strict=True):
+                while fields[at] != model.answer_fields[0]:
+                    at += 1
+                values[at : at + len(model.answer_fields)] = reply[
+                    at : at + len(model.answer_fields)
+                ]
+        return {
+            name: value for name, value in zip(fields, values, strict=True) if value is not None
+        }
 
     async def fields_many(
         self, cids: Sequence[str], models: Sequence[Model], *, validated: bool = False
@@ -70,7 +105,8 @@ class Reader:
                 if problem:
                     raise BadClientIdError(problem)
         now = self.clock()
-        per_cid = [self._calls(cid, models, now) for cid in cids]
+        fields = self._answer_fields(models)
+        per_cid = [self._calls(cid, models, fields, now) for cid in cids]
         try:
             replies = await self.transport.execute_many([c for calls in per_cid for c in calls])
         except RedisReadOnlyError:
@@ -81,12 +117,12 @@ class Reader:
                 "served without being written back"
             )
             self.write_back = False
-            per_cid = [self._calls(cid, models, now) for cid in cids]
+            per_cid = [self._calls(cid, models, fields, now) for cid in cids]
             replies = await self.transport.execute_many([c for calls in per_cid for c in calls])
         hashes, at = [], 0
         for calls in per_cid:
+            hashes.append(self._merged(calls, replies[at : at + len(calls)], models, fields))
             at += len(calls)
-            hashes.append(replies[at - 1])
         return hashes
 
     async def lookup_many(

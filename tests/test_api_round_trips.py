@@ -36,13 +36,13 @@ SCRIPT_INTERNAL = {"hget", "hgetall", "hmget", "hset", "hdel", "exists"}
 
 
 def top_level(commands: dict[str, int]) -> int:
-    """How many commands a client sent, from the server's per-command counts: HGETALLs or
-    EVALSHAs (not both: an EVALSHA's script runs its own HGETALL)."""
+    """How many commands a client sent, from the server's per-command counts: HMGETs or
+    EVALSHAs (not both: an EVALSHA's script runs its own HMGET)."""
     if "evalsha" in commands:
         assert set(commands) - {"evalsha"} <= SCRIPT_INTERNAL, commands
         return commands["evalsha"]
-    assert set(commands) <= {"hgetall"}, commands
-    return commands.get("hgetall", 0)
+    assert set(commands) <= {"hmget"}, commands
+    return commands.get("hmget", 0)
 
 
 def command_calls(sync_redis: redis.Redis) -> Counter[str]:

@@ -154,3 +154,42 @@ def test_a_loading_server_is_a_503(api: ApiClient, monkeypatch: pytest.MonkeyPat
     response = api.get(gender_url("C1"))
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json() == {"detail": "Redis is loading; retry shortly"}
+
+
+def test_each_windowed_model_is_read_from_its_own_refresh_script() -> None:
+    """With two windowed models asked for at once, each script recomputes its own model (on a
+    replica nothing is written back): the merged answer takes each model's fields from its own
+    script's reply, and the other models' from the last reply."""
+    from genderd.keys import Keys
+    from genderd.lookup import Reader
+    from genderd.models.last import LastModel
+    from genderd.models.top7d import TopWindowModel
+    from genderd.settings import Settings
+
+    class Top3(TopWindowModel):
+        name = "top3d"
+
+    settings, keys = Settings(), Keys()
+    models = [LastModel(settings, keys), TopWindowModel(settings, keys), Top3(settings, keys)]
+    fields = [name for model in models for name in model.answer_fields]
+    calls = ["script of top7d", "script of top3d"]
+    fresh_top7d = [b"male", None, b"1", b"2", b"male", b"{}", b"7", b"8", b"kids", None, b"1", b"1"]
+    fresh_top3d = [
+        b"male",
+        None,
+        b"1",
+        b"2",
+        b"female",
+        b"{}",
+        b"5",
+        b"6",
+        b"male",
+        None,
+        b"9",
+        b"9",
+    ]
+    merged = Reader._merged(calls, [fresh_top7d, fresh_top3d], models, fields)  # type: ignore[arg-type]
+    # top3d's script ran last but did not recompute top7d: top7d comes from its own script
+    assert merged[b"top7d"] == b"male" and merged[b"top7d:ts"] == b"7"
+    assert merged[b"top3d"] == b"male" and merged[b"last"] == b"male"
+    assert b"last:s" not in merged  # a missing field is left out

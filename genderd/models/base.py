@@ -17,7 +17,7 @@ import orjson
 
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.scripts import LIB, Script, hash_reply
+from genderd.scripts import LIB, Script
 from genderd.settings import Settings
 
 ResultHash = Mapping[bytes, bytes]
@@ -72,13 +72,18 @@ class Model(abc.ABC):
         self.refresh_script = (
             None
             if self.refresh_files is None
-            else Script.from_files(
-                *self.refresh_files, package=self.script_package, reply=hash_reply
-            )
+            else Script.from_files(*self.refresh_files, package=self.script_package)
         )
         # result-hash field names of the answer, built once (lookups read them per request)
         self._gender_field, self._scores_field, self._ts_field, self._at_field = (
             result_field(self.name, part).encode() for part in ("", "s", "ts", "at")
+        )
+        #: the result-hash fields an answer is read from (lookups ask for these only)
+        self.answer_fields = (
+            self._gender_field,
+            self._scores_field,
+            self._ts_field,
+            self._at_field,
         )
 
     def __repr__(self) -> str:

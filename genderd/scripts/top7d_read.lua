@@ -11,47 +11,42 @@
 -- ARGV[1] = model name;  ARGV[2] = read time "now" (ms)
 -- ARGV[3] = "1": write the recomputed answer back; "0": compute it only (replicas)
 -- ARGV[4] = G, the number of configured genders;  ARGV[5 .. 4+G] = their names, sorted
--- returns: the whole result hash (HGETALL, flat), the model's fields up to date
+-- ARGV[5+G ..] = the result-hash fields to return
+-- returns: the values of those fields (HMGET), the model's up to date
 
 local result = KEYS[1]
 local model, now, write_back = ARGV[1], ARGV[2], ARGV[3] ~= '0'
 local window = #KEYS - 2
+local g = tonumber(ARGV[4])
+local wanted = {}
+for i = 5 + g, #ARGV do wanted[#wanted + 1] = ARGV[i] end
 
-local stored = redis.call('HMGET', result, model .. ':u', model .. ':w')
+local stored = redis.call('HMGET', result, model .. ':u', model .. ':w', unpack(wanted))
 if not (stored[1] and tonumber(now) >= tonumber(stored[1])) then
-  return redis.call('HGETALL', result)
+  table.remove(stored, 1)
+  table.remove(stored, 1)
+  return stored  -- the wanted fields, as stored
 end
 local today = math.floor(tonumber(now) / MS_PER_DAY)
-local names, _, g = genders_at(4)
+local names = genders_at(4)
 local fields = counter_fields(names, model .. ':n:', model .. ':t:', '')
 local counts, newest = window_sums(1, window, counter_fields(names, '', '', ':t'), g)
-if counts == nil then return redis.call('HGETALL', result) end  -- a bucket is not a hash
+if counts == nil then return redis.call('HMGET', result, unpack(wanted)) end  -- not a hash
 local ahead = redis.call('EXISTS', KEYS[window + 2]) == 1
 if write_back then
   store_window(result, model, names, fields, counts, newest, ahead, today, window, now,
     stored[2], {})
-  return redis.call('HGETALL', result)
+  return redis.call('HMGET', result, unpack(wanted))
 end
 
 -- Compute only: the stored hash with the model's fields as store_window would leave them.
 local set, del = window_fields(model, names, fields, counts, newest, ahead, today, window, now,
   stored[2], {})
-local flat = redis.call('HGETALL', result)
-local hash, order = {}, {}
-for i = 1, #flat, 2 do
-  hash[flat[i]] = flat[i + 1]
-  order[#order + 1] = flat[i]
+local values = redis.call('HMGET', result, unpack(wanted))
+local changed = {}
+for _, name in ipairs(del) do changed[name] = false end
+for i = 1, #set, 2 do changed[set[i]] = set[i + 1] end
+for i, name in ipairs(wanted) do
+  if changed[name] ~= nil then values[i] = changed[name] end
 end
-for _, name in ipairs(del) do hash[name] = nil end
-for i = 1, #set, 2 do
-  if hash[set[i]] == nil then order[#order + 1] = set[i] end
-  hash[set[i]] = set[i + 1]
-end
-local out = {}
-for _, name in ipairs(order) do
-  if hash[name] ~= nil then
-    out[#out + 1] = name
-    out[#out + 1] = hash[name]
-  end
-end
-return out
+return values
