@@ -68,6 +68,20 @@ def test_single_lookup_end_to_end_default_model_names_and_aliases(
     ]:
         response = api.get(gender_url("C1", name))
         assert (response.status_code, response.json()) == (200, expected), name
+    # the model parameter escaped, with other parameters, or given twice (the last counts)
+    for query, expected in [
+        ("model=%74op7d", top7d),
+        ("x=1&model=last", last),
+        ("model=last&x=1", last),
+        ("model=top&model=last", last),
+        ("model=top+", top),  # "+" is a space, and names are trimmed
+        ("model=nope", None),
+    ]:
+        response = api.get(f"/v1/clients/C1/gender?{query}")
+        if expected is None:
+            assert response.status_code == 422, query
+        else:
+            assert (response.status_code, response.json()) == (200, expected), query
 
 
 def test_default_model_is_the_configured_one(

@@ -56,6 +56,18 @@ MODEL = {
 }
 
 
+def model_param(request: Request) -> str | None:
+    """The ``model`` query parameter. A query of exactly ``model=<name>`` (what clients send)
+    is read from the raw query string: building Starlette's ``QueryParams`` costs a lookup
+    about 8 µs. Anything else (escapes, other parameters, repeats) goes through it."""
+    raw: bytes = request.scope["query_string"]
+    if not raw:
+        return None
+    if raw.startswith(b"model=") and not any(c in raw for c in b"&%+;"):
+        return raw[6:].decode("latin-1")
+    return request.query_params.get("model")
+
+
 class Lookups:
     """The lookup endpoints, bound to one app's :class:`~genderd.api.state.Api` (a raw route
     gets only the request; reaching the state through ``request.app.state`` cost ~3 µs)."""
@@ -68,7 +80,7 @@ class Lookups:
         api = self.api
         api.check_token(request, api.settings.read_token)
         cid = request.path_params["cid"]
-        chosen = api.model(request.query_params.get("model"))
+        chosen = api.model(model_param(request))
         api.check_cid(cid, ["path", "cid"], request)
         [fields] = await api.fields([cid], [chosen], "client_gender")
         answer = chosen.served(fields)
