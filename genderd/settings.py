@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, ge=1)
 
     default_model: str = Field(default="top", description="model of a lookup that names none")
+    plugins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="models to load besides the entry points: comma-separated module:Class",
+    )
     api_token: str | None = Field(
         default=None, description="bearer token required by POST /v1/events when set"
     )
@@ -115,6 +119,19 @@ class Settings(BaseSettings):
         # An empty token would accept "Authorization: Bearer " (failing open): refuse it.
         if value is not None and not value.strip():
             raise ValueError("a token that is set must not be empty (unset it to turn it off)")
+        return value
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            for path in value:
+                module, _, name = str(path).partition(":")
+                if not (module and name.isidentifier()):
+                    raise ValueError(f"plugin {path!r} must be module:Class")
+            return tuple(str(path) for path in value)
         return value
 
     @field_validator("genders", mode="before")

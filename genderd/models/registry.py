@@ -1,8 +1,13 @@
-"""Discovery of models through the ``genderd.models`` entry-point group."""
+"""Discovery of models: the ``genderd.models`` entry-point group, and ``GENDERD_PLUGINS``
+(``module:Class,...``, imported with the current directory on the import path, so a model in
+a file beside the command needs no installing)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 
 from genderd.keys import Keys
@@ -29,13 +34,54 @@ def names(classes: list[type[Model]]) -> list[str]:
     return sorted(name for cls in classes for name in (cls.name, *cls.aliases))
 
 
-def discover() -> list[type[Model]]:
-    """Every model class registered under the entry-point group, sorted by name."""
+class PluginError(ValueError):
+    """A model that cannot be loaded: one line for users (the CLI exits 2 with it)."""
+
+
+def _model_class(obj: object, where: str) -> type[Model]:
+    if not (isinstance(obj, type) and issubclass(obj, Model)):
+        raise PluginError(f"{where} is not a genderd model class (a Model subclass)")
+    if not isinstance(getattr(obj, "name", None), str) or not obj.name:
+        raise PluginError(f"{where} has no name")
+    return obj
+
+
+def load_plugin(path: str) -> type[Model]:
+    """The class named by ``module:Class`` (the current directory is importable)."""
+    module_name, _, class_name = path.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # an import error, or the module's own error
+        raise PluginError(
+            f"GENDERD_PLUGINS: cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    obj = getattr(module, class_name, None)
+    if obj is None:
+        raise PluginError(f"GENDERD_PLUGINS: {module_name!r} has no {class_name!r}")
+    return _model_class(obj, f"GENDERD_PLUGINS: {path}")
+
+
+def discover(plugins: Sequence[str] = ()) -> list[type[Model]]:
+    """Every model class registered under the entry-point group, and the ``plugins``
+    (``module:Class``), sorted by name. Raises :class:`PluginError` for a bad plugin, or a
+    name or alias that two models use."""
     classes: dict[str, type[Model]] = {}
+    found: list[tuple[str, type[Model]]] = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        cls = point.load()
-        if not (isinstance(cls, type) and issubclass(cls, Model)):
-            raise TypeError(f"entry point {point.name!r} is not a genderd Model subclass")
+        found.append((f"entry point {point.name!r}", _model_class(point.load(), point.name)))
+    found += [(f"GENDERD_PLUGINS: {path}", load_plugin(path)) for path in plugins]
+    owner: dict[str, str] = {}
+    for where, cls in found:
+        if classes.get(cls.name) is cls:
+            continue  # the same class twice (an entry point also named in GENDERD_PLUGINS)
+        for name in (cls.name, *cls.aliases):
+            if name in owner:
+                raise PluginError(
+                    f"{where}: model name or alias {name!r} is already used by {owner[name]}"
+                )
+            owner[name] = f"{cls.__module__}.{cls.__qualname__}"
         classes[cls.name] = cls
     return [classes[name] for name in sorted(classes)]
 
@@ -55,7 +101,7 @@ class Registry:
     @classmethod
     def load(cls, settings: Settings, keys: Keys) -> Registry:
         """Instantiate every registered model for a deployment's ``settings`` and ``keys``."""
-        return cls([model_cls(settings, keys) for model_cls in discover()])
+        return cls([model_cls(settings, keys) for model_cls in discover(settings.plugins)])
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())

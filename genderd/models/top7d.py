@@ -1,8 +1,17 @@
-"""Model ``top7d``: the client's most visited gender over the last W UTC days (default 7)."""
+"""Windowed ``top`` models: ``TopWindow`` and ``top7d``, the client's most visited gender over
+the last W UTC days.
+
+A new window length is a subclass with no Lua (SPEC §7)::
+
+    class Top30(TopWindow):
+        name = "top30d"
+        window_days = 30
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from genderd.clock import day_of
 from genderd.events import Event
@@ -10,24 +19,31 @@ from genderd.keys import result_field
 from genderd.models.base import LIB, Model, counter_fields, gender_params
 
 
-class TopWindowModel(Model):
+class TopWindow(Model):
     """The gender with the most events in UTC days D-W+1..D at read time (D = today).
 
     Counts live in one hash per client per day with a fixed expiry; the stored answer carries
     the time until which it is valid, and lookups after that recompute it from the buckets.
+    A subclass sets ``name`` and ``window_days`` (None: ``GENDERD_WINDOW_DAYS``); its buckets
+    are its own (they carry its name).
     """
 
-    name = "top7d"
-    aliases = ("model3",)
-    description = (
-        "gender with the most events in the last W (default 7) UTC days, right at read time"
-    )
+    window_days: ClassVar[int | None] = None
+    description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
     apply_files = (LIB, "top7d.lua")
     refresh_files = (LIB, "top7d_read.lua")
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        days = cls.__dict__.get("window_days")
+        if days is not None and not (isinstance(days, int) and 1 <= days <= 366):
+            raise TypeError(f"{cls.__name__}.window_days must be a whole number of days, 1-366")
+        if "description" not in cls.__dict__ and days is not None:
+            cls.description = f"gender with the most events in the last {days} UTC days"
+
     @property
     def window(self) -> int:
-        return self.settings.window_days
+        return self.window_days or self.settings.window_days
 
     def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""
@@ -60,3 +76,13 @@ class TopWindowModel(Model):
             *(result_field(self.name, part) for part in "uw"),
             *counter_fields(self.name, self.settings),
         ]
+
+
+class TopWindowModel(TopWindow):
+    """``top7d``: the windowed top over ``GENDERD_WINDOW_DAYS`` (default 7)."""
+
+    name = "top7d"
+    aliases = ("model3",)
+    description = (
+        "gender with the most events in the last W (default 7) UTC days, right at read time"
+    )
