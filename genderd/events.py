@@ -29,6 +29,7 @@ class Reason(str, enum.Enum):
     DUPLICATE_FIELD = "duplicate_field"
     WRONG_SHARD = "wrong_shard"
     MAX_DELIVERIES = "max_deliveries"
+    MODEL_ERROR = "model_error"  # a Python model raised, or answered something not configured
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ from redis.exceptions import ResponseError
 
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
+from genderd.keys import result_field
 from genderd.models.base import Model
+from genderd.models.python import PythonModel
 from genderd.scripts import Script
 from genderd.streams import Entry, Fields
 from genderd.transport import Transport
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
 DETAIL_MAX_CHARS = 200
 DEAD_LETTER = Script.from_files("deadletter.lua")
+COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -46,10 +55,13 @@ class Outcome:
 class Processor:
     """Applies batches of entries for one model."""
 
-    def __init__(self, deployment: Deployment, transport: Transport, model: Model) -> None:
+    def __init__(
+        self, deployment: Deployment, transport: Transport, model: Model, consumer: str
+    ) -> None:
         self.deployment = deployment
         self.transport = transport
         self.model = model
+        self.consumer = consumer  # a Python model's commit claims its entries for it
         self.settings = deployment.settings
         self.keys = deployment.keys
         self.clock = deployment.clock
@@ -81,7 +93,10 @@ class Processor:
         outcome = Outcome()
         if dead:
             outcome.dead = await self._dead_letter(shard, dead)
-        if valid:
+        if valid and isinstance(self.model, PythonModel):
+            fields_of = dict(entries)
+            outcome += await self._apply_python(shard, self.model, valid, fields_of, now)
+        elif valid:
             outcome += await self._apply_all(shard, valid, now)
         return outcome
 
@@ -137,6 +152,81 @@ class Processor:
                 entry_id.decode(),
             )
         return Outcome(applied=int(applied), failed=len(skipped))
+
+    async def _apply_python(
+        self,
+        shard: int,
+        model: PythonModel,
+        events: list[Event],
+        fields_of: Mapping[str, Fields],
+        now: int,
+    ) -> Outcome:
+        """A Python model's batch: read the clients' states, run the model, commit (see
+        ``python_commit.lua``). A client whose state or entries changed under it (another
+        worker committed, or reclaimed and applied an entry) is computed again from the state
+        as it is now, with its entries still pending, up to COMMIT_ATTEMPTS times; after that
+        its entries stay pending and are reclaimed later."""
+        per_client: dict[str, list[Event]] = {}
+        for event in events:
+            per_client.setdefault(event.cid, []).append(event)
+        outcome = Outcome()
+        state_field, version_field = model.state_field, model.version_field
+        ts_field = result_field(model.name, "ts")
+        for _ in range(COMMIT_ATTEMPTS):
+            cids = list(per_client)
+            keys = [self.keys.result(shard, cid) for cid in cids]
+            stored = await self.transport.execute_many(
+                [("HMGET", key, state_field, version_field, ts_field) for key in keys]
+            )
+            args: list[str] = [model.name, self.consumer]
+            committed_keys: list[str] = []
+            committed: list[str] = []
+            failed: list[tuple[Event, str]] = []
+            for cid, key, (state, version, ts) in zip(cids, keys, stored, strict=True):
+                done = model.run(state, per_client[cid])
+                failed += done.failed
+                if not done.applied:
+                    continue
+                set_, delete = model.answer_fields_of(done, None if ts is None else int(ts), now)
+                ids = [e.id for e in done.applied]
+                args += [_text(version), str(len(ids)), *ids, str(len(set_) // 2), *set_]
+                args += [str(len(delete)), *delete]
+                committed_keys.append(key)
+                committed.append(cid)
+            retry: dict[str, list[Event]] = {}
+            if committed:
+                reply = await self.transport.call(
+                    model.apply_script,
+                    [self.keys.stream(shard), self.keys.stats(shard), *committed_keys],
+                    args,
+                )
+                applied, skipped, rest = int(reply[0]), int(reply[1]), reply[2:]
+                outcome.applied += applied
+                outcome.failed += skipped
+                rest = rest[skipped:]
+                while rest:
+                    index, count = int(rest[0]), int(rest[1])
+                    pending = {_text(i) for i in rest[2 : 2 + count]}
+                    rest = rest[2 + count :]
+                    cid = committed[index - 1]
+                    retry[cid] = [e for e in per_client[cid] if e.id in pending]
+            # a failure is dead-lettered once its client's commit went through (a client
+            # computed again may not fail on the state as it is now)
+            dead = [
+                (Invalid(e.id, Reason.MODEL_ERROR, detail), fields_of[e.id])
+                for e, detail in failed
+                if e.cid not in retry
+            ]
+            if dead:
+                for invalid, _ in dead:
+                    log.warning("%s: entry %s: %s", model.name, invalid.id, invalid.detail)
+                outcome.dead += await self._dead_letter(shard, dead)
+            per_client = {cid: own for cid, own in retry.items() if own}
+            if not per_client:
+                break
+        else:
+            outcome.failed += sum(len(own) for own in per_client.values())
+        return outcome
 
     async def _apply_all(self, shard: int, events: list[Event], now: int) -> Outcome:
         try:

@@ -85,7 +85,7 @@ class Worker:
         self.consumer = consumer or consumer_name()
         self.clock = deployment.clock
         # Script calls go on the fast transport (the pipelined connection when there is one).
-        self.processor = Processor(deployment, links.fast, model)
+        self.processor = Processor(deployment, links.fast, model, self.consumer)
         self.totals = Outcome()
         self.stop_event = stop_event or asyncio.Event()
         self._last_reclaim: dict[int, float] = {}

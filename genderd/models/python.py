@@ -1,0 +1,164 @@
+"""Models written in plain Python: subclass :class:`PythonModel` and implement
+``identify_gender`` (SPEC §7).
+
+The framework keeps one JSON object of state per (model, client) in the client's result hash
+(``<model>:j``), reads the states of a batch's clients, calls ``identify_gender`` once per
+event (in stream order) and commits the new states, answers and the entries' ``XACK`` in one
+atomic call per batch (``scripts/python_commit.lua``): each event's effect happens exactly once
+under competing workers, kill -9, reclaims and stale batches.
+
+An exception in ``identify_gender``, an answer that is not a configured gender, or a state that
+is not JSON or grows over :data:`STATE_MAX_BYTES` dead-letters that event (reason
+``model_error``) and leaves the client's state as it was before it; the rest of the batch
+applies.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from genderd.events import Event
+from genderd.keys import result_field
+from genderd.models.base import LIB, Model
+
+#: Largest state a client may keep per model, as JSON (bytes).
+STATE_MAX_BYTES = 64 * 1024
+DETAIL_MAX_CHARS = 200
+
+
+class ModelError(ValueError):
+    """What a model did wrong with one event (the dead letter's detail)."""
+
+
+@dataclass
+class Applied:
+    """One client's run of a model over its events: what to commit, and what failed."""
+
+    state: bytes  # the new state, as JSON
+    answer: str | None
+    applied: list[Event] = field(default_factory=list)
+    failed: list[tuple[Event, str]] = field(default_factory=list)  # (event, one-line detail)
+
+
+class PythonModel(Model):
+    """Base class of models written in Python.
+
+    A subclass sets ``name`` (its consumer group, ``?model=`` value and result fields), and
+    optionally ``aliases`` and ``description``, and implements :meth:`identify_gender`;
+    optionally :meth:`scores`. It knows nothing of Redis.
+    """
+
+    description = "a model written in Python"
+    apply_files = (LIB, "python_commit.lua")
+
+    @abc.abstractmethod
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        """Update ``state`` (this client's JSON object, ``{}`` at first) with ``event`` and
+        return the client's answer: a configured gender, or None for no answer."""
+
+    def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
+        """The numbers behind the answer, served as ``scores`` (None: not served)."""
+        return None
+
+    # -- the framework's side ----------------------------------------------------------------
+    @property
+    def state_field(self) -> str:
+        return result_field(self.name, "j")
+
+    @property
+    def version_field(self) -> str:
+        return result_field(self.name, "v")
+
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
+        return [self.keys.result(shard, cid)]
+
+    def result_fields(self) -> Sequence[str]:
+        return [*super().result_fields(), self.state_field, self.version_field]
+
+    def run(self, state_json: bytes | None, events: Iterable[Event]) -> Applied:
+        """Apply ``events`` in order to the state stored as ``state_json`` (None: a new
+        client). An event the model fails on leaves the state as it was before it."""
+        current = state_json or b"{}"
+        state = orjson.loads(current)
+        done = Applied(current, None)
+        answered = False
+        for event in events:
+            try:
+                answer = self._identify(state, event)
+                new = orjson.dumps(state)
+                if len(new) > STATE_MAX_BYTES:
+                    raise ModelError(
+                        f"state grew to {len(new):,} bytes, over the limit of {STATE_MAX_BYTES:,}"
+                    )
+            except Exception as error:  # the model's failure, not the pipeline's
+                detail = error if isinstance(error, ModelError) else _summary(error)
+                done.failed.append((event, str(detail)[:DETAIL_MAX_CHARS]))
+                state = orjson.loads(current)
+                continue
+            current, answered = new, True
+            done.answer = answer
+            done.applied.append(event)
+        done.state = current
+        if not answered:
+            done.answer = None
+        return done
+
+    def _identify(self, state: dict[str, Any], event: Event) -> str | None:
+        answer = self.identify_gender(state, event)
+        if answer is not None and answer not in self.settings.genders:
+            raise ModelError(
+                f"identify_gender answered {answer!r}, not one of the configured genders "
+                f"({', '.join(self.settings.genders)})"
+            )
+        if not isinstance(state, dict):
+            raise ModelError("the state must stay a dict")
+        return answer
+
+    def answer_fields_of(
+        self, done: Applied, stored_ts: int | None, now_ms: int
+    ) -> tuple[list[str], list[str]]:
+        """The result-hash fields to set (name, value, ...) and to delete for ``done``."""
+        ts = max([e.ts for e in done.applied] + ([stored_ts] if stored_ts is not None else []))
+        set_: list[str] = [
+            self.state_field,
+            done.state.decode(),
+            result_field(self.name, "ts"),
+            str(ts),
+        ]
+        names = [result_field(self.name, part) for part in ("", "s", "at")]
+        if done.answer is None:
+            return set_, names
+        set_ += [names[0], done.answer, names[2], str(now_ms)]
+        scores = self._scores(orjson.loads(done.state))
+        if scores is None:
+            return set_, [names[1]]
+        return [*set_, names[1], scores], []
+
+    def _scores(self, state: dict[str, Any]) -> str | None:
+        """:meth:`scores` as the JSON the API serves; None when the model gives none (or
+        gives something that is not a mapping of names to numbers)."""
+        try:
+            scores = self.scores(state)
+            if scores is None:
+                return None
+            if not all(
+                isinstance(k, str) and isinstance(v, (int, float)) for k, v in scores.items()
+            ):
+                return None
+            return orjson.dumps(scores).decode()
+        except Exception:
+            return None
+
+
+def _summary(error: BaseException) -> str:
+    """``Type: message`` on one line."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+__all__ = ["STATE_MAX_BYTES", "Applied", "ModelError", "PythonModel"]

@@ -1,0 +1,75 @@
+-- Commit of a Python model's batch (genderd.models.PythonModel): the worker read each client's
+-- state (and its version), ran the model's identify_gender over the client's entries, and
+-- sends the new state and answer here. Per client, all or nothing:
+--
+--   * the state must still be the version the worker read (else another worker committed for
+--     the client meanwhile), and
+--   * every one of the client's entries must still be pending in the group (else one was
+--     applied by a consumer that reclaimed it: the state computed with it would count it
+--     twice). XCLAIM ... JUSTID both checks that and makes them this consumer's.
+--
+-- Then the entries are acknowledged (one XACK) and the state, its version and the answer
+-- written, in this one atomic call: each entry's effect happens exactly once. A client that
+-- fails either check changes nothing; its entries still pending are returned, and the worker
+-- computes it again from the state as it is now. A result hash that is not a hash skips the
+-- client (its entries stay pending and end as dead letters after max_deliveries).
+--
+-- KEYS[1] = shard stream          <prefix>:{sN}:events
+-- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
+-- KEYS[2+c] = result hash of client c   <prefix>:{sN}:r:<cid>
+-- ARGV[1] = consumer group (the model name);  ARGV[2] = consumer name
+-- then per client c, in the order of its key:
+--   the version read ("" for none), n, the n entry ids,
+--   s, then s field/value pairs to set, d, then d fields to delete
+-- returns: {applied, number of skipped ids, skipped ids...,
+--           then per client in conflict: c, k, its k entry ids still pending}
+-- result fields: <model>:v (version), and what the worker sends (<model>:j state JSON, answer)
+
+local stream, stats = KEYS[1], KEYS[2]
+local group, consumer = ARGV[1], ARGV[2]
+local version_field = group .. ':v'
+
+local applied, skipped, conflicts = 0, {}, {}
+local a, c = 3, 0
+while a <= #ARGV do
+  c = c + 1
+  local result = KEYS[2 + c]
+  local expected, n = ARGV[a], tonumber(ARGV[a + 1])
+  local ids, claim = {}, {stream, group, consumer, 0}
+  for i = 1, n do
+    ids[i] = ARGV[a + 1 + i]
+    claim[4 + i] = ids[i]
+  end
+  claim[5 + n] = 'JUSTID'  -- (unpack() must come last in an argument list)
+  a = a + 2 + n
+  local s = tonumber(ARGV[a])
+  local set_at = a + 1
+  a = a + 1 + 2 * s
+  local d = tonumber(ARGV[a])
+  local del_at = a + 1
+  a = a + 1 + d
+
+  local version = read_hash('HGET', result, version_field)
+  if version == nil then
+    for i = 1, n do skipped[#skipped + 1] = ids[i] end
+  else
+    local pending = redis.call('XCLAIM', unpack(claim))
+    if (version or '') ~= expected or #pending < n then
+      conflicts[#conflicts + 1] = c
+      conflicts[#conflicts + 1] = #pending
+      for i = 1, #pending do conflicts[#conflicts + 1] = pending[i] end
+    else
+      redis.call('XACK', stream, group, unpack(ids))
+      applied = applied + n
+      local set = {version_field, fmt((tonumber(version) or 0) + 1)}
+      for i = set_at, set_at + 2 * s - 1 do set[#set + 1] = ARGV[i] end
+      redis.call('HSET', result, unpack(set))
+      if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
+    end
+  end
+end
+if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
+local reply = {applied, #skipped}
+for i = 1, #skipped do reply[#reply + 1] = skipped[i] end
+for i = 1, #conflicts do reply[#reply + 1] = conflicts[i] end
+return reply

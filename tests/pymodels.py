@@ -1,0 +1,42 @@
+"""Models written the way a data scientist would (SPEC §7), registered by the tests through
+GENDERD_PLUGINS (``tests.pymodels:Count``), not through the package's entry points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genderd.events import Event
+from genderd.models import PythonModel, TopWindow
+
+
+class Count(PythonModel):
+    """Counts a client's events: ``female`` after an even number, ``male`` after an odd one
+    (so every event's effect shows, once)."""
+
+    name = "count"
+    description = "female after an even number of events"
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        state["n"] = state.get("n", 0) + 1
+        return "female" if state["n"] % 2 == 0 else "male"
+
+    def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
+        return {"n": state["n"]}
+
+
+class Picky(PythonModel):
+    """Fails on kids' pages, and answers a gender that is not configured for a client called
+    ``odd``: both are the model's errors, dead-lettered ``model_error``."""
+
+    name = "picky"
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        if event.gender == "kids":
+            raise RuntimeError("no kids\nhere")
+        state.setdefault("seen", []).append(event.gender)
+        return "unicorn" if event.cid == "odd" else event.gender
+
+
+class Top3(TopWindow):
+    name = "top3d"
+    window_days = 3
