@@ -40,3 +40,19 @@ class Picky(PythonModel):
 class Top3(TopWindow):
     name = "top3d"
     window_days = 3
+
+
+class Streak(PythonModel):
+    """The example of docs/write-a-model.md, verbatim."""
+
+    name = "streak"  # consumer group, ?model= value, result fields
+    description = "the department of the current streak of 3 views or more"
+
+    def identify_gender(self, state: dict, event: Event) -> str | None:  # type: ignore[type-arg]
+        if state.get("g") == event.gender:
+            state["run"] += 1
+        else:
+            state["g"], state["run"] = event.gender, 1
+        if state["run"] >= 3:
+            state["answer"] = event.gender
+        return state.get("answer")

@@ -1,0 +1,71 @@
+"""Model ``recency``: the gender with the most *recent* interest, as exponentially decayed
+counts (an event ``half_life_days`` older than another weighs half as much).
+
+The worked example of a :class:`~genderd.models.PythonModel` (docs/write-a-model.md): plain
+Python, no Redis. It is order-independent, because what it keeps does not depend on the order
+the events come in: per gender, the sum of ``2 ** ((ts - ref) / half_life)`` over its events,
+with ``ref`` the newest event's ``ts`` of that gender (rescaled when a newer one arrives). So
+replays and competing workers give the same answer, up to floating-point rounding.
+
+The answer compares the genders' sums at the client's newest event; ties go to the gender with
+the newest event, then to the alphabetically smallest name (as ``top`` does). ``scores`` are
+the decayed counts at that time, rounded to 4 decimals.
+
+The half-life is the class attribute ``half_life_days`` (7), or ``GENDERD_RECENCY_HALF_LIFE_DAYS``;
+a subclass with another ``name`` and ``half_life_days`` is another model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from genderd.clock import MS_PER_DAY
+from genderd.events import Event
+from genderd.models.python import PythonModel
+
+HALF_LIFE_VARIABLE = "GENDERD_RECENCY_HALF_LIFE_DAYS"
+
+
+class RecencyModel(PythonModel):
+    """Exponentially decayed counts per gender; see the module's docstring."""
+
+    name = "recency"
+    description = "gender with the most recent interest: counts halved every 7 days of age"
+    half_life_days: ClassVar[float] = 7.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        configured = os.environ.get(HALF_LIFE_VARIABLE) if type(self) is RecencyModel else None
+        self.half_life_ms = float(configured or self.half_life_days) * MS_PER_DAY
+        if not self.half_life_ms > 0:
+            raise ValueError(f"{HALF_LIFE_VARIABLE} must be a positive number of days")
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        # state[gender] = [decayed count at ref, ref (the gender's newest ts)]
+        weight, ref = state.get(event.gender, (0.0, event.ts))
+        if event.ts > ref:
+            weight *= 2 ** ((ref - event.ts) / self.half_life_ms)
+            ref = event.ts
+        state[event.gender] = [weight + 2 ** ((event.ts - ref) / self.half_life_ms), ref]
+        return self._best(state)
+
+    def _at_newest(self, state: dict[str, Any]) -> dict[str, float]:
+        """Each gender's decayed count at the client's newest event."""
+        newest = max(ref for _, ref in state.values())
+        return {
+            gender: weight * 2 ** ((ref - newest) / self.half_life_ms)
+            for gender, (weight, ref) in state.items()
+        }
+
+    def _best(self, state: dict[str, Any]) -> str:
+        decayed = self._at_newest(state)
+        # most weight (compared at 1e-9 relative, so rounding cannot split a tie), then the
+        # newest event, then the name
+        return min(
+            decayed,
+            key=lambda g: (-round(decayed[g], 9), -state[g][1], g),
+        )
+
+    def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
+        return {gender: round(value, 4) for gender, value in sorted(self._at_newest(state).items())}
