@@ -176,8 +176,8 @@ class RoundTripProxy:
 
 
 HOUR = 3_600_000
-MODEL_NAMES = ["last", "top", "top7d"]
-KNOWN = "last, model1, model2, model3, top, top7d"
+MODEL_NAMES = ["last", "recency", "top", "top7d"]
+KNOWN = "last, model1, model2, model3, recency, top, top7d"
 
 MakeApi = Callable[..., ApiClient]
 

@@ -202,6 +202,12 @@ def test_all_models_lookup(api: ApiClient, aio: Loop, clock: FakeClock) -> None:
                 "as_of": now,
             },
             "top7d": None,
+            "recency": {  # a day apart, 7 days' half-life: male weighs more
+                "gender": "male",
+                "scores": {"female": 0.9057, "male": 1.0},
+                "last_event_ts": now - 9 * MS_PER_DAY,
+                "as_of": now,
+            },
         },
     }
     recent = api.get("/v1/clients/C3").json()["models"]
@@ -209,6 +215,7 @@ def test_all_models_lookup(api: ApiClient, aio: Loop, clock: FakeClock) -> None:
         "last": "kids",
         "top": "kids",
         "top7d": "kids",
+        "recency": "kids",
     }
     assert recent["top7d"]["scores"] == {"kids": 1}
 

@@ -65,7 +65,7 @@ def test_models_with_aliases_default_and_counts(
         assert row["description"] == model.description
         assert row["default"] is (name == "top")
         assert row["stalled"] is False
-    assert [rows[n]["aliases"] for n in MODEL_NAMES] == [["model1"], ["model2"], ["model3"]]
+    assert [rows[n]["aliases"] for n in MODEL_NAMES] == [["model1"], [], ["model2"], ["model3"]]
     assert counts(rows) == {name: (0, 0, 0, 0) for name in MODEL_NAMES}
 
     produce(
@@ -77,7 +77,12 @@ def test_models_with_aliases_default_and_counts(
 
     process(aio, clock, ["top"])
     rows = models_by_name(api)
-    assert counts(rows) == {"last": (6, 0, 0, 0), "top": (0, 0, 0, 6), "top7d": (6, 0, 0, 0)}
+    assert counts(rows) == {
+        "last": (6, 0, 0, 0),
+        "recency": (6, 0, 0, 0),
+        "top": (0, 0, 0, 6),
+        "top7d": (6, 0, 0, 0),
+    }
     assert rows["top"]["stalled"] is False
 
     # Entries delivered to a consumer of `last` and never acknowledged are pending.
@@ -97,6 +102,7 @@ def test_models_with_aliases_default_and_counts(
     rows = models_by_name(api)
     assert counts(rows) == {
         "last": (0, len(taken), 1, 6 - len(taken)),
+        "recency": (0, 0, 1, 6),
         "top": (0, 0, 1, 6),
         "top7d": (0, 0, 1, 6),
     }
@@ -106,6 +112,7 @@ def test_models_default_flag_follows_the_setting(make_api: MakeApi) -> None:
     rows = models_by_name(make_api(default_model="top7d"))
     assert {name: row["default"] for name, row in rows.items()} == {
         "last": False,
+        "recency": False,
         "top": False,
         "top7d": True,
     }

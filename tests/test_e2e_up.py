@@ -25,14 +25,16 @@ from typing import Any
 import psutil
 import pytest
 
+from genderd.deployment import Deployment
 from genderd.producer import synthetic
 from genderd.server import free_port
+from genderd.settings import Settings
 
 pytestmark = pytest.mark.slow
 
 STATE_DIR = ".genderd"
 GENDERS = ("female", "male")  # the default genders: `up` runs with no GENDERD_* settings
-MODELS = ("last", "top", "top7d")
+MODELS = tuple(Deployment.build(Settings()).registry.names())  # every registered model
 COMMAND_TIMEOUT_S = 30.0
 WAIT_S = 30.0
 STOP_TIMEOUT_S = 30.0

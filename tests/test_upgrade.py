@@ -88,6 +88,7 @@ def test_state_written_by_the_previous_release_is_kept_and_upgraded(
     )
     for model in aio.registry:
         worker = make_worker(aio.client, model, aio.settings, clock=later)
+        aio.run(worker.ensure_groups())  # (recency is new in this release)
         aio.run(worker.drain())
     processed += [(e, later.now_ms) for e in written]
     for read_at in (later.now_ms, later.now_ms + 2 * MS_PER_DAY, later.now_ms + 8 * MS_PER_DAY):
