@@ -87,7 +87,8 @@ def _event(given: EventLike, now: int, settings: Settings, n: int) -> Event:
     # an id in the order given, its ms part the event's ts (what a producer writing it would
     # get when writing in time order)
     entry_id = f"{fields['ts']}-{n}"
-    parsed = parse_entry(entry_id, list(fields.items()), settings.genders, now, 10**15)
+    pairs = [(k.encode(), v.encode()) for k, v in fields.items()]
+    parsed = parse_entry(entry_id, pairs, settings.genders, now, 10**15)
     if not isinstance(parsed, Event):
         raise ValueError(f"event {n} ({dict(given)}): {parsed.reason.value}: {parsed.detail}")
     return parsed
