@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
 DETAIL_MAX_CHARS = 200
 DEAD_LETTER = Script.from_files("deadletter.lua")
+PYTHON_READ = Script.from_files("python_read.lua")
 COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
 
 
@@ -175,9 +176,10 @@ class Processor:
         for _ in range(COMMIT_ATTEMPTS):
             cids = list(per_client)
             keys = [self.keys.result(shard, cid) for cid in cids]
-            stored = await self.transport.execute_many(
-                [("HMGET", key, state_field, version_field, ts_field) for key in keys]
+            flat = await self.transport.call(
+                PYTHON_READ, keys, [state_field, version_field, ts_field]
             )
+            stored = [flat[i : i + 3] for i in range(0, len(flat), 3)]
             args: list[str] = [model.name, self.consumer]
             committed_keys: list[str] = []
             committed: list[str] = []

@@ -162,15 +162,17 @@ class _Interleaving:
     def __init__(self, real: Any, then: Any) -> None:
         self.real, self.then = real, then
 
-    async def execute_many(self, calls: Any) -> Any:
-        replies = await self.real.execute_many(calls)
+    async def _after(self, reply: Any) -> Any:
         if self.then is not None:
             then, self.then = self.then, None
             await then()
-        return replies
+        return reply
+
+    async def execute_many(self, calls: Any) -> Any:
+        return await self._after(await self.real.execute_many(calls))
 
     async def call(self, script: Any, keys: Any, args: Any) -> Any:
-        return await self.real.call(script, keys, args)
+        return await self._after(await self.real.call(script, keys, args))
 
 
 def test_a_commit_over_a_state_another_worker_changed_is_computed_again(
@@ -195,3 +197,28 @@ def test_a_commit_over_a_state_another_worker_changed_is_computed_again(
     assert py_loop.run(a.process(shard, first)).applied == 1
     assert sync_redis.hget(keys.result(shard, "P1"), "count:j") == b'{"n":2}'
     assert sync_redis.hget(keys.result(shard, "P1"), "count:v") == b"2"
+
+
+def test_replay_rebuilds_a_python_model(
+    py_loop: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    from genderd import replay
+
+    settings = py_loop.settings
+    keys = Keys(settings.prefix)
+    for n in range(5):
+        cid = f"P{n % 2}"
+        sync_redis.xadd(
+            keys.stream(shard_of(cid, settings.shards)),
+            {"cid": cid, "gender": "male", "ts": clock.now_ms - n},
+        )
+    worker = make_worker(py_loop.client, "count", settings, clock=clock)
+    py_loop.run(worker.ensure_groups())
+    py_loop.run(worker.drain())
+    reader = make_reader(py_loop.client, settings, clock=clock)
+    model = [py_loop.registry.get("count")]
+    before = py_loop.run(reader.lookup_many(["P0", "P1"], model))
+    assert [a["count"].scores for a in before] == [{"n": 3}, {"n": 2}]  # type: ignore[union-attr]
+    again = make_worker(py_loop.client, "count", settings, clock=clock)
+    assert py_loop.run(replay.replay(again, force=True)).applied == 5
+    assert py_loop.run(reader.lookup_many(["P0", "P1"], model)) == before

@@ -41,6 +41,7 @@ class Applied:
 
     state: bytes  # the new state, as JSON
     answer: str | None
+    value: dict[str, Any] = field(default_factory=dict)  # the new state
     applied: list[Event] = field(default_factory=list)
     failed: list[tuple[Event, str]] = field(default_factory=list)  # (event, one-line detail)
 
@@ -66,13 +67,13 @@ class PythonModel(Model):
         return None
 
     # -- the framework's side ----------------------------------------------------------------
-    @property
-    def state_field(self) -> str:
-        return result_field(self.name, "j")
-
-    @property
-    def version_field(self) -> str:
-        return result_field(self.name, "v")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state_field = result_field(self.name, "j")
+        self.version_field = result_field(self.name, "v")
+        self._ts, self._gender, self._scores_name, self._at = (
+            result_field(self.name, part) for part in ("ts", "", "s", "at")
+        )
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid)]
@@ -103,7 +104,7 @@ class PythonModel(Model):
             current, answered = new, True
             done.answer = answer
             done.applied.append(event)
-        done.state = current
+        done.state, done.value = current, state
         if not answered:
             done.answer = None
         return done
@@ -123,21 +124,17 @@ class PythonModel(Model):
         self, done: Applied, stored_ts: int | None, now_ms: int
     ) -> tuple[list[str], list[str]]:
         """The result-hash fields to set (name, value, ...) and to delete for ``done``."""
-        ts = max([e.ts for e in done.applied] + ([stored_ts] if stored_ts is not None else []))
-        set_: list[str] = [
-            self.state_field,
-            done.state.decode(),
-            result_field(self.name, "ts"),
-            str(ts),
-        ]
-        names = [result_field(self.name, part) for part in ("", "s", "at")]
+        ts = max(e.ts for e in done.applied)
+        if stored_ts is not None and stored_ts > ts:
+            ts = stored_ts
+        set_ = [self.state_field, done.state.decode(), self._ts, str(ts)]
         if done.answer is None:
-            return set_, names
-        set_ += [names[0], done.answer, names[2], str(now_ms)]
-        scores = self._scores(orjson.loads(done.state))
+            return set_, [self._gender, self._scores_name, self._at]
+        set_ += [self._gender, done.answer, self._at, str(now_ms)]
+        scores = self._scores(done.value)
         if scores is None:
-            return set_, [names[1]]
-        return [*set_, names[1], scores], []
+            return set_, [self._scores_name]
+        return [*set_, self._scores_name, scores], []
 
     def _scores(self, state: dict[str, Any]) -> str | None:
         """:meth:`scores` as the JSON the API serves; None when the model gives none (or

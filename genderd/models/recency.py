@@ -43,11 +43,15 @@ class RecencyModel(PythonModel):
 
     def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
         # state[gender] = [decayed count at ref, ref (the gender's newest ts)]
-        weight, ref = state.get(event.gender, (0.0, event.ts))
-        if event.ts > ref:
-            weight *= 2 ** ((ref - event.ts) / self.half_life_ms)
-            ref = event.ts
-        state[event.gender] = [weight + 2 ** ((event.ts - ref) / self.half_life_ms), ref]
+        gender, ts = event.gender, event.ts
+        entry = state.get(gender)
+        if entry is None:
+            state[gender] = [1.0, ts]
+        elif ts > entry[1]:
+            entry[0] = entry[0] * 2 ** ((entry[1] - ts) / self.half_life_ms) + 1.0
+            entry[1] = ts
+        else:
+            entry[0] += 2 ** ((ts - entry[1]) / self.half_life_ms)
         return self._best(state)
 
     def _at_newest(self, state: dict[str, Any]) -> dict[str, float]:
@@ -59,13 +63,17 @@ class RecencyModel(PythonModel):
         }
 
     def _best(self, state: dict[str, Any]) -> str:
-        decayed = self._at_newest(state)
-        # most weight (compared at 1e-9 relative, so rounding cannot split a tie), then the
-        # newest event, then the name
-        return min(
-            decayed,
-            key=lambda g: (-round(decayed[g], 9), -state[g][1], g),
-        )
+        """Most weight (compared to 9 decimals, so that rounding cannot split a tie), then the
+        newest event, then the name."""
+        if len(state) == 1:
+            return next(iter(state))
+        newest = max(ref for _, ref in state.values())
+        best, best_key = "", (0.0, 0, "")
+        for gender, (weight, ref) in state.items():
+            key = (-round(weight * 2 ** ((ref - newest) / self.half_life_ms), 9), -ref, gender)
+            if not best or key < best_key:
+                best, best_key = gender, key
+        return best
 
     def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
         return {gender: round(value, 4) for gender, value in sorted(self._at_newest(state).items())}
