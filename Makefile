@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test bench ci demo
+.PHONY: install lint typecheck test bench ci docs demo
 
 install: ## create $(VENV) if needed and install genderd with its test tools
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: ## pipeline throughput and lookup latency on a server of its own (prints 
 
 ci: ## exactly what CI runs, in a throw-away venv
 	bash .ci/run
+
+docs: ## build the documentation site strictly (mkdocs-material, into site/)
+	$(VENV)/bin/pip install -q -e '.[docs]' && NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 demo: ## bundled server + a worker per model + demo traffic, until Ctrl-C
 	$(BIN)/genderd up --demo

@@ -82,7 +82,7 @@ def test_check_event_raises_with_the_reason() -> None:
 def test_shard_rule_is_crc32_of_utf8_mod_shards() -> None:
     import binascii  # an independent CRC-32 implementation
 
-    assert shard_of("C42", 16) == 0xFE6048FC % 16 == 12  # the README's worked example
+    assert shard_of("C42", 16) == 0xFE6048FC % 16 == 12  # docs/concepts.md's worked example
     for cid in ["C42", "Ω-7", "user:with:colons"]:
         assert shard_of(cid, 16) == binascii.crc32(cid.encode("utf-8")) % 16
     assert (

@@ -50,7 +50,7 @@ def test_producer_refuses_bad_events_and_writes_nothing_for_them(
 def test_plain_xadd_following_the_key_rule_is_processed(
     aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    """What the README shows non-Python producers: crc32(utf8(cid)) mod shards."""
+    """What docs/concepts.md shows non-Python producers: crc32(utf8(cid)) mod shards."""
     import zlib
 
     cid = "C42"

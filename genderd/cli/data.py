@@ -253,13 +253,14 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
             )
         )
     else:
+        width = max(6, *(len(name) for name in answers))  # model names line up
         for name, answer in answers.items():
             if answer is None:
-                click.echo(f"{name:<6} -")
+                click.echo(f"{name:<{width}} -")
             else:
                 scores = f"  scores {json.dumps(answer.scores)}" if answer.scores else ""
                 click.echo(
-                    f"{name:<6} {answer.gender}{scores}  last_event_ts {answer.last_event_ts}"
+                    f"{name:<{width}} {answer.gender}{scores}  last_event_ts {answer.last_event_ts}"
                 )
     if all(answer is None for answer in answers.values()):
         click.echo(f"no answer for {cid!r}: no model has seen an event of this client", err=True)
