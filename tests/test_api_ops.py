@@ -7,6 +7,7 @@ Events go in through ``POST /v1/events``, in-process workers drain them (see
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import redis
@@ -212,3 +213,16 @@ def test_metrics(
             assert key in got, key
         inf = frozenset({("endpoint", endpoint), ("le", "+Inf")})
         assert got[("genderd_lookup_seconds_bucket", inf)] == 1
+
+
+def test_the_interactive_docs_work_without_the_internet(api: ApiClient) -> None:
+    """/docs loads Swagger UI from the app itself, never from a CDN."""
+    page = api.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for asset in assets:
+        assert api.get(asset).status_code == 200, asset
+    assert "/openapi.json" in page.text
+    assert api.get("/openapi.json").json()["info"]["title"] == "genderd"
+    assert api.get("/redoc").status_code == 404  # ReDoc has no offline bundle

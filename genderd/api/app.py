@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from genderd import __version__
-from genderd.api import ingest, lookups, ops
+from genderd.api import docs, ingest, lookups, ops
 from genderd.api.inputs import ClientGoneError
 from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import EventBatch, EventErrors, EventIn, LookupRequest
@@ -60,6 +60,8 @@ def create_app(
         summary="Which department each shopper prefers, in real time.",
         lifespan=lifespan,
         default_response_class=JSON,
+        docs_url=None,  # served from the package below (docs.install): no CDN
+        redoc_url=None,
         **_telemetry_off(),
     )
     app.state.api = api
@@ -68,6 +70,7 @@ def create_app(
     lookups.install(app.router, api)
     ingest.install(app.router)
     ops.install(app.router)
+    docs.install(app)
     _install_openapi(app)
     return app
 
