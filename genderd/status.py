@@ -23,6 +23,7 @@ class ShardStatus:
     consumers: int
     stalled: bool
     grouped: bool  # the model's consumer group exists on this shard
+    oldest_waiting_ms: int | None = None  # id time of the oldest entry not yet applied
 
 
 @dataclass
@@ -52,6 +53,12 @@ class ModelStatus:
     def stalled(self) -> bool:
         return any(s.stalled for s in self.shards)
 
+    @property
+    def oldest_waiting_ms(self) -> int | None:
+        """When the oldest entry the model has not applied yet was written (None: none)."""
+        times = [s.oldest_waiting_ms for s in self.shards if s.oldest_waiting_ms is not None]
+        return min(times) if times else None
+
 
 async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStatus]:
     """The status of every model on every shard.
@@ -80,6 +87,11 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                 )
             waiting = lag > 0 or pending > 0
             alive = idle is not None and idle <= stall_ms
+            oldest = (
+                await _oldest_waiting_ms(client, keys.stream(shard), name, info)
+                if waiting
+                else None
+            )
             status.shards.append(
                 ShardStatus(
                     shard=shard,
@@ -90,9 +102,28 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                     consumers=consumers,
                     stalled=waiting and not alive,
                     grouped=info is not None,
+                    oldest_waiting_ms=oldest,
                 )
             )
     return list(models.values())
+
+
+async def _oldest_waiting_ms(
+    client: AsyncClient, stream: str, group: str, info: streams.GroupInfo | None
+) -> int | None:
+    """The id time of the oldest entry of ``stream`` that ``group`` has not applied: its
+    oldest pending entry, or the first one after the last delivered (all of them when the
+    group does not exist yet)."""
+    times = []
+    if info is not None and info.pending:
+        summary: Any = await client.xpending(stream, group)
+        if summary and summary.get("min"):
+            times.append(streams.parse_id(text(summary["min"]))[0])
+    after = "-" if info is None else f"({info.last_delivered}"
+    first: Any = await client.xrange(stream, min=after, max="+", count=1)
+    if first:
+        times.append(streams.parse_id(text(first[0][0]))[0])
+    return min(times) if times else None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import redis
+from click.testing import CliRunner
 
 from genderd import status, streams
+from genderd.cli import main
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
@@ -36,6 +38,10 @@ def test_status_counts_lag_pending_dead_and_applied(
     ) == (0, 0, 1, 2)
     assert (models["last"].lag, models["last"].pending) == (1, 2)
     assert not models["last"].stalled  # its consumer talked to Redis just now
+    # how far behind: the oldest entry not applied yet (ids carry their write time)
+    first_id = sync_redis.xrange(keys.stream(shard), count=1)[0][0].decode()
+    assert models["last"].oldest_waiting_ms == int(first_id.split("-")[0])  # pending
+    assert models["top"].oldest_waiting_ms is None  # up to date
     # top7d has no group yet: everything waits for it, and no worker is there
     assert models["top7d"].lag == 3 and models["top7d"].stalled
 
@@ -85,3 +91,22 @@ def test_trimming_keeps_what_any_group_has_not_acknowledged(
     assert set(ids[150:]) <= set(remaining)  # unread entries all kept
     # retention bounds the rest: with a cutoff in the past nothing newer goes
     assert aio.run(streams.safe_trim_id(aio.client, keys, 0, 120)) == "120-0"
+
+
+def test_status_watch_refreshes_a_live_view(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, redis_url: str
+) -> None:
+    keys = Keys(aio.settings.prefix)
+    shard = shard_of("C1", aio.settings.shards)
+    sync_redis.xadd(keys.stream(shard), {"cid": "C1", "gender": "male"})
+    env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": str(aio.settings.shards)}
+    args = ["status", "--watch", "--interval", "0.1", "--count", "2"]
+    result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    frames = [f for f in result.output.split("genderd status") if f.strip()]
+    assert len(frames) == 2
+    rows = {line.split()[0]: line.split() for line in frames[1].splitlines()[3:] if line.strip()}
+    assert set(rows) == set(aio.registry.names())
+    # no worker yet: one entry waiting for every model, 0 applied per second, behind in seconds
+    assert rows["top"][1:4] == ["0", "1", "0"] and rows["top"][-1] == "STALLED"
+    assert "s" in rows["top"] and "up to date" not in frames[1]

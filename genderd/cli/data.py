@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -21,6 +22,7 @@ from genderd.lookup import BadClientIdError, Reader
 from genderd.models.base import Answer
 from genderd.processor import Outcome
 from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.settings import Settings
 from genderd.transport import sync_client
 from genderd.worker import Worker
 
@@ -164,14 +166,39 @@ def _row(*cells: object) -> str:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--shards/--no-shards", "per_shard", default=False, help="One row per shard too.")
+@click.option(
+    "--watch", is_flag=True, help="A live view, refreshed in place: rates, lag, how far behind."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes of --watch.",
+)
+@click.option(
+    "--count", type=click.IntRange(1), default=None, help="Stop --watch after this many views."
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
+def status(
+    ctx: click.Context,
+    as_json: bool,
+    per_shard: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+) -> None:
     """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled.
 
     A model is stalled when entries wait for it (lag or pending) and none of its workers has
-    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30).
+    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30). With --watch, a live view
+    until Ctrl-C: events applied per second, lag, pending, dead letters and how long ago the
+    oldest entry still waiting for the model was written.
     """
     settings = settings_of(ctx)
+    if watch:
+        run(_watch(settings, interval, count))
+        return
 
     async def go() -> tuple[list[status_mod.ModelStatus], list[status_mod.StreamAhead]]:
         async with opened(settings) as (deployment, links):
@@ -219,6 +246,50 @@ def status(ctx: click.Context, as_json: bool, per_shard: bool) -> None:
                 click.echo(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
     if any(m.stalled for m in models):
         sys.exit(1)
+
+
+def _behind(oldest_ms: int | None, now_ms: int) -> str:
+    if oldest_ms is None:
+        return "up to date"
+    seconds = max(0, now_ms - oldest_ms) / 1000
+    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
+
+
+async def _watch(settings: Settings, interval: float, count: int | None) -> None:
+    """Refresh a status view every ``interval`` seconds (in place on a terminal), ``count``
+    times or until Ctrl-C."""
+    in_place = sys.stdout.isatty()
+    previous: dict[str, tuple[float, int]] = {}
+    shown = 0
+    async with opened(settings) as (deployment, links):
+        try:
+            while count is None or shown < count:
+                models = await status_mod.collect(links.client, deployment)
+                now = time.monotonic()
+                lines = [
+                    f"genderd status  {time.strftime('%H:%M:%S')}  every {interval:g} s, "
+                    "Ctrl-C stops",
+                    "",
+                    f"{'model':<10}{'applied/s':>11}{'lag':>10}{'pending':>9}{'dead':>8}"
+                    f"{'applied':>12}  {'behind':<12}state",
+                ]
+                for m in models:
+                    was = previous.get(m.name)
+                    rate = "" if was is None else f"{(m.applied - was[1]) / (now - was[0]):,.0f}"
+                    previous[m.name] = (now, m.applied)
+                    behind = _behind(m.oldest_waiting_ms, deployment.clock())
+                    state = "STALLED" if m.stalled else "ok"
+                    lines.append(
+                        f"{m.name:<10}{rate:>11}{m.lag:>10}{m.pending:>9}{m.dead:>8}"
+                        f"{m.applied:>12}  {behind:<12}{state}"
+                    )
+                frame = "\n".join(lines)
+                click.echo(f"\x1b[H\x1b[2J{frame}" if in_place else f"{frame}\n")
+                shown += 1
+                if count is None or shown < count:
+                    await asyncio.sleep(interval)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return
 
 
 # -- lookup ------------------------------------------------------------------------------------
