@@ -18,6 +18,7 @@ from genderd.api.metrics import LATENCY_BUCKETS_S
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys
+from genderd.server import free_port
 from genderd.settings import Settings
 
 from .api_helpers import (
@@ -226,3 +227,32 @@ def test_the_interactive_docs_work_without_the_internet(api: ApiClient) -> None:
     assert "/openapi.json" in page.text
     assert api.get("/openapi.json").json()["info"]["title"] == "genderd"
     assert api.get("/redoc").status_code == 404  # ReDoc has no offline bundle
+
+
+def test_http_requests_are_counted_per_route_template_method_and_status(
+    api: ApiClient, make_api: MakeApi, aio: Loop, clock: FakeClock
+) -> None:
+    produce(api, [{"cid": "C1", "gender": "male", "ts": clock.now_ms - HOUR}])
+    process(aio, clock)
+    assert api.get("/v1/clients/C1/gender").status_code == 200
+    assert api.get("/v1/clients/C2/gender").status_code == 404  # no answer
+    assert api.get("/v1/clients/C1/gender?model=nope").status_code == 422
+    assert api.get("/nowhere/C1").status_code == 404  # no route
+    got = samples(api)
+    gender = "/v1/clients/{cid}/gender"
+    for status, n in (("200", 1), ("404", 1), ("422", 1)):
+        key = frozenset({("route", gender), ("method", "GET"), ("status", status)})
+        assert got[("genderd_http_requests_total", key)] == n, status
+    unmatched = frozenset({("route", "unmatched"), ("method", "GET"), ("status", "404")})
+    assert got[("genderd_http_requests_total", unmatched)] == 1
+    assert not any("C1" in dict(labels).get("route", "") for _, labels in got)  # no raw ids
+    count = ("genderd_http_request_duration_seconds_count", frozenset({("route", gender)}))
+    assert got[count] == 3
+    inf = frozenset({("route", gender), ("le", "+Inf")})
+    assert got[("genderd_http_request_duration_seconds_bucket", inf)] == 3
+
+    # Redis gone: the lookup is a 503, counted as such
+    down = make_api(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert down.get("/v1/clients/C1/gender").status_code == 503
+    key = frozenset({("route", gender), ("method", "GET"), ("status", "503")})
+    assert samples(down)[("genderd_http_requests_total", key)] == 1

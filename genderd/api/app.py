@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from genderd import __version__
 from genderd.api import docs, ingest, lookups, ops
 from genderd.api.inputs import ClientGoneError
+from genderd.api.metrics import HttpMetrics
 from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import EventBatch, EventErrors, EventIn, LookupRequest
 from genderd.api.state import Api
@@ -72,6 +73,8 @@ def create_app(
     ops.install(app.router)
     docs.install(app)
     _install_openapi(app)
+    # every request counted per route template, method and status (genderd_http_requests)
+    app.add_middleware(HttpMetrics, collector=api.metrics.http)
     return app
 
 

@@ -1,15 +1,28 @@
 """Prometheus metrics of the API process: one registry per app, no module globals.
 
-Lookup latency is measured in the process; the pipeline's counters (events applied and
-dead-lettered per model, lag, pending) live in Redis and are read when /metrics is scraped.
+HTTP requests (per route template, method and status) and lookup latency are measured in the
+process; the pipeline's counters (events applied and dead-lettered per model, lag, pending)
+live in Redis and are read when /metrics is scraped.
+
+The HTTP counters are plain dicts that the event loop's single thread increments, turned into
+metric families only when scraped: prometheus_client's ``Counter.inc`` and
+``Histogram.observe`` take a lock each, which every request would pay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import bisect
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from genderd.status import ModelStatus
@@ -67,6 +80,88 @@ class PipelineCollector(Collector):
         yield from (applied, dead, lag, pending, stalled)
 
 
+# Request durations: from a fraction of a millisecond (lookups) to the body timeout.
+REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0)
+UNMATCHED = "unmatched"  # the route label of a request no route matched (never the raw path)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class HttpCollector(Collector):
+    """``genderd_http_requests_total{route,method,status}`` and
+    ``genderd_http_request_duration_seconds{route}``, counted in dicts (see the module)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        # per route: [count per bucket (le), ..., +Inf], sum of seconds
+        self.durations: dict[str, tuple[list[int], list[float]]] = {}
+
+    def count(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        buckets = self.durations.get(route)
+        if buckets is None:
+            buckets = self.durations[route] = ([0] * (len(REQUEST_BUCKETS_S) + 1), [0.0])
+        buckets[0][bisect.bisect_left(REQUEST_BUCKETS_S, seconds)] += 1
+        buckets[1][0] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "genderd_http_requests",
+            "HTTP requests answered, per route template, method and status",
+            labels=["route", "method", "status"],
+        )
+        for labels, n in sorted(self.requests.items()):
+            requests.add_metric(list(labels), n)
+        durations = HistogramMetricFamily(
+            "genderd_http_request_duration_seconds",
+            "Time from a request's arrival to its answer, per route template",
+            labels=["route"],
+        )
+        for route, (counts, total) in sorted(self.durations.items()):
+            cumulative, running = [], 0
+            for bound, n in zip((*REQUEST_BUCKETS_S, float("inf")), counts, strict=True):
+                running += n
+                cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+            durations.add_metric([route], cumulative, total[0])
+        yield from (requests, durations)
+
+
+class HttpMetrics:
+    """ASGI middleware counting every HTTP request into an :class:`HttpCollector`, labelled
+    with the template of the route that served it (``/v1/clients/{cid}/gender``)."""
+
+    def __init__(self, app: ASGIApp, collector: HttpCollector) -> None:
+        self.app = app
+        self.collector = collector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception that escapes the app is answered 500 by Starlette
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path_format", None) or getattr(route, "path", None)
+            self.collector.count(
+                label or UNMATCHED, scope["method"], status, time.perf_counter() - started
+            )
+
+
 class Metrics:
     """The API's metrics."""
 
@@ -86,6 +181,8 @@ class Metrics:
         )
         self.pipeline = PipelineCollector()
         self.registry.register(self.pipeline)
+        self.http = HttpCollector()
+        self.registry.register(self.http)
         self._lookup_children: dict[str, Histogram] = {}
 
     def lookup_time(self, endpoint: str) -> Histogram:
