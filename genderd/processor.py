@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from genderd.deployment import Deployment
-from genderd.events import Event, Invalid, Reason, parse_entry
+from genderd.events import Event, Invalid, Reason, entry_ms, parse_entry
 from genderd.keys import result_field
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
@@ -45,11 +45,18 @@ class Outcome:
     applied: int = 0
     dead: int = 0
     failed: int = 0  # left pending after a script error; reclaimed and retried later
+    reasons: dict[str, int] = field(default_factory=dict)  # dead-letter reason -> entries
+    # the ids' times of the entries the calls acknowledged (applied, or found applied by a
+    # stale twin): what event-to-answer latency is measured from
+    done_ids_ms: list[int] = field(default_factory=list)
 
     def __iadd__(self, other: Outcome) -> Outcome:
         self.applied += other.applied
         self.dead += other.dead
         self.failed += other.failed
+        for reason, n in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+        self.done_ids_ms += other.done_ids_ms
         return self
 
 
@@ -93,7 +100,7 @@ class Processor:
                 valid.append(parsed)
         outcome = Outcome()
         if dead:
-            outcome.dead = await self._dead_letter(shard, dead)
+            await self._dead_letter(shard, dead, outcome)
         if valid and isinstance(self.model, PythonModel):
             fields_of = dict(entries)
             outcome += await self._apply_python(shard, self.model, valid, fields_of, now)
@@ -114,7 +121,16 @@ class Processor:
             f"not shard {shard}: crc32(cid) mod {self.settings.shards}",
         )
 
-    async def _dead_letter(self, shard: int, dead: list[tuple[Invalid, Fields]]) -> int:
+    async def _dead_letter(
+        self, shard: int, dead: list[tuple[Invalid, Fields]], outcome: Outcome
+    ) -> None:
+        """Dead-letter ``dead`` (each acknowledged in the same call), counted in ``outcome``."""
+        outcome.dead += await self._dead_letter_call(shard, dead)
+        for invalid, _ in dead:
+            reason = invalid.reason.value
+            outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
+
+    async def _dead_letter_call(self, shard: int, dead: list[tuple[Invalid, Fields]]) -> int:
         args: list[Any] = [self.model.name, DEAD_LETTER_MAXLEN]
         for invalid, fields in dead:
             log.info(
@@ -152,7 +168,9 @@ class Processor:
                 model.name,
                 entry_id.decode(),
             )
-        return Outcome(applied=int(applied), failed=len(skipped))
+        left = {i if isinstance(i, bytes) else str(i).encode() for i in skipped}
+        done = [entry_ms(e.id) for e in events if e.id.encode() not in left]
+        return Outcome(applied=int(applied), failed=len(skipped), done_ids_ms=done)
 
     async def _apply_python(
         self,
@@ -183,6 +201,7 @@ class Processor:
             args: list[str] = [model.name, self.consumer]
             committed_keys: list[str] = []
             committed: list[str] = []
+            applied_of: dict[str, list[Event]] = {}
             failed: list[tuple[Event, str]] = []
             for cid, key, (state, version, ts) in zip(cids, keys, stored, strict=True):
                 done = model.run(state, per_client[cid])
@@ -191,6 +210,7 @@ class Processor:
                     continue
                 set_, delete = model.answer_fields_of(done, None if ts is None else int(ts), now)
                 ids = [e.id for e in done.applied]
+                applied_of[cid] = done.applied
                 args += [_text(version), str(len(ids)), *ids, str(len(set_) // 2), *set_]
                 args += [str(len(delete)), *delete]
                 committed_keys.append(key)
@@ -212,6 +232,9 @@ class Processor:
                     rest = rest[2 + count :]
                     cid = committed[index - 1]
                     retry[cid] = [e for e in per_client[cid] if e.id in pending]
+            outcome.done_ids_ms += [
+                entry_ms(e.id) for cid in committed if cid not in retry for e in applied_of[cid]
+            ]
             # a failure is dead-lettered once its client's commit went through (a client
             # computed again may not fail on the state as it is now)
             dead = [
@@ -222,7 +245,7 @@ class Processor:
             if dead:
                 for invalid, _ in dead:
                     log.warning("%s: entry %s: %s", model.name, invalid.id, invalid.detail)
-                outcome.dead += await self._dead_letter(shard, dead)
+                await self._dead_letter(shard, dead, outcome)
             per_client = {cid: own for cid, own in retry.items() if own}
             if not per_client:
                 break

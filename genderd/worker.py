@@ -26,6 +26,7 @@ from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
 from genderd.transport import Links, RedisUnavailableError, connect, translate
+from genderd.worker_metrics import REFRESH_S, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ class Worker:
         *,
         consumer: str | None = None,
         stop_event: asyncio.Event | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.deployment = deployment
+        self.metrics = metrics
         self.links = links
         self.client = links.client  # typed stream commands and blocking reads: the pool
         streams.keep_raw_entries(self.client)
@@ -119,8 +122,11 @@ class Worker:
     async def _handle(
         self, shard: int, entries: list[streams.Entry], deliveries: dict[str, int] | None = None
     ) -> Outcome:
+        started = time.perf_counter()
         outcome = await self.processor.process(shard, entries, deliveries)
         self.totals += outcome
+        if self.metrics is not None:
+            self.metrics.batch(outcome, time.perf_counter() - started, self.clock())
         return outcome
 
     # -- single steps (also used by tests and replay) -------------------------------------
@@ -158,6 +164,8 @@ class Worker:
                     shard,
                 )
             if claimed.entries:
+                if self.metrics is not None:
+                    self.metrics.reclaimed.inc(len(claimed.entries))
                 log.info(
                     "%s: reclaimed %d entries on shard %d",
                     self.model.name,
@@ -213,6 +221,10 @@ class Worker:
     async def _recover(self, shard: int, error: BaseException) -> None:
         """Log what stopped a shard's step (one line for a "not now" server state) and repair
         what can be repaired before the shard loop backs off and retries."""
+        if self.metrics is not None:
+            self.metrics.error(
+                "unavailable" if isinstance(error, RedisUnavailableError) else "unexpected"
+            )
         if isinstance(error, RedisUnavailableError):
             log.warning("%s: shard %d: %s; retrying", self.model.name, shard, error)
         elif isinstance(error, ResponseError) and "NOGROUP" in str(error):
@@ -226,6 +238,20 @@ class Worker:
                 shard,
                 exc_info=error,
             )
+
+    async def _backlog_loop(self) -> None:
+        """Read the model's lag and pending every REFRESH_S for the metrics' gauges."""
+        assert self.metrics is not None
+        while not self.stop_event.is_set():
+            with contextlib.suppress(Exception):  # a gauge left as it was is fine
+                lag = pending = 0
+                for shard in self.shards:
+                    for info in await streams.groups(self.client, self.keys, shard):
+                        if info.group == self.model.name:
+                            lag, pending = lag + info.lag, pending + info.pending
+                self.metrics.backlog.lag, self.metrics.backlog.pending = lag, pending
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), REFRESH_S)
 
     async def _trim_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -264,6 +290,8 @@ class Worker:
         )
         tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
         tasks.append(asyncio.create_task(self._trim_loop()))
+        if self.metrics is not None:
+            tasks.append(asyncio.create_task(self._backlog_loop()))
         await self.stop_event.wait()
         # Each shard loop finishes the batch in hand (a read blocks at most block_ms).
         _, pending = await asyncio.wait(
@@ -292,7 +320,11 @@ class Worker:
 
 
 async def run_worker(
-    settings: Settings, model_name: str, consumer: str | None = None
+    settings: Settings,
+    model_name: str,
+    consumer: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Worker | None:
     """Connect (retrying while Redis cannot serve) and run one worker until SIGTERM/SIGINT.
 
@@ -323,7 +355,13 @@ async def run_worker(
         else:
             return None
         model = deployment.model(model_name)
-        worker = Worker(deployment, links, model, consumer=consumer, stop_event=stop)
+        metrics = None
+        if metrics_port is not None:
+            metrics = WorkerMetrics(model.name)
+            metrics.serve(metrics_port, metrics_host)
+        worker = Worker(
+            deployment, links, model, consumer=consumer, stop_event=stop, metrics=metrics
+        )
         await worker.run()
         return worker
     finally:

@@ -180,9 +180,25 @@ def serve(
 )
 @click.option("--consumer", help="Consumer name in the group [default host-pid].")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), help="Entries per read [256].")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65_535),
+    help="Serve this worker's Prometheus metrics on this port (/metrics).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of --metrics-port (0.0.0.0 in a container).",
+)
 @click.pass_context
 def worker(
-    ctx: click.Context, model_name: str, consumer: str | None, batch_size: int | None
+    ctx: click.Context,
+    model_name: str,
+    consumer: str | None,
+    batch_size: int | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run one worker of one model over all shards until SIGTERM/SIGINT.
 
@@ -192,7 +208,7 @@ def worker(
     settings = settings_of(ctx, batch_size=batch_size)
     model = model_of(Deployment.build(settings), model_name)
     with friendly_errors():  # e.g. a data layout this release must not write now
-        run(run_worker(settings, model.name, consumer))
+        run(run_worker(settings, model.name, consumer, metrics_port, metrics_host))
 
 
 @click.command(
