@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     api_body_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="a request body must arrive within this (408)"
     )
+    metrics_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="how long /metrics reuses the per-model figures it read from Redis",
+    )
     api_limit_concurrency: int = Field(
         default=1024,
         ge=1,

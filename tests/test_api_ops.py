@@ -186,8 +186,9 @@ def samples(api: ApiClient) -> dict[tuple[str, frozenset[tuple[str, str]]], floa
 
 
 def test_metrics(
-    api: ApiClient, aio: Loop, clock: FakeClock, sync_redis: redis.Redis, settings: Settings
+    make_api: MakeApi, aio: Loop, clock: FakeClock, sync_redis: redis.Redis, settings: Settings
 ) -> None:
+    api = make_api(metrics_cache_s=0)  # every scrape reads Redis
     produce(api, [{"cid": f"C{i}", "gender": "male", "ts": clock.now_ms - HOUR} for i in range(3)])
     sync_redis.xadd(Keys(settings.prefix).stream(1), {"cid": "C9", "gender": "robot"})
     before = samples(api)
@@ -256,3 +257,21 @@ def test_http_requests_are_counted_per_route_template_method_and_status(
     assert down.get("/v1/clients/C1/gender").status_code == 503
     key = frozenset({("route", gender), ("method", "GET"), ("status", "503")})
     assert samples(down)[("genderd_http_requests_total", key)] == 1
+
+
+def test_scrapers_share_one_read_of_redis_per_cache_period(
+    make_api: MakeApi, aio: Loop, clock: FakeClock, sync_redis: redis.Redis
+) -> None:
+    """Many scrapers cost Redis one status read per GENDERD_METRICS_CACHE_S, not one each."""
+    api = make_api(metrics_cache_s=60)
+    produce(api, [{"cid": "C1", "gender": "male", "ts": clock.now_ms - HOUR}])
+    top = ("genderd_lag", frozenset({("model", "top")}))
+    assert samples(api)[top] == 1
+    calls = sync_redis.info("commandstats").get("cmdstat_xinfo|groups", {}).get("calls", 0)
+    assert calls > 0  # the first scrape read the groups
+    process(aio, clock)
+    for _ in range(5):
+        assert samples(api)[top] == 1  # the cached figure
+    after = sync_redis.info("commandstats").get("cmdstat_xinfo|groups", {}).get("calls", 0)
+    assert after == calls  # no scrape read Redis again
+    assert samples(make_api(metrics_cache_s=0))[top] == 0  # what it reads now

@@ -59,8 +59,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     api = api_of(request)
     try:
-        deployment = await api.deployment()
-        snapshot = await status.collect(api.connected().client, deployment)
+        snapshot = await api.model_status()
     except Exception as raised:  # the counters that live in Redis are left out while it is down
         if not isinstance(translate(raised), RedisUnavailableError):
             raise

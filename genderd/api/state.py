@@ -9,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 
+from genderd import status
 from genderd.api.metrics import Metrics
 from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
@@ -18,6 +19,7 @@ from genderd.lookup import Reader
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
 from genderd.settings import Settings
+from genderd.status import ModelStatus
 from genderd.transport import Links, NoServerError, connect
 
 MAX_CONNECTIONS = 256
@@ -43,6 +45,9 @@ class Api:
         self._deployment: Deployment | None = None
         self._reader: Reader | None = None
         self._lock = asyncio.Lock()
+        # /metrics: the per-model status read from Redis, reused for metrics_cache_s
+        self._status: tuple[float, list[ModelStatus]] | None = None
+        self._status_lock = asyncio.Lock()
 
     async def start(self) -> None:
         timeout = self.settings.api_timeout_ms / 1000
@@ -108,6 +113,18 @@ class Api:
             value.strip().encode(), token.encode()
         ):
             raise ApiError(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+    async def model_status(self) -> list[ModelStatus]:
+        """Every model's status for /metrics, read from Redis at most once per
+        ``metrics_cache_s`` however many scrapers ask (one read at a time)."""
+        ttl = self.settings.metrics_cache_s
+        async with self._status_lock:
+            cached = self._status
+            if cached is not None and time.monotonic() - cached[0] < ttl:
+                return cached[1]
+            fresh = await status.collect(self.connected().client, await self.deployment())
+            self._status = (time.monotonic(), fresh)
+            return fresh
 
     async def fields(self, cids: list[str], models: list[Model], endpoint: str) -> list[ResultHash]:
         """The clients' result hashes (the cids are validated already), timed per endpoint."""
