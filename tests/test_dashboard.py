@@ -1,0 +1,90 @@
+"""The shipped monitoring (deploy/): every metric the Grafana dashboard and the alert rules use
+is one the API or a worker exports, and Prometheus scrapes every service that exports them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from genderd.api.metrics import Metrics
+from genderd.processor import Outcome
+from genderd.status import ModelStatus, ShardStatus
+from genderd.worker_metrics import WorkerMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+METRIC = re.compile(r"\b((?:genderd|process)_[a-z0-9_]+)")
+
+
+def _names(text: str) -> set[str]:
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def exported() -> set[str]:
+    """Every sample name the API and a worker export, with data in every family."""
+    api = Metrics()
+    api.lookup_time("client_gender").observe(0.001)
+    api.http.count("/v1/clients/{cid}/gender", "GET", 200, 0.001)
+    shard = ShardStatus(0, 1, 0, 0, 1, 1, False, True, None)
+    names = _names(api.render([ModelStatus("top", (), "", [shard])]).decode())
+    worker = WorkerMetrics("top")
+    worker.batch(Outcome(applied=1, dead=1, reasons={"bad_ts": 1}, done_ids_ms=[0]), 0.01, 1)
+    worker.reclaimed.inc()
+    worker.error("unavailable")
+    worker.backlog.lag, worker.backlog.pending = 0, 0
+    return names | _names(generate_latest(worker.registry).decode())
+
+
+def used() -> dict[str, set[str]]:
+    """Metric names per place that uses them (dashboard panels, alert rules)."""
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/genderd.json").read_text())
+    found: dict[str, set[str]] = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            found.setdefault(f"panel {panel['title']!r}", set()).update(
+                METRIC.findall(target["expr"])
+            )
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            found[f"alert {rule['alert']}"] = set(METRIC.findall(rule["expr"]))
+    return found
+
+
+def test_every_metric_the_dashboard_and_alerts_use_is_exported() -> None:
+    names = exported()
+    places = used()
+    assert len(places) >= 15  # every panel and rule was read
+    missing = {place: metrics - names for place, metrics in places.items() if metrics - names}
+    assert not missing, missing
+    for place, metrics in places.items():
+        assert metrics, f"{place} uses no genderd metric"
+
+
+def test_prometheus_scrapes_the_api_and_every_worker_of_the_compose_stack() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: {t for c in job["static_configs"] for t in c["targets"]}
+        for job in config["scrape_configs"]
+    }
+    workers = {name for name in compose["services"] if name.startswith("worker-")}
+    assert targets["genderd-workers"] == {f"{name}:9101" for name in workers}
+    for name in workers:
+        command = compose["services"][name]["command"]
+        assert command[command.index("--metrics-port") + 1] == "9101", name
+        assert "0.0.0.0" in command, name
+    assert targets["genderd-api"] == {"api:8000"}
+    # one worker service per model the package registers
+    models = {
+        c[c.index("--model") + 1]
+        for n, c in ((n, compose["services"][n]["command"]) for n in workers)
+    }
+    assert models == {"last", "recency", "top", "top7d"}
+    mounted = {v.split(":")[0] for v in compose["services"]["prometheus"]["volumes"]}
+    assert {"./deploy/prometheus/prometheus.yml", "./deploy/prometheus/alerts.yml"} <= mounted
