@@ -24,10 +24,11 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from genderd.deployment import Deployment
 from genderd.producer import synthetic
-from genderd.server import free_port
+from genderd.server import free_port, port_is_free
 from genderd.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -172,6 +173,15 @@ class Up:
         assert (self.workdir / STATE_DIR / "appendonlydir").is_dir()
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65_535 and all(port_is_free(p) for p in range(base, base + count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
 @contextmanager
 def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterator[Up]:
     """`genderd up --port <free port> ARGS` in ``workdir``; stops it and everything it started
@@ -249,7 +259,8 @@ def test_up_serves_produce_lookup_status_and_stops_on_ctrl_c(tmp_path: Path) -> 
     assert c1, "the seed gives C1 no event: pick another client"
     counts = dict(Counter(c1))
 
-    with genderd_up(tmp_path) as up:
+    metrics_base = free_ports(len(MODELS))
+    with genderd_up(tmp_path, "--metrics-port", str(metrics_base)) as up:
         up.wait_ready()
         state = server_state(tmp_path)
         assert state is not None and state["url"].startswith("redis://127.0.0.1:")
@@ -275,6 +286,15 @@ def test_up_serves_produce_lookup_status_and_stops_on_ctrl_c(tmp_path: Path) -> 
             assert status[model]["applied"] == 500
             assert status[model]["dead"] == 0
             assert status[model]["stalled"] is False
+        # each worker serves its own metrics, one port each from --metrics-port up
+        applied: Counter[str] = Counter()
+        for port in range(metrics_base, metrics_base + len(MODELS)):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                for family in text_string_to_metric_families(r.read().decode()):
+                    for sample in family.samples:
+                        if sample.name == "genderd_events_applied_total":
+                            applied[sample.labels["model"]] += int(sample.value)
+        assert applied == dict.fromkeys(MODELS, 500)
 
         answers = lookup_json(tmp_path, "C1")
         assert answers is not None

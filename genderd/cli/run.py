@@ -50,6 +50,12 @@ SERVE_GRACE_S = 10
     help="Port of the HTTP API (on 127.0.0.1).",
 )
 @click.option("--no-api", is_flag=True, help="Do not run the HTTP API.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65_535),
+    help="Serve each worker's metrics on 127.0.0.1 from this port up, one port per worker "
+    "(printed at start).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -59,6 +65,7 @@ def up(
     rate: float,
     api_port: int,
     no_api: bool,
+    metrics_port: int | None,
 ) -> None:
     """Run everything on this machine until Ctrl-C.
 
@@ -75,6 +82,16 @@ def up(
         for name in names
         for n in range(workers_per_model)
     ]
+    if metrics_port is not None:
+        last = metrics_port + len(children) - 1
+        if last > 65_535:
+            raise click.UsageError(f"--metrics-port {metrics_port}: {len(children)} ports needed")
+        taken = [p for p in range(metrics_port, last + 1) if not port_is_free(p)]
+        if taken:
+            raise click.UsageError(f"metrics port {taken[0]} is taken: pick another start")
+        for offset, child in enumerate(children):
+            child.args.extend(["--metrics-port", str(metrics_port + offset)])
+            click.echo(f"metrics of {child.name}: http://127.0.0.1:{metrics_port + offset}/metrics")
     if not no_api:
         if not port_is_free(api_port):
             raise click.UsageError(f"port {api_port} is taken: pick another with --api-port")
