@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from benchlib import bar_chart, machine
 
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.producer import Producer, synthetic
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds over all routes; the median is shown"
     )
+    parser.add_argument("--plot", help="also draw the max req/s per route as a PNG here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -206,7 +208,7 @@ def main() -> None:
     print(
         f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
         f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run, "
-        f"median of {args.repeat} rounds; server, API and wrk on the same 2 cores\n"
+        f"median of {args.repeat} rounds; server, API and wrk on the same machine: {machine()}\n"
     )
     print(
         "| route | max req/s | ratio to no-I/O | p50 / p99 at max (ms) "
@@ -219,6 +221,18 @@ def main() -> None:
             f"{full.p50_ms:.2f} / {full.p99_ms:.2f} | {half.rate:,.0f} | "
             f"{half.p50_ms:.2f} / {half.p99_ms:.2f} | {full.errors + half.errors} |"
         )
+    if args.plot:
+        names = [name.split("`")[1] if "`" in name else name for name in results]
+        rates = [full.rate for full, _ in results.values()]
+        bar_chart(
+            args.plot,
+            "HTTP API: max requests/s per route (1 uvicorn worker, wrk)",
+            [n.replace("GET ", "").replace("/v1/clients/{cid}", "…/{cid}") for n in names],
+            {"max req/s": rates},
+            "requests/s",
+            notes=[f"{rate / healthz:.2f}x" for rate in rates],
+        )
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

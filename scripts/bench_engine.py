@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import machine
+from benchlib import bar_chart, machine
 
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.keys import result_field
@@ -275,6 +275,7 @@ def main() -> None:
         default="1",
         help="comma-separated: 1 = one server, N = a local N-master cluster",
     )
+    parser.add_argument("--plot", help="also draw server CPU per event per model as a PNG here")
     parser.add_argument("--latency-rate", type=float, default=1_000.0, help="background events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="0: skip")
     args = parser.parse_args()
@@ -305,6 +306,19 @@ def main() -> None:
             f"{c.apply_us / xadd:.1f}x (XADD {xadd:.2f}) | {c.worker_us:.1f} | {c.rate:,.0f} | "
             f"{top} |"
         )
+    if args.plot:
+        one = [c for c in costs if c.masters == masters[0] and c.workers == counts[0]]
+        xadd = statistics.median(c.xadd_us for c in one)
+        bar_chart(
+            args.plot,
+            f"Redis server CPU per applied event ({masters[0]} server, {counts[0]} worker)",
+            [c.model for c in one],
+            {"server CPU per event (µs)": [c.apply_us for c in one]},
+            "µs of the server's thread",
+            line=(xadd, f"pipelined XADD ({xadd:.2f} µs)"),
+            notes=[f"{c.apply_us / xadd:.1f}x" for c in one],
+        )
+        print(f"plot: {args.plot}")
     if args.latency_seconds > 0:
         timings = latency(models, args.latency_rate, args.latency_seconds)
         q = statistics.quantiles(timings, n=100)

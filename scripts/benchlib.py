@@ -15,3 +15,44 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def bar_chart(
+    path: str,
+    title: str,
+    labels: list[str],
+    series: dict[str, list[float]],
+    ylabel: str,
+    *,
+    line: tuple[float, str] | None = None,
+    notes: list[str] | None = None,
+) -> None:
+    """A bar chart (one group of bars per label, one bar per series) saved as a PNG at
+    ``path``, titled with ``title`` and the machine it ran on; ``line``: a horizontal
+    reference (value, label); ``notes``: a text above each group. Needs matplotlib
+    (``pip install -e '.[bench]'``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
+        ax.bar(xs, values, width, label=name)
+    if line is not None:
+        ax.axhline(line[0], color="black", linestyle="--", linewidth=1, label=line[1])
+    if notes:
+        top = max(max(v) for v in series.values())
+        for x, note in enumerate(notes):
+            own = max(values[x] for values in series.values())
+            ax.text(x, own + top * 0.02, note, ha="center", va="bottom", fontsize=9)
+        ax.set_ylim(0, top * 1.15)
+    ax.set_xticks(range(len(labels)), labels, fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{machine()}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
