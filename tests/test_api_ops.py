@@ -199,6 +199,10 @@ def test_metrics(
     assert api.get("/v1/clients/C2").status_code == 200
 
     got = samples(api)
+    assert got[("genderd_events_ingested_total", frozenset())] == 3  # through the API
+    bad = api.post("/v1/events", json={"events": [{"cid": "C1", "gender": "x"}, {"cid": ""}]})
+    assert bad.status_code == 422
+    assert samples(api)[("genderd_events_rejected_total", frozenset())] == 2
     for model in MODEL_NAMES:
         label = frozenset({("model", model)})
         assert got[("genderd_events_applied_total", label)] == 3

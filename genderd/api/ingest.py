@@ -46,8 +46,10 @@ async def ingest(request: Request) -> Response:
         stream, fields = stream_entry(deployment, cid, gender, now if ts is None else ts)
         commands.append(("XADD", stream, "*", *(part for kv in fields.items() for part in kv)))
     if errors:
+        api.metrics.ingest_rejected.inc(len(errors))
         raise ApiError(422, errors)
     await api.connected().pool.execute_many(commands)
+    api.metrics.ingested.inc(len(commands))
     return JSON({"accepted": len(commands)}, 202)
 
 

@@ -181,6 +181,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.ingested = Counter(
+            "genderd_events_ingested",
+            "Events written to the streams by POST /v1/events",
+            registry=self.registry,
+        )
+        self.ingest_rejected = Counter(
+            "genderd_events_rejected",
+            "Events refused by POST /v1/events (422: the whole request is refused)",
+            registry=self.registry,
+        )
         self.disconnects = Counter(
             "genderd_http_client_disconnects",
             "Requests whose client disconnected before its body arrived",
