@@ -9,8 +9,8 @@ Layouts:
 
 - 1 (no ``layout`` field): ``top`` counters in a hash of their own per client
   (``<prefix>:{sN}:m:top:<cid>``); ``top7d``'s result hash without its window counters.
-- 2: ``top`` counters in the result hash (``top:s``, ``top:t``); ``top7d``'s result hash keeps
-  the window's counters of its day (``top7d:t``, ``top7d:w``).
+- 2: ``top`` counters in the result hash (``top:n:<g>``, ``top:t:<g>``); ``top7d``'s result hash
+  keeps the window's counters of its day (``top7d:n:<g>``, ``top7d:t:<g>``, ``top7d:w``).
 
 Mixing releases is what can lose data: a worker of layout 1 increments counters that layout 2
 has moved. So a worker refuses to start on a layout newer than its own, and the first worker of
