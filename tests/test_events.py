@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from genderd.events import Event, EventError, Invalid, Reason, check_event, parse_entry
+from genderd.events import (
+    Event,
+    EventError,
+    Invalid,
+    Reason,
+    check_event,
+    cid_problem,
+    parse_entry,
+)
 from genderd.keys import Keys, shard_of
 
 GENDERS = ("female", "male")
@@ -96,3 +104,14 @@ def test_ts_must_be_exactly_digits(ts: str) -> None:
         "1-0", {b"cid": b"C1", b"gender": b"male", b"ts": ts.encode()}, ["male"], 0, 10**18
     )
     assert isinstance(parsed, Invalid) and parsed.reason is Reason.BAD_TS
+
+
+def test_cid_check_matches_its_definition_for_every_character() -> None:
+    """cid_problem's fast path (isprintable, no ASCII space) refuses exactly the whitespace
+    and control characters, for every character of the Basic Multilingual Plane."""
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:  # surrogates are not characters
+            continue
+        char = chr(code)
+        refused = cid_problem(f"a{char}b") is not None
+        assert refused == (char.isspace() or not char.isprintable()), hex(code)
