@@ -3,6 +3,7 @@ metrics over HTTP, from a real worker process."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -88,3 +89,21 @@ def test_a_worker_serves_its_metrics(settings: Settings, tmp_path: Path) -> None
     finally:
         stop_process(process)
         client.close()
+
+
+def test_a_taken_metrics_port_is_one_line(settings: Settings) -> None:
+    from click.testing import CliRunner
+
+    from genderd.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            main,
+            ["worker", "--model", "top", "--metrics-port", str(port)],
+            env={"GENDERD_REDIS_URL": settings.redis_url or ""},
+        )
+    assert result.exit_code == 2
+    assert f"--metrics-port {port} is taken" in result.output

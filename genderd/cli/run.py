@@ -224,6 +224,8 @@ def worker(
     """
     settings = settings_of(ctx, batch_size=batch_size)
     model = model_of(Deployment.build(settings), model_name)
+    if metrics_port is not None and metrics_host == "127.0.0.1" and not port_is_free(metrics_port):
+        raise click.UsageError(f"--metrics-port {metrics_port} is taken: pick another")
     with friendly_errors():  # e.g. a data layout this release must not write now
         run(run_worker(settings, model.name, consumer, metrics_port, metrics_host))
 
