@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from genderd.deployment import Deployment
-from genderd.events import Event, Invalid, Reason, entry_ms, parse_entry
+from genderd.events import Event, Invalid, Reason, parse_entry
 from genderd.keys import result_field
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
@@ -46,9 +46,10 @@ class Outcome:
     dead: int = 0
     failed: int = 0  # left pending after a script error; reclaimed and retried later
     reasons: dict[str, int] = field(default_factory=dict)  # dead-letter reason -> entries
-    # the ids' times of the entries the calls acknowledged (applied, or found applied by a
-    # stale twin): what event-to-answer latency is measured from
-    done_ids_ms: list[int] = field(default_factory=list)
+    # the events the calls acknowledged (applied, or found applied by a stale twin): what
+    # event-to-answer latency is measured from. Per batch: the worker hands them to its
+    # metrics and drops them, so that running totals never hold events.
+    done: list[Event] = field(default_factory=list)
 
     def __iadd__(self, other: Outcome) -> Outcome:
         self.applied += other.applied
@@ -56,7 +57,7 @@ class Outcome:
         self.failed += other.failed
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
-        self.done_ids_ms += other.done_ids_ms
+        self.done += other.done
         return self
 
 
@@ -168,9 +169,12 @@ class Processor:
                 model.name,
                 entry_id.decode(),
             )
-        left = {i if isinstance(i, bytes) else str(i).encode() for i in skipped}
-        done = [entry_ms(e.id) for e in events if e.id.encode() not in left]
-        return Outcome(applied=int(applied), failed=len(skipped), done_ids_ms=done)
+        if skipped:
+            left = {i.decode() if isinstance(i, bytes) else str(i) for i in skipped}
+            done = [e for e in events if e.id not in left]
+        else:
+            done = list(events)
+        return Outcome(applied=int(applied), failed=len(skipped), done=done)
 
     async def _apply_python(
         self,
@@ -232,9 +236,7 @@ class Processor:
                     rest = rest[2 + count :]
                     cid = committed[index - 1]
                     retry[cid] = [e for e in per_client[cid] if e.id in pending]
-            outcome.done_ids_ms += [
-                entry_ms(e.id) for cid in committed if cid not in retry for e in applied_of[cid]
-            ]
+            outcome.done += [e for cid in committed if cid not in retry for e in applied_of[cid]]
             # a failure is dead-lettered once its client's commit went through (a client
             # computed again may not fail on the state as it is now)
             dead = [

@@ -124,9 +124,10 @@ class Worker:
     ) -> Outcome:
         started = time.perf_counter()
         outcome = await self.processor.process(shard, entries, deliveries)
-        self.totals += outcome
         if self.metrics is not None:
             self.metrics.batch(outcome, time.perf_counter() - started, self.clock())
+        outcome.done = []  # per batch only: totals (and replay's) must not keep every event
+        self.totals += outcome
         return outcome
 
     # -- single steps (also used by tests and replay) -------------------------------------

@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genderd.events import entry_ms
 from genderd.processor import Outcome
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,8 @@ class WorkerMetrics:
             self.failed.inc(outcome.failed)
         for reason, n in outcome.reasons.items():
             self._dead.labels(self.model, reason).inc(n)
-        for written_ms in outcome.done_ids_ms:
-            self.event_to_answer.observe(max(0, now_ms - written_ms) / 1000)
+        for event in outcome.done:
+            self.event_to_answer.observe(max(0, now_ms - entry_ms(event.id)) / 1000)
 
     def error(self, kind: str) -> None:
         """Count a failed step: ``unavailable`` (Redis cannot serve now), ``unexpected``."""

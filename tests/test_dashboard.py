@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from genderd.api.metrics import Metrics
+from genderd.events import Event
 from genderd.processor import Outcome
 from genderd.status import ModelStatus, ShardStatus
 from genderd.worker_metrics import WorkerMetrics
@@ -33,7 +34,8 @@ def exported() -> set[str]:
     shard = ShardStatus(0, 1, 0, 0, 1, 1, False, True, None)
     names = _names(api.render([ModelStatus("top", (), "", [shard])]).decode())
     worker = WorkerMetrics("top")
-    worker.batch(Outcome(applied=1, dead=1, reasons={"bad_ts": 1}, done_ids_ms=[0]), 0.01, 1)
+    done = [Event("5-0", "C1", "male", 5)]
+    worker.batch(Outcome(applied=1, dead=1, reasons={"bad_ts": 1}, done=done), 0.01, 10)
     worker.reclaimed.inc()
     worker.error("unavailable")
     worker.backlog.lag, worker.backlog.pending = 0, 0

@@ -18,6 +18,8 @@ from genderd.keys import Keys, shard_of
 from genderd.server import free_port
 from genderd.settings import Settings
 
+from .conftest import Loop
+from .factories import make_worker
 from .test_e2e_worker import log_path, stop_process, worker_env, worker_log, write
 
 pytestmark = pytest.mark.slow
@@ -107,3 +109,16 @@ def test_a_taken_metrics_port_is_one_line(settings: Settings) -> None:
         )
     assert result.exit_code == 2
     assert f"--metrics-port {port} is taken" in result.output
+
+
+def test_a_long_running_worker_keeps_counts_not_events(aio: Loop, sync_redis: redis.Redis) -> None:
+    """What the metrics need per batch (the acknowledged events) is dropped after each batch:
+    a worker's running totals stay counts however long it runs."""
+    keys = Keys(aio.settings.prefix)
+    for n in range(30):
+        sync_redis.xadd(keys.stream(n % aio.settings.shards), {"cid": f"C{n}", "gender": "male"})
+    worker = make_worker(aio.client, "top", aio.settings)
+    aio.run(worker.ensure_groups())
+    outcome = aio.run(worker.drain())
+    assert outcome.applied + outcome.dead == 30
+    assert outcome.done == [] and worker.totals.done == []
