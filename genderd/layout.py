@@ -59,15 +59,12 @@ async def claim_layout(client: AsyncClient, deployment: Deployment, *, force: bo
     if found == LAYOUT:
         return found
     idle_ms = int(deployment.settings.stall_after_s * 1000)
-    live: set[str] = set()
-    for model in () if force else deployment.registry:
-        live.update(
-            await live_consumers(client, deployment.keys, deployment.shards, model.name, idle_ms)
-        )
+    names = [] if force else deployment.registry.names()
+    live = await live_consumers(client, deployment.keys, deployment.shards, names, idle_ms)
     # A worker of this release may have recorded the layout meanwhile and started consuming.
     if live and await stored_layout(client, deployment) < LAYOUT:
         raise LayoutError(
-            f"workers of an earlier genderd release are consuming ({', '.join(sorted(live))}): "
+            f"workers of an earlier genderd release are consuming ({', '.join(live)}): "
             f"stop them all, then start this release, which upgrades the data to layout "
             f"{LAYOUT} (see docs/operations.md, Upgrading)"
         )

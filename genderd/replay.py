@@ -88,7 +88,7 @@ async def replay(
     if not force:
         idle_ms = int(deployment.settings.stall_after_s * 1000)
         live = await streams.live_consumers(
-            client, deployment.keys, deployment.shards, model.name, idle_ms
+            client, deployment.keys, deployment.shards, [model.name], idle_ms
         )
         if live:
             raise LiveConsumersError(model.name, live)

@@ -130,7 +130,7 @@ async def _through_redis(
         model = model_class(settings, keys)
         clock = _Clock(now)
         deployment = Deployment(settings, keys, Registry([model]), clock)
-        with redis_client(server.url) as client, Producer(client, deployment) as producer:
+        with _client(server.url) as client, Producer(client, deployment) as producer:
             for event in events:
                 producer.send_fields({"cid": event.cid, "gender": event.gender, "ts": event.ts})
         links = connect(settings)
@@ -149,7 +149,7 @@ async def _through_redis(
     return {cid: answers[model.name] for cid, answers in zip(cids, found, strict=True)}
 
 
-def redis_client(url: str) -> redis_py.Redis:
+def _client(url: str) -> redis_py.Redis:
     return redis_py.Redis.from_url(url)
 
 

@@ -26,6 +26,7 @@ from genderd.transport import Links
 from . import oracle, scenario
 from .conftest import FakeClock, Loop
 from .factories import make_reader, make_worker
+from .test_deadletter import dead_entries
 
 PLUGINS = "tests.pymodels:Count,tests.pymodels:Picky,tests.pymodels:Top3"
 CIDS = ["P1", "P2", "P:3", "odd"]
@@ -37,15 +38,6 @@ def py_loop(settings: Settings) -> Loop:
     loop = Loop(settings.model_copy(update={"plugins": tuple(PLUGINS.split(","))}))
     yield loop  # type: ignore[misc]
     loop.close()
-
-
-def _dead(sync_redis: redis.Redis, settings: Settings) -> list[dict[str, str]]:
-    keys = Keys(settings.prefix)
-    rows = []
-    for shard in range(settings.shards):
-        for _, fields in sync_redis.xrange(keys.dead(shard)):
-            rows.append({k.decode(): v.decode() for k, v in fields.items()})
-    return rows
 
 
 @hsettings(
@@ -126,7 +118,7 @@ def test_the_models_failures_are_dead_letters_and_leave_the_state_as_it_was(
     assert state == b'{"seen":["female","male"]}'  # the kids event changed nothing
     assert sync_redis.hget(keys.result(shard, "P1"), "picky") == b"male"
     assert not sync_redis.exists(keys.result(shard_of("odd", settings.shards), "odd"))
-    details = sorted((row["_reason"], row["_detail"]) for row in _dead(sync_redis, settings))
+    details = sorted((row["_reason"], row["_detail"]) for row in dead_entries(sync_redis, settings))
     assert details == [
         ("model_error", "RuntimeError: no kids here"),
         (

@@ -71,7 +71,7 @@ def test_live_consumers_block_replay(aio: Loop, sync_redis: redis.Redis, clock: 
     assert aio.run(worker.drain()).applied == 20
     deployment = worker.deployment
     live = aio.run(
-        streams.live_consumers(aio.client, deployment.keys, deployment.shards, "top", 60_000)
+        streams.live_consumers(aio.client, deployment.keys, deployment.shards, ["top"], 60_000)
     )
     assert live == ["busy"]
     with pytest.raises(replay.LiveConsumersError, match="busy"):

@@ -22,10 +22,9 @@
 -- by a consumer that reclaimed it) changes nothing. The model's apply gets the entries that
 -- were acknowledged and writes the client's new state and answer, once.
 --
--- Counters (top's scores, top7d's day buckets and window) hold, per gender g, the number of
--- events and the greatest event ts among them ("newest"). Numbers written are formatted with
--- %d (Lua 5.1's tostring() prints 1.7e+12 for milliseconds) or kept as the strings they came
--- in.
+-- Counters (top's, top7d's day buckets and window) hold, per gender g, the number of events
+-- and the greatest event ts among them ("newest"). Numbers written are formatted with %d (Lua
+-- 5.1's tostring() prints 1.7e+12 for milliseconds) or kept as the strings they came in.
 
 local MS_PER_DAY = 86400000
 
@@ -84,10 +83,12 @@ end
 -- Counters of the configured genders ------------------------------------------------------------
 --
 -- The counting models get the configured genders, sorted, as parameters (ARGV: their number G,
--- then the names). Counters are two arrays indexed like them: counts[i] (a number) and
--- newest[i] (the ts string of the newest event, compared as numbers; false: none). A hash
--- keeps them in fields named by counter_fields; a gender that is no longer configured keeps
--- its fields but is not counted in answers (until it is configured again).
+-- then the names). A hash keeps a gender's counters in two fields (counter_fields: the number
+-- of events, and the newest one's ts). In Lua they stay flat, as HMGET returns those fields: in
+-- a table t from index `at`, t[at+2i-2] is the count of gender i and t[at+2i-1] its newest ts
+-- (strings or numbers; false: none; ts compared as numbers and kept as the strings they came
+-- in). A gender that is no longer configured keeps its fields but is not counted in answers
+-- (until it is configured again).
 
 -- The genders in ARGV[a+1 .. a+G] (G = ARGV[a]): names, index of each name, and G.
 local function genders_at(a)
@@ -100,7 +101,7 @@ local function genders_at(a)
 end
 
 -- Field names of counters: prefix .. g (count) and prefix .. g .. suffix (newest), per gender,
--- interleaved as counters_of expects them.
+-- in the flat order above.
 local function counter_fields(names, count_prefix, newest_prefix, newest_suffix)
   local fields = {}
   for i, gender in ipairs(names) do
@@ -110,61 +111,52 @@ local function counter_fields(names, count_prefix, newest_prefix, newest_suffix)
   return fields
 end
 
--- Counters from an HMGET reply of counter_fields, starting at reply[from].
-local function counters_of(reply, from, g)
-  local counts, newest = {}, {}
-  for i = 1, g do
-    counts[i] = tonumber(reply[from + 2 * i - 2]) or 0
-    newest[i] = reply[from + 2 * i - 1]
-  end
-  return counts, newest
+-- Add `n` events of gender i, the newest at `ts` (a string), to the counters t[at..].
+local function add_events(t, at, i, n, ts)
+  local c = at + 2 * i - 2
+  t[c] = (tonumber(t[c]) or 0) + n
+  local newest = t[c + 1]
+  if ts and (not newest or tonumber(ts) > tonumber(newest)) then t[c + 1] = ts end
 end
 
--- Add one event of gender number i at `ts` (a string).
-local function count(counts, newest, i, ts)
-  counts[i] = counts[i] + 1
-  local t = newest[i]
-  if not t or tonumber(ts) > tonumber(t) then newest[i] = ts end
-end
-
--- Add counters b into a.
-local function add_counters(counts, newest, b_counts, b_newest)
-  for i = 1, #counts do
-    counts[i] = counts[i] + b_counts[i]
-    local t = b_newest[i]
-    if t and (not newest[i] or tonumber(t) > tonumber(newest[i])) then newest[i] = t end
-  end
-end
-
--- The answer for counters: most events; ties to the newest event, then the alphabetically
--- smallest name (the names are sorted). Returns gender, scores JSON, newest ts (strings), or
--- nil when nothing is counted. Gender names are validated ([a-z][a-z0-9_-]*): no JSON
--- escaping needed.
-local function argmax(names, counts, newest)
+-- The answer for the counters t[at..] of `names`: most events; ties to the newest event, then
+-- the alphabetically smallest name (the names are sorted). Returns gender, scores JSON, newest
+-- ts (strings), or nil when nothing is counted. Gender names are validated
+-- ([a-z][a-z0-9_-]*): no JSON escaping needed.
+local function argmax(names, t, at)
   local scores, sep = '{"', ''
   local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
   for i = 1, #names do
-    local c = counts[i]
-    if c > 0 then
-      local ts = newest[i]
-      local t = tonumber(ts)
+    local c = tonumber(t[at + 2 * i - 2])
+    if c and c > 0 then
+      local ts = t[at + 2 * i - 1]
+      local ms = tonumber(ts)
       scores = scores .. sep .. names[i] .. '":' .. c
       sep = ',"'
-      if c > best_n or (c == best_n and t > best_t) then best, best_n, best_t = i, c, t end
-      if t > latest_t then latest, latest_t = ts, t end
+      if c > best_n or (c == best_n and ms > best_t) then best, best_n, best_t = i, c, ms end
+      if ms > latest_t then latest, latest_t = ts, ms end
     end
   end
   if best == nil then return nil end
   return names[best], scores .. '}', latest
 end
 
--- Append to `set` (a flat HSET list) the counter fields whose gender is marked in `touched`.
-local function changed_counters(set, fields, counts, newest, touched)
-  for i in pairs(touched) do
-    set[#set + 1] = fields[2 * i - 1]
-    set[#set + 1] = counts[i]
-    set[#set + 1] = fields[2 * i]
-    set[#set + 1] = newest[i]
+-- Append to `set` (a flat HSET list) the counter fields (`fields`) of the genders marked in
+-- `marked`, with their values in t[at..], and unmark them; a gender counted zero goes to `del`
+-- instead (when given). Returns set.
+local function changed_counters(set, del, fields, t, at, marked)
+  for i in pairs(marked) do
+    local c = tonumber(t[at + 2 * i - 2])
+    if c and c > 0 then
+      set[#set + 1] = fields[2 * i - 1]
+      set[#set + 1] = c
+      set[#set + 1] = fields[2 * i]
+      set[#set + 1] = t[at + 2 * i - 1]
+    elseif del then
+      del[#del + 1] = fields[2 * i - 1]
+      del[#del + 1] = fields[2 * i]
+    end
+    marked[i] = nil
   end
   return set
 end
@@ -179,26 +171,31 @@ end
 -- (D = today at "now"; an event may be up to a day ahead of the clock, so tomorrow's bucket may
 -- exist). The answer is kept while a bucket after D exists, even when the window is empty.
 
--- Sum the buckets KEYS[k+1 .. k+window] (days D-W+1 .. D) over the fields `bucket_fields`.
--- Returns counts, newest, or nil when a bucket holds something other than a hash.
+-- Sum the buckets KEYS[k+1 .. k+window] (days D-W+1 .. D) over the fields `bucket_fields`:
+-- flat counters from index 1, or nil when a bucket holds something other than a hash.
 local function window_sums(k, window, bucket_fields, g)
-  local counts, newest = counters_of({}, 1, g)
+  local sums = {}
   for d = 1, window do
     local reply = read_hash('HMGET', KEYS[k + d], unpack(bucket_fields))
     if reply == nil then return nil end
-    add_counters(counts, newest, counters_of(reply, 1, g))
+    for i = 1, g do
+      local n = tonumber(reply[2 * i - 1])
+      if n then add_events(sums, 1, i, n, reply[2 * i]) end
+    end
   end
-  return counts, newest
+  return sums
 end
 
 -- The fields of a windowed answer of `model` computed at day `today` with window `window`
--- from counts/newest (all of the window's counter fields are written: `fields`); `ahead` tells
--- whether a bucket after today exists. Returns the fields to set (a flat name/value list) and
--- the fields to delete. `stored_w` is the stored <model>:w: when it is already this day's and
--- window's, :w and :u are not written again.
-local function window_fields(model, names, fields, counts, newest, ahead, today, window, now,
-                             stored_w, touched)
-  local best, scores, latest = argmax(names, counts, newest)
+-- from the counters t[at..] (`fields`: the result hash's counter fields; `marked`: the genders
+-- whose counters changed); `ahead` tells whether a bucket after today exists. Returns the
+-- fields to set (a flat name/value list) and the fields to delete. `stored_w` is the stored
+-- <model>:w: when it is already this day's and window's, :w and :u are not written again;
+-- otherwise every counter is, and those of another day (when there were any) that are zero now
+-- are deleted.
+local function window_fields(model, names, fields, t, at, ahead, today, window, now, stored_w,
+                             marked)
+  local best, scores, latest = argmax(names, t, at)
   local answer = {model, model .. ':s', model .. ':ts', model .. ':at'}
   if best == nil and not ahead then
     local del = {model .. ':w', model .. ':u', unpack(answer)}
@@ -216,19 +213,9 @@ local function window_fields(model, names, fields, counts, newest, ahead, today,
     local n = #set
     set[n + 1], set[n + 2] = model .. ':w', w
     set[n + 3], set[n + 4] = model .. ':u', fmt((today + 1) * MS_PER_DAY)
-    for i = 1, #names do touched[i] = true end  -- new counters: all of them
+    for i = 1, #names do marked[i] = true end  -- new counters: all of them
   end
-  for i in pairs(touched) do
-    if counts[i] > 0 then
-      set[#set + 1] = fields[2 * i - 1]
-      set[#set + 1] = counts[i]
-      set[#set + 1] = fields[2 * i]
-      set[#set + 1] = newest[i]
-    else
-      del[#del + 1] = fields[2 * i - 1]
-      del[#del + 1] = fields[2 * i]
-    end
-  end
+  changed_counters(set, stored_w and del or nil, fields, t, at, marked)
   return set, del
 end
 

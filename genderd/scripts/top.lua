@@ -18,7 +18,7 @@ local names, index, g = genders_at(3)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
 local read_fields = {group, unpack(fields)}
-local touched = {}  -- per gender number, for the client being applied (reset after each)
+local touched = {}  -- genders whose counters the client's entries changed (reset after each)
 
 -- layout 1's counters of KEYS[k+1] into `have` (the HMGET reply of read_fields); fields of
 -- genders not configured now are returned as a flat HSET list (moved, not counted)
@@ -45,6 +45,7 @@ return apply_batch({
   nkeys = 2,
   nparams = 1 + g,
   read = function(k)
+    -- have[1]: the answer; counters from have[2] (see "Counters" in _lib.lua)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
     if have[1] then
@@ -58,37 +59,19 @@ return apply_batch({
     return have
   end,
   apply = function(k, have, acked, m)
-    -- have[2i], have[2i+1]: count and newest ts of gender i (strings or false)
+    if have.upgrade then  -- every moved counter is written
+      for i = 1, g do touched[i] = have[2 * i] and true or nil end
+    end
     for j = 1, m do
       local a = acked[j]
       local i = index[ARGV[a + 1]]
-      local ts, t = ARGV[a + 2], have[2 * i + 1]
-      have[2 * i] = (tonumber(have[2 * i]) or 0) + 1
-      if not t or tonumber(ts) > tonumber(t) then have[2 * i + 1] = ts end
+      add_events(have, 2, i, 1, ARGV[a + 2])
       touched[i] = true
     end
-    local set = have.upgrade or {}
-    local n, scores, sep = #set, '{"', ''
-    local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
-    for i = 1, g do
-      local c = tonumber(have[2 * i])
-      if c and c > 0 then
-        local ts = have[2 * i + 1]
-        local t = tonumber(ts)
-        scores = scores .. sep .. names[i] .. '":' .. c
-        sep = ',"'
-        if c > best_n or (c == best_n and t > best_t) then best, best_n, best_t = i, c, t end
-        if t > latest_t then latest, latest_t = ts, t end
-      end
-      if touched[i] or (have.upgrade and c) then  -- changed counters only
-        touched[i] = nil
-        set[n + 1], set[n + 2] = fields[2 * i - 1], c
-        set[n + 3], set[n + 4] = fields[2 * i], have[2 * i + 1]
-        n = n + 4
-      end
-    end
-    redis.call('HSET', KEYS[k], group, names[best], s_field, scores .. '}', ts_field, latest,
-      at_field, now, unpack(set))
+    local best, scores, latest = argmax(names, have, 2)
+    local set = {group, best, s_field, scores, ts_field, latest, at_field, now}
+    for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end
+    redis.call('HSET', KEYS[k], unpack(changed_counters(set, nil, fields, have, 2, touched)))
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
   end,
 })

@@ -27,23 +27,13 @@ local names, index, g = genders_at(4)
 local today = math.floor(tonumber(now) / MS_PER_DAY)
 local first_day = today - window + 1
 local this_window = fmt(today) .. ',' .. fmt(window)
-local valid_until = fmt((today + 1) * MS_PER_DAY)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local bucket_fields = counter_fields(names, '', '', ':t')
 local w_field, u_field = group .. ':w', group .. ':u'
-local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
--- have[1] = :w, have[2] = the answer, have[3] = :u, have[2+2i] / have[3+2i] = counters of gender i
+-- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_lib.lua, "Counters")
 local read_fields = {w_field, group, u_field, unpack(fields)}
 local ADD, STALE = 1, 2
 local touched = {}  -- gender numbers whose window counters the client's entries changed
-
--- add one event of gender i at ts to counters kept as strings in `t` (count at t[c], newest
--- ts at t[c+1], c = count_at)
-local function add(t, c, ts)
-  t[c] = (tonumber(t[c]) or 0) + 1
-  local newest = t[c + 1]
-  if not newest or tonumber(ts) > tonumber(newest) then t[c + 1] = ts end
-end
 
 return apply_batch({
   per_event_keys = true,
@@ -87,25 +77,20 @@ return apply_batch({
       if day >= first_day then
         local b = 1
         while days[b] ~= day do b = b + 1 end
-        add(replies[b], 2 * i - 1, ts)
+        add_events(replies[b], 1, i, 1, ts)
         changed[b] = changed[b] or {}
         changed[b][i] = true
         if day > today then
           ahead = true
         elseif have.mode == ADD then
-          add(have, 2 + 2 * i, ts)
+          add_events(have, 4, i, 1, ts)
           touched[i] = true
         end
       end
     end
     for b, genders in pairs(changed) do
-      local reply, set = replies[b], {}
-      for i in pairs(genders) do
-        local n = #set
-        set[n + 1], set[n + 2] = bucket_fields[2 * i - 1], reply[2 * i - 1]
-        set[n + 3], set[n + 4] = bucket_fields[2 * i], reply[2 * i]
-      end
-      redis.call('HSET', have.keys[b], unpack(set))
+      redis.call('HSET', have.keys[b],
+        unpack(changed_counters({}, nil, bucket_fields, replies[b], 1, genders)))
       if have.fresh[b] then
         redis.call('EXPIREAT', have.keys[b], fmt((days[b] + window) * (MS_PER_DAY / 1000)))
       end
@@ -115,34 +100,8 @@ return apply_batch({
       if have[3] ~= '0' then redis.call('HSET', KEYS[k], u_field, '0') end
       return
     end
-    -- the answer from the window's counters; only changed counters are written
-    local set, n, scores, sep = {}, 0, '{"', ''
-    local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
-    for i = 1, g do
-      local c = tonumber(have[2 + 2 * i])
-      if c and c > 0 then
-        local ts = have[3 + 2 * i]
-        local t = tonumber(ts)
-        scores = scores .. sep .. names[i] .. '":' .. c
-        sep = ',"'
-        if c > best_n or (c == best_n and t > best_t) then best, best_n, best_t = i, c, t end
-        if t > latest_t then latest, latest_t = ts, t end
-      end
-      if touched[i] then
-        touched[i] = nil
-        set[n + 1], set[n + 2], set[n + 3], set[n + 4] = fields[2 * i - 1], c, fields[2 * i],
-          have[3 + 2 * i]
-        n = n + 4
-      end
-    end
-    if best then
-      set[n + 1], set[n + 2], set[n + 3], set[n + 4] = group, names[best], s_field, scores .. '}'
-      set[n + 5], set[n + 6], set[n + 7], set[n + 8] = ts_field, latest, at_field, now
-      n = n + 8
-    end
-    if have[1] ~= this_window then
-      set[n + 1], set[n + 2], set[n + 3], set[n + 4] = w_field, this_window, u_field, valid_until
-    end
-    if #set > 0 then redis.call('HSET', KEYS[k], unpack(set)) end  -- (tomorrow's events only)
+    -- the answer from the window's counters (from have[4]); only changed counters are written
+    store_window(KEYS[k], group, names, fields, have, 4, ahead, today, window, now, have[1],
+      touched)
   end,
 })

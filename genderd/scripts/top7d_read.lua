@@ -30,17 +30,16 @@ end
 local today = math.floor(tonumber(now) / MS_PER_DAY)
 local names = genders_at(4)
 local fields = counter_fields(names, model .. ':n:', model .. ':t:', '')
-local counts, newest = window_sums(1, window, counter_fields(names, '', '', ':t'), g)
-if counts == nil then return redis.call('HMGET', result, unpack(wanted)) end  -- not a hash
+local sums = window_sums(1, window, counter_fields(names, '', '', ':t'), g)
+if sums == nil then return redis.call('HMGET', result, unpack(wanted)) end  -- not a hash
 local ahead = redis.call('EXISTS', KEYS[window + 2]) == 1
 if write_back then
-  store_window(result, model, names, fields, counts, newest, ahead, today, window, now,
-    stored[2], {})
+  store_window(result, model, names, fields, sums, 1, ahead, today, window, now, stored[2], {})
   return redis.call('HMGET', result, unpack(wanted))
 end
 
 -- Compute only: the stored hash with the model's fields as store_window would leave them.
-local set, del = window_fields(model, names, fields, counts, newest, ahead, today, window, now,
+local set, del = window_fields(model, names, fields, sums, 1, ahead, today, window, now,
   stored[2], {})
 local values = redis.call('HMGET', result, unpack(wanted))
 local changed = {}
