@@ -193,26 +193,37 @@ end
 -- <model>:w: when it is already this day's and window's, :w and :u are not written again;
 -- otherwise every counter is, and those of another day (when there were any) that are zero now
 -- are deleted.
+-- per model: its answer and window field names, and the "D,W" and valid-until strings of the
+-- call's day, built once per script call instead of once per client
+local window_names = {}
+
 local function window_fields(model, names, fields, t, at, ahead, today, window, now, stored_w,
                              marked)
+  local f = window_names[model]
+  if f == nil then
+    f = {model = model, s = model .. ':s', ts = model .. ':ts', at = model .. ':at',
+      w = model .. ':w', u = model .. ':u'}
+    window_names[model] = f
+  end
+  if f.day ~= today or f.window ~= window then
+    f.day, f.window = today, window
+    f.dw, f.valid_until = fmt(today) .. ',' .. fmt(window), fmt((today + 1) * MS_PER_DAY)
+  end
   local best, scores, latest = argmax(names, t, at)
-  local answer = {model, model .. ':s', model .. ':ts', model .. ':at'}
   if best == nil and not ahead then
-    local del = {model .. ':w', model .. ':u', unpack(answer)}
+    local del = {f.w, f.u, f.model, f.s, f.ts, f.at}
     for i = 1, #fields do del[#del + 1] = fields[i] end
     return {}, del
   end
   local set, del = {}, {}
   if best == nil then
-    del = answer
+    del = {f.model, f.s, f.ts, f.at}
   else
-    set = {model, best, model .. ':s', scores, model .. ':ts', latest, model .. ':at', now}
+    set = {f.model, best, f.s, scores, f.ts, latest, f.at, now}
   end
-  local w = fmt(today) .. ',' .. fmt(window)
-  if w ~= stored_w then
+  if f.dw ~= stored_w then
     local n = #set
-    set[n + 1], set[n + 2] = model .. ':w', w
-    set[n + 3], set[n + 4] = model .. ':u', fmt((today + 1) * MS_PER_DAY)
+    set[n + 1], set[n + 2], set[n + 3], set[n + 4] = f.w, f.dw, f.u, f.valid_until
     for i = 1, #names do marked[i] = true end  -- new counters: all of them
   end
   changed_counters(set, stored_w and del or nil, fields, t, at, marked)
