@@ -24,3 +24,10 @@ def wall_clock_ms() -> int:
 def day_of(ts_ms: int) -> int:
     """The UTC day number of a millisecond timestamp."""
     return ts_ms // MS_PER_DAY
+
+
+def client_expiry_ms(now_ms: int, ttl_days: int) -> int:
+    """When a client whose latest event was applied at ``now_ms`` expires (SPEC §10): the end
+    of the UTC day ``ttl_days`` after it, so that its keys' expiry changes once a day; 0 when
+    ``ttl_days`` is 0 (kept forever)."""
+    return (day_of(now_ms) + ttl_days + 1) * MS_PER_DAY if ttl_days else 0

@@ -26,13 +26,14 @@ from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
 
 __all__ = ["DeadLetter", "Event", "Redriven", "parse_entry", "purge", "redrive", "scan", "summary"]
-from genderd.scripts import Script
+from genderd.keys import digest
+from genderd.scripts import LIB, Script
 from genderd.streams import Fields, text
 from genderd.transport import AsyncClient, Transport
 
 PAGE = 1_000
 META = (b"_id", b"_model", b"_reason", b"_detail")
-REDRIVE = Script.from_files("redrive.lua")
+REDRIVE = Script.from_files(LIB, "redrive.lua")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Redriven:
     before: list[str] = field(default_factory=list)  # written by an earlier (interrupted) run
     partial: list[str] = field(default_factory=list)  # some model applied it: left alone
     invalid: dict[str, str] = field(default_factory=dict)  # still invalid: id -> why
+    erased: list[str] = field(default_factory=list)  # its client was erased since: dropped
     deleted: int = 0  # dead-letter copies deleted
 
 
@@ -146,7 +148,10 @@ async def redrive(
             done.written.append(entry_id)
             continue
         written = await _write(transport, deployment, shard, parsed, ttl_ms)
-        (done.written if written else done.before).append(entry_id)
+        if written is None:
+            done.erased.append(entry_id)
+        else:
+            (done.written if written else done.before).append(entry_id)
         done.deleted += int(
             await client.xdel(deployment.keys.dead(shard), *(c.dead_id for c in copies))
         )
@@ -175,16 +180,19 @@ async def _all_copies(
 
 async def _write(
     transport: Transport, deployment: Deployment, source: int, event: Event, ttl_ms: int
-) -> bool:
+) -> bool | None:
+    """True: written; False: written by an earlier run; None: its client was erased since."""
     target = deployment.shard_of(event.cid)
     keys = [
         deployment.keys.stream(target),
         deployment.keys.redriven(target, source, event.id),
+        deployment.keys.erased(target, digest(event.cid)),
     ]
     # The event keeps its time: its ts, or the time of the entry id it first arrived with.
     # (parse_entry gave it the entry id's time when the entry had no ts)
-    args = [ttl_ms, "cid", event.cid, "gender", event.gender, "ts", event.ts]
-    return bool(await transport.call(REDRIVE, keys, args))
+    args = [ttl_ms, event.id, "cid", event.cid, "gender", event.gender, "ts", event.ts]
+    reply = await transport.call(REDRIVE, keys, args)
+    return None if reply in (b"erased", "erased") else bool(reply)
 
 
 async def purge(client: AsyncClient, deployment: Deployment, letters: Sequence[DeadLetter]) -> int:

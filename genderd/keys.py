@@ -7,6 +7,7 @@ always comes last in a key because it may itself contain ``:``.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 
@@ -14,6 +15,12 @@ from dataclasses import dataclass
 def glob_escape(text: str) -> str:
     """``text`` with SCAN/KEYS glob characters escaped, to match itself only."""
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+def digest(cid: str) -> str:
+    """The id under which an erased client's marker is kept (SPEC §9: never the id itself):
+    the first 128 bits of SHA-256 of ``utf8(cid)``, in hex. Logs of erasures name it too."""
+    return hashlib.sha256(cid.encode("utf-8")).hexdigest()[:32]
 
 
 def shard_of(cid: str, shards: int) -> int:
@@ -53,6 +60,16 @@ class Keys:
         """Marker that the dead-lettered entry ``entry_id`` of ``source_shard``'s stream was
         re-driven into this shard's stream (so that a re-run adds it no second time)."""
         return f"{self.tag(shard)}:redriven:{source_shard}:{entry_id}"
+
+    def erasures(self, shard: int) -> str:
+        """Sentinel that exists while an erasure marker of the shard may exist (it expires
+        with the newest of them): the apply scripts look markers up only while it does."""
+        return f"{self.tag(shard)}:erasures"
+
+    def erased(self, shard: int, client_digest: str) -> str:
+        """Erasure marker of a client (by :func:`digest`): the last id of the shard stream
+        when the client was erased; its entries up to that id are never applied."""
+        return f"{self.tag(shard)}:erased:{client_digest}"
 
     # -- per client -------------------------------------------------------------------------
     def result(self, shard: int, cid: str) -> str:

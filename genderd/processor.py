@@ -14,12 +14,13 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from genderd.clock import client_expiry_ms
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
-from genderd.keys import result_field
+from genderd.keys import digest, result_field
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
-from genderd.scripts import Script
+from genderd.scripts import LIB, Script
 from genderd.streams import Entry, Fields
 from genderd.transport import Transport
 
@@ -27,9 +28,20 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
 DETAIL_MAX_CHARS = 200
-DEAD_LETTER = Script.from_files("deadletter.lua")
+DEAD_LETTER = Script.from_files(LIB, "deadletter.lua")
 PYTHON_READ = Script.from_files("python_read.lua")
 COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
+
+
+def _cid_in(pairs: Sequence[tuple[Any, Any]]) -> str | None:
+    """The client id an entry's fields name, if any (the first ``cid`` field, as text)."""
+    for name, value in pairs:
+        if name in (b"cid", "cid"):
+            try:
+                return value.decode() if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 def _text(value: bytes | str | None) -> str:
@@ -45,16 +57,23 @@ class Outcome:
     applied: int = 0
     dead: int = 0
     failed: int = 0  # left pending after a script error; reclaimed and retried later
+    erased: int = 0  # acknowledged unapplied: their client was erased after they were written
     reasons: dict[str, int] = field(default_factory=dict)  # dead-letter reason -> entries
     # the events the calls acknowledged (applied, or found applied by a stale twin): what
     # event-to-answer latency is measured from. Per batch: the worker hands them to its
     # metrics and drops them, so that running totals never hold events.
     done: list[Event] = field(default_factory=list)
 
+    @property
+    def handled(self) -> int:
+        """Entries this call handled one way or another (0: it found nothing to do)."""
+        return self.applied + self.dead + self.failed + self.erased
+
     def __iadd__(self, other: Outcome) -> Outcome:
         self.applied += other.applied
         self.dead += other.dead
         self.failed += other.failed
+        self.erased += other.erased
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
         self.done += other.done
@@ -126,27 +145,51 @@ class Processor:
         self, shard: int, dead: list[tuple[Invalid, Fields]], outcome: Outcome
     ) -> None:
         """Dead-letter ``dead`` (each acknowledged in the same call), counted in ``outcome``."""
-        outcome.dead += await self._dead_letter_call(shard, dead)
+        done, erased = await self._dead_letter_call(shard, dead)
+        outcome.dead += done
+        outcome.erased += len(erased)
         for invalid, _ in dead:
+            if invalid.id in erased:
+                continue
             reason = invalid.reason.value
             outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
 
-    async def _dead_letter_call(self, shard: int, dead: list[tuple[Invalid, Fields]]) -> int:
+    async def _dead_letter_call(
+        self, shard: int, dead: list[tuple[Invalid, Fields]]
+    ) -> tuple[int, set[str]]:
+        """Dead-letter ``dead``: (entries dead-lettered, ids of erased clients' dropped)."""
+        keys = [
+            self.keys.stream(shard),
+            self.keys.dead(shard),
+            self.keys.stats(shard),
+            self.keys.erasures(shard),
+        ]
         args: list[Any] = [self.model.name, DEAD_LETTER_MAXLEN]
+        markers: dict[str, int] = {}  # client -> index of its erasure marker in keys
         for invalid, fields in dead:
             log.info(
                 "dead-lettering %s for %s: %s", invalid.id, self.model.name, invalid.reason.value
             )
+            pairs = list(fields.items() if isinstance(fields, Mapping) else fields)
+            cid = _cid_in(pairs)
+            marker = 0
+            # a client of another shard has no marker here (see docs/operations.md, Erasing)
+            if cid is not None and self.deployment.shard_of(cid) == shard:
+                if cid not in markers:
+                    keys.append(self.keys.erased(shard, digest(cid)))
+                    markers[cid] = len(keys)
+                marker = markers[cid]
             args += [
                 invalid.id,
                 invalid.reason.value,
                 invalid.detail[:DETAIL_MAX_CHARS],
-                len(fields),
+                marker,
+                len(pairs),
             ]
-            for name, value in fields.items() if isinstance(fields, Mapping) else fields:
+            for name, value in pairs:
                 args += [name, value]
-        keys = [self.keys.stream(shard), self.keys.dead(shard), self.keys.stats(shard)]
-        return int(await self.transport.call(DEAD_LETTER, keys, args))
+        done, *erased = await self.transport.call(DEAD_LETTER, keys, args)
+        return int(done), {_text(i) for i in erased}
 
     async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         """One call of the model's apply script for ``events``, grouped per client (the
@@ -155,14 +198,16 @@ class Processor:
         for event in events:
             per_client.setdefault(event.cid, []).append(event)
         model = self.model
-        keys = [self.keys.stream(shard), self.keys.stats(shard)]
-        args: list[str] = [model.name, str(now), *model.params()]
+        keys = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
+        args: list[str] = [model.name, str(now), self._expiry(now), *model.params()]
+        erased = self.keys.erased
         for cid, own in per_client.items():
+            keys.append(erased(shard, digest(cid)))
             keys += model.client_keys(shard, cid, own, now)
             args.append(str(len(own)))
             for event in own:
                 args += (event.id, event.gender, str(event.ts))
-        applied, *skipped = await self.transport.call(model.apply_script, keys, args)
+        applied, erased_n, *skipped = await self.transport.call(model.apply_script, keys, args)
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",
@@ -174,7 +219,11 @@ class Processor:
             done = [e for e in events if e.id not in left]
         else:
             done = list(events)
-        return Outcome(applied=int(applied), failed=len(skipped), done=done)
+        return Outcome(applied=int(applied), failed=len(skipped), erased=int(erased_n), done=done)
+
+    def _expiry(self, now: int) -> str:
+        """ARGV of the apply scripts: when the clients they touch expire (0: never)."""
+        return str(client_expiry_ms(now, self.settings.client_ttl_days))
 
     async def _apply_python(
         self,
@@ -202,7 +251,7 @@ class Processor:
                 PYTHON_READ, keys, [state_field, version_field, ts_field]
             )
             stored = [flat[i : i + 3] for i in range(0, len(flat), 3)]
-            args: list[str] = [model.name, self.consumer]
+            args: list[str] = [model.name, self.consumer, self._expiry(now)]
             committed_keys: list[str] = []
             committed: list[str] = []
             applied_of: dict[str, list[Event]] = {}
@@ -217,17 +266,24 @@ class Processor:
                 applied_of[cid] = done.applied
                 args += [_text(version), str(len(ids)), *ids, str(len(set_) // 2), *set_]
                 args += [str(len(delete)), *delete]
-                committed_keys.append(key)
+                committed_keys += (self.keys.erased(shard, digest(cid)), key)
                 committed.append(cid)
             retry: dict[str, list[Event]] = {}
             if committed:
                 reply = await self.transport.call(
                     model.apply_script,
-                    [self.keys.stream(shard), self.keys.stats(shard), *committed_keys],
+                    [
+                        self.keys.stream(shard),
+                        self.keys.stats(shard),
+                        self.keys.erasures(shard),
+                        *committed_keys,
+                    ],
                     args,
                 )
-                applied, skipped, rest = int(reply[0]), int(reply[1]), reply[2:]
+                applied, erased, skipped = int(reply[0]), int(reply[1]), int(reply[2])
+                rest = reply[3:]
                 outcome.applied += applied
+                outcome.erased += erased
                 outcome.failed += skipped
                 rest = rest[skipped:]
                 while rest:

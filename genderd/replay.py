@@ -102,7 +102,7 @@ async def replay(
         busy = False
         for shard in deployment.shards:
             outcome = await worker.poll(shard)
-            done = outcome.applied + outcome.dead + outcome.failed
+            done = outcome.handled
             if done:
                 busy = True
                 total += outcome

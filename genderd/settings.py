@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genderd.clock import MS_PER_DAY, MS_PER_MINUTE
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(default=30_000, ge=100)
     max_deliveries: int = Field(default=5, ge=1)
     retention_days: int = Field(default=30, ge=1)
+    client_ttl_days: int = Field(
+        default=365,
+        ge=0,
+        le=36_500,
+        description="a client's keys expire this many days after its latest applied event "
+        "(0: never); at least the window plus one day",
+    )
 
     default_model: str = Field(default="top", description="model of a lookup that names none")
     plugins: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -157,3 +164,14 @@ class Settings(BaseSettings):
                 raise ValueError("at least one gender is required")
             return tuple(sorted(set(names)))
         return value
+
+    @model_validator(mode="after")
+    def _check_client_ttl(self) -> Settings:
+        # top7d reads "no window fields in the result hash" as "nothing in the window": the
+        # result hash must outlive the client's day buckets (the window, plus a day ahead)
+        if self.client_ttl_days and self.client_ttl_days < self.window_days + 1:
+            raise ValueError(
+                f"GENDERD_CLIENT_TTL_DAYS ({self.client_ttl_days}) must be 0 or at least "
+                f"GENDERD_WINDOW_DAYS + 1 ({self.window_days + 1})"
+            )
+        return self

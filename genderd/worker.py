@@ -158,7 +158,7 @@ class Worker:
                 start,
             )
             for entry_id in claimed.deleted:
-                log.warning(
+                log.info(  # by an erasure (SPEC 9), or by hand
                     "%s: pending entry %s was deleted from shard %d",
                     self.model.name,
                     entry_id,
@@ -197,7 +197,7 @@ class Worker:
             busy = False
             for shard in self.shards:
                 outcome = await self.poll(shard)
-                busy = busy or outcome.applied + outcome.dead + outcome.failed > 0
+                busy = busy or outcome.handled > 0
                 total += outcome
         return total
 

@@ -97,6 +97,12 @@ class WorkerMetrics:
             ["model", "reason"],
             registry=self.registry,
         )
+        self.erased = Counter(
+            "genderd_events_erased",
+            "Entries acknowledged unapplied: their client was erased after they were written",
+            ["model"],
+            registry=self.registry,
+        ).labels(model)
         self.failed = Counter(
             "genderd_events_failed",
             "Entries left pending after a script error (retried, dead-lettered after "
@@ -140,6 +146,8 @@ class WorkerMetrics:
             self.applied.inc(outcome.applied)
         if outcome.failed:
             self.failed.inc(outcome.failed)
+        if outcome.erased:
+            self.erased.inc(outcome.erased)
         for reason, n in outcome.reasons.items():
             self._dead.labels(self.model, reason).inc(n)
         for event in outcome.done:

@@ -9,7 +9,7 @@ oracle's for the set of events written.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +56,10 @@ async def run_schedule(
     rnd: random.Random,
     consumers: int,
     steps: int,
+    midway: Callable[[], Awaitable[None]] | None = None,
 ) -> Schedule:
-    """Let ``consumers`` workers per model process every shard in a random, crashy order."""
+    """Let ``consumers`` workers per model process every shard in a random, crashy order;
+    ``midway`` runs once, at a random step, with whatever batches are in hand then."""
     schedule = Schedule()
     keys = Keys(settings.prefix)
     workers = [
@@ -68,7 +70,12 @@ async def run_schedule(
     for worker in workers:
         await worker.ensure_groups()
     stale: list[tuple[Worker, int, list[streams.Entry]]] = []
-    for _ in range(steps):
+    midway_step = rnd.randint(0, steps) if midway else -1
+    for step in range(steps + 1):
+        if step == midway_step and midway is not None:
+            await midway()
+        if step == steps:
+            break
         worker = rnd.choice(workers)
         shard = rnd.randrange(settings.shards)
         action = rnd.random()
@@ -95,7 +102,17 @@ async def run_schedule(
             outcome = await old_worker.processor.process(old_shard, entries)
             schedule.stale_replays += 1
             schedule.stale_applied += outcome.applied
-    # Finish: everybody drains, reclaims what crashed consumers left, late batches come back.
+    await _finish(workers, stale, settings, schedule)
+    return schedule
+
+
+async def _finish(
+    workers: list[Worker],
+    stale: list[tuple[Worker, int, list[streams.Entry]]],
+    settings: Settings,
+    schedule: Schedule,
+) -> None:
+    """Everybody drains, reclaims what crashed consumers left, late batches come back."""
     for worker in workers:
         await worker.drain()
         for shard in range(settings.shards):
@@ -104,7 +121,6 @@ async def run_schedule(
         outcome = await old_worker.processor.process(old_shard, entries)
         schedule.stale_replays += 1
         schedule.stale_applied += outcome.applied
-    return schedule
 
 
 async def pending_and_lag(client: Any, settings: Settings) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from genderd import __version__
-from genderd.api import docs, ingest, lookups, ops
+from genderd.api import docs, erase, ingest, lookups, ops
 from genderd.api.inputs import ClientGoneError
 from genderd.api.metrics import HttpMetrics
 from genderd.api.responses import JSON, ApiError
@@ -70,6 +70,7 @@ def create_app(
     # on the app's own router, not include_router: see genderd.api.lookups
     lookups.install(app.router, api)
     ingest.install(app.router)
+    erase.install(app.router)
     ops.install(app.router)
     docs.install(app)
     _install_openapi(app)

@@ -31,6 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from genderd.erasure import Erased
 from genderd.status import ModelStatus
 
 # Lookups take well under a millisecond of server time; buckets resolve that range.
@@ -196,11 +197,28 @@ class Metrics:
             "Requests whose client disconnected before its body arrived",
             registry=self.registry,
         )
+        self.erasures = Counter(
+            "genderd_erasures",
+            "Clients erased by DELETE /v1/clients/{cid} (SPEC 9); the log names their digests",
+            registry=self.registry,
+        )
+        self.erased_items = Counter(
+            "genderd_erased",
+            "What erasures removed: keys, stream entries and dead letters",
+            ["kind"],
+            registry=self.registry,
+        )
         self.pipeline = PipelineCollector()
         self.registry.register(self.pipeline)
         self.http = HttpCollector()
         self.registry.register(self.http)
         self._lookup_children: dict[str, Histogram] = {}
+
+    def erased(self, done: Erased) -> None:
+        """Count one erasure (never its client id: see SPEC 9)."""
+        self.erasures.inc()
+        for kind, n in done.as_dict().items():
+            self.erased_items.labels(kind).inc(n)
 
     def lookup_time(self, endpoint: str) -> Histogram:
         """The lookup histogram of one endpoint (children cached: ``labels()`` takes a lock)."""

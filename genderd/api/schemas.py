@@ -165,6 +165,19 @@ class Accepted(BaseModel):
     accepted: int
 
 
+class Erasure(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"cid": "c-123", "keys": 3, "entries": 41, "dead_letters": 0}]
+        }
+    )
+
+    cid: str
+    keys: int = Field(description="keys deleted: result hash, counters, day buckets")
+    entries: int = Field(description="entries of the client deleted from its shard stream")
+    dead_letters: int = Field(description="dead letters of the client deleted")
+
+
 class EventError(BaseModel):
     index: int = Field(description="position of the event in the request (0 for a single one)")
     reason: str = Field(description="machine-readable reason, as in the dead letters")

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from genderd.cli import data, dead, run
+from genderd.cli import data, dead, erase, run
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
 
@@ -52,6 +52,7 @@ for command in (
     data.status,
     data.lookup,
     data.replay,
+    erase.erase,
     dead.dead,
     run.redis_cli,
 ):

@@ -15,7 +15,7 @@ from redis.exceptions import InvalidResponse, RedisError
 from genderd.deployment import Deployment, open_deployment
 from genderd.layout import LayoutError
 from genderd.models.base import Model
-from genderd.models.registry import PluginError, UnknownModelError, discover
+from genderd.models.registry import PluginError, UnknownModelError, check_models
 from genderd.settings import Settings
 from genderd.transport import (
     Links,
@@ -40,13 +40,13 @@ def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
     given = {**ctx.obj, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         settings = Settings(**given)
-        discover(settings.plugins)  # a bad plugin or a name used twice: one line, now
+        check_models(settings)  # a bad plugin or a name used twice: one line, now
         return settings
     except PluginError as error:
         raise ConfigurationError(str(error)) from None
     except ValidationError as error:
         problems = "; ".join(
-            f"GENDERD_{'_'.join(map(str, e['loc'])).upper()}: "
+            (f"GENDERD_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
             + e["msg"].removeprefix("Value error, ")
             for e in error.errors(include_url=False)
         )

@@ -368,4 +368,5 @@ def replay(ctx: click.Context, model_name: str, force: bool) -> None:
     click.echo(
         f"replayed: {outcome.applied} applied, {outcome.dead} dead-lettered, "
         f"{outcome.failed} failed (left pending for the workers)"
+        + (f", {outcome.erased} of erased clients dropped" if outcome.erased else "")
     )

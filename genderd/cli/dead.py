@@ -150,6 +150,7 @@ def redrive(
     click.echo(
         f"{verb} {len(done.written)} entries"
         + (f" ({len(done.before)} more had been re-driven before)" if done.before else "")
+        + (f" (dropped {len(done.erased)} of erased clients)" if done.erased else "")
         + ("" if dry_run else f"; deleted {done.deleted} dead letters")
     )
     for entry_id, why in done.invalid.items():

@@ -89,6 +89,11 @@ class Model(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
 
+    @classmethod
+    def settings_problem(cls, settings: Settings) -> str | None:
+        """Why this model cannot run with ``settings`` (one line), or None."""
+        return None
+
     # -- writing ----------------------------------------------------------------------------
     def params(self) -> list[str]:
         """ARGV of the apply script after the group and "now" (model-wide parameters)."""
@@ -141,6 +146,11 @@ class Model(abc.ABC):
         """The answer for Python callers, or None."""
         parts = self._parts(fields)
         return None if parts is None else Answer(self.name, *parts)
+
+    def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        """Every key that may hold this model's data of one client at ``now_ms`` (SPEC §9:
+        erasure deletes them): its result hash, and the model's own keys of the client."""
+        return [self.keys.result(shard, cid)]
 
     def result_fields(self) -> Sequence[str]:
         """Every field this model writes in result hashes (removed on replay)."""

@@ -86,6 +86,17 @@ def discover(plugins: Sequence[str] = ()) -> list[type[Model]]:
     return [classes[name] for name in sorted(classes)]
 
 
+def check_models(settings: Settings) -> list[type[Model]]:
+    """The models of ``settings`` (see :func:`discover`), each checked against the settings
+    (:meth:`Model.settings_problem`); raise :class:`PluginError` for the first problem."""
+    classes = discover(settings.plugins)
+    for cls in classes:
+        problem = cls.settings_problem(settings)
+        if problem:
+            raise PluginError(f"model {cls.name!r}: {problem}")
+    return classes
+
+
 class Registry:
     """The installed models, instantiated with one deployment's settings."""
 
@@ -101,7 +112,7 @@ class Registry:
     @classmethod
     def load(cls, settings: Settings, keys: Keys) -> Registry:
         """Instantiate every registered model for a deployment's ``settings`` and ``keys``."""
-        return cls([model_cls(settings, keys) for model_cls in discover(settings.plugins)])
+        return cls([model_cls(settings, keys) for model_cls in check_models(settings)])
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())

@@ -29,5 +29,8 @@ class TopModel(Model):
         # the second key: layout 1's counters, moved into the result hash when touched
         return [self.keys.result(shard, cid), self.keys.state(shard, self.name, cid)]
 
+    def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        return self.client_keys(shard, cid, (), now_ms)
+
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]

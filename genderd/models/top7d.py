@@ -17,6 +17,7 @@ from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model, counter_fields, gender_params
+from genderd.settings import Settings
 
 
 class TopWindow(Model):
@@ -40,6 +41,15 @@ class TopWindow(Model):
             raise TypeError(f"{cls.__name__}.window_days must be a whole number of days, 1-366")
         if "description" not in cls.__dict__ and days is not None:
             cls.description = f"gender with the most events in the last {days} UTC days"
+
+    @classmethod
+    def settings_problem(cls, settings: Settings) -> str | None:
+        window = cls.window_days or settings.window_days
+        ttl = settings.client_ttl_days
+        if ttl and ttl < window + 1:
+            # the result hash must outlive the day buckets (see Settings._check_client_ttl)
+            return f"its window of {window} days needs GENDERD_CLIENT_TTL_DAYS 0 or >= {window + 1}"
+        return None
 
     @property
     def window(self) -> int:
@@ -66,6 +76,12 @@ class TopWindow(Model):
             self.keys.result(shard, cid),
             *(bucket(shard, self.name, day_of(e.ts), cid) for e in events),
         ]
+
+    def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        # a bucket of day d lives until the end of day d+W-1; one may be a day ahead
+        today = day_of(now_ms)
+        days = range(today - self.window, today + 2)
+        return [self.keys.result(shard, cid), *self.keys.day_buckets(shard, self.name, days, cid)]
 
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]

@@ -6,12 +6,16 @@
 --
 --   KEYS[1] = shard stream            <prefix>:{sN}:events
 --   KEYS[2] = shard stats hash        <prefix>:{sN}:stats
---   KEYS[3..] = per client of the batch, its keys (the model's own contract): model.nkeys of
---               them, or 1 + n for models with per_event_keys (n = the client's entries)
+--   KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures (exists while a marker may)
+--   KEYS[4..] = per client of the batch: its erasure marker <prefix>:{sN}:erased:<digest>,
+--               then its keys (the model's own contract): model.nkeys of them, or 1 + n for
+--               models with per_event_keys (n = the client's entries); the first of them is
+--               always the client's result hash
 --   ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
---   ARGV[3 .. 2+model.nparams] = the model's parameters
+--   ARGV[3] = when a client touched by this call expires (ms since the epoch; "0": never)
+--   ARGV[4 .. 3+model.nparams] = the model's parameters
 --   then per client, in the order of its keys: n, then n entries of (id, gender, ts)
---   returns: {number of entries applied, ids of the entries skipped...}
+--   returns: {entries applied, entries dropped as erased, ids of the entries skipped...}
 --
 -- The caller groups the batch per client, so every key is read once per call. For each client
 -- the frame asks the model to read its state (the read is also the wrong-type guard: a key
@@ -22,10 +26,16 @@
 -- by a consumer that reclaimed it) changes nothing. The model's apply gets the entries that
 -- were acknowledged and writes the client's new state and answer, once.
 --
--- Counters (top's, top7d's day buckets and window) hold, per gender g, the number of events
--- and the greatest event ts among them ("newest"). Numbers written are formatted with %d (Lua
--- 5.1's tostring() prints 1.7e+12 for milliseconds) or kept as the strings they came in.
-
+-- Erasure (SPEC 9): erasing a client sets its marker to the last id of the shard stream at
+-- that moment. An entry of the client up to that id was written before the erasure: it is
+-- acknowledged here and changes nothing, whoever applies it (a stopped worker's batch in hand,
+-- a reclaim, a stale batch, a replay). The marker is looked up only while the shard's sentinel
+-- exists, i.e. within the markers' lifetime after an erasure of the shard.
+--
+-- Expiry (SPEC 10): a client whose entries were applied gets its result hash (the one key of
+-- a client that lives longer than a day bucket) expiring at ARGV[3]. The hash records that
+-- time in its :expires field, which the model's read returns as state.expires, so the
+-- expiry is set once per client per day, not on every call.
 local MS_PER_DAY = 86400000
 
 local function fmt(n)
@@ -43,41 +53,91 @@ local function read_hash(...)
   return reply
 end
 
+-- The client's result hash records the time it expires at in this field (a model's fields
+-- start with its name, so no model can write it).
+local EXPIRES = ':expires'
+
+-- a > b for non-negative decimal integers without leading zeros, of any length
+local function greater(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+-- stream id a ("<ms>-<seq>") is after stream id b
+local function id_after(a, b)
+  local ms_a, seq_a = string.match(a, '^(%d+)-(%d+)$')
+  local ms_b, seq_b = string.match(b, '^(%d+)-(%d+)$')
+  if ms_a ~= ms_b then return greater(ms_a, ms_b) end
+  return greater(seq_a, seq_b)
+end
+
+-- Give the result hash `result` the expiry `expires` (ms; '0': none), unless `stored` (its
+-- :expires field) says it has it already.
+local function expire_client(result, stored, expires)
+  if stored == expires or (expires == '0' and not stored) then return end
+  if expires == '0' then
+    redis.call('PERSIST', result)
+    redis.call('HDEL', result, EXPIRES)
+  else
+    redis.call('HSET', result, EXPIRES, expires)
+    redis.call('PEXPIREAT', result, expires)
+  end
+end
+
+-- The erasure marker's cutoff id for the client whose marker is `marker`, or nil; `sentinel`
+-- is what EXISTS said of the shard's sentinel (no sentinel: no marker to look up).
+local function erased_up_to(sentinel, marker)
+  if not sentinel then return nil end
+  local cutoff = redis.call('GET', marker)
+  return cutoff or nil
+end
+
 -- model = {nkeys = keys per client, or per_event_keys = true: a first key, then one per entry,
---          nparams = parameters after "now",
---          read = function(k, first, n) -> state, or false when a key has a wrong type,
---          apply = function(k, state, acked, m)}
--- k is the index of the client's first key; ARGV[first], ARGV[first+3], ... are the ids of
--- its n entries (gender and ts follow each id). acked[1..m] are the ARGV indexes of the ids
--- acknowledged by this call (m >= 1).
+--          nparams = parameters after ARGV[3],
+--          read = function(k, first, n) -> state (with state.expires = the result hash's
+--                 :expires field), or false when a key has a wrong type,
+--          apply = function(k, state, acked, m) -> whether the client's result hash exists
+--                  after it (its expiry is then set)}
+-- k is the index of the client's first key (its result hash); ARGV[first], ARGV[first+3], ...
+-- are the ids of its n entries (gender and ts follow each id). acked[1..m] are the ARGV
+-- indexes of the ids acknowledged by this call and not erased (m >= 1).
 local function apply_batch(model)
-  local stream, group = KEYS[1], ARGV[1]
-  local applied, skipped, acked = 0, {}, {}
-  local k, a = 3, 3 + model.nparams
+  local stream, group, expires = KEYS[1], ARGV[1], ARGV[3]
+  local sentinel = redis.call('EXISTS', KEYS[3]) == 1
+  local applied, erased, skipped, acked = 0, 0, {}, {}
+  local k, a = 4, 4 + model.nparams
   while a <= #ARGV do
     local n = tonumber(ARGV[a])
     local first, stop = a + 1, a + 3 * n
-    local state = model.read(k, first, n)
+    local cutoff = erased_up_to(sentinel, KEYS[k])
+    local state = model.read(k + 1, first, n)
     if state == false then
       for i = first, stop, 3 do skipped[#skipped + 1] = ARGV[i] end
     else
       local m = 0
       for i = first, stop, 3 do
         if redis.call('XACK', stream, group, ARGV[i]) == 1 then
-          m = m + 1
-          acked[m] = i
+          if cutoff and not id_after(ARGV[i], cutoff) then
+            erased = erased + 1
+          else
+            m = m + 1
+            acked[m] = i
+          end
         end
       end
       if m > 0 then
         applied = applied + m
-        model.apply(k, state, acked, m)
+        if model.apply(k + 1, state, acked, m) then
+          expire_client(KEYS[k + 1], state.expires, expires)
+        end
       end
     end
-    k = k + (model.per_event_keys and 1 + n or model.nkeys)
+    k = k + 1 + (model.per_event_keys and 1 + n or model.nkeys)
     a = stop + 1
   end
   if applied > 0 then redis.call('HINCRBY', KEYS[2], group .. ':applied', applied) end
-  return {applied, unpack(skipped)}
+  if erased > 0 then redis.call('HINCRBY', KEYS[2], group .. ':erased', erased) end
+  return {applied, erased, unpack(skipped)}
 end
 
 -- Counters of the configured genders ------------------------------------------------------------

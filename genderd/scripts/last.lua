@@ -1,23 +1,15 @@
 -- Model `last`: the gender of the client's event with the greatest (ts, entry id).
--- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard).
+-- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
+-- erasure markers, expiry).
 --
 -- per client (one key): KEYS[k] = result hash   <prefix>:{sN}:r:<cid>
 -- no parameters
 -- result fields: last, last:ts, last:id, last:at
 
--- a > b for non-negative decimal integers without leading zeros, of any length
-local function greater(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-
--- (ts, id) of a is greater than that of b; ids are "<ms>-<seq>"
+-- (ts, id) of a is greater than that of b
 local function later(ts_a, id_a, ts_b, id_b)
   if ts_a ~= ts_b then return greater(ts_a, ts_b) end
-  local ms_a, seq_a = string.match(id_a, '^(%d+)-(%d+)$')
-  local ms_b, seq_b = string.match(id_b, '^(%d+)-(%d+)$')
-  if ms_a ~= ms_b then return greater(ms_a, ms_b) end
-  return greater(seq_a, seq_b)
+  return id_after(id_a, id_b)
 end
 
 local group, now = ARGV[1], ARGV[2]
@@ -27,7 +19,10 @@ return apply_batch({
   nkeys = 1,
   nparams = 0,
   read = function(k)
-    return read_hash('HMGET', KEYS[k], ts_field, id_field) or false
+    local have = read_hash('HMGET', KEYS[k], ts_field, id_field, EXPIRES)
+    if have == nil then return false end
+    have.expires = have[3]
+    return have
   end,
   apply = function(k, have, acked, m)
     local best = nil
@@ -39,5 +34,6 @@ return apply_batch({
       redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
         id_field, ARGV[best], at_field, now)
     end
+    return true
   end,
 })

@@ -15,26 +15,35 @@
 -- computes it again from the state as it is now. A result hash that is not a hash skips the
 -- client (its entries stay pending and end as dead letters after max_deliveries).
 --
+-- An entry of an erased client written before the erasure (see "Erasure" in _lib.lua) is
+-- acknowledged and changes nothing; the client's other entries are then a conflict (the
+-- state was computed with the erased ones), computed again without them.
+-- The result hash of a committed client expires as in _lib.lua's apply_batch ("Expiry").
+--
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
--- KEYS[2+c] = result hash of client c   <prefix>:{sN}:r:<cid>
+-- KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures
+-- KEYS[2+2c] = erasure marker of client c   <prefix>:{sN}:erased:<digest>
+-- KEYS[3+2c] = result hash of client c      <prefix>:{sN}:r:<cid>
 -- ARGV[1] = consumer group (the model name);  ARGV[2] = consumer name (for logs; unused)
--- then per client c, in the order of its key:
+-- ARGV[3] = when a committed client expires (ms since the epoch; "0": never)
+-- then per client c, in the order of its keys:
 --   the version read ("" for none), n, the n entry ids,
 --   s, then s field/value pairs to set, d, then d fields to delete
--- returns: {applied, number of skipped ids, skipped ids...,
+-- returns: {applied, erased, number of skipped ids, skipped ids...,
 --           then per client in conflict: c, k, its k entry ids still pending}
 -- result fields: <model>:v (version), and what the worker sends (<model>:j state JSON, answer)
 
 local stream, stats = KEYS[1], KEYS[2]
-local group, consumer = ARGV[1], ARGV[2]
+local group, consumer, expires = ARGV[1], ARGV[2], ARGV[3]
 local version_field = group .. ':v'
+local sentinel = redis.call('EXISTS', KEYS[3]) == 1
 
-local applied, skipped, conflicts = 0, {}, {}
-local a, c = 3, 0
+local applied, erased, skipped, conflicts = 0, 0, {}, {}
+local a, c = 4, 0
 while a <= #ARGV do
   c = c + 1
-  local result = KEYS[2 + c]
+  local marker, result = KEYS[2 + 2 * c], KEYS[3 + 2 * c]
   local expected, n = ARGV[a], tonumber(ARGV[a + 1])
   local ids = {}
   for i = 1, n do ids[i] = ARGV[a + 1 + i] end
@@ -46,15 +55,24 @@ while a <= #ARGV do
   local del_at = a + 1
   a = a + 1 + d
 
-  local version = read_hash('HGET', result, version_field)
-  if version == nil then
+  local stored = read_hash('HMGET', result, version_field, EXPIRES)
+  if stored == nil then
     for i = 1, n do skipped[#skipped + 1] = ids[i] end
   else
-    local pending = {}
+    local version = stored[1]
+    local cutoff = erased_up_to(sentinel, marker)
+    local pending, gone = {}, {}
     for i = 1, n do
       if #redis.call('XPENDING', stream, group, ids[i], ids[i], 1) == 1 then
-        pending[#pending + 1] = ids[i]
+        if cutoff and not id_after(ids[i], cutoff) then
+          gone[#gone + 1] = ids[i]
+        else
+          pending[#pending + 1] = ids[i]
+        end
       end
+    end
+    if #gone > 0 then
+      erased = erased + redis.call('XACK', stream, group, unpack(gone))
     end
     if (version or '') ~= expected or #pending < n then
       conflicts[#conflicts + 1] = c
@@ -67,11 +85,13 @@ while a <= #ARGV do
       for i = set_at, set_at + 2 * s - 1 do set[#set + 1] = ARGV[i] end
       redis.call('HSET', result, unpack(set))
       if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
+      expire_client(result, stored[2], expires)
     end
   end
 end
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
-local reply = {applied, #skipped}
+if erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', erased) end
+local reply = {applied, erased, #skipped}
 for i = 1, #skipped do reply[#reply + 1] = skipped[i] end
 for i = 1, #conflicts do reply[#reply + 1] = conflicts[i] end
 return reply

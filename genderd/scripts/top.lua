@@ -1,12 +1,13 @@
 -- Model `top`: the gender with the most events of all time (ties: newest event, then name).
--- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard).
+-- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
+-- erasure markers, expiry).
 -- The counters live in the result hash itself (top:n:<g> events, top:t:<g> newest event ts),
 -- read once and written once per client per call, with the answer.
 --
 -- per client (two keys):
 --   KEYS[k]   = result hash                          <prefix>:{sN}:r:<cid>
 --   KEYS[k+1] = counters of data layout 1 (upgrades)  <prefix>:{sN}:m:top:<cid>
--- ARGV[3] = G, the number of configured genders;  ARGV[4 .. 3+G] = their names, sorted
+-- ARGV[4] = G, the number of configured genders;  ARGV[5 .. 4+G] = their names, sorted
 -- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:at, top:n:<g>, top:t:<g>
 --
 -- Layout 1 (genderd before data layout 2) kept the counters in KEYS[k+1] as <g> / <g>:t fields.
@@ -14,10 +15,11 @@
 -- result hash by the first call that touches it; the old key is deleted then.
 
 local group, now = ARGV[1], ARGV[2]
-local names, index, g = genders_at(3)
+local names, index, g = genders_at(4)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
 local read_fields = {group, unpack(fields)}
+read_fields[#read_fields + 1] = EXPIRES
 local touched = {}  -- genders whose counters the client's entries changed (reset after each)
 
 -- layout 1's counters of KEYS[k+1] into `have` (the HMGET reply of read_fields); fields of
@@ -48,6 +50,7 @@ return apply_batch({
     -- have[1]: the answer; counters from have[2] (see "Counters" in _lib.lua)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
+    have.expires = have[#read_fields]
     if have[1] then
       local counted = false
       for i = 1, g do counted = counted or have[2 * i] end
@@ -73,5 +76,6 @@ return apply_batch({
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end
     redis.call('HSET', KEYS[k], unpack(changed_counters(set, nil, fields, have, 2, touched)))
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
+    return true
   end,
 })

@@ -1,6 +1,6 @@
 -- Model `top7d` (and every TopWindow model): the gender with the most events whose ts lies in
 -- the last W UTC days (ties: newest event, then name). Runs on the batch frame of _lib.lua
--- (KEYS/ARGV layout, exactly-once, wrong-type guard).
+-- (KEYS/ARGV layout, exactly-once, wrong-type guard, erasure markers, expiry).
 --
 -- Events are counted in one hash per client per UTC day (its counters read once and written
 -- once per call: what HINCRBY per event would do, in one HSET), which gets a fixed EXPIREAT at
@@ -17,13 +17,13 @@
 -- per client (1 + n keys, n = its entries in the call):
 --   KEYS[k]     = result hash                       <prefix>:{sN}:r:<cid>
 --   KEYS[k+j]   = day bucket of the client's j-th entry  <prefix>:{sN}:m:<model>:d<day>:<cid>
--- ARGV[3] = window length W in days;  ARGV[4] = G, the number of configured genders;
--- ARGV[5 .. 4+G] = their names, sorted
+-- ARGV[4] = window length W in days;  ARGV[5] = G, the number of configured genders;
+-- ARGV[6 .. 5+G] = their names, sorted
 -- result fields: <model>, :s (scores JSON), :ts (newest event ts), :at, :u (answer valid until,
 --                ms), :w ("D,W" of the counters), :n:<g> and :t:<g> (the counters)
 
-local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local names, index, g = genders_at(4)
+local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local names, index, g = genders_at(5)
 local today = math.floor(tonumber(now) / MS_PER_DAY)
 local first_day = today - window + 1
 local this_window = fmt(today) .. ',' .. fmt(window)
@@ -32,6 +32,7 @@ local bucket_fields = counter_fields(names, '', '', ':t')
 local w_field, u_field = group .. ':w', group .. ':u'
 -- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_lib.lua, "Counters")
 local read_fields = {w_field, group, u_field, unpack(fields)}
+read_fields[#read_fields + 1] = EXPIRES
 local ADD, STALE = 1, 2
 local touched = {}  -- gender numbers whose window counters the client's entries changed
 
@@ -41,6 +42,7 @@ return apply_batch({
   read = function(k, first, n)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
+    have.expires = have[#read_fields]
     if have[1] == this_window then
       have.mode = ADD  -- this day's counters: add to them
     elseif not (have[1] or have[2] or have[3]) then
@@ -95,13 +97,15 @@ return apply_batch({
         redis.call('EXPIREAT', have.keys[b], fmt((days[b] + window) * (MS_PER_DAY / 1000)))
       end
     end
-    if next(changed) == nil then return end  -- only events older than the window
+    -- only events older than the window: the result hash exists if something else is in it
+    if next(changed) == nil then return have.expires or have[1] or have[2] or have[3] end
     if have.mode == STALE then
       if have[3] ~= '0' then redis.call('HSET', KEYS[k], u_field, '0') end
-      return
+      return true
     end
     -- the answer from the window's counters (from have[4]); only changed counters are written
     store_window(KEYS[k], group, names, fields, have, 4, ahead, today, window, now, have[1],
       touched)
+    return true
   end,
 })

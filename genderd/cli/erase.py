@@ -1,0 +1,82 @@
+"""`genderd erase`: erase clients on request (SPEC §9), one or a file of ids."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+import click
+
+from genderd import erasure
+from genderd.cli.common import opened, run, settings_of
+from genderd.events import cid_problem
+
+
+def _ids(cids: tuple[str, ...], file: TextIO | None) -> list[str]:
+    """The ids of the arguments, then of the file (one per line; blank lines skipped), each
+    checked as lookups check them; a bad one stops the command before anything is erased."""
+    given = [(f"argument {n}", cid) for n, cid in enumerate(cids, 1)]
+    if file is not None:
+        given += [
+            (f"{file.name}:{n}", line.strip()) for n, line in enumerate(file, 1) if line.strip()
+        ]
+    for where, cid in given:
+        problem = cid_problem(cid)
+        if problem:
+            raise click.BadParameter(f"{where}: {problem}")
+    return [cid for _, cid in given]
+
+
+@click.command()
+@click.argument("cids", nargs=-1)
+@click.option(
+    "--file",
+    type=click.File("r", encoding="utf-8"),
+    help="Also erase the ids in this file, one per line ('-': standard input).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per client on stdout.")
+@click.pass_context
+def erase(ctx: click.Context, cids: tuple[str, ...], file: TextIO | None, as_json: bool) -> None:
+    """Erase clients: every model's answer, state, counters and day buckets, and the client's
+    entries in its shard stream and dead letters. Entries written before the erasure are
+    never applied afterwards, by any worker or replay; later events are new data.
+
+    Clients of one shard are erased together: a file of many ids costs one pass over each
+    stream. Progress goes to stderr; each client's counts to stdout, with the digest the
+    log line names (keep it as proof that the request was honoured).
+    """
+    settings = settings_of(ctx)
+    ids = _ids(cids, file)
+    if not ids:
+        raise click.UsageError("name at least one client id, or --file")
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what == "mark":
+            click.echo(
+                f"\rmarked and deleted the keys of {done}/{total} clients", nl=False, err=True
+            )
+        else:
+            click.echo(f"\rscanning {what}: {done:,} entries read", nl=False, err=True)
+
+    async def go() -> list[erasure.Erased]:
+        async with opened(settings) as (deployment, links):
+            return await erasure.erase(links.fast, deployment, ids, progress)
+
+    done = run(go())
+    click.echo("", err=True)
+    for erased in done:
+        if as_json:
+            click.echo(json.dumps({"cid": erased.cid, "digest": erased.digest, **erased.as_dict()}))
+        else:
+            click.echo(
+                f"erased {erased.cid!r} (digest {erased.digest}): {erased.keys} keys, "
+                f"{erased.entries} stream entries, {erased.dead_letters} dead letters"
+            )
+    totals = [sum(getattr(e, kind) for e in done) for kind in ("keys", "entries", "dead_letters")]
+    click.echo(
+        f"erased {len(done)} clients: {totals[0]} keys, {totals[1]} stream entries, "
+        f"{totals[2]} dead letters",
+        err=True,
+    )
+    sys.stdout.flush()

@@ -1,0 +1,44 @@
+-- One bounded step of removing erased clients' entries from a stream (the shard's event
+-- stream, or a dead-letter stream): reads at most COUNT entries after a given id and deletes
+-- those of the clients given whose id (or, in dead letters, original id) is not after the
+-- client's erasure marker (erase.lua). Entries written after the erasure are new data: kept.
+--
+-- KEYS[1] = the stream   <prefix>:{sN}:events or <prefix>:{sN}:dead
+-- ARGV[1] = scan after this id ("-": from the start);  ARGV[2] = up to this id (inclusive)
+-- ARGV[3] = COUNT;  ARGV[4] = the field holding the id compared ("": the entry's own id)
+-- ARGV[5..] = pairs: client id, its marker's id
+-- returns: {the last id read, or "" when the range is done;
+--           then per client with entries deleted: its pair number (1-based), how many}
+
+local stream, after, upto, count, id_field = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+
+local cutoffs, number = {}, {}
+for a = 5, #ARGV, 2 do
+  cutoffs[ARGV[a]] = ARGV[a + 1]
+  number[ARGV[a]] = (a - 3) / 2
+end
+
+local start = after == '-' and '-' or '(' .. after
+local entries = redis.call('XRANGE', stream, start, upto, 'COUNT', count)
+local doomed, deleted = {}, {}
+for _, entry in ipairs(entries) do
+  local fields, cid, id = entry[2], nil, entry[1]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'cid' and cid == nil then cid = fields[f + 1] end
+    if id_field ~= '' and fields[f] == id_field then id = fields[f + 1] end
+  end
+  local cutoff = cid and cutoffs[cid]
+  -- an original id that is not a stream id (a hand-made dead letter) goes too
+  if cutoff and not (string.match(id, '^%d+%-%d+$') and id_after(id, cutoff)) then
+    doomed[#doomed + 1] = entry[1]
+    deleted[cid] = (deleted[cid] or 0) + 1
+  end
+end
+if #doomed > 0 then redis.call('XDEL', stream, unpack(doomed)) end
+
+local reply = {#entries < count and '' or entries[#entries][1]}
+for cid, n in pairs(deleted) do
+  reply[#reply + 1] = number[cid]
+  reply[#reply + 1] = n
+end
+return reply

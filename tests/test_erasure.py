@@ -1,0 +1,241 @@
+"""Erasing a client (SPEC §9): nothing of it is left, nothing brings it back (batches in hand,
+stopped workers, reclaims, stale batches, replay, re-drive), later events are new data."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from genderd import deadletters, erasure, replay, streams
+from genderd.deployment import Deployment
+from genderd.keys import Keys, digest, shard_of
+from genderd.transport import Links
+
+from . import oracle, scenario
+from .conftest import FakeClock, Loop
+from .factories import make_reader, make_worker
+from .test_deadletter import dead_entries
+
+HOUR = 3_600_000
+GONE = "erase-me"
+KEPT = "keep-me"
+
+
+def _write(sync_redis: redis.Redis, settings: Any, cid: str, gender: str, ts: int) -> str:
+    stream = Keys(settings.prefix).stream(shard_of(cid, settings.shards))
+    return sync_redis.xadd(stream, {"cid": cid, "gender": gender, "ts": str(ts)}).decode()
+
+
+def _drain(aio: Loop, clock: FakeClock) -> dict[str, Any]:
+    outcomes = {}
+    for model in aio.registry:
+        worker = make_worker(aio.client, model, aio.settings, clock=clock)
+        aio.run(worker.ensure_groups())
+        outcomes[model.name] = aio.run(worker.drain())
+    return outcomes
+
+
+def _erase(aio: Loop, clock: FakeClock, *cids: str) -> list[erasure.Erased]:
+    deployment = Deployment.build(aio.settings, clock)
+    return aio.run(erasure.erase(Links.over(aio.client).fast, deployment, cids))
+
+
+def _traces(sync_redis: redis.Redis, settings: Any, cid: str) -> list[str]:
+    """Every key, stream entry and dead letter that names ``cid`` (keys end with the id)."""
+    keys = Keys(settings.prefix)
+    found = [
+        k.decode() for k in sync_redis.scan_iter(count=1000) if k.endswith(b":" + cid.encode())
+    ]
+    for shard in range(settings.shards):
+        for stream in (keys.stream(shard), keys.dead(shard)):
+            for entry_id, fields in sync_redis.xrange(stream):
+                if fields.get(b"cid") == cid.encode():
+                    found.append(f"{stream} {entry_id.decode()}")
+    return found
+
+
+def _answers(aio: Loop, clock: FakeClock, cid: str) -> dict[str, Any]:
+    [got] = aio.run(make_reader(aio.client, aio.settings, clock=clock).lookup_many([cid]))
+    return got
+
+
+def test_erase_removes_every_key_entry_and_dead_letter_and_logs_the_digest(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, now = aio.settings, clock.now_ms
+    for gender, ts in [("male", now), ("male", now - 1), ("female", now - 24 * HOUR)]:
+        _write(sync_redis, settings, GONE, gender, ts)
+    _write(sync_redis, settings, GONE, "robot", now)  # dead-lettered by every model
+    _write(sync_redis, settings, KEPT, "kids", now)
+    _drain(aio, clock)
+    assert all(_answers(aio, clock, GONE).values())
+    assert len(dead_entries(sync_redis, settings)) == len(aio.registry)
+
+    with caplog.at_level(logging.INFO, logger="genderd.erasure"):
+        [done] = _erase(aio, clock, GONE)
+
+    # the result hash (every model's answer and state), top7d's buckets of two days
+    assert (done.keys, done.entries, done.dead_letters) == (3, 4, len(aio.registry))
+    assert _traces(sync_redis, settings, GONE) == []
+    assert _answers(aio, clock, GONE) == dict.fromkeys(aio.registry.names())
+    assert _answers(aio, clock, KEPT)["last"].gender == "kids"
+    assert dead_entries(sync_redis, settings) == []
+    assert f"erased client {digest(GONE)}: 3 keys, 4 stream entries" in caplog.text
+    assert GONE not in caplog.text  # the proof names the digest, never the id
+    [again] = _erase(aio, clock, GONE)  # and an unknown client: zero counts
+    assert (again.keys, again.entries, again.dead_letters) == (0, 0, 0)
+
+
+def test_batches_in_hand_reclaims_and_replay_do_not_bring_it_back_and_later_events_apply(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    settings, keys = aio.settings, Keys(aio.settings.prefix)
+    shard = shard_of(GONE, settings.shards)
+    for gender in ("male", "male", "kids"):
+        _write(sync_redis, settings, GONE, gender, clock.now_ms)
+    in_hand = {}
+    for model in aio.registry:  # one consumer per model read the batch, then stopped
+        worker = make_worker(aio.client, model, settings, clock=clock, consumer="stopped")
+        aio.run(worker.ensure_groups())
+        entries = aio.run(
+            streams.read_new(aio.client, keys.stream(shard), model.name, "stopped", 10, None)
+        )
+        assert len(entries) == 3
+        in_hand[model.name] = (worker, entries)
+
+    [done] = _erase(aio, clock, GONE)
+    assert (done.keys, done.entries) == (0, 3)  # nothing applied yet; the entries are gone
+
+    later = _write(sync_redis, settings, GONE, "female", clock.now_ms)
+    for _worker, _entries in in_hand.values():  # the stopped consumers come back
+        outcome = aio.run(_worker.processor.process(shard, _entries))
+        assert (outcome.applied, outcome.erased) == (0, 3)
+    assert not sync_redis.exists(keys.result(shard, GONE))
+    for model in aio.registry:  # another consumer reclaims what the first one held
+        other = make_worker(aio.client, model, settings, clock=clock, consumer="other")
+        aio.run(other.reclaim(shard, min_idle_ms=0))
+    outcomes = _drain(aio, clock)
+    assert all(o.applied == 1 for o in outcomes.values())  # the event after the erasure
+    got = _answers(aio, clock, GONE)
+    assert got["last"].gender == "female" and got["last"].last_event_ts == clock.now_ms
+    assert got["top"].scores == {"female": 1} and got["top7d"].scores == {"female": 1}
+    assert [e[0].decode() for e in sync_redis.xrange(keys.stream(shard))] == [later]
+
+    for name in ("top", "recency"):  # replay re-reads the stream: the erased stay erased
+        worker = make_worker(aio.client, name, settings, clock=clock, consumer="replay")
+        aio.run(replay.replay(worker, force=True))
+    got = _answers(aio, clock, GONE)
+    assert got["top"].scores == {"female": 1} and got["recency"].gender == "female"
+    assert scenario_pending(aio) == 0
+
+
+def scenario_pending(aio: Loop) -> int:
+    return aio.run(scenario.pending_and_lag(aio.client, aio.settings))[0]
+
+
+def test_the_marker_alone_stops_workers_dead_letters_redrive_and_replay(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure whose scan never ran (the process died after the atomic step): the entries
+    are still in the stream, and still nothing comes back."""
+    settings = aio.settings
+    _write(sync_redis, settings, GONE, "unicorn", clock.now_ms)  # a dead letter before
+    _drain(aio, clock)
+    letters = aio.run(_all_letters(aio))
+    assert len(letters) == len(aio.registry)
+    for gender in ("male", "bad gender"):
+        _write(sync_redis, settings, GONE, gender, clock.now_ms)
+
+    async def no_scan(*args: Any, **kwargs: Any) -> dict[Any, int]:
+        return {}
+
+    monkeypatch.setattr(erasure, "_scan", no_scan)
+    _erase(aio, clock, GONE)
+    assert len(_traces(sync_redis, settings, GONE)) == 3 + len(aio.registry)  # not scanned
+
+    outcomes = _drain(aio, clock)  # workers that were stopped during the erasure
+    assert all((o.applied, o.dead, o.erased) == (0, 0, 2) for o in outcomes.values())
+    for name in ("top7d", "recency"):
+        worker = make_worker(aio.client, name, settings, clock=clock, consumer="replay")
+        outcome = aio.run(replay.replay(worker, force=True))
+        assert (outcome.applied, outcome.dead, outcome.erased) == (0, 0, 3)
+    # a re-drive once unicorn is a gender: the entry is valid, its client erased since
+    deployment = Deployment.build(
+        settings.model_copy(update={"genders": (*settings.genders, "unicorn")}), clock
+    )
+    links = Links.over(aio.client)
+    redriven = aio.run(deadletters.redrive(aio.client, links.fast, deployment, letters))
+    assert redriven.written == [] and len(redriven.erased) == 1
+    assert _answers(aio, clock, GONE) == dict.fromkeys(aio.registry.names())
+    assert len(dead_entries(sync_redis, settings)) == 0  # the re-drive deleted the copies
+    stats = sync_redis.hgetall(Keys(settings.prefix).stats(shard_of(GONE, settings.shards)))
+    assert int(stats[b"top:erased"]) == 2  # the worker dropped two
+    assert int(stats[b"top7d:erased"]) == 2 + 3  # the worker's two, then the replay's three
+
+
+async def _all_letters(aio: Loop) -> list[deadletters.DeadLetter]:
+    deployment = Deployment.build(aio.settings)
+    return [letter async for letter in deadletters.scan(aio.client, deployment)]
+
+
+@hsettings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_no_schedule_brings_an_erased_client_back(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, data: st.DataObject
+) -> None:
+    """Events, then an erasure at a random step of a crashy schedule (batches in hand, stale
+    batches, reclaims by other consumers), with more events after it: every erased client
+    answers exactly what the events written after its erasure say."""
+    sync_redis.flushall()
+    cids = ["a", "b", "c:1", "d"]
+    event = st.builds(
+        lambda cid, gender, hours: {"cid": cid, "gender": gender, "ts": str(clock.now_ms - hours)},
+        st.sampled_from(cids),
+        st.sampled_from(["female", "male", "kids"]),
+        st.integers(0, 9 * 24).map(lambda hours: hours * HOUR),
+    )
+    before = data.draw(st.lists(event, max_size=25), label="before")
+    after = data.draw(st.lists(event, max_size=10), label="after")
+    gone = data.draw(st.sets(st.sampled_from(cids), min_size=1), label="erased")
+    rnd = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    consumers = data.draw(st.integers(1, 2), label="consumers")
+    settings, registry = aio.settings, aio.registry
+    written = aio.run(scenario.write(aio.client, settings, before))
+    late: list[oracle.Ev] = []
+
+    async def erase_then_write() -> None:
+        deployment = Deployment.build(settings, clock)
+        await erasure.erase(Links.over(aio.client).fast, deployment, sorted(gone))
+        late.extend(await scenario.write(aio.client, settings, after))
+
+    aio.run(
+        scenario.run_schedule(
+            aio.client,
+            settings,
+            registry,
+            clock,
+            rnd,
+            consumers,
+            rnd.randint(0, 50),
+            midway=erase_then_write,
+        )
+    )
+    assert aio.run(scenario.pending_and_lag(aio.client, settings)) == (0, 0)
+    got = aio.run(scenario.answers(aio.client, settings, registry, clock, cids))
+    for cid, answer in zip(cids, got, strict=True):
+        known = late if cid in gone else written + late
+        want = scenario.expected(known, cid, clock.now_ms, clock.now_ms, settings.window_days)
+        assert scenario.mismatches(answer, want) == [], cid
+        if cid in gone and not any(e.cid == cid for e in late):
+            assert _traces(sync_redis, settings, cid) == []
