@@ -114,6 +114,11 @@ def test_http_api_on_the_cluster(cluster: str) -> None:
         models = {m["name"]: m for m in client.request("GET", "/v1/models").json()["models"]}
         assert all(m["applied"] == 30 and m["lag"] == 0 for m in models.values())
         assert client.request("GET", "/readyz").status_code == 200
+        # erasure: every script's keys share the shard's tag (markers, scans, dead streams)
+        erased = client.request("DELETE", "/v1/clients/K3")
+        assert erased.json() == {"cid": "K3", "keys": 2, "entries": 1, "dead_letters": 0}
+        assert client.request("GET", "/v1/clients/K3").status_code == 404
+        assert client.request("GET", "/v1/clients/K4").status_code == 200
     finally:
         client.close()
         loop.close()

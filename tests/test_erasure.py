@@ -3,22 +3,28 @@ stopped workers, reclaims, stale batches, replay, re-drive), later events are ne
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from genderd import deadletters, erasure, replay, streams
+from genderd.cli import main
+from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, digest, shard_of
 from genderd.transport import Links
 
 from . import oracle, scenario
+from .api_helpers import MakeApi, cid_path
 from .conftest import FakeClock, Loop
 from .factories import make_reader, make_worker
 from .test_deadletter import dead_entries
@@ -239,3 +245,55 @@ def test_no_schedule_brings_an_erased_client_back(
         assert scenario.mismatches(answer, want) == [], cid
         if cid in gone and not any(e.cid == cid for e in late):
             assert _traces(sync_redis, settings, cid) == []
+
+
+def test_delete_over_http_is_protected_like_ingest_and_answers_the_counts(
+    aio: Loop, make_api: MakeApi, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    api = make_api(api_token="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    cid = "Ω shopper/1".replace(" ", "-")
+    assert api.post("/v1/events", json={"cid": cid, "gender": "kids"}, headers=auth).is_success
+    _drain(aio, clock)
+    assert api.get(f"/v1/clients/{cid_path(cid)}").status_code == 200
+
+    assert api.request("DELETE", f"/v1/clients/{cid_path(cid)}").status_code == 401
+    assert api.request("DELETE", "/v1/clients/a%20b", headers=auth).status_code == 422
+    response = api.request("DELETE", f"/v1/clients/{cid_path(cid)}", headers=auth)
+    assert response.status_code == 200
+    assert response.json() == {"cid": cid, "keys": 2, "entries": 1, "dead_letters": 0}
+    assert api.get(f"/v1/clients/{cid_path(cid)}").status_code == 404
+    assert _traces(sync_redis, aio.settings, cid) == []
+    unknown = api.request("DELETE", "/v1/clients/nobody", headers=auth).json()
+    assert unknown == {"cid": "nobody", "keys": 0, "entries": 0, "dead_letters": 0}
+    metrics = api.get("/metrics").text
+    assert "genderd_erasures_total 2.0" in metrics
+    assert 'genderd_erased_total{kind="entries"} 1.0' in metrics
+    assert cid not in metrics and "nobody" not in metrics
+
+
+def test_cli_erases_ids_from_arguments_and_a_file_in_one_pass(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    clock = FakeClock(wall_clock_ms())  # the CLI reads the wall clock too
+    settings = aio.settings
+    cids = [f"c{n}" for n in range(30)]
+    for cid in cids:
+        _write(sync_redis, settings, cid, "male", clock.now_ms)
+    _drain(aio, clock)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(cids[1:20]) + "\n\n")
+    env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4"}
+    done = CliRunner().invoke(
+        main, ["erase", cids[0], "--file", str(ids), "--json"], env=env, catch_exceptions=False
+    )
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["cid"] for r in rows] == cids[:20]
+    assert all((r["keys"], r["entries"], r["digest"]) == (2, 1, digest(r["cid"])) for r in rows)
+    assert "erased 20 clients: 40 keys, 20 stream entries, 0 dead letters" in done.stderr
+    for cid in cids:
+        assert bool(_traces(sync_redis, settings, cid)) == (cid not in cids[:20])
+    bad = CliRunner().invoke(main, ["erase", "ok", "not ok"], env=env)
+    assert bad.exit_code == 2 and "argument 2: cid contains whitespace" in bad.output
+    assert _traces(sync_redis, settings, "ok") == []

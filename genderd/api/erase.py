@@ -41,6 +41,10 @@ def install(router: APIRouter) -> None:
         response_model=Erasure,
         responses={
             401: {"model": Problem, "description": "a bearer token is configured and missing"},
+            404: {
+                "model": Problem,
+                "description": "the path names no client (a line break, which no id has)",
+            },
             422: {"model": ValidationProblem, "description": "a bad cid"},
             503: UNAVAILABLE,
         },
