@@ -144,10 +144,15 @@ def field(info: dict[Any, Any], name: str) -> Any:
 
 async def _lag(client: AsyncClient, stream: str, info: dict[Any, Any]) -> int:
     lag = field(info, "lag")
-    if lag is not None:
-        return int(lag)
-    # XINFO cannot tell after deletions; count what follows the last delivered id.
     last = text(field(info, "last-delivered-id"))
+    if lag is not None:
+        if int(lag) == 0:
+            return 0
+        # Valkey keeps counting entries deleted after the last delivered one (an erasure's
+        # XDEL) as lag, with nothing left to deliver: look whether anything follows it.
+        following: Any = await client.xrange(stream, min=f"({last}", max="+", count=1)
+        return int(lag) if following else 0
+    # XINFO cannot tell after deletions; count what follows the last delivered id.
     rows: Any = await client.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP)
     return len(rows)
 

@@ -71,17 +71,35 @@ local function id_after(a, b)
   return greater(seq_a, seq_b)
 end
 
--- Give the result hash `result` the expiry `expires` (ms; '0': none), unless `stored` (its
--- :expires field) says it has it already.
-local function expire_client(result, stored, expires)
-  if stored == expires or (expires == '0' and not stored) then return end
-  if expires == '0' then
+-- Whether a client whose result hash has `stored` in :expires needs the expiry `expires`
+-- (ms; '0': none) set: the field to write (expires), '' to remove the expiry, or nil.
+local function expiry_change(stored, expires)
+  if stored == expires then return nil end
+  if expires == '0' then return stored and '' or nil end
+  return expires
+end
+
+-- Append the :expires field of `state` to the flat HSET list `set`, when the frame asked for
+-- it (state.expiry; see apply_batch), and note that it was written. Returns set.
+local function with_expiry(set, state)
+  if state.expiry then
+    set[#set + 1] = EXPIRES
+    set[#set + 1] = state.expiry
+    state.expiry_written = true
+  end
+  return set
+end
+
+-- Give the result hash `result` the expiry `change` (see expiry_change); `written`: the
+-- model wrote the :expires field already (with_expiry).
+local function expire_client(result, change, written)
+  if change == '' then
     redis.call('PERSIST', result)
     redis.call('HDEL', result, EXPIRES)
-  else
-    redis.call('HSET', result, EXPIRES, expires)
-    redis.call('PEXPIREAT', result, expires)
+    return
   end
+  if not written then redis.call('HSET', result, EXPIRES, change) end
+  redis.call('PEXPIREAT', result, change)
 end
 
 -- The erasure marker's cutoff id for the client whose marker is `marker`, or nil; `sentinel`
@@ -97,7 +115,8 @@ end
 --          read = function(k, first, n) -> state (with state.expires = the result hash's
 --                 :expires field), or false when a key has a wrong type,
 --          apply = function(k, state, acked, m) -> whether the client's result hash exists
---                  after it (its expiry is then set)}
+--                  after it (its expiry is then set); a model that writes the hash anyway
+--                  passes its field list through with_expiry(set, state), which saves a call}
 -- k is the index of the client's first key (its result hash); ARGV[first], ARGV[first+3], ...
 -- are the ids of its n entries (gender and ts follow each id). acked[1..m] are the ARGV
 -- indexes of the ids acknowledged by this call and not erased (m >= 1).
@@ -127,8 +146,10 @@ local function apply_batch(model)
       end
       if m > 0 then
         applied = applied + m
-        if model.apply(k + 1, state, acked, m) then
-          expire_client(KEYS[k + 1], state.expires, expires)
+        local change = expiry_change(state.expires, expires)
+        if change ~= '' then state.expiry = change end
+        if model.apply(k + 1, state, acked, m) and change then
+          expire_client(KEYS[k + 1], change, state.expiry_written)
         end
       end
     end

@@ -31,8 +31,8 @@ return apply_batch({
       if best == nil or later(ARGV[i + 2], ARGV[i], ARGV[best + 2], ARGV[best]) then best = i end
     end
     if not have[1] or later(ARGV[best + 2], ARGV[best], have[1], have[2]) then
-      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
-        id_field, ARGV[best], at_field, now)
+      redis.call('HSET', KEYS[k], unpack(with_expiry({group, ARGV[best + 1], ts_field,
+        ARGV[best + 2], id_field, ARGV[best], at_field, now}, have)))
     end
     return true
   end,

@@ -83,9 +83,14 @@ while a <= #ARGV do
       applied = applied + n
       local set = {version_field, fmt((tonumber(version) or 0) + 1)}
       for i = set_at, set_at + 2 * s - 1 do set[#set + 1] = ARGV[i] end
+      local change = expiry_change(stored[2], expires)
+      if change and change ~= '' then
+        set[#set + 1] = EXPIRES
+        set[#set + 1] = change
+      end
       redis.call('HSET', result, unpack(set))
       if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
-      expire_client(result, stored[2], expires)
+      if change then expire_client(result, change, true) end
     end
   end
 end

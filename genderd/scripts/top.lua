@@ -74,7 +74,8 @@ return apply_batch({
     local best, scores, latest = argmax(names, have, 2)
     local set = {group, best, s_field, scores, ts_field, latest, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end
-    redis.call('HSET', KEYS[k], unpack(changed_counters(set, nil, fields, have, 2, touched)))
+    changed_counters(set, nil, fields, have, 2, touched)
+    redis.call('HSET', KEYS[k], unpack(with_expiry(set, have)))
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
     return true
   end,

@@ -100,12 +100,17 @@ return apply_batch({
     -- only events older than the window: the result hash exists if something else is in it
     if next(changed) == nil then return have.expires or have[1] or have[2] or have[3] end
     if have.mode == STALE then
-      if have[3] ~= '0' then redis.call('HSET', KEYS[k], u_field, '0') end
+      if have[3] ~= '0' or have.expiry then
+        redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, have)))
+      end
       return true
     end
     -- the answer from the window's counters (from have[4]); only changed counters are written
-    store_window(KEYS[k], group, names, fields, have, 4, ahead, today, window, now, have[1],
-      touched)
+    local set, del = window_fields(group, names, fields, have, 4, ahead, today, window, now,
+      have[1], touched)
+    if #del > 0 then redis.call('HDEL', KEYS[k], unpack(del)) end
+    with_expiry(set, have)
+    if #set > 0 then redis.call('HSET', KEYS[k], unpack(set)) end
     return true
   end,
 })
