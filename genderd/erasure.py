@@ -37,7 +37,7 @@ from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
 
-ERASE = Script.from_files("erase.lua")
+ERASE = Script.from_files(LIB, "erase.lua")
 ERASE_SCAN = Script.from_files(LIB, "erase_scan.lua")
 SCAN_COUNT = 1_000  # entries read per scan call (about a millisecond of server time)
 MARK_CLIENTS = 100  # clients marked per erase.lua call

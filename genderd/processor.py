@@ -21,7 +21,7 @@ from genderd.keys import digest, result_field
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
 from genderd.scripts import LIB, Script
-from genderd.streams import Entry, Fields
+from genderd.streams import Entry, Fields, parse_id
 from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class Processor:
         self.settings = deployment.settings
         self.keys = deployment.keys
         self.clock = deployment.clock
+        # per shard: the erasure sentinel's value as last read ("": none; see _call_apply)
+        self._sentinels: dict[int, str] = {}
 
     async def process(
         self, shard: int, entries: Sequence[Entry], deliveries: dict[str, int] | None = None
@@ -193,25 +195,24 @@ class Processor:
 
     async def _call_apply(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         """One call of the model's apply script for ``events``, grouped per client (the
-        batch frame's contract in ``_lib.lua``): each client's keys once, then its entries."""
+        batch frame's contract in ``_lib.lua``): each client's keys once, then its entries.
+        A client with an entry written before the shard's latest erasure also gets its
+        erasure marker; when the shard's erasure sentinel has moved since it was last read,
+        the frame does nothing and says so, and the call is made again."""
         per_client: dict[str, list[Event]] = {}
         for event in events:
             per_client.setdefault(event.cid, []).append(event)
-        model = self.model
-        keys = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
-        args: list[str] = [model.name, str(now), self._expiry(now), *model.params()]
-        erased = self.keys.erased
-        for cid, own in per_client.items():
-            keys.append(erased(shard, digest(cid)))
-            keys += model.client_keys(shard, cid, own, now)
-            args.append(str(len(own)))
-            for event in own:
-                args += (event.id, event.gender, str(event.ts))
-        applied, erased_n, *skipped = await self.transport.call(model.apply_script, keys, args)
+        while True:
+            known = self._sentinels.get(shard, "")
+            reply = await self._apply_call(shard, per_client, now, known)
+            if reply[0] != -1:
+                break
+            self._sentinels[shard] = _text(reply[1])
+        applied, erased_n, *skipped = reply
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",
-                model.name,
+                self.model.name,
                 entry_id.decode(),
             )
         if skipped:
@@ -220,6 +221,24 @@ class Processor:
         else:
             done = list(events)
         return Outcome(applied=int(applied), failed=len(skipped), erased=int(erased_n), done=done)
+
+    async def _apply_call(
+        self, shard: int, per_client: dict[str, list[Event]], now: int, known: str
+    ) -> Any:
+        model = self.model
+        keys = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
+        args: list[str] = [model.name, str(now), self._expiry(now), known, *model.params()]
+        before = parse_id(known) if known else None
+        for cid, own in per_client.items():
+            if before is not None and any(parse_id(e.id) <= before for e in own):
+                keys.append(self.keys.erased(shard, digest(cid)))
+                args.append(str(-len(own)))
+            else:
+                args.append(str(len(own)))
+            keys += model.client_keys(shard, cid, own, now)
+            for event in own:
+                args += (event.id, event.gender, str(event.ts))
+        return await self.transport.call(model.apply_script, keys, args)
 
     def _expiry(self, now: int) -> str:
         """ARGV of the apply scripts: when the clients they touch expire (0: never)."""

@@ -6,16 +6,20 @@
 --
 --   KEYS[1] = shard stream            <prefix>:{sN}:events
 --   KEYS[2] = shard stats hash        <prefix>:{sN}:stats
---   KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures (exists while a marker may)
---   KEYS[4..] = per client of the batch: its erasure marker <prefix>:{sN}:erased:<digest>,
---               then its keys (the model's own contract): model.nkeys of them, or 1 + n for
---               models with per_event_keys (n = the client's entries); the first of them is
---               always the client's result hash
+--   KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures (the greatest id of the shard's
+--             erasure markers; it lives as long as the newest of them)
+--   KEYS[4..] = per client of the batch: its erasure marker <prefix>:{sN}:erased:<digest>
+--               when the caller passes it (see below), then its keys (the model's own
+--               contract): model.nkeys of them, or 1 + n for models with per_event_keys (n =
+--               the client's entries); the first of them is always the client's result hash
 --   ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 --   ARGV[3] = when a client touched by this call expires (ms since the epoch; "0": never)
---   ARGV[4 .. 3+model.nparams] = the model's parameters
---   then per client, in the order of its keys: n, then n entries of (id, gender, ts)
---   returns: {entries applied, entries dropped as erased, ids of the entries skipped...}
+--   ARGV[4] = the sentinel's value as the caller knows it ("" for none)
+--   ARGV[5 .. 4+model.nparams] = the model's parameters
+--   then per client, in the order of its keys: n (-n when its marker is passed), then n
+--   entries of (id, gender, ts)
+--   returns: {entries applied, entries dropped as erased, ids of the entries skipped...}, or
+--            {-1, the sentinel's value} when the caller's was out of date (nothing done)
 --
 -- The caller groups the batch per client, so every key is read once per call. For each client
 -- the frame asks the model to read its state (the read is also the wrong-type guard: a key
@@ -29,8 +33,11 @@
 -- Erasure (SPEC 9): erasing a client sets its marker to the last id of the shard stream at
 -- that moment. An entry of the client up to that id was written before the erasure: it is
 -- acknowledged here and changes nothing, whoever applies it (a stopped worker's batch in hand,
--- a reclaim, a stale batch, a replay). The marker is looked up only while the shard's sentinel
--- exists, i.e. within the markers' lifetime after an erasure of the shard.
+-- a reclaim, a stale batch, a replay). Only an entry up to the shard's greatest marker id (the
+-- sentinel) can be such an entry, so the caller passes the marker of exactly the clients that
+-- have one; the frame checks first that the sentinel is still what the caller believed, and
+-- otherwise does nothing and returns its value for the caller to retry with. In the steady
+-- state (entries written after the last erasure) no marker is passed or read.
 --
 -- Expiry (SPEC 10): a client whose entries were applied gets its result hash (the one key of
 -- a client that lives longer than a day bucket) expiring at ARGV[3]. The hash records that
@@ -79,13 +86,12 @@ local function expiry_change(stored, expires)
   return expires
 end
 
--- Append the :expires field of `state` to the flat HSET list `set`, when the frame asked for
--- it (state.expiry; see apply_batch), and note that it was written. Returns set.
-local function with_expiry(set, state)
-  if state.expiry then
+-- Append the :expires field with the value `expiry` (see apply_batch) to the flat HSET list
+-- `set` when it is not nil. Returns set.
+local function with_expiry(set, expiry)
+  if expiry then
     set[#set + 1] = EXPIRES
-    set[#set + 1] = state.expiry
-    state.expiry_written = true
+    set[#set + 1] = expiry
   end
   return set
 end
@@ -111,25 +117,32 @@ local function erased_up_to(sentinel, marker)
 end
 
 -- model = {nkeys = keys per client, or per_event_keys = true: a first key, then one per entry,
---          nparams = parameters after ARGV[3],
---          read = function(k, first, n) -> state (with state.expires = the result hash's
---                 :expires field), or false when a key has a wrong type,
---          apply = function(k, state, acked, m) -> whether the client's result hash exists
---                  after it (its expiry is then set); a model that writes the hash anyway
---                  passes its field list through with_expiry(set, state), which saves a call}
+--          nparams = parameters after ARGV[4],
+--          read = function(k, first, n) -> state, or false when a key has a wrong type; and
+--                 the result hash's :expires field,
+--          apply = function(k, state, acked, m, expiry) -> whether the client's result hash
+--                  exists after it (its expiry is then set), and whether apply wrote the
+--                  :expires field: `expiry` is its new value when it must change (nil: it
+--                  need not), which a model that writes the hash anyway adds to its HSET
+--                  (with_expiry) to save a call}
 -- k is the index of the client's first key (its result hash); ARGV[first], ARGV[first+3], ...
 -- are the ids of its n entries (gender and ts follow each id). acked[1..m] are the ARGV
 -- indexes of the ids acknowledged by this call and not erased (m >= 1).
 local function apply_batch(model)
   local stream, group, expires = KEYS[1], ARGV[1], ARGV[3]
-  local sentinel = redis.call('EXISTS', KEYS[3]) == 1
+  local sentinel = redis.call('GET', KEYS[3]) or ''
+  if sentinel ~= ARGV[4] then return {-1, sentinel} end
   local applied, erased, skipped, acked = 0, 0, {}, {}
-  local k, a = 4, 4 + model.nparams
+  local k, a = 4, 5 + model.nparams
   while a <= #ARGV do
-    local n = tonumber(ARGV[a])
+    local n, cutoff = tonumber(ARGV[a]), nil
+    if n < 0 then  -- its marker is passed
+      n = -n
+      cutoff = redis.call('GET', KEYS[k]) or nil
+      k = k + 1
+    end
     local first, stop = a + 1, a + 3 * n
-    local cutoff = erased_up_to(sentinel, KEYS[k])
-    local state = model.read(k + 1, first, n)
+    local state, stored_expiry = model.read(k, first, n)
     if state == false then
       for i = first, stop, 3 do skipped[#skipped + 1] = ARGV[i] end
     else
@@ -146,14 +159,12 @@ local function apply_batch(model)
       end
       if m > 0 then
         applied = applied + m
-        local change = expiry_change(state.expires, expires)
-        if change ~= '' then state.expiry = change end
-        if model.apply(k + 1, state, acked, m) and change then
-          expire_client(KEYS[k + 1], change, state.expiry_written)
-        end
+        local change = expiry_change(stored_expiry, expires)
+        local exists, written = model.apply(k, state, acked, m, change ~= '' and change or nil)
+        if exists and change then expire_client(KEYS[k], change, written) end
       end
     end
-    k = k + 1 + (model.per_event_keys and 1 + n or model.nkeys)
+    k = k + (model.per_event_keys and 1 + n or model.nkeys)
     a = stop + 1
   end
   if applied > 0 then redis.call('HINCRBY', KEYS[2], group .. ':applied', applied) end

@@ -1,7 +1,8 @@
 -- Erase clients of one shard (SPEC 9), atomically: each gets an erasure marker holding the
 -- last id of the shard stream now (its entries up to that id were written before the
 -- erasure and are never applied: see "Erasure" in _lib.lua), the shard's sentinel is set to
--- live as long as the newest marker, and every key of the client's data is deleted. Its
+-- live as long as the newest marker and to hold the greatest marker id of the shard (see
+-- "Erasure" in _lib.lua), and every key of the client's data is deleted. Its
 -- entries in the stream and in the dead letters are removed afterwards, in bounded steps
 -- (erase_scan.lua); the marker covers them meanwhile.
 --
@@ -20,7 +21,8 @@ if redis.call('EXISTS', stream) == 1 then
     if info[i] == 'last-generated-id' then cutoff = info[i + 1] end
   end
 end
-redis.call('SET', sentinel, '1', 'PX', lifetime)
+local known = redis.call('GET', sentinel)
+redis.call('SET', sentinel, (known and id_after(known, cutoff)) and known or cutoff, 'PX', lifetime)
 
 local reply, k = {}, 3
 for c = 2, #ARGV do

@@ -21,19 +21,24 @@ return apply_batch({
   read = function(k)
     local have = read_hash('HMGET', KEYS[k], ts_field, id_field, EXPIRES)
     if have == nil then return false end
-    have.expires = have[3]
-    return have
+    return have, have[3]
   end,
-  apply = function(k, have, acked, m)
+  apply = function(k, have, acked, m, expiry)
     local best = nil
     for j = 1, m do
       local i = acked[j]
       if best == nil or later(ARGV[i + 2], ARGV[i], ARGV[best + 2], ARGV[best]) then best = i end
     end
-    if not have[1] or later(ARGV[best + 2], ARGV[best], have[1], have[2]) then
-      redis.call('HSET', KEYS[k], unpack(with_expiry({group, ARGV[best + 1], ts_field,
-        ARGV[best + 2], id_field, ARGV[best], at_field, now}, have)))
+    if have[1] and not later(ARGV[best + 2], ARGV[best], have[1], have[2]) then
+      return true, false
     end
-    return true
+    if expiry then
+      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
+        id_field, ARGV[best], at_field, now, EXPIRES, expiry)
+    else
+      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
+        id_field, ARGV[best], at_field, now)
+    end
+    return true, true
   end,
 })

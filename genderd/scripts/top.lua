@@ -7,7 +7,7 @@
 -- per client (two keys):
 --   KEYS[k]   = result hash                          <prefix>:{sN}:r:<cid>
 --   KEYS[k+1] = counters of data layout 1 (upgrades)  <prefix>:{sN}:m:top:<cid>
--- ARGV[4] = G, the number of configured genders;  ARGV[5 .. 4+G] = their names, sorted
+-- ARGV[5] = G, the number of configured genders;  ARGV[6 .. 5+G] = their names, sorted
 -- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:at, top:n:<g>, top:t:<g>
 --
 -- Layout 1 (genderd before data layout 2) kept the counters in KEYS[k+1] as <g> / <g>:t fields.
@@ -15,7 +15,7 @@
 -- result hash by the first call that touches it; the old key is deleted then.
 
 local group, now = ARGV[1], ARGV[2]
-local names, index, g = genders_at(4)
+local names, index, g = genders_at(5)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
 local read_fields = {group, unpack(fields)}
@@ -50,7 +50,6 @@ return apply_batch({
     -- have[1]: the answer; counters from have[2] (see "Counters" in _lib.lua)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
-    have.expires = have[#read_fields]
     if have[1] then
       local counted = false
       for i = 1, g do counted = counted or have[2 * i] end
@@ -59,9 +58,9 @@ return apply_batch({
         if have.upgrade == nil then return false end
       end
     end
-    return have
+    return have, have[#read_fields]
   end,
-  apply = function(k, have, acked, m)
+  apply = function(k, have, acked, m, expiry)
     if have.upgrade then  -- every moved counter is written
       for i = 1, g do touched[i] = have[2 * i] and true or nil end
     end
@@ -75,8 +74,8 @@ return apply_batch({
     local set = {group, best, s_field, scores, ts_field, latest, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end
     changed_counters(set, nil, fields, have, 2, touched)
-    redis.call('HSET', KEYS[k], unpack(with_expiry(set, have)))
+    redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
-    return true
+    return true, true
   end,
 })

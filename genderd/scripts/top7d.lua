@@ -17,13 +17,13 @@
 -- per client (1 + n keys, n = its entries in the call):
 --   KEYS[k]     = result hash                       <prefix>:{sN}:r:<cid>
 --   KEYS[k+j]   = day bucket of the client's j-th entry  <prefix>:{sN}:m:<model>:d<day>:<cid>
--- ARGV[4] = window length W in days;  ARGV[5] = G, the number of configured genders;
--- ARGV[6 .. 5+G] = their names, sorted
+-- ARGV[5] = window length W in days;  ARGV[6] = G, the number of configured genders;
+-- ARGV[7 .. 6+G] = their names, sorted
 -- result fields: <model>, :s (scores JSON), :ts (newest event ts), :at, :u (answer valid until,
 --                ms), :w ("D,W" of the counters), :n:<g> and :t:<g> (the counters)
 
-local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local names, index, g = genders_at(5)
+local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[5])
+local names, index, g = genders_at(6)
 local today = math.floor(tonumber(now) / MS_PER_DAY)
 local first_day = today - window + 1
 local this_window = fmt(today) .. ',' .. fmt(window)
@@ -42,7 +42,6 @@ return apply_batch({
   read = function(k, first, n)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
-    have.expires = have[#read_fields]
     if have[1] == this_window then
       have.mode = ADD  -- this day's counters: add to them
     elseif not (have[1] or have[2] or have[3]) then
@@ -66,9 +65,9 @@ return apply_batch({
       end
     end
     have.days, have.replies, have.keys, have.fresh = days, replies, keys, fresh
-    return have
+    return have, have[#read_fields]
   end,
-  apply = function(k, have, acked, m)
+  apply = function(k, have, acked, m, expiry)
     local days, replies = have.days, have.replies
     local changed = {}  -- per bucket: gender numbers changed
     local ahead = have.mode == ADD and have[3] and not have[2]  -- a bucket after today exists
@@ -98,19 +97,22 @@ return apply_batch({
       end
     end
     -- only events older than the window: the result hash exists if something else is in it
-    if next(changed) == nil then return have.expires or have[1] or have[2] or have[3] end
+    if next(changed) == nil then
+      return have[#read_fields] or have[1] or have[2] or have[3], false
+    end
     if have.mode == STALE then
-      if have[3] ~= '0' or have.expiry then
-        redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, have)))
+      if have[3] ~= '0' or expiry then
+        redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, expiry)))
+        return true, expiry ~= nil
       end
-      return true
+      return true, false
     end
     -- the answer from the window's counters (from have[4]); only changed counters are written
     local set, del = window_fields(group, names, fields, have, 4, ahead, today, window, now,
       have[1], touched)
     if #del > 0 then redis.call('HDEL', KEYS[k], unpack(del)) end
-    with_expiry(set, have)
+    with_expiry(set, expiry)
     if #set > 0 then redis.call('HSET', KEYS[k], unpack(set)) end
-    return true
+    return true, expiry ~= nil
   end,
 })
