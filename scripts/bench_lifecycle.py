@@ -20,6 +20,7 @@ Prints tables; asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import math
 import asyncio
 import statistics
 import tempfile
@@ -125,7 +126,7 @@ def erasing(url: str, entries: int, clients: int, batch: int) -> list[tuple[str,
         if not after:
             break
     rows.append(
-        (f"one scan call ({erasure.SCAN_COUNT} entries), median", statistics.median(calls), 0.0)
+        (f"one scan call ({erasure.SCAN_COUNT} entries), median", statistics.median(calls), math.nan)
     )
     client.close()
     script_client.close()
@@ -153,11 +154,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
             print(f"\nerasure, one shard stream of {args.entries:,} entries:")
-            print(f"{'erased':<40} {'wall s':>8} {'server CPU s':>13}")
+            print(f"{'erased':<40} {'wall ms':>9} {'server CPU ms':>14}")
             for label, wall, cpu in erasing(
                 server.url, args.entries, max(args.batch * 4, 10_000), args.batch
             ):
-                print(f"{label:<40} {wall:>8.3f} {cpu:>13.3f}")
+                print(f"{label:<40} {wall * 1000:>9.1f} {cpu * 1000:>14.1f}")
 
 
 if __name__ == "__main__":
