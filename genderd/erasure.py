@@ -159,9 +159,9 @@ async def _scan(
             ERASE_SCAN, [stream], [after, upto, SCAN_COUNT, id_field, *flat]
         )
         last = text(reply[0])
-        for number, n in zip(reply[1::2], reply[2::2], strict=True):
+        read += int(reply[1])
+        for number, n in zip(reply[2::2], reply[3::2], strict=True):
             counts[pairs[int(number) - 1][0]] += int(n)
-        read += SCAN_COUNT
         if progress:
             progress(what, read, 0)
         if not last:

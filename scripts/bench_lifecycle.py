@@ -20,8 +20,8 @@ Prints tables; asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
-import math
 import asyncio
+import math
 import statistics
 import tempfile
 import time
@@ -126,7 +126,11 @@ def erasing(url: str, entries: int, clients: int, batch: int) -> list[tuple[str,
         if not after:
             break
     rows.append(
-        (f"one scan call ({erasure.SCAN_COUNT} entries), median", statistics.median(calls), math.nan)
+        (
+            f"one scan call ({erasure.SCAN_COUNT} entries), median",
+            statistics.median(calls),
+            math.nan,
+        )
     )
     client.close()
     script_client.close()

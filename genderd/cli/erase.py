@@ -51,20 +51,28 @@ def erase(ctx: click.Context, cids: tuple[str, ...], file: TextIO | None, as_jso
     if not ids:
         raise click.UsageError("name at least one client id, or --file")
 
+    live = sys.stderr.isatty()  # progress is redrawn in place on a terminal
+    started: set[str] = set()  # elsewhere (a log, a pipe): a line as each step starts
+
     def progress(what: str, done: int, total: int) -> None:
+        if not live:
+            if what not in started:
+                started.add(what)
+                click.echo(f"{'marking' if what == 'mark' else 'scanning ' + what}", err=True)
+            return
         if what == "mark":
-            click.echo(
-                f"\rmarked and deleted the keys of {done}/{total} clients", nl=False, err=True
-            )
+            line = f"marked and deleted the keys of {done:,}/{total:,} clients"
         else:
-            click.echo(f"\rscanning {what}: {done:,} entries read", nl=False, err=True)
+            line = f"scanning {what}: {done:,} entries read"
+        click.echo(f"\r{line:<60}", nl=False, err=True)
 
     async def go() -> list[erasure.Erased]:
         async with opened(settings) as (deployment, links):
             return await erasure.erase(links.fast, deployment, ids, progress)
 
     done = run(go())
-    click.echo("", err=True)
+    if live:
+        click.echo("", err=True)
     for erased in done:
         if as_json:
             click.echo(json.dumps({"cid": erased.cid, "digest": erased.digest, **erased.as_dict()}))

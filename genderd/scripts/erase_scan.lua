@@ -7,7 +7,7 @@
 -- ARGV[1] = scan after this id ("-": from the start);  ARGV[2] = up to this id (inclusive)
 -- ARGV[3] = COUNT;  ARGV[4] = the field holding the id compared ("": the entry's own id)
 -- ARGV[5..] = pairs: client id, its marker's id
--- returns: {the last id read, or "" when the range is done;
+-- returns: {the last id read, or "" when the range is done; the number of entries read;
 --           then per client with entries deleted: its pair number (1-based), how many}
 
 local stream, after, upto, count, id_field = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -36,7 +36,7 @@ for _, entry in ipairs(entries) do
 end
 if #doomed > 0 then redis.call('XDEL', stream, unpack(doomed)) end
 
-local reply = {#entries < count and '' or entries[#entries][1]}
+local reply = {#entries < count and '' or entries[#entries][1], #entries}
 for cid, n in pairs(deleted) do
   reply[#reply + 1] = number[cid]
   reply[#reply + 1] = n
