@@ -23,7 +23,7 @@ from redis import exceptions as redis_errors
 
 from genderd.clock import Clock, wall_clock_ms
 from genderd.keys import Keys, shard_of
-from genderd.layout import LAYOUT, LAYOUT_FIELD
+from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD
 from genderd.models.base import Model
 from genderd.models.registry import Registry
 from genderd.settings import Settings
@@ -115,6 +115,7 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
         if created:
             await client.hsetnx(meta, CREATED_FIELD, configured.clock())
             await client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
+            await client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
         stored = await client.hget(meta, SHARDS_FIELD)
     return _settled(configured, stored, created)
 
@@ -130,5 +131,6 @@ def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> De
         if created:
             client.hsetnx(meta, CREATED_FIELD, configured.clock())
             client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
+            client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
         stored = client.hget(meta, SHARDS_FIELD)
     return _settled(configured, stored, created)

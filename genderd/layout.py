@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 LAYOUT = 2
 LAYOUT_FIELD = "layout"
+#: the layout a deployment was created with (recorded since this release; absent: unknown)
+CREATED_LAYOUT_FIELD = "created_layout"
 
 
 class LayoutError(RuntimeError):
@@ -43,6 +45,13 @@ async def stored_layout(client: AsyncClient, deployment: Deployment) -> int:
     """The layout recorded in the deployment's meta hash (1 when none is)."""
     stored = await client.hget(deployment.keys.meta, LAYOUT_FIELD)
     return 1 if stored is None else int(stored)
+
+
+async def may_hold_layout1(client: AsyncClient, deployment: Deployment) -> bool:
+    """Whether keys of layout 1 may exist: unless the deployment was created with layout 2
+    or later (recorded at creation since this release), an upgrade may have left them."""
+    created = await client.hget(deployment.keys.meta, CREATED_LAYOUT_FIELD)
+    return created is None or int(created) < 2
 
 
 async def claim_layout(client: AsyncClient, deployment: Deployment, *, force: bool = False) -> int:

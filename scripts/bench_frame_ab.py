@@ -7,7 +7,9 @@ versions' apply scripts in turn, each call timed by the server's main-thread CPU
 cpu`` before and after it). Prints µs of server CPU per event and the ratio per round.
 
 The baseline must speak the engine-v2 frame's contract from before client data lifecycle
-(issue 11: no erasure sentinel, expiry or marker arguments), as revision 26034d9 does.
+(issue 11: no erasure sentinel, expiry or marker arguments), as revision 26034d9 does. This
+tree's scripts are called as in a deployment created with layout 2 (no layout-1 key for
+``top``) where nobody was erased yet.
 
     python scripts/bench_frame_ab.py --base 26034d9 --rounds 3
 """
@@ -34,6 +36,8 @@ from genderd.server import Server, find_binary, free_port
 MODELS = ("last", "top", "top7d")
 GENDERS = ["female", "kids", "male"]
 PARAMS = {"last": [], "top": ["3", *GENDERS], "top7d": ["7", "3", *GENDERS]}
+# this tree's top also takes whether layout 1's counters may exist: not in a new deployment
+NEW_PARAMS = {**PARAMS, "top": ["0", *PARAMS["top"]]}
 
 
 def base_source(rev: str, model: str) -> str:
@@ -87,10 +91,10 @@ def next_call(
         call_keys, call_args = [stream, keys.stats(0)], [model, str(now), *PARAMS[model]]
     else:  # no erasure in the shard: no sentinel value, no markers
         call_keys = [stream, keys.stats(0), keys.erasures(0)]
-        call_args = [model, str(now), str(client_expiry_ms(now, 365)), "", *PARAMS[model]]
+        call_args = [model, str(now), str(client_expiry_ms(now, 365)), "", *NEW_PARAMS[model]]
     for cid, own in per.items():
         call_keys.append(keys.result(0, cid))
-        if model == "top":
+        if model == "top" and variant == "base":
             call_keys.append(keys.state(0, "top", cid))
         elif model == "top7d":
             call_keys += [keys.day_bucket(0, "top7d", day_of(int(e[2])), cid) for e in own]

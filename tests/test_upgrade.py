@@ -13,7 +13,7 @@ import redis
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
-from genderd.layout import LAYOUT, LAYOUT_FIELD, LayoutError, claim_layout
+from genderd.layout import LAYOUT, LAYOUT_FIELD, LayoutError, claim_layout, may_hold_layout1
 
 from . import layout1, oracle, scenario
 from .conftest import FakeClock, Loop
@@ -135,3 +135,34 @@ def test_a_new_deployment_records_the_layout_it_is_written_in(
 
     aio.run(open_deployment(aio.client, aio.settings))
     assert sync_redis.hget(Keys(aio.settings.prefix).meta, LAYOUT_FIELD) == str(LAYOUT).encode()
+
+
+def test_top_passes_layout1_keys_only_where_they_may_exist(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """A deployment created with layout 2 has no layout-1 counters: its workers' top script
+    gets one key per client, and answers as the oracle; an upgraded one keeps passing them."""
+    from genderd.deployment import open_deployment
+
+    deployment = aio.run(open_deployment(aio.client, aio.settings))
+    assert aio.run(may_hold_layout1(aio.client, deployment)) is False
+    written = aio.run(
+        scenario.write(aio.client, aio.settings, _events(random.Random(3), clock.now_ms, CIDS, 60))
+    )
+    worker = make_worker(aio.client, "top", aio.settings, clock=clock)
+    aio.run(worker.check_layout1())
+    model = worker.model
+    assert not model.layout1 and len(model.client_keys(0, "x", [], clock.now_ms)) == 1
+    aio.run(worker.ensure_groups())
+    assert aio.run(worker.drain()).applied == len(written)
+    [*got] = aio.run(scenario.answers(aio.client, aio.settings, aio.registry, clock, CIDS))
+    for cid, answer in zip(CIDS, got, strict=True):
+        want = oracle.top([e for e in written if e.cid == cid])
+        top = answer["top"]
+        assert (top and (top.gender, top.scores)) == (want and (want.gender, want.scores))
+
+    sync_redis.flushall()
+    _layout1_deployment(sync_redis, aio)  # no created_layout: an upgrade may have left keys
+    assert aio.run(may_hold_layout1(aio.client, deployment)) is True
+    aio.run(worker.check_layout1())
+    assert model.layout1 and len(model.client_keys(0, "x", [], clock.now_ms)) == 2

@@ -64,6 +64,10 @@ class Model(abc.ABC):
     #: Lua files of the read-time refresh script, for answers that change without events.
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     script_package: ClassVar[str] = "genderd.scripts"
+    #: whether keys of data layout 1 may exist in the deployment (``top`` passes its old
+    #: counters to its script only then); a worker clears it for deployments created with
+    #: layout 2 or later (:func:`genderd.layout.may_hold_layout1`)
+    layout1: bool = True
 
     def __init__(self, settings: Settings, keys: Keys) -> None:
         self.settings = settings

@@ -23,14 +23,17 @@ class TopModel(Model):
     apply_files = (LIB, "top.lua")
 
     def params(self) -> list[str]:
-        return gender_params(self.settings)
+        return ["1" if self.layout1 else "0", *gender_params(self.settings)]
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
+        result = self.keys.result(shard, cid)
+        if not self.layout1:
+            return [result]
         # the second key: layout 1's counters, moved into the result hash when touched
-        return [self.keys.result(shard, cid), self.keys.state(shard, self.name, cid)]
+        return [result, self.keys.state(shard, self.name, cid)]
 
     def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
-        return self.client_keys(shard, cid, (), now_ms)
+        return [self.keys.result(shard, cid), self.keys.state(shard, self.name, cid)]
 
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]

@@ -4,10 +4,11 @@
 -- The counters live in the result hash itself (top:n:<g> events, top:t:<g> newest event ts),
 -- read once and written once per client per call, with the answer.
 --
--- per client (two keys):
+-- per client (two keys, or one when ARGV[5] is "0"):
 --   KEYS[k]   = result hash                          <prefix>:{sN}:r:<cid>
 --   KEYS[k+1] = counters of data layout 1 (upgrades)  <prefix>:{sN}:m:top:<cid>
--- ARGV[5] = G, the number of configured genders;  ARGV[6 .. 5+G] = their names, sorted
+-- ARGV[5] = "1" when layout 1's counters may exist (the second key is passed), else "0"
+-- ARGV[6] = G, the number of configured genders;  ARGV[7 .. 6+G] = their names, sorted
 -- result fields: top, top:s (scores JSON), top:ts (newest event ts), top:at, top:n:<g>, top:t:<g>
 --
 -- Layout 1 (genderd before data layout 2) kept the counters in KEYS[k+1] as <g> / <g>:t fields.
@@ -15,7 +16,8 @@
 -- result hash by the first call that touches it; the old key is deleted then.
 
 local group, now = ARGV[1], ARGV[2]
-local names, index, g = genders_at(5)
+local layout1 = ARGV[5] == '1'
+local names, index, g = genders_at(6)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local s_field, ts_field, at_field = group .. ':s', group .. ':ts', group .. ':at'
 local read_fields = {group, unpack(fields)}
@@ -44,13 +46,13 @@ local function upgrade(k, have)
 end
 
 return apply_batch({
-  nkeys = 2,
-  nparams = 1 + g,
+  nkeys = layout1 and 2 or 1,
+  nparams = 2 + g,
   read = function(k)
     -- have[1]: the answer; counters from have[2] (see "Counters" in _lib.lua)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
-    if have[1] then
+    if have[1] and layout1 then
       local counted = false
       for i = 1, g do counted = counted or have[2 * i] end
       if not counted then  -- answered under layout 1
