@@ -9,8 +9,10 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from genderd.cli import main
 from genderd.clock import MS_PER_DAY, client_expiry_ms
 from genderd.keys import Keys, shard_of
 from genderd.models import PluginError, TopWindow
@@ -114,3 +116,38 @@ def test_the_ttl_must_outlive_every_window() -> None:
     with pytest.raises(PluginError, match="'top30d': its window of 30 days needs"):
         check_models(Settings(plugins=plugin, client_ttl_days=30))
     assert Top30 in check_models(Settings(plugins=plugin, client_ttl_days=31))
+
+
+def test_backfill_gives_clients_of_an_earlier_release_their_expiry(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str
+) -> None:
+    """Clients applied without expiry (as an earlier release did): the backfill sets the one
+    their latest applied event gives, deletes those inactive for longer, leaves the rest."""
+    real_now = time.time_ns() // 1_000_000
+    forever = aio.settings.model_copy(update={"client_ttl_days": 0})
+    aio.settings = forever
+    for days_ago, cid in [(10, "recent"), (400, "stale")]:
+        clock = FakeClock(real_now - days_ago * MS_PER_DAY)
+        _apply(aio, clock, ["last", "top"], cid)
+    # an upgraded client: top's layout-1 counters beside a result hash written by layout 1
+    keys, shard = Keys(forever.prefix), shard_of("upgraded", forever.shards)
+    sync_redis.hset(keys.result(shard, "upgraded"), mapping={"top": "male", "top:at": real_now})
+    sync_redis.hset(keys.state(shard, "top", "upgraded"), mapping={"male": 1, "male:t": real_now})
+    assert all(sync_redis.pttl(_result(forever, cid)) == -1 for cid in ("recent", "stale"))
+
+    env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4"}
+    done = CliRunner().invoke(main, ["backfill-expiry"], env=env, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "2 clients given an expiry, 1 deleted (inactive for longer than 365 days)" in done.stdout
+    recent = client_expiry_ms(real_now - 10 * MS_PER_DAY, 365)
+    assert sync_redis.pexpiretime(_result(forever, "recent")) == recent
+    assert not sync_redis.exists(_result(forever, "stale"))
+    upgraded = client_expiry_ms(real_now, 365)
+    assert sync_redis.pexpiretime(keys.result(shard, "upgraded")) == upgraded
+    assert sync_redis.pexpiretime(keys.state(shard, "top", "upgraded")) == upgraded
+    again = CliRunner().invoke(main, ["backfill-expiry"], env=env, catch_exceptions=False)
+    assert "0 clients given an expiry, 0 deleted" in again.stdout  # the rest left as they were
+    refused = CliRunner().invoke(
+        main, ["backfill-expiry"], env={**env, "GENDERD_CLIENT_TTL_DAYS": "0"}
+    )
+    assert refused.exit_code == 2 and "kept forever" in refused.output

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from genderd.cli import data, dead, erase, run
+from genderd.cli import data, dead, lifecycle, run
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
 
@@ -52,7 +52,8 @@ for command in (
     data.status,
     data.lookup,
     data.replay,
-    erase.erase,
+    lifecycle.erase,
+    lifecycle.backfill_expiry,
     dead.dead,
     run.redis_cli,
 ):

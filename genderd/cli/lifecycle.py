@@ -1,4 +1,5 @@
-"""`genderd erase`: erase clients on request (SPEC §9), one or a file of ids."""
+"""The client data lifecycle: `genderd erase` (SPEC §9: clients on request, one or a file of
+ids) and `genderd backfill-expiry` (SPEC §10: clients written before expiry existed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TextIO
 
 import click
 
-from genderd import erasure
+from genderd import erasure, expiry
 from genderd.cli.common import opened, run, settings_of
 from genderd.events import cid_problem
 
@@ -88,3 +89,32 @@ def erase(ctx: click.Context, cids: tuple[str, ...], file: TextIO | None, as_jso
         err=True,
     )
     sys.stdout.flush()
+
+
+@click.command("backfill-expiry")
+@click.pass_context
+def backfill_expiry(ctx: click.Context) -> None:
+    """Give clients written before client expiry existed (an upgraded deployment) the expiry
+    the workers give every client they apply: GENDERD_CLIENT_TTL_DAYS after its latest
+    applied event. Clients inactive for longer are deleted now. Safe to run while workers run,
+    and to run again."""
+    settings = settings_of(ctx)
+    if not settings.client_ttl_days:
+        raise click.UsageError("GENDERD_CLIENT_TTL_DAYS is 0: clients are kept forever")
+
+    def progress(shard: int, so_far: expiry.Backfilled) -> None:
+        click.echo(
+            f"shard {shard}: {so_far.set:,} given an expiry, {so_far.gone:,} inactive too long "
+            f"and deleted, {so_far.left:,} left as they were",
+            err=True,
+        )
+
+    async def go() -> expiry.Backfilled:
+        async with opened(settings) as (deployment, links):
+            return await expiry.backfill(links.client, deployment, progress)
+
+    done = run(go())
+    click.echo(
+        f"{done.set} clients given an expiry, {done.gone} deleted (inactive for longer than "
+        f"{settings.client_ttl_days} days), {done.left} left as they were"
+    )
