@@ -44,7 +44,9 @@ async def wipe(client: AsyncClient, deployment: Deployment, model: Model) -> int
         stream = keys.stream(shard)
         if await client.exists(stream):
             await client.xgroup_destroy(stream, model.name)
-        await client.hdel(keys.stats(shard), f"{model.name}:applied", f"{model.name}:dead")
+        await client.hdel(
+            keys.stats(shard), *(f"{model.name}:{kind}" for kind in ("applied", "dead", "erased"))
+        )
         batch: list[bytes] = []
         async for key in client.scan_iter(
             match=keys.model_pattern(shard, model.name), count=SCAN_COUNT
