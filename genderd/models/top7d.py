@@ -32,7 +32,8 @@ class TopWindow(Model):
     window_days: ClassVar[int | None] = None
     description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
     apply_files = (LIB, "top7d.lua")
-    refresh_files = (LIB, "top7d_read.lua")
+    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
+    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -13,6 +13,10 @@
 -- ARGV[4] = G, the number of configured genders;  ARGV[5 .. 4+G] = their names, sorted
 -- ARGV[5+G ..] = the result-hash fields to return
 -- returns: the values of those fields (HMGET), the model's up to date
+--
+-- The loader puts this file before the shared chunk (_lib.lua) and top7d_read_window.lua
+-- after it: a lookup whose stored answer is valid (nearly all of them) returns here, without
+-- running the chunk's definitions (about 6 µs of the server's time per call, measured).
 
 local result = KEYS[1]
 local model, now, write_back = ARGV[1], ARGV[2], ARGV[3] ~= '0'
@@ -27,25 +31,3 @@ if not (stored[1] and tonumber(now) >= tonumber(stored[1])) then
   table.remove(stored, 1)
   return stored  -- the wanted fields, as stored
 end
-local today = math.floor(tonumber(now) / MS_PER_DAY)
-local names = genders_at(4)
-local fields = counter_fields(names, model .. ':n:', model .. ':t:', '')
-local sums = window_sums(1, window, counter_fields(names, '', '', ':t'), g)
-if sums == nil then return redis.call('HMGET', result, unpack(wanted)) end  -- not a hash
-local ahead = redis.call('EXISTS', KEYS[window + 2]) == 1
-if write_back then
-  store_window(result, model, names, fields, sums, 1, ahead, today, window, now, stored[2], {})
-  return redis.call('HMGET', result, unpack(wanted))
-end
-
--- Compute only: the stored hash with the model's fields as store_window would leave them.
-local set, del = window_fields(model, names, fields, sums, 1, ahead, today, window, now,
-  stored[2], {})
-local values = redis.call('HMGET', result, unpack(wanted))
-local changed = {}
-for _, name in ipairs(del) do changed[name] = false end
-for i = 1, #set, 2 do changed[set[i]] = set[i + 1] end
-for i, name in ipairs(wanted) do
-  if changed[name] ~= nil then values[i] = changed[name] end
-end
-return values
