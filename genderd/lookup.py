@@ -37,6 +37,7 @@ class Reader:
         # Answers recomputed at read time are written back, until the server refuses writes
         # (a read replica): from then on they are computed only (see top7d_read.lua).
         self.write_back = True
+        self._fields: dict[tuple[str, ...], list[bytes]] = {}  # models -> their answer fields
 
     async def load_scripts(self) -> None:
         """Make sure the server has the refresh scripts (readiness checks call this)."""
@@ -67,9 +68,13 @@ class Reader:
                 calls.append(ScriptCall(model.refresh_script, keys, args))
         return calls or [("HMGET", self.keys.result(shard, cid), *fields)]
 
-    @staticmethod
-    def _answer_fields(models: Sequence[Model]) -> list[bytes]:
-        return [name for model in models for name in model.answer_fields]
+    def _answer_fields(self, models: Sequence[Model]) -> list[bytes]:
+        key = tuple(model.name for model in models)
+        fields = self._fields.get(key)
+        if fields is None:  # once per combination of models asked for
+            fields = [name for model in models for name in model.answer_fields]
+            self._fields[key] = fields
+        return fields
 
     @staticmethod
     def _merged(

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from genderd.clock import day_of
 from genderd.events import Event
-from genderd.keys import result_field
+from genderd.keys import Keys, result_field
 from genderd.models.base import LIB, Model, counter_fields, gender_params
 from genderd.settings import Settings
 
@@ -52,6 +52,11 @@ class TopWindow(Model):
             return f"its window of {window} days needs GENDERD_CLIENT_TTL_DAYS 0 or >= {window + 1}"
         return None
 
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        super().__init__(settings, keys)
+        # (shard, day) -> the bucket keys of the lookup window without the client id
+        self._bucket_heads: dict[tuple[int, int], list[str]] = {}
+
     @property
     def window(self) -> int:
         return self.window_days or self.settings.window_days
@@ -59,9 +64,14 @@ class TopWindow(Model):
     def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""
         today = day_of(now_ms)
-        return self.keys.day_buckets(
-            shard, self.name, range(today - self.window + 1, today + 2), cid
-        )
+        heads = self._bucket_heads.get((shard, today))
+        if heads is None:  # once per shard and day: lookups build these on every request
+            if len(self._bucket_heads) > 4 * 1024:
+                self._bucket_heads.clear()
+            days = range(today - self.window + 1, today + 2)
+            heads = self.keys.day_buckets(shard, self.name, days, "")
+            self._bucket_heads[(shard, today)] = heads
+        return [head + cid for head in heads]
 
     def params(self) -> list[str]:
         return [str(self.window), *gender_params(self.settings)]
