@@ -94,7 +94,10 @@ PANELS = [
         "Erasures (SPEC 9): clients erased and erased clients' entries dropped, per hour",
         "timeseries",
         [
-            ('sum(increase(genderd_erasures_total{job="genderd-api"}[1h]))', "clients erased (API)"),
+            (
+                'sum(increase(genderd_erasures_total{job="genderd-api"}[1h]))',
+                "clients erased (API)",
+            ),
             (
                 'sum by (model) (increase(genderd_events_erased_total{job="genderd-workers"}[1h]))',
                 "{{model}} entries dropped",
