@@ -34,15 +34,15 @@
 -- that moment. An entry of the client up to that id was written before the erasure: it is
 -- acknowledged here and changes nothing, whoever applies it (a stopped worker's batch in hand,
 -- a reclaim, a stale batch, a replay). Only an entry up to the shard's greatest marker id (the
--- sentinel) can be such an entry, so the caller passes the marker of exactly the clients that
--- have one; the frame checks first that the sentinel is still what the caller believed, and
+-- sentinel) can be such an entry, so the caller passes the marker of every client with such
+-- an entry, and of no other; the frame checks first that the sentinel is still what the caller believed, and
 -- otherwise does nothing and returns its value for the caller to retry with. In the steady
 -- state (entries written after the last erasure) no marker is passed or read.
 --
 -- Expiry (SPEC 10): a client whose entries were applied gets its result hash (the one key of
 -- a client that lives longer than a day bucket) expiring at ARGV[3]. The hash records that
--- time in its :expires field, which the model's read returns as state.expires, so the
--- expiry is set once per client per day, not on every call.
+-- time in its :expires field, which the model's read returns after the state, so the expiry
+-- is set once per client per day, not on every call.
 local MS_PER_DAY = 86400000
 
 local function fmt(n)
@@ -109,7 +109,8 @@ local function expire_client(result, change, written)
 end
 
 -- The erasure marker's cutoff id for the client whose marker is `marker`, or nil; `sentinel`
--- is what EXISTS said of the shard's sentinel (no sentinel: no marker to look up).
+-- is what EXISTS said of the shard's sentinel (no sentinel: no marker to look up). For the
+-- scripts that are given every client's marker (python_commit.lua, deadletter.lua).
 local function erased_up_to(sentinel, marker)
   if not sentinel then return nil end
   local cutoff = redis.call('GET', marker)
