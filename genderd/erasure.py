@@ -32,7 +32,7 @@ from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import digest
 from genderd.scripts import LIB, Script
-from genderd.streams import text
+from genderd.streams import parse_id, text
 from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ async def erase(
     keys = deployment.keys
     for shard, clients in sorted(by_shard.items()):
         pairs = [(erased, cutoffs[erased.cid]) for erased in clients]
-        upto = max((cutoff for _, cutoff in pairs), key=_id_order)
+        upto = max((cutoff for _, cutoff in pairs), key=parse_id)
         if upto == "0-0":
             continue  # the stream did not exist when the clients were marked
         counts = await _scan(transport, keys.stream(shard), upto, "", pairs, progress, shard)
@@ -167,8 +167,3 @@ async def _scan(
         if not last:
             return counts
         after = last
-
-
-def _id_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

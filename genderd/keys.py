@@ -85,7 +85,7 @@ class Keys:
         return f"{self.tag(shard)}:m:{model}:d{day}:{cid}"
 
     def day_buckets(self, shard: int, model: str, days: range, cid: str) -> list[str]:
-        """:meth:`day_bucket` for several days (lookups build these on every request)."""
+        """:meth:`day_bucket` for several days."""
         head = f"{self.tag(shard)}:m:{model}:d"
         return [f"{head}{day}:{cid}" for day in days]
 
