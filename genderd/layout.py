@@ -11,6 +11,10 @@ Layouts:
   (``<prefix>:{sN}:m:top:<cid>``); ``top7d``'s result hash without its window counters.
 - 2: ``top`` counters in the result hash (``top:n:<g>``, ``top:t:<g>``); ``top7d``'s result hash
   keeps the window's counters of its day (``top7d:n:<g>``, ``top7d:t:<g>``, ``top7d:w``).
+- 3: the counting models (``top``, ``top7d``, every ``TopWindow``) no longer store their scores
+  JSON and newest event ts (``<model>:s``, ``<model>:ts``): readers derive them from the
+  counters, which layout 2 already kept beside every answer. Their apply scripts delete the
+  two fields where they find them; a layout-1 answer without counters is read from them.
 
 Mixing releases is what can lose data: a worker of layout 1 increments counters that layout 2
 has moved. So a worker refuses to start on a layout newer than its own, and the first worker of
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LAYOUT = 2
+LAYOUT = 3
 LAYOUT_FIELD = "layout"
 #: the layout a deployment was created with (recorded since this release; absent: unknown)
 CREATED_LAYOUT_FIELD = "created_layout"
@@ -47,11 +51,12 @@ async def stored_layout(client: AsyncClient, deployment: Deployment) -> int:
     return 1 if stored is None else int(stored)
 
 
-async def may_hold_layout1(client: AsyncClient, deployment: Deployment) -> bool:
-    """Whether keys of layout 1 may exist: unless the deployment was created with layout 2
-    or later (recorded at creation since this release), an upgrade may have left them."""
+async def oldest_layout(client: AsyncClient, deployment: Deployment) -> int:
+    """The oldest layout the deployment's data may be in: the one it was created with
+    (recorded at creation since layout 2's last release), or 1 where that is unknown (an
+    upgrade may have left keys and fields of any earlier layout)."""
     created = await client.hget(deployment.keys.meta, CREATED_LAYOUT_FIELD)
-    return created is None or int(created) < 2
+    return 1 if created is None else int(created)
 
 
 async def claim_layout(client: AsyncClient, deployment: Deployment, *, force: bool = False) -> int:

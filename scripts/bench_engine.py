@@ -15,7 +15,9 @@ Then, with one worker per model running, it measures event-to-answer latency: ev
 background rate, and every PROBE_EVERY_S a probe event for a fresh client, timed from its XADD
 until all the models' answers for it are readable.
 
-Prints tables; asserts nothing about speed.
+Everything is measured ``--repeat`` times (default 3), round by round, and the medians are
+printed: the machine's speed swings, and a multiple compares each apply with the XADD of its
+own round. Prints tables; asserts nothing about speed.
 
     python scripts/bench_engine.py --events 60000 --clients 6000 --workers-per-model 1,2,4 \
         --masters 1,3
@@ -275,6 +277,9 @@ def main() -> None:
         default="1",
         help="comma-separated: 1 = one server, N = a local N-master cluster",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measure everything this many times (medians)"
+    )
     parser.add_argument("--plot", help="also draw server CPU per event per model as a PNG here")
     parser.add_argument("--latency-rate", type=float, default=1_000.0, help="background events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="0: skip")
@@ -283,14 +288,27 @@ def main() -> None:
     counts = [int(n) for n in args.workers_per_model.split(",")]
     masters = [int(n) for n in args.masters.split(",")]
 
-    costs = [
-        measure(m, w, args.events, args.clients, n) for n in masters for w in counts for m in models
+    # Every repeat measures each (masters, workers, model) once, in the same order, and its
+    # multiples divide by that repeat's XADD: the machine's speed swings between minutes, so
+    # each multiple compares measurements taken close together.
+    rounds = [
+        [
+            measure(m, w, args.events, args.clients, n)
+            for n in masters
+            for w in counts
+            for m in models
+        ]
+        for _ in range(args.repeat)
     ]
     print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
-    print(f"{args.events:,} events over {args.clients:,} clients; each model alone")
+    print(
+        f"{args.events:,} events over {args.clients:,} clients; each model alone; "
+        f"{args.repeat} repeat(s), medians"
+    )
     print(
         "multiple of XADD: server CPU per applied event / server CPU per event written with "
-        "pipelined XADD (the median of this run's writes on the same number of masters)\n"
+        "pipelined XADD (the median of the same repeat's writes on the same number of masters); "
+        "the range is over the repeats\n"
     )
     print(
         "| masters | model | workers | server CPU per event (µs) | multiple of XADD | worker "
@@ -298,13 +316,23 @@ def main() -> None:
         "calls inside) |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---|")
-    for c in costs:
-        xadd = statistics.median(x.xadd_us for x in costs if x.masters == c.masters)
+    costs: list[Cost] = []
+    for i, first in enumerate(rounds[0]):
+        same = [r[i] for r in rounds]
+        xadds = [
+            statistics.median(x.xadd_us for x in r if x.masters == first.masters) for r in rounds
+        ]
+        multiples = sorted(c.apply_us / x for c, x in zip(same, xadds, strict=True))
+        c = min(same, key=lambda c: abs(c.apply_us - statistics.median(x.apply_us for x in same)))
+        costs.append(c)
         top = ", ".join(f"{name} {us:.1f}" for name, us in c.top_commands)
+        spread = f" ({multiples[0]:.1f}-{multiples[-1]:.1f})" if len(multiples) > 1 else ""
         print(
-            f"| {c.masters} | `{c.model}` | {c.workers} | {c.apply_us:.1f} | "
-            f"{c.apply_us / xadd:.1f}x (XADD {xadd:.2f}) | {c.worker_us:.1f} | {c.rate:,.0f} | "
-            f"{top} |"
+            f"| {c.masters} | `{c.model}` | {c.workers} | "
+            f"{statistics.median(x.apply_us for x in same):.1f} | "
+            f"{statistics.median(multiples):.1f}x{spread} (XADD {statistics.median(xadds):.2f}) | "
+            f"{statistics.median(x.worker_us for x in same):.1f} | "
+            f"{statistics.median(x.rate for x in same):,.0f} | {top} |"
         )
     if args.plot:
         one = [c for c in costs if c.masters == masters[0] and c.workers == counts[0]]

@@ -6,12 +6,14 @@ over the last 3 days); batches of B entries are read with XREADGROUP and given t
 versions' apply scripts in turn, each call timed by the server's main-thread CPU (``INFO
 cpu`` before and after it). Prints µs of server CPU per event and the ratio per round.
 
-The baseline must speak the engine-v2 frame's contract from before client data lifecycle
-(issue 11: no erasure sentinel, expiry or marker arguments), as revision 26034d9 does. This
-tree's scripts are called as in a deployment created with layout 2 (no layout-1 key for
-``top``) where nobody was erased yet.
+The baseline may speak any of the frame contracts this script knows, told apart by its script
+text: engine v2's before client data lifecycle (no erasure sentinel, expiry or marker
+arguments; revision 26034d9), lifecycle's with data layout 2 (11bbc4a), or layout 3's (the
+counting models take the oldest layout the deployment may hold). Both sides are called as in a
+deployment created with their own layout (no layout-1 key for ``top``) where nobody was erased
+yet.
 
-    python scripts/bench_frame_ab.py --base 26034d9 --rounds 3
+    python scripts/bench_frame_ab.py --base 11bbc4a --rounds 3
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +38,28 @@ from genderd.server import Server, find_binary, free_port
 
 MODELS = ("last", "top", "top7d")
 GENDERS = ["female", "kids", "male"]
-PARAMS = {"last": [], "top": ["3", *GENDERS], "top7d": ["7", "3", *GENDERS]}
-# this tree's top also takes whether layout 1's counters may exist: not in a new deployment
-NEW_PARAMS = {**PARAMS, "top": ["0", *PARAMS["top"]]}
+GENDER_PARAMS = [str(len(GENDERS)), *GENDERS]  # G, then the names, sorted
+
+
+@dataclass
+class Contract:
+    """How a revision's apply scripts are called (see the module's docstring)."""
+
+    lifecycle: bool  # KEYS[3] = the erasure sentinel; ARGV[3] expiry, ARGV[4] sentinel value
+    params: dict[str, list[str]]  # the model parameters, per model
+
+
+def contract_of(sources: dict[str, str]) -> Contract:
+    lifecycle = "erasure sentinel" in sources["last"]
+    if "oldest data layout" in sources["top"]:  # layout 3, in a deployment created with it
+        return Contract(
+            lifecycle,
+            {"last": [], "top": ["3", *GENDER_PARAMS], "top7d": ["3", "7", *GENDER_PARAMS]},
+        )
+    flag = ["0"] if 'ARGV[5] = "1" when layout 1' in sources["top"] else []  # no layout-1 key
+    return Contract(
+        lifecycle, {"last": [], "top": [*flag, *GENDER_PARAMS], "top7d": ["7", *GENDER_PARAMS]}
+    )
 
 
 def base_source(rev: str, model: str) -> str:
@@ -74,9 +96,9 @@ def fill(client: redis.Redis, model: str, prefix: str, args: argparse.Namespace,
 
 
 def next_call(
-    client: redis.Redis, variant: str, model: str, prefix: str, batch: int, now: int
+    client: redis.Redis, contract: Contract, model: str, prefix: str, batch: int, now: int
 ) -> tuple[list[str], list[str], int] | None:
-    """KEYS and ARGV of the next batch for ``variant``'s contract, and its size."""
+    """KEYS and ARGV of the next batch for ``contract``, and its size."""
     keys = Keys(prefix)
     stream = keys.stream(0)
     reply: Any = client.xreadgroup(model, "c", {stream: ">"}, count=batch)
@@ -87,14 +109,15 @@ def next_call(
         per.setdefault(fields[b"cid"].decode(), []).append(
             (entry_id.decode(), fields[b"gender"].decode(), fields[b"ts"].decode())
         )
-    if variant == "base":
-        call_keys, call_args = [stream, keys.stats(0)], [model, str(now), *PARAMS[model]]
+    if not contract.lifecycle:
+        call_keys, call_args = [stream, keys.stats(0)], [model, str(now)]
     else:  # no erasure in the shard: no sentinel value, no markers
         call_keys = [stream, keys.stats(0), keys.erasures(0)]
-        call_args = [model, str(now), str(client_expiry_ms(now, 365)), "", *NEW_PARAMS[model]]
+        call_args = [model, str(now), str(client_expiry_ms(now, 365)), ""]
+    call_args += contract.params[model]
     for cid, own in per.items():
         call_keys.append(keys.result(0, cid))
-        if model == "top" and variant == "base":
+        if model == "top" and not contract.lifecycle:  # engine v2 always took layout 1's key
             call_keys.append(keys.state(0, "top", cid))
         elif model == "top7d":
             call_keys += [keys.day_bucket(0, "top7d", day_of(int(e[2])), cid) for e in own]
@@ -106,7 +129,7 @@ def next_call(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default="26034d9", help="baseline git revision")
+    parser.add_argument("--base", default="11bbc4a", help="baseline git revision")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--clients", type=int, default=6_000)
@@ -118,14 +141,16 @@ def main() -> None:
     )
     print(f"| model | {args.base}, µs/event | this tree, µs/event | this tree / base, per round |")
     print("|---|---:|---:|---|")
+    all_sources = {
+        "base": {model: base_source(args.base, model) for model in MODELS},
+        "new": {model: source("_lib.lua", f"{model}.lua") for model in MODELS},
+    }
+    contracts = {variant: contract_of(of) for variant, of in all_sources.items()}
     with tempfile.TemporaryDirectory() as data:
         with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
             client = redis.Redis.from_url(server.url)
             for model in MODELS:
-                sources = {
-                    "base": base_source(args.base, model),
-                    "new": source("_lib.lua", f"{model}.lua"),
-                }
+                sources = {variant: of[model] for variant, of in all_sources.items()}
                 totals = {"base": [0.0, 0], "new": [0.0, 0]}
                 ratios = []
                 for round_ in range(args.rounds):
@@ -140,7 +165,12 @@ def main() -> None:
                         busy = False
                         for variant in order:
                             call = next_call(
-                                client, variant, model, f"{variant}{round_}", args.batch, now
+                                client,
+                                contracts[variant],
+                                model,
+                                f"{variant}{round_}",
+                                args.batch,
+                                now,
                             )
                             if call is None:
                                 continue

@@ -173,23 +173,28 @@ def test_each_windowed_model_is_read_from_its_own_refresh_script() -> None:
     models = [LastModel(settings, keys), TopWindowModel(settings, keys), Top3(settings, keys)]
     fields = [name for model in models for name in model.answer_fields]
     calls = ["script of top7d", "script of top3d"]
-    fresh_top7d = [b"male", None, b"1", b"2", b"male", b"{}", b"7", b"8", b"kids", None, b"1", b"1"]
-    fresh_top3d = [
-        b"male",
-        None,
-        b"1",
-        b"2",
-        b"female",
-        b"{}",
-        b"5",
-        b"6",
-        b"male",
-        None,
-        b"9",
-        b"9",
-    ]
+
+    def reply(values: dict[str, bytes]) -> list[bytes | None]:
+        return [values.get(name.decode()) for name in fields]
+
+    last = {"last": b"male", "last:ts": b"1", "last:at": b"2"}
+    fresh_top7d = reply(
+        {**last, "top7d": b"male", "top7d:at": b"8", "top7d:n:male": b"7", "top3d": b"kids"}
+    )
+    fresh_top3d = reply(
+        {
+            **last,
+            "top7d": b"female",
+            "top7d:n:female": b"5",
+            "top3d": b"male",
+            "top3d:at": b"9",
+            "top3d:n:male": b"9",
+        }
+    )
     merged = Reader._merged(calls, [fresh_top7d, fresh_top3d], models, fields)  # type: ignore[arg-type]
     # top3d's script ran last but did not recompute top7d: top7d comes from its own script
-    assert merged[b"top7d"] == b"male" and merged[b"top7d:ts"] == b"7"
-    assert merged[b"top3d"] == b"male" and merged[b"last"] == b"male"
+    assert merged[b"top7d"] == b"male" and merged[b"top7d:n:male"] == b"7"
+    assert b"top7d:n:female" not in merged
+    assert merged[b"top3d"] == b"male" and merged[b"top3d:n:male"] == b"9"
+    assert merged[b"last"] == b"male"
     assert b"last:s" not in merged  # a missing field is left out

@@ -1,6 +1,6 @@
-"""Upgrading a deployment written by the previous release (data layout 1) keeps every answer
-and count (issue 8, SPEC §4): the new scripts read the old layout, the first worker records
-the new one, and workers refuse to mix releases."""
+"""Upgrading a deployment written by an earlier release (data layouts 1 and 2) keeps every
+answer and count (issue 8, SPEC §4): the new scripts and readers read the old layouts, the
+first worker records the new one, and workers refuse to mix releases."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ import redis
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
-from genderd.layout import LAYOUT, LAYOUT_FIELD, LayoutError, claim_layout, may_hold_layout1
+from genderd.layout import (
+    CREATED_LAYOUT_FIELD,
+    LAYOUT,
+    LAYOUT_FIELD,
+    LayoutError,
+    claim_layout,
+    oldest_layout,
+)
 
-from . import layout1, oracle, scenario
+from . import layout1, layout2, oracle, scenario
 from .conftest import FakeClock, Loop
 from .factories import make_reader, make_worker
 
@@ -40,8 +47,27 @@ def _layout1_deployment(sync_redis: redis.Redis, aio: Loop) -> None:
     sync_redis.hset(keys.meta, mapping={"shards": aio.settings.shards, "created_ms": 1})
 
 
-def _check_all(aio: Loop, processed: list[tuple[oracle.Ev, int]], read_at: int) -> None:
-    got = aio.run(make_reader(aio.client, aio.settings, clock=FakeClock(read_at)).lookup_many(CIDS))
+def _layout2_deployment(sync_redis: redis.Redis, aio: Loop) -> None:
+    """A deployment as the release of layout 2 created it."""
+    keys = Keys(aio.settings.prefix)
+    sync_redis.hset(
+        keys.meta,
+        mapping={
+            "shards": aio.settings.shards,
+            "created_ms": 1,
+            LAYOUT_FIELD: 2,
+            CREATED_LAYOUT_FIELD: 2,
+        },
+    )
+
+
+def _check_all(
+    aio: Loop, processed: list[tuple[oracle.Ev, int]], read_at: int, oldest: int = 1
+) -> None:
+    reader = make_reader(aio.client, aio.settings, clock=FakeClock(read_at))
+    for model in reader.deployment.registry:
+        model.set_oldest_layout(oldest)
+    got = aio.run(reader.lookup_many(CIDS))
     window = aio.settings.window_days
     for cid, answers in zip(CIDS, got, strict=True):
         mine = [(e, at) for e, at in processed if e.cid == cid]
@@ -137,32 +163,105 @@ def test_a_new_deployment_records_the_layout_it_is_written_in(
     assert sync_redis.hget(Keys(aio.settings.prefix).meta, LAYOUT_FIELD) == str(LAYOUT).encode()
 
 
-def test_top_passes_layout1_keys_only_where_they_may_exist(
+def test_state_written_by_layout_2_is_kept_and_its_old_fields_go(
     aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    """A deployment created with layout 2 has no layout-1 counters: its workers' top script
-    gets one key per client, and answers as the oracle; an upgraded one keeps passing them."""
+    """Layout 2's result hashes (answers with their scores JSON and newest ts beside the
+    counters) are read right by this release before and after its workers touch them; the
+    counting models' first write of a client deletes the two fields layout 3 no longer keeps."""
+    rnd = random.Random(2)
+    keys = Keys(aio.settings.prefix)
+    _layout2_deployment(sync_redis, aio)
+    processed: list[tuple[oracle.Ev, int]] = []
+    written = aio.run(
+        scenario.write(aio.client, aio.settings, _events(rnd, clock.now_ms, CIDS, 80))
+    )
+    assert aio.run(layout2.apply_all(aio.client, aio.settings, clock.now_ms)) == 3 * len(written)
+    processed += [(e, clock.now_ms) for e in written]
+
+    def result(cid: str) -> dict[bytes, bytes]:
+        return sync_redis.hgetall(keys.result(shard_of(cid, aio.settings.shards), cid))
+
+    assert all(b"top:s" in result(c) and b"top:ts" in result(c) for c in CIDS)
+    before = {cid: result(cid) for cid in CIDS}
+    # Read as the API of this release reads them: told the deployment's oldest layout, or not.
+    deployment = Deployment.build(aio.settings)
+    assert aio.run(oldest_layout(aio.client, deployment)) == 2
+    for oldest in (1, 2):  # (reads later in time come after the second wave)
+        _check_all(aio, processed, clock.now_ms, oldest)
+    for shard in range(aio.settings.shards):
+        for model in layout2.MODELS:
+            sync_redis.xgroup_delconsumer(keys.stream(shard), model, "old")
+
+    assert aio.run(claim_layout(aio.client, deployment)) == 2
+    later = FakeClock(clock.now_ms + 4 * HOUR)  # the same day: top7d adds to its counters
+    touched = CIDS[::2]
+    written = aio.run(
+        scenario.write(aio.client, aio.settings, _events(rnd, later.now_ms, touched, 60))
+    )
+    for model in ("last", "top", "top7d"):
+        worker = make_worker(aio.client, model, aio.settings, clock=later)
+        aio.run(worker.check_layout())
+        assert worker.model.oldest_layout == 2
+        aio.run(worker.drain())
+    processed += [(e, later.now_ms) for e in written]
+    # Where a model counted an event of a layout-2 client, the client's scores and newest ts
+    # fields of that model are gone; elsewhere they are left as they were (and not read).
+    first_day = later.now_ms // MS_PER_DAY - aio.settings.window_days + 1
+    counted = {
+        "top": {e.cid for e in written},
+        "top7d": {e.cid for e in written if e.ts // MS_PER_DAY >= first_day},
+    }
+    for cid in CIDS:
+        fields = result(cid)
+        for model, cids in counted.items():
+            old = [f"{model}:{part}".encode() for part in ("s", "ts")]
+            left = {name: fields.get(name) for name in old if name in fields}
+            if cid in cids:
+                assert not left, (cid, model, left)
+            else:
+                assert left == {n: before[cid][n] for n in old if n in before[cid]}, (cid, model)
+    for read_at in (later.now_ms, later.now_ms + 2 * MS_PER_DAY, later.now_ms + 8 * MS_PER_DAY):
+        _check_all(aio, processed, read_at, 2)
+
+
+def test_scripts_and_readers_look_for_old_layouts_only_where_they_may_exist(
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """A deployment created with this layout: its workers' top script gets one key per client
+    and reads no old fields, lookups ask for no old fields, and answers are the oracle's; an
+    upgraded deployment (no created layout recorded) keeps looking for layout 1."""
     from genderd.deployment import open_deployment
 
     deployment = aio.run(open_deployment(aio.client, aio.settings))
-    assert aio.run(may_hold_layout1(aio.client, deployment)) is False
+    assert aio.run(oldest_layout(aio.client, deployment)) == LAYOUT == 3
     written = aio.run(
         scenario.write(aio.client, aio.settings, _events(random.Random(3), clock.now_ms, CIDS, 60))
     )
     worker = make_worker(aio.client, "top", aio.settings, clock=clock)
-    aio.run(worker.check_layout1())
+    aio.run(worker.check_layout())
     model = worker.model
-    assert not model.layout1 and len(model.client_keys(0, "x", [], clock.now_ms)) == 1
+    assert model.params()[0] == "3" and len(model.client_keys(0, "x", [], clock.now_ms)) == 1
+    assert b"top:s" not in model.answer_fields
     aio.run(worker.ensure_groups())
     assert aio.run(worker.drain()).applied == len(written)
     [*got] = aio.run(scenario.answers(aio.client, aio.settings, aio.registry, clock, CIDS))
     for cid, answer in zip(CIDS, got, strict=True):
         want = oracle.top([e for e in written if e.cid == cid])
         top = answer["top"]
-        assert (top and (top.gender, top.scores)) == (want and (want.gender, want.scores))
+        assert (top and (top.gender, top.scores, top.last_event_ts)) == (
+            want and (want.gender, want.scores, want.last_event_ts)
+        )
+        fields = sync_redis.hgetall(keys_result(aio, cid))
+        assert not {b"top:s", b"top:ts"} & set(fields)
 
     sync_redis.flushall()
     _layout1_deployment(sync_redis, aio)  # no created_layout: an upgrade may have left keys
-    assert aio.run(may_hold_layout1(aio.client, deployment)) is True
-    aio.run(worker.check_layout1())
-    assert model.layout1 and len(model.client_keys(0, "x", [], clock.now_ms)) == 2
+    assert aio.run(oldest_layout(aio.client, deployment)) == 1
+    aio.run(worker.check_layout())
+    assert model.params()[0] == "1" and len(model.client_keys(0, "x", [], clock.now_ms)) == 2
+    assert {b"top:s", b"top:ts"} <= set(model.answer_fields)
+
+
+def keys_result(aio: Loop, cid: str) -> str:
+    return Keys(aio.settings.prefix).result(shard_of(cid, aio.settings.shards), cid)

@@ -15,6 +15,7 @@ from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
 from genderd.events import cid_problem
+from genderd.layout import oldest_layout
 from genderd.lookup import Reader
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
@@ -76,6 +77,9 @@ class Api:
                 if self._deployment is None:
                     links = self.connected()
                     deployment = await open_deployment(links.client, self.configured)
+                    layout = await oldest_layout(links.client, deployment)
+                    for model in deployment.registry:  # the fields its answers are read from
+                        model.set_oldest_layout(layout)
                     self._reader = Reader(deployment, links.fast)
                     self._deployment = deployment
         return self._deployment

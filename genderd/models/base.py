@@ -23,25 +23,26 @@ from genderd.settings import Settings
 ResultHash = Mapping[bytes, bytes]
 
 
+#: a model's scores as read from a result hash: the per-gender numbers (counting models derive
+#: them from their counters), the stored JSON object of them (Python models), or None (the
+#: model does not count, e.g. ``last``)
+Scores = dict[str, Any] | bytes | None
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slow
 class Answer:
     """A model's answer for one client, for Python callers (the API serves
     :meth:`Model.served`, built from the same fields).
 
-    ``scores_json`` is the stored JSON object of per-gender counts (None: the model does not
-    count, e.g. ``last``).
+    ``scores`` are the per-gender numbers behind the answer (None: the model does not count,
+    e.g. ``last``).
     """
 
     model: str
     gender: str
-    scores_json: bytes | None
+    scores: dict[str, Any] | None
     last_event_ts: int
     as_of: int
-
-    @property
-    def scores(self) -> dict[str, int] | None:
-        """The per-gender counts behind the answer (None: not counted)."""
-        return orjson.loads(self.scores_json) if self.scores_json else None
 
     def to_dict(self) -> dict[str, Any]:
         """The answer's fields as the API serves them (SPEC §5), scores parsed."""
@@ -64,10 +65,10 @@ class Model(abc.ABC):
     #: Lua files of the read-time refresh script, for answers that change without events.
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     script_package: ClassVar[str] = "genderd.scripts"
-    #: whether keys of data layout 1 may exist in the deployment (``top`` passes its old
-    #: counters to its script only then); a worker clears it for deployments created with
-    #: layout 2 or later (:func:`genderd.layout.may_hold_layout1`)
-    layout1: bool = True
+    #: the oldest data layout the deployment may hold (:func:`genderd.layout.oldest_layout`;
+    #: set by :meth:`set_oldest_layout`): scripts and readers look for earlier layouts' keys
+    #: and fields only where they may exist. 1 (anything) until told.
+    oldest_layout: int = 1
 
     def __init__(self, settings: Settings, keys: Keys) -> None:
         self.settings = settings
@@ -83,7 +84,7 @@ class Model(abc.ABC):
             result_field(self.name, part).encode() for part in ("", "s", "ts", "at")
         )
         #: the result-hash fields an answer is read from (lookups ask for these only)
-        self.answer_fields = (
+        self.answer_fields: tuple[bytes, ...] = (
             self._gender_field,
             self._scores_field,
             self._ts_field,
@@ -92,6 +93,11 @@ class Model(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+    def set_oldest_layout(self, layout: int) -> None:
+        """Tell the model the oldest data layout its deployment may hold (see
+        :attr:`oldest_layout`); workers and the API do once they have opened the deployment."""
+        self.oldest_layout = layout
 
     @classmethod
     def settings_problem(cls, settings: Settings) -> str | None:
@@ -119,7 +125,7 @@ class Model(abc.ABC):
         """KEYS of the refresh script (only for models with ``refresh_files``)."""
         return [self.keys.result(shard, cid)]
 
-    def _parts(self, fields: ResultHash) -> tuple[str, bytes | None, int, int] | None:
+    def _parts(self, fields: ResultHash) -> tuple[str, Scores, int, int] | None:
         """(gender, scores JSON, last event ts, as-of) of this model's answer in the client's
         result hash, or None: the one place that reads an answer out of a result hash."""
         gender = fields.get(self._gender_field)
@@ -133,7 +139,7 @@ class Model(abc.ABC):
         )
 
     def served(self, fields: ResultHash) -> dict[str, Any] | None:
-        """The answer as the API serves it (SPEC §5; the stored scores JSON spliced in
+        """The answer as the API serves it (SPEC §5; a stored scores JSON is spliced in
         unparsed), or None. The API's hot path: no :class:`Answer` is built."""
         parts = self._parts(fields)
         if parts is None:
@@ -141,7 +147,7 @@ class Model(abc.ABC):
         gender, scores, last_event_ts, as_of = parts
         return {
             "gender": gender,
-            "scores": orjson.Fragment(scores) if scores else None,
+            "scores": orjson.Fragment(scores) if isinstance(scores, bytes) else scores,
             "last_event_ts": last_event_ts,
             "as_of": as_of,
         }
@@ -149,7 +155,12 @@ class Model(abc.ABC):
     def answer(self, fields: ResultHash) -> Answer | None:
         """The answer for Python callers, or None."""
         parts = self._parts(fields)
-        return None if parts is None else Answer(self.name, *parts)
+        if parts is None:
+            return None
+        gender, scores, last_event_ts, as_of = parts
+        if isinstance(scores, bytes):
+            scores = orjson.loads(scores)
+        return Answer(self.name, gender, scores, last_event_ts, as_of)
 
     def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """Every key that may hold this model's data of one client at ``now_ms`` (SPEC §9:
@@ -174,4 +185,61 @@ def counter_fields(model: str, settings: Settings) -> list[str]:
     return [result_field(model, f"{kind}:{gender}") for gender in settings.genders for kind in "nt"]
 
 
-__all__ = ["LIB", "Answer", "Model", "ResultHash", "counter_fields", "gender_params"]
+class CountingModel(Model):
+    """A model that keeps per-gender counters beside its answer in the result hash
+    (``<model>:n:<g>`` events, ``<model>:t:<g>`` the newest event's ts; see "Counters" in
+    ``_lib.lua``). Its scripts store the answer and the counters only (data layout 3): the
+    scores and the newest event's ts are derived here, at read time, from the counters of the
+    configured genders.
+
+    An answer written by layout 1 and not touched since has no counters in the result hash:
+    it is read from the ``:s``/``:ts`` fields that layout kept, which lookups also ask for
+    while the deployment may hold it (:attr:`Model.oldest_layout`)."""
+
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        super().__init__(settings, keys)
+        # per configured gender, sorted: its name and its two counter fields
+        self._counters = [
+            (
+                gender,
+                result_field(self.name, f"n:{gender}").encode(),
+                result_field(self.name, f"t:{gender}").encode(),
+            )
+            for gender in sorted(settings.genders)
+        ]
+        self.set_oldest_layout(self.oldest_layout)
+
+    def set_oldest_layout(self, layout: int) -> None:
+        super().set_oldest_layout(layout)
+        counters = tuple(field for _, *both in self._counters for field in both)
+        layout1 = (self._scores_field, self._ts_field) if layout < 2 else ()
+        self.answer_fields = (self._gender_field, self._at_field, *counters, *layout1)
+
+    def _parts(self, fields: ResultHash) -> tuple[str, Scores, int, int] | None:
+        gender = fields.get(self._gender_field)
+        if gender is None:
+            return None
+        scores: dict[str, Any] = {}
+        newest = 0
+        for name, count_field, ts_field in self._counters:
+            count = fields.get(count_field)
+            if count is not None and (n := int(count)) > 0:
+                scores[name] = n
+                newest = max(newest, int(fields.get(ts_field, 0)))
+        as_of = int(fields.get(self._at_field, 0))
+        if not scores:  # layout 1's answer: its stored scores and newest ts
+            stored = fields.get(self._scores_field)
+            return gender.decode(), stored, int(fields.get(self._ts_field, 0)), as_of
+        return gender.decode(), scores, newest, as_of
+
+
+__all__ = [
+    "LIB",
+    "Answer",
+    "CountingModel",
+    "Model",
+    "ResultHash",
+    "Scores",
+    "counter_fields",
+    "gender_params",
+]

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from genderd.events import Event
-from genderd.models.base import LIB, Model, counter_fields, gender_params
+from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
 
 
-class TopModel(Model):
+class TopModel(CountingModel):
     """The gender with the most events; ties go to the newest event, then the smallest name.
 
     The counters (``top:n:<g>``, ``top:t:<g>``: events and the newest event per gender) live
-    in the client's result hash. Data layout 1 kept them in a hash of their own
-    (:meth:`Keys.state`), which the apply script moves into the result hash when it first
-    touches such a client.
+    in the client's result hash, beside the answer. Data layout 1 kept them in a hash of their
+    own (:meth:`Keys.state`), which the apply script moves into the result hash when it first
+    touches such a client (where the deployment may hold layout 1).
     """
 
     name = "top"
@@ -23,11 +23,11 @@ class TopModel(Model):
     apply_files = (LIB, "top.lua")
 
     def params(self) -> list[str]:
-        return ["1" if self.layout1 else "0", *gender_params(self.settings)]
+        return [str(self.oldest_layout), *gender_params(self.settings)]
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         result = self.keys.result(shard, cid)
-        if not self.layout1:
+        if self.oldest_layout > 1:
             return [result]
         # the second key: layout 1's counters, moved into the result hash when touched
         return [result, self.keys.state(shard, self.name, cid)]

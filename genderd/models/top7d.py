@@ -16,11 +16,11 @@ from typing import ClassVar
 from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.models.base import LIB, Model, counter_fields, gender_params
+from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
 from genderd.settings import Settings
 
 
-class TopWindow(Model):
+class TopWindow(CountingModel):
     """The gender with the most events in UTC days D-W+1..D at read time (D = today).
 
     Counts live in one hash per client per day with a fixed expiry; the stored answer carries
@@ -74,7 +74,7 @@ class TopWindow(Model):
         return [head + cid for head in heads]
 
     def params(self) -> list[str]:
-        return [str(self.window), *gender_params(self.settings)]
+        return [str(self.oldest_layout), str(self.window), *gender_params(self.settings)]
 
     @property
     def refresh_params(self) -> tuple[str, ...]:

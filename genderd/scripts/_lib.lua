@@ -179,9 +179,11 @@ end
 -- then the names). A hash keeps a gender's counters in two fields (counter_fields: the number
 -- of events, and the newest one's ts). In Lua they stay flat, as HMGET returns those fields: in
 -- a table t from index `at`, t[at+2i-2] is the count of gender i and t[at+2i-1] its newest ts
--- (strings or numbers; false: none; ts compared as numbers and kept as the strings they came
--- in). A gender that is no longer configured keeps its fields but is not counted in answers
--- (until it is configured again).
+-- (counts: strings or numbers; ts: the decimal strings they came in, compared with `greater`;
+-- false: none). A gender that is no longer configured keeps its fields but is not counted in
+-- answers (until it is configured again). Since data layout 3 the result hash keeps only the
+-- answer (the gender) and the counters: the API derives the scores and the newest event's ts
+-- from the counters at read time, so an apply builds no JSON and writes two fields less.
 
 -- The genders in ARGV[a+1 .. a+G] (G = ARGV[a]): names, index of each name, and G.
 local function genders_at(a)
@@ -209,29 +211,22 @@ local function add_events(t, at, i, n, ts)
   local c = at + 2 * i - 2
   t[c] = (tonumber(t[c]) or 0) + n
   local newest = t[c + 1]
-  if ts and (not newest or tonumber(ts) > tonumber(newest)) then t[c + 1] = ts end
+  if ts and (not newest or greater(ts, newest)) then t[c + 1] = ts end
 end
 
--- The answer for the counters t[at..] of `names`: most events; ties to the newest event, then
--- the alphabetically smallest name (the names are sorted). Returns gender, scores JSON, newest
--- ts (strings), or nil when nothing is counted. Gender names are validated
--- ([a-z][a-z0-9_-]*): no JSON escaping needed.
+-- The answer for the counters t[at..] of `names`: the gender with the most events; ties to the
+-- newest event, then the alphabetically smallest name (the names are sorted). nil when
+-- nothing is counted.
 local function argmax(names, t, at)
-  local scores, sep = '{"', ''
-  local best, best_n, best_t, latest, latest_t = nil, 0, 0, nil, -1
+  local best, best_n, best_t = nil, 0, ''
   for i = 1, #names do
     local c = tonumber(t[at + 2 * i - 2])
     if c and c > 0 then
       local ts = t[at + 2 * i - 1]
-      local ms = tonumber(ts)
-      scores = scores .. sep .. names[i] .. '":' .. c
-      sep = ',"'
-      if c > best_n or (c == best_n and ms > best_t) then best, best_n, best_t = i, c, ms end
-      if ms > latest_t then latest, latest_t = ts, ms end
+      if c > best_n or (c == best_n and greater(ts, best_t)) then best, best_n, best_t = i, c, ts end
     end
   end
-  if best == nil then return nil end
-  return names[best], scores .. '}', latest
+  return names[best]
 end
 
 -- Append to `set` (a flat HSET list) the counter fields (`fields`) of the genders marked in
@@ -302,7 +297,8 @@ local function window_fields(model, names, fields, t, at, ahead, today, window, 
     f.day, f.window = today, window
     f.dw, f.valid_until = fmt(today) .. ',' .. fmt(window), fmt((today + 1) * MS_PER_DAY)
   end
-  local best, scores, latest = argmax(names, t, at)
+  local best = argmax(names, t, at)
+  -- (:s and :ts are layout 2's scores and newest ts, deleted with the answer where left)
   if best == nil and not ahead then
     local del = {f.w, f.u, f.model, f.s, f.ts, f.at}
     for i = 1, #fields do del[#del + 1] = fields[i] end
@@ -312,7 +308,7 @@ local function window_fields(model, names, fields, t, at, ahead, today, window, 
   if best == nil then
     del = {f.model, f.s, f.ts, f.at}
   else
-    set = {f.model, best, f.s, scores, f.ts, latest, f.at, now}
+    set = {f.model, best, f.at, now}
   end
   if f.dw ~= stored_w then
     local n = #set

@@ -17,13 +17,17 @@
 -- per client (1 + n keys, n = its entries in the call):
 --   KEYS[k]     = result hash                       <prefix>:{sN}:r:<cid>
 --   KEYS[k+j]   = day bucket of the client's j-th entry  <prefix>:{sN}:m:<model>:d<day>:<cid>
--- ARGV[5] = window length W in days;  ARGV[6] = G, the number of configured genders;
--- ARGV[7 .. 6+G] = their names, sorted
--- result fields: <model>, :s (scores JSON), :ts (newest event ts), :at, :u (answer valid until,
---                ms), :w ("D,W" of the counters), :n:<g> and :t:<g> (the counters)
+-- ARGV[5] = the oldest data layout the deployment may hold ("1", "2" or "3"; see layout.py)
+-- ARGV[6] = window length W in days;  ARGV[7] = G, the number of configured genders;
+-- ARGV[8 .. 7+G] = their names, sorted
+-- result fields: <model> (the answer), :at (when it was written), :u (answer valid until, ms),
+--                :w ("D,W" of the counters), :n:<g> and :t:<g> (the counters; the API derives
+--                the scores and the newest ts from them)
+-- Layouts 1 and 2 also kept :s (scores JSON) and :ts (newest ts): where the deployment may hold
+-- them, the first call that counts an event of such a client deletes them.
 
-local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[5])
-local names, index, g = genders_at(6)
+local group, now, oldest, window = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
+local names, index, g = genders_at(7)
 local today = math.floor(tonumber(now) / MS_PER_DAY)
 local first_day = today - window + 1
 local this_window = fmt(today) .. ',' .. fmt(window)
@@ -31,14 +35,18 @@ local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local bucket_fields = counter_fields(names, '', '', ':t')
 local w_field, u_field = group .. ':w', group .. ':u'
 -- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_lib.lua, "Counters")
+-- then :expires, and where earlier layouts may be held, layout 2's scores field
 local read_fields = {w_field, group, u_field, unpack(fields)}
-read_fields[#read_fields + 1] = EXPIRES
+local EXPIRY, OLD_SCORES = #read_fields + 1, #read_fields + 2
+read_fields[EXPIRY] = EXPIRES
+if oldest < 3 then read_fields[OLD_SCORES] = group .. ':s' end
+local old_fields = {group .. ':s', group .. ':ts'}
 local ADD, STALE = 1, 2
 local touched = {}  -- gender numbers whose window counters the client's entries changed
 
 return apply_batch({
   per_event_keys = true,
-  nparams = 2 + g,
+  nparams = 3 + g,
   read = function(k, first, n)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
@@ -65,7 +73,7 @@ return apply_batch({
       end
     end
     have.days, have.replies, have.keys, have.fresh = days, replies, keys, fresh
-    return have, have[#read_fields]
+    return have, have[EXPIRY]
   end,
   apply = function(k, have, acked, m, expiry)
     local days, replies = have.days, have.replies
@@ -98,8 +106,9 @@ return apply_batch({
     end
     -- only events older than the window: the result hash exists if something else is in it
     if next(changed) == nil then
-      return have[#read_fields] or have[1] or have[2] or have[3], false
+      return have[EXPIRY] or have[1] or have[2] or have[3], false
     end
+    if have[OLD_SCORES] then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
     if have.mode == STALE then
       if have[3] ~= '0' or expiry then
         redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, expiry)))

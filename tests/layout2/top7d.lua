@@ -1,0 +1,118 @@
+-- Model `top7d` (and every TopWindow model): the gender with the most events whose ts lies in
+-- the last W UTC days (ties: newest event, then name). Runs on the batch frame of _lib.lua
+-- (KEYS/ARGV layout, exactly-once, wrong-type guard, erasure markers, expiry).
+--
+-- Events are counted in one hash per client per UTC day (its counters read once and written
+-- once per call: what HINCRBY per event would do, in one HSET), which gets a fixed EXPIREAT at
+-- the end of the last day it can still be inside a window. An event already older than the
+-- window at processing time is acknowledged, not counted.
+--
+-- The result hash keeps the window's counters as of its day D ("windowed counters" in
+-- _lib.lua). An apply on that day adds its events to them and writes the answer. An apply on a
+-- later day (or with another W, or on layout 1's fields) counts its events in the buckets only
+-- and sets <model>:u to 0: the stored answer is then no longer valid, so the next lookup sums
+-- the window's buckets (top7d_read.lua), serves that and writes it back with this day's
+-- counters. The apply never reads the whole window.
+--
+-- per client (1 + n keys, n = its entries in the call):
+--   KEYS[k]     = result hash                       <prefix>:{sN}:r:<cid>
+--   KEYS[k+j]   = day bucket of the client's j-th entry  <prefix>:{sN}:m:<model>:d<day>:<cid>
+-- ARGV[5] = window length W in days;  ARGV[6] = G, the number of configured genders;
+-- ARGV[7 .. 6+G] = their names, sorted
+-- result fields: <model>, :s (scores JSON), :ts (newest event ts), :at, :u (answer valid until,
+--                ms), :w ("D,W" of the counters), :n:<g> and :t:<g> (the counters)
+
+local group, now, window = ARGV[1], ARGV[2], tonumber(ARGV[5])
+local names, index, g = genders_at(6)
+local today = math.floor(tonumber(now) / MS_PER_DAY)
+local first_day = today - window + 1
+local this_window = fmt(today) .. ',' .. fmt(window)
+local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
+local bucket_fields = counter_fields(names, '', '', ':t')
+local w_field, u_field = group .. ':w', group .. ':u'
+-- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_lib.lua, "Counters")
+local read_fields = {w_field, group, u_field, unpack(fields)}
+read_fields[#read_fields + 1] = EXPIRES
+local ADD, STALE = 1, 2
+local touched = {}  -- gender numbers whose window counters the client's entries changed
+
+return apply_batch({
+  per_event_keys = true,
+  nparams = 2 + g,
+  read = function(k, first, n)
+    local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
+    if have == nil then return false end
+    if have[1] == this_window then
+      have.mode = ADD  -- this day's counters: add to them
+    elseif not (have[1] or have[2] or have[3]) then
+      have.mode = ADD  -- nothing in or after the window: counters from zero
+      for c = 4, 3 + 2 * g do have[c] = false end
+    else
+      have.mode = STALE  -- counters of another day or window, or layout 1
+    end
+    -- the buckets of the entries' days (usually one): days, HMGET replies, keys, new or not
+    local days, replies, keys, fresh = {}, {}, {}, {}
+    for j = 1, n do
+      local day = math.floor(tonumber(ARGV[first + 3 * j - 1]) / MS_PER_DAY)
+      local known = day < first_day
+      for b = 1, #days do known = known or days[b] == day end
+      if not known then
+        local reply = read_hash('HMGET', KEYS[k + j], unpack(bucket_fields))
+        if reply == nil then return false end
+        local b = #days + 1
+        days[b], replies[b], keys[b], fresh[b] = day, reply, KEYS[k + j], true
+        for c = 1, 2 * g do fresh[b] = fresh[b] and not reply[c] end
+      end
+    end
+    have.days, have.replies, have.keys, have.fresh = days, replies, keys, fresh
+    return have, have[#read_fields]
+  end,
+  apply = function(k, have, acked, m, expiry)
+    local days, replies = have.days, have.replies
+    local changed = {}  -- per bucket: gender numbers changed
+    local ahead = have.mode == ADD and have[3] and not have[2]  -- a bucket after today exists
+    for j = 1, m do
+      local a = acked[j]
+      local i, ts = index[ARGV[a + 1]], ARGV[a + 2]
+      local day = math.floor(tonumber(ts) / MS_PER_DAY)
+      if day >= first_day then
+        local b = 1
+        while days[b] ~= day do b = b + 1 end
+        add_events(replies[b], 1, i, 1, ts)
+        changed[b] = changed[b] or {}
+        changed[b][i] = true
+        if day > today then
+          ahead = true
+        elseif have.mode == ADD then
+          add_events(have, 4, i, 1, ts)
+          touched[i] = true
+        end
+      end
+    end
+    for b, genders in pairs(changed) do
+      redis.call('HSET', have.keys[b],
+        unpack(changed_counters({}, nil, bucket_fields, replies[b], 1, genders)))
+      if have.fresh[b] then
+        redis.call('EXPIREAT', have.keys[b], fmt((days[b] + window) * (MS_PER_DAY / 1000)))
+      end
+    end
+    -- only events older than the window: the result hash exists if something else is in it
+    if next(changed) == nil then
+      return have[#read_fields] or have[1] or have[2] or have[3], false
+    end
+    if have.mode == STALE then
+      if have[3] ~= '0' or expiry then
+        redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, expiry)))
+        return true, expiry ~= nil
+      end
+      return true, false
+    end
+    -- the answer from the window's counters (from have[4]); only changed counters are written
+    local set, del = window_fields(group, names, fields, have, 4, ahead, today, window, now,
+      have[1], touched)
+    if #del > 0 then redis.call('HDEL', KEYS[k], unpack(del)) end
+    with_expiry(set, expiry)
+    if #set > 0 then redis.call('HSET', KEYS[k], unpack(set)) end
+    return true, expiry ~= nil
+  end,
+})
