@@ -36,6 +36,21 @@ def _entry_keys(keys: Keys, model: str, shard: int, cid: str, ts: int, now: int,
     ]
 
 
+async def new_entries(
+    client: Any, keys: Keys, shard: int, model: str, consumer: str
+) -> list[tuple[str, dict[str, str]]]:
+    """The shard's entries the model's group has not delivered yet, read for ``consumer`` (the
+    group is created first when missing): (id, fields) each."""
+    stream = keys.stream(shard)
+    await streams.ensure_group(client, stream, model)
+    entries: Sequence[Any] = await streams.read_new(client, stream, model, consumer, 10_000, None)
+    read = []
+    for entry_id, fields in entries:
+        pairs = fields.items() if isinstance(fields, dict) else fields
+        read.append((streams.text(entry_id), {streams.text(k): streams.text(v) for k, v in pairs}))
+    return read
+
+
 async def apply_all(client: Any, settings: Settings, now: int, consumer: str = "old") -> int:
     """Apply every new entry of every shard with layout 1's scripts (events must carry a
     lowercase configured gender and ``ts``); returns the entries applied per model, summed."""
@@ -44,18 +59,12 @@ async def apply_all(client: Any, settings: Settings, now: int, consumer: str = "
     for model in MODELS:
         apply = script(model)
         for shard in range(settings.shards):
-            stream = keys.stream(shard)
-            await streams.ensure_group(client, stream, model)
-            entries: Sequence[Any] = await streams.read_new(
-                client, stream, model, consumer, 10_000, None
-            )
+            entries = await new_entries(client, keys, shard, model, consumer)
             if not entries:
                 continue
-            all_keys = [stream, keys.stats(shard)]
+            all_keys = [keys.stream(shard), keys.stats(shard)]
             args: list[Any] = [model, now] + ([settings.window_days] if model == "top7d" else [])
-            for entry_id, fields in entries:
-                pairs = fields.items() if isinstance(fields, dict) else fields
-                got = {streams.text(k): streams.text(v) for k, v in pairs}
+            for entry_id, got in entries:
                 ts = int(got["ts"])
                 all_keys += _entry_keys(
                     keys, model, shard, got["cid"], ts, now, settings.window_days

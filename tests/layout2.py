@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from genderd import streams
 from genderd.clock import client_expiry_ms, day_of
 from genderd.keys import Keys
 from genderd.scripts import Script
 from genderd.settings import Settings
+
+from . import layout1
 
 HERE = Path(__file__).parent / "layout2"
 MODELS = ("last", "top", "top7d")
@@ -41,19 +42,15 @@ async def apply_all(client: Any, settings: Settings, now: int, consumer: str = "
     for model in MODELS:
         apply = script(model)
         for shard in range(settings.shards):
-            stream = keys.stream(shard)
-            await streams.ensure_group(client, stream, model)
-            entries = await streams.read_new(client, stream, model, consumer, 10_000, None)
+            entries = await layout1.new_entries(client, keys, shard, model, consumer)
             if not entries:
                 continue
             per_client: dict[str, list[tuple[str, str, int]]] = {}
-            for entry_id, fields in entries:
-                pairs = fields.items() if isinstance(fields, dict) else fields
-                got = {streams.text(k): streams.text(v) for k, v in pairs}
+            for entry_id, got in entries:
                 per_client.setdefault(got["cid"], []).append(
-                    (streams.text(entry_id), got["gender"], int(got["ts"]))
+                    (entry_id, got["gender"], int(got["ts"]))
                 )
-            all_keys = [stream, keys.stats(shard), keys.erasures(shard)]
+            all_keys = [keys.stream(shard), keys.stats(shard), keys.erasures(shard)]
             expires = client_expiry_ms(now, settings.client_ttl_days)
             args: list[Any] = [model, now, expires, "", *_params(model, settings)]
             for cid, own in per_client.items():

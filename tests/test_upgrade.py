@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -61,6 +62,18 @@ def _layout2_deployment(sync_redis: redis.Redis, aio: Loop) -> None:
     )
 
 
+def _first_wave(
+    aio: Loop, rnd: random.Random, clock: FakeClock, apply_all: Any
+) -> list[tuple[oracle.Ev, int]]:
+    """The earlier release (its ``apply_all``) applies a first wave of events: (event, the
+    time it was applied) each."""
+    written = aio.run(
+        scenario.write(aio.client, aio.settings, _events(rnd, clock.now_ms, CIDS, 80))
+    )
+    assert aio.run(apply_all(aio.client, aio.settings, clock.now_ms)) == 3 * len(written)
+    return [(e, clock.now_ms) for e in written]
+
+
 def _check_all(
     aio: Loop, processed: list[tuple[oracle.Ev, int]], read_at: int, oldest: int = 1
 ) -> None:
@@ -85,14 +98,7 @@ def test_state_written_by_the_previous_release_is_kept_and_upgraded(
     rnd = random.Random(8)
     keys = Keys(aio.settings.prefix)
     _layout1_deployment(sync_redis, aio)
-    processed: list[tuple[oracle.Ev, int]] = []
-
-    # The previous release applies a first wave.
-    written = aio.run(
-        scenario.write(aio.client, aio.settings, _events(rnd, clock.now_ms, CIDS, 80))
-    )
-    assert aio.run(layout1.apply_all(aio.client, aio.settings, clock.now_ms)) == 3 * len(written)
-    processed += [(e, clock.now_ms) for e in written]
+    processed = _first_wave(aio, rnd, clock, layout1.apply_all)
     legacy = set(sync_redis.scan_iter(f"{keys.prefix}:*:m:top:*"))
     assert len(legacy) == len(CIDS)
     # This release reads layout 1 as it is, before any worker of it ran.
@@ -172,12 +178,7 @@ def test_state_written_by_layout_2_is_kept_and_its_old_fields_go(
     rnd = random.Random(2)
     keys = Keys(aio.settings.prefix)
     _layout2_deployment(sync_redis, aio)
-    processed: list[tuple[oracle.Ev, int]] = []
-    written = aio.run(
-        scenario.write(aio.client, aio.settings, _events(rnd, clock.now_ms, CIDS, 80))
-    )
-    assert aio.run(layout2.apply_all(aio.client, aio.settings, clock.now_ms)) == 3 * len(written)
-    processed += [(e, clock.now_ms) for e in written]
+    processed = _first_wave(aio, rnd, clock, layout2.apply_all)
 
     def result(cid: str) -> dict[bytes, bytes]:
         return sync_redis.hgetall(keys.result(shard_of(cid, aio.settings.shards), cid))
