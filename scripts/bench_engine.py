@@ -5,7 +5,9 @@ there. For each model alone, on a fresh server of its own (the bundled binary, a
 port), this
 
 1. writes N events over C clients with the Producer (pipelined XADD) and reads the server's
-   main-thread CPU (``INFO cpu``) before and after: the cost of writing an event;
+   main-thread CPU (``INFO cpu``) before and after: the cost of writing an event (the mean of
+   this and the same writes again after step 2, so that both sides of the multiple see the
+   machine's speed of the same minute);
 2. runs W worker processes of the model (``python -m genderd worker``) until its lag and
    pending are zero, reading the server's CPU before and after, the workers' own CPU (from
    /proc), and ``INFO commandstats``: what applying an event costs the server, as a multiple
@@ -171,11 +173,16 @@ def measure(model: str, workers: int, events: int, clients: int, masters: int = 
         deployment = open_deployment_sync(client, settings)
         genders = deployment.settings.genders
         produced = list(synthetic(events, clients, genders, days=10, seed=1))
-        before = target.cpu_s()
-        with Producer(client, deployment) as producer:
-            for event in produced:
-                producer.send_fields(event)
-        xadd_s = target.cpu_s() - before
+
+        def write() -> float:
+            """Server CPU seconds to write the events (pipelined XADD)."""
+            before = target.cpu_s()
+            with Producer(client, deployment) as producer:
+                for event in produced:
+                    producer.send_fields(event)
+            return target.cpu_s() - before
+
+        xadd_s = write()
 
         stats0, cpu0, started = target.commandstats(), target.cpu_s(), time.perf_counter()
         processes = start_workers(target.url, model, workers, target.cluster)
@@ -195,6 +202,9 @@ def measure(model: str, workers: int, events: int, clients: int, masters: int = 
             stats1 = target.commandstats()
         finally:
             stop_workers(processes)
+        # the same writes again, after the apply: a drift of the machine's speed during the
+        # measurement moves both sides of the multiple
+        xadd_s = (xadd_s + write()) / 2
         client.close()
     per_command = sorted(
         (

@@ -2,9 +2,9 @@
 -- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
 -- erasure markers, expiry).
 -- The counters live in the result hash itself (top:n:<g> events, top:t:<g> newest event ts),
--- read once and written once per client per call, with the answer: only the counters of the
--- genders the call's events have, the answer and its time are written (the API derives the
--- scores and the newest ts from the counters).
+-- read once and written once per client per call, with the answer: only the counters that
+-- change, the answer and its time are written (the API derives the scores and the newest ts
+-- from the counters).
 --
 -- per client (two keys, or one when ARGV[5] > 1):
 --   KEYS[k]   = result hash                          <prefix>:{sN}:r:<cid>
@@ -72,22 +72,26 @@ return apply_batch({
   end,
   apply = function(k, have, acked, m, expiry)
     local set = {group, false, at_field, now}
-    local touched = {}  -- genders whose counters change
+    local changed = {}  -- indexes of the counters (in have and fields) that change
     if have.upgrade then  -- every moved counter is written
-      for i = 1, g do touched[i] = have[2 * i - 1] and true or nil end
+      for c = 1, 2 * g do changed[c] = have[c] and true or nil end
       for f = 1, #have.upgrade do set[#set + 1] = have.upgrade[f] end
     end
     for j = 1, m do
       local a = acked[j]
-      local i = index[ARGV[a + 1]]
-      add_events(have, 1, i, 1, ARGV[a + 2])
-      touched[i] = true
+      local c, ts = 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2]
+      have[c] = (tonumber(have[c]) or 0) + 1
+      changed[c] = true
+      local newest = have[c + 1]
+      if not newest or greater(ts, newest) then
+        have[c + 1] = ts
+        changed[c + 1] = true
+      end
     end
     set[2] = argmax(names, have, 1)
-    for i in pairs(touched) do
+    for c in pairs(changed) do
       local n = #set
-      set[n + 1], set[n + 2] = fields[2 * i - 1], have[2 * i - 1]
-      set[n + 3], set[n + 4] = fields[2 * i], have[2 * i]
+      set[n + 1], set[n + 2] = fields[c], have[c]
     end
     redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))
     if have[OLD_SCORES] or have.upgrade then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
