@@ -71,28 +71,29 @@ return apply_batch({
     return have, have[EXPIRY]
   end,
   apply = function(k, have, acked, m, expiry)
+    -- the answer, its time, then each counter as it changes (a counter changed by several
+    -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
-    local changed = {}  -- indexes of the counters (in have and fields) that change
     if have.upgrade then  -- every moved counter is written
-      for c = 1, 2 * g do changed[c] = have[c] and true or nil end
+      for c = 1, 2 * g do
+        local n = #set
+        if have[c] then set[n + 1], set[n + 2] = fields[c], have[c] end
+      end
       for f = 1, #have.upgrade do set[#set + 1] = have.upgrade[f] end
     end
     for j = 1, m do
       local a = acked[j]
       local c, ts = 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2]
+      local n = #set
       have[c] = (tonumber(have[c]) or 0) + 1
-      changed[c] = true
+      set[n + 1], set[n + 2] = fields[c], have[c]
       local newest = have[c + 1]
       if not newest or greater(ts, newest) then
         have[c + 1] = ts
-        changed[c + 1] = true
+        set[n + 3], set[n + 4] = fields[c + 1], ts
       end
     end
     set[2] = argmax(names, have, 1)
-    for c in pairs(changed) do
-      local n = #set
-      set[n + 1], set[n + 2] = fields[c], have[c]
-    end
     redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))
     if have[OLD_SCORES] or have.upgrade then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end

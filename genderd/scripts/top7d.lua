@@ -77,7 +77,9 @@ return apply_batch({
   end,
   apply = function(k, have, acked, m, expiry)
     local days, replies = have.days, have.replies
-    local changed = {}  -- per bucket: gender numbers changed
+    -- per bucket touched: its counters as they change (a counter changed by several events
+    -- is listed again each time: HSET keeps the last value, the final one)
+    local writes = {}
     local ahead = have.mode == ADD and have[3] and not have[2]  -- a bucket after today exists
     for j = 1, m do
       local a = acked[j]
@@ -86,9 +88,17 @@ return apply_batch({
       if day >= first_day then
         local b = 1
         while days[b] ~= day do b = b + 1 end
-        add_events(replies[b], 1, i, 1, ts)
-        changed[b] = changed[b] or {}
-        changed[b][i] = true
+        local counters, c = replies[b], 2 * i - 1
+        local set = writes[b] or {}
+        writes[b] = set
+        local n = #set
+        counters[c] = (tonumber(counters[c]) or 0) + 1
+        set[n + 1], set[n + 2] = bucket_fields[c], counters[c]
+        local newest = counters[c + 1]
+        if not newest or greater(ts, newest) then
+          counters[c + 1] = ts
+          set[n + 3], set[n + 4] = bucket_fields[c + 1], ts
+        end
         if day > today then
           ahead = true
         elseif have.mode == ADD then
@@ -97,15 +107,14 @@ return apply_batch({
         end
       end
     end
-    for b, genders in pairs(changed) do
-      redis.call('HSET', have.keys[b],
-        unpack(changed_counters({}, nil, bucket_fields, replies[b], 1, genders)))
+    for b, set in pairs(writes) do
+      redis.call('HSET', have.keys[b], unpack(set))
       if have.fresh[b] then
         redis.call('EXPIREAT', have.keys[b], fmt((days[b] + window) * (MS_PER_DAY / 1000)))
       end
     end
     -- only events older than the window: the result hash exists if something else is in it
-    if next(changed) == nil then
+    if next(writes) == nil then
       return have[EXPIRY] or have[1] or have[2] or have[3], false
     end
     if have[OLD_SCORES] then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
