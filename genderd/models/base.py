@@ -219,17 +219,17 @@ class CountingModel(Model):
         gender = fields.get(self._gender_field)
         if gender is None:
             return None
+        get = fields.get
         scores: dict[str, Any] = {}
         newest = 0
         for name, count_field, ts_field in self._counters:
-            count = fields.get(count_field)
+            count = get(count_field)
             if count is not None and (n := int(count)) > 0:
                 scores[name] = n
-                newest = max(newest, int(fields.get(ts_field, 0)))
-        as_of = int(fields.get(self._at_field, 0))
+                newest = max(newest, int(get(ts_field, 0)))
+        as_of = int(get(self._at_field, 0))
         if not scores:  # layout 1's answer: its stored scores and newest ts
-            stored = fields.get(self._scores_field)
-            return gender.decode(), stored, int(fields.get(self._ts_field, 0)), as_of
+            return gender.decode(), get(self._scores_field), int(get(self._ts_field, 0)), as_of
         return gender.decode(), scores, newest, as_of
 
 
