@@ -64,6 +64,7 @@ class Reader:
                     "1" if self.write_back else "0",
                     *model.refresh_params,
                     *fields,
+                    *model.refresh_tail,
                 )
                 calls.append(ScriptCall(model.refresh_script, keys, args))
         return calls or [("HMGET", self.keys.result(shard, cid), *fields)]

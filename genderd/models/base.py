@@ -114,6 +114,10 @@ class Model(abc.ABC):
         """ARGV of the refresh script after the model, "now" and the write-back flag."""
         return ()
 
+    #: ARGV of the refresh script after the fields to return: result-hash fields the script
+    #: reads in the same HMGET but does not return
+    refresh_tail: tuple[str, ...] = ()
+
     @abc.abstractmethod
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         """The keys one client of a batch needs in the apply script (its ``events`` of the

@@ -56,6 +56,8 @@ class TopWindow(CountingModel):
         super().__init__(settings, keys)
         # (shard, day) -> the bucket keys of the lookup window without the client id
         self._bucket_heads: dict[tuple[int, int], list[str]] = {}
+        # the refresh script reads the answer's validity and day in its one HMGET
+        self.refresh_tail = (result_field(self.name, "u"), result_field(self.name, "w"))
 
     @property
     def window(self) -> int:
