@@ -225,17 +225,18 @@ class CountingModel(Model):
             return None
         get = fields.get
         scores: dict[str, Any] = {}
-        newest = 0
+        newest = b""  # compared as the decimal strings the scripts write: shorter is smaller
         for name, count_field, ts_field in self._counters:
             count = get(count_field)
-            if count is not None and (n := int(count)) > 0:
-                scores[name] = n
-                newest = max(newest, int(get(ts_field, 0)))
+            if count is not None:
+                scores[name] = int(count)
+                ts = get(ts_field, b"")
+                if len(ts) > len(newest) or (len(ts) == len(newest) and ts > newest):
+                    newest = ts
         as_of = int(get(self._at_field, 0))
         if not scores:  # layout 1's answer: its stored scores and newest ts
             return gender.decode(), get(self._scores_field), int(get(self._ts_field, 0)), as_of
-        return gender.decode(), scores, newest, as_of
-
+        return gender.decode(), scores, int(newest or 0), as_of
 
 __all__ = [
     "LIB",
