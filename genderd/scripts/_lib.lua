@@ -214,6 +214,20 @@ local function add_events(t, at, i, n, ts)
   if ts and (not newest or greater(ts, newest)) then t[c + 1] = ts end
 end
 
+-- Count one event of the gender whose count is t[c] (its newest ts t[c+1]) at `ts` (a
+-- string), and append what changes to the flat HSET list `set`, as the fields fields[c] and
+-- fields[c+1] (a counter that changes again is appended again: HSET keeps the last value).
+local function count_event(t, c, ts, set, fields)
+  local n = #set
+  t[c] = (tonumber(t[c]) or 0) + 1
+  set[n + 1], set[n + 2] = fields[c], t[c]
+  local newest = t[c + 1]
+  if not newest or greater(ts, newest) then
+    t[c + 1] = ts
+    set[n + 3], set[n + 4] = fields[c + 1], ts
+  end
+end
+
 -- The answer for the counters t[at..] of `names`: the gender with the most events; ties to the
 -- newest event, then the alphabetically smallest name (the names are sorted). nil when
 -- nothing is counted.

@@ -83,15 +83,7 @@ return apply_batch({
     end
     for j = 1, m do
       local a = acked[j]
-      local c, ts = 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2]
-      local n = #set
-      have[c] = (tonumber(have[c]) or 0) + 1
-      set[n + 1], set[n + 2] = fields[c], have[c]
-      local newest = have[c + 1]
-      if not newest or greater(ts, newest) then
-        have[c + 1] = ts
-        set[n + 3], set[n + 4] = fields[c + 1], ts
-      end
+      count_event(have, 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2], set, fields)
     end
     set[2] = argmax(names, have, 1)
     redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))

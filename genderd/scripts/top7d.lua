@@ -88,17 +88,9 @@ return apply_batch({
       if day >= first_day then
         local b = 1
         while days[b] ~= day do b = b + 1 end
-        local counters, c = replies[b], 2 * i - 1
         local set = writes[b] or {}
         writes[b] = set
-        local n = #set
-        counters[c] = (tonumber(counters[c]) or 0) + 1
-        set[n + 1], set[n + 2] = bucket_fields[c], counters[c]
-        local newest = counters[c + 1]
-        if not newest or greater(ts, newest) then
-          counters[c + 1] = ts
-          set[n + 3], set[n + 4] = bucket_fields[c + 1], ts
-        end
+        count_event(replies[b], 2 * i - 1, ts, set, bucket_fields)
         if day > today then
           ahead = true
         elseif have.mode == ADD then
