@@ -238,6 +238,7 @@ class CountingModel(Model):
             return gender.decode(), get(self._scores_field), int(get(self._ts_field, 0)), as_of
         return gender.decode(), scores, int(newest or 0), as_of
 
+
 __all__ = [
     "LIB",
     "Answer",
