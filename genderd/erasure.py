@@ -100,7 +100,7 @@ async def erase(
     # dead letters: of every shard (an entry of the wrong shard is dead-lettered there),
     # compared by their original id
     every = [(erased, cutoffs[erased.cid]) for erased in done.values()]
-    for shard in range(deployment.settings.shards):
+    for shard in deployment.shards:
         counts = await _scan(transport, keys.dead(shard), "+", "_id", every, progress, shard)
         for erased, n in counts.items():
             erased.dead_letters += n

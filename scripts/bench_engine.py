@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import bar_chart, machine
+from benchlib import bar_chart, machine, server_cpu_s
 
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.keys import result_field
@@ -67,14 +67,6 @@ class Cost:
     worker_us: float  # workers' CPU per event applied
     rate: float  # events applied per second (wall)
     top_commands: list[tuple[str, float]]  # (command, server µs per applied event)
-
-
-def server_cpu_s(client: redis.Redis) -> float:
-    """The server's main-thread CPU seconds (all threads when the server does not split)."""
-    info = client.info("cpu")
-    if "used_cpu_user_main_thread" in info:
-        return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
@@ -333,13 +325,15 @@ def main() -> None:
             statistics.median(x.xadd_us for x in r if x.masters == first.masters) for r in rounds
         ]
         multiples = sorted(c.apply_us / x for c, x in zip(same, xadds, strict=True))
-        c = min(same, key=lambda c: abs(c.apply_us - statistics.median(x.apply_us for x in same)))
+        apply_us = statistics.median(x.apply_us for x in same)
+        # the commandstats and the plot are the repeat nearest the median's
+        c = min(same, key=lambda x: abs(x.apply_us - apply_us))
         costs.append(c)
         top = ", ".join(f"{name} {us:.1f}" for name, us in c.top_commands)
         spread = f" ({multiples[0]:.1f}-{multiples[-1]:.1f})" if len(multiples) > 1 else ""
         print(
             f"| {c.masters} | `{c.model}` | {c.workers} | "
-            f"{statistics.median(x.apply_us for x in same):.1f} | "
+            f"{apply_us:.1f} | "
             f"{statistics.median(multiples):.1f}x{spread} (XADD {statistics.median(xadds):.2f}) | "
             f"{statistics.median(x.worker_us for x in same):.1f} | "
             f"{statistics.median(x.rate for x in same):,.0f} | {top} |"

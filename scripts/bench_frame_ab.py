@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import machine
+from benchlib import machine, server_cpu_s
 
 from genderd.clock import client_expiry_ms, day_of
 from genderd.keys import Keys
@@ -73,11 +73,6 @@ def base_source(rev: str, model: str) -> str:
         ).stdout
         for name in files
     )
-
-
-def server_cpu_s(client: redis.Redis) -> float:
-    info: dict[str, Any] = client.info("cpu")
-    return float(info["used_cpu_sys_main_thread"]) + float(info["used_cpu_user_main_thread"])
 
 
 def fill(client: redis.Redis, model: str, prefix: str, args: argparse.Namespace, seed: int) -> None:

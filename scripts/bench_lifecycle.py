@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import machine
+from benchlib import machine, server_cpu_s
 
 from genderd import erasure
 from genderd.deployment import Deployment, open_deployment_sync
@@ -39,11 +39,6 @@ from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.transport import Links, async_client
 from genderd.worker import Worker
-
-
-def server_cpu_s(client: redis.Redis) -> float:
-    info: dict[str, Any] = client.info("cpu")
-    return float(info["used_cpu_sys_main_thread"]) + float(info["used_cpu_user_main_thread"])
 
 
 def fill(client: redis.Redis, settings: Settings, events: list[dict[str, Any]]) -> None:

@@ -1,9 +1,11 @@
-"""What the benchmark scripts share: the machine they ran on, as a line for their tables."""
+"""What the benchmark scripts share: the machine they ran on, as a line for their tables, and
+the server's CPU time, read from the server itself."""
 
 from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 
 def machine() -> str:
@@ -15,6 +17,15 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def server_cpu_s(client: Any) -> float:
+    """The server's main-thread CPU seconds (``INFO cpu``; all threads when the server does
+    not report its main thread apart), from a blocking redis-py client."""
+    info = client.info("cpu")
+    if "used_cpu_user_main_thread" in info:
+        return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def bar_chart(

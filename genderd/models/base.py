@@ -96,7 +96,8 @@ class Model(abc.ABC):
 
     def set_oldest_layout(self, layout: int) -> None:
         """Tell the model the oldest data layout its deployment may hold (see
-        :attr:`oldest_layout`); workers and the API do once they have opened the deployment."""
+        :attr:`oldest_layout`); workers and the API do once they have opened the deployment,
+        before reading with it (a Reader keeps the answer fields it first asked for)."""
         self.oldest_layout = layout
 
     @classmethod

@@ -26,32 +26,31 @@ local names, index, g = genders_at(6)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local at_field = group .. ':at'
 -- have[1 .. 2G]: the counters (see "Counters" in _lib.lua); then :expires; then, where
--- earlier layouts may be held, the answer and layout 2's scores field
+-- layouts 1-2 may be held, their scores field; where layout 1 may be, the answer
 local read_fields = {unpack(fields)}
-local EXPIRY, ANSWER, OLD_SCORES = 2 * g + 1, 2 * g + 2, 2 * g + 3
+local EXPIRY, OLD_SCORES, ANSWER = 2 * g + 1, 2 * g + 2, 2 * g + 3
 read_fields[EXPIRY] = EXPIRES
-if oldest < 3 then read_fields[ANSWER], read_fields[OLD_SCORES] = group, group .. ':s' end
+if oldest < 3 then read_fields[OLD_SCORES] = group .. ':s' end
+if oldest < 2 then read_fields[ANSWER] = group end
 local old_fields = {group .. ':s', group .. ':ts'}
 
--- layout 1's counters of KEYS[k+1] into `have`; fields of genders not configured now are
--- returned as a flat HSET list (moved, not counted); nil when the key is not a hash
+-- layout 1's counters of KEYS[k+1], as a flat HSET list of the result hash's fields (every
+-- gender's, configured or not); the configured genders' also go into `have` (counted). nil
+-- when the key is not a hash
 local function upgrade(k, have)
   local old = read_hash('HGETALL', KEYS[k + 1])
   if old == nil then return nil end
-  local extra = {}
+  local moved = {}
   for f = 1, #old, 2 do
     local gender = string.match(old[f], '^(.*):t$')
     local kind = gender and ':t:' or ':n:'
     gender = gender or old[f]
     local i = index[gender]
-    if i then
-      have[kind == ':n:' and 2 * i - 1 or 2 * i] = old[f + 1]
-    else
-      extra[#extra + 1] = group .. kind .. gender
-      extra[#extra + 1] = old[f + 1]
-    end
+    if i then have[kind == ':n:' and 2 * i - 1 or 2 * i] = old[f + 1] end
+    moved[#moved + 1] = group .. kind .. gender
+    moved[#moved + 1] = old[f + 1]
   end
-  return extra
+  return moved
 end
 
 return apply_batch({
@@ -74,13 +73,7 @@ return apply_batch({
     -- the answer, its time, then each counter as it changes (a counter changed by several
     -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
-    if have.upgrade then  -- every moved counter is written
-      for c = 1, 2 * g do
-        local n = #set
-        if have[c] then set[n + 1], set[n + 2] = fields[c], have[c] end
-      end
-      for f = 1, #have.upgrade do set[#set + 1] = have.upgrade[f] end
-    end
+    for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end  -- moved
     for j = 1, m do
       local a = acked[j]
       count_event(have, 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2], set, fields)
