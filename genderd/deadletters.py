@@ -27,7 +27,7 @@ from genderd.events import Event, Invalid, Reason, parse_entry
 
 __all__ = ["DeadLetter", "Event", "Redriven", "parse_entry", "purge", "redrive", "scan", "summary"]
 from genderd.keys import digest
-from genderd.scripts import LIB, Script
+from genderd.lua import LIB, Script
 from genderd.streams import Fields, text
 from genderd.transport import AsyncClient, Transport
 

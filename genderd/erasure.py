@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import digest
-from genderd.scripts import LIB, Script
+from genderd.lua import LIB, Script
 from genderd.streams import parse_id, text
 from genderd.transport import Transport
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from genderd.deployment import Deployment
 from genderd.keys import result_field
-from genderd.scripts import LIB, Script
+from genderd.lua import LIB, Script
 from genderd.transport import AsyncClient
 
 BACKFILL = Script.from_files(LIB, "expire_backfill.lua")

@@ -18,9 +18,9 @@ from genderd.clock import client_expiry_ms
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
 from genderd.keys import digest, result_field
+from genderd.lua import LIB, Script
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
-from genderd.scripts import LIB, Script
 from genderd.streams import Entry, Fields, parse_id
 from genderd.transport import Transport
 

@@ -2,7 +2,7 @@
 
 `up` writes it when its server is running and removes it when the server stops; every other
 command run from the same directory reads it to find the server without configuration. It
-sits below both :mod:`genderd.server` (which starts servers) and :mod:`genderd.transport`
+sits below both :mod:`genderd.bundled` (which starts servers) and :mod:`genderd.transport`
 (which connects to them).
 """
 

@@ -25,15 +25,15 @@ from typing import Any
 
 import redis as redis_py
 
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment, keys_of
 from genderd.events import Event, parse_entry
-from genderd.lookup import Reader
 from genderd.models.base import Answer, Model
 from genderd.models.python import PythonModel
 from genderd.models.registry import Registry
 from genderd.producer import Producer
-from genderd.server import Server, find_binary, free_port
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import connect
 from genderd.worker import Worker
@@ -123,7 +123,7 @@ async def _through_redis(
 ) -> dict[str, Answer | None]:
     with (
         tempfile.TemporaryDirectory(prefix="genderd-testing-") as data,
-        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
         settings = configured.model_copy(update={"redis_url": server.url})
         keys = keys_of(settings)

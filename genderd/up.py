@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genderd import runstate, server
+from genderd import bundled, runstate
 from genderd.deployment import Deployment
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
@@ -65,7 +65,7 @@ class Supervisor:
         self.settings = settings
         self.children = list(children)
         self.port = port
-        self.server: server.Server | None = None
+        self.server: bundled.BundledServer | None = None
         self.state_dir = Path(settings.state_dir)
         self.url = settings.redis_url
         self._stopping = False
@@ -76,16 +76,18 @@ class Supervisor:
             return self.url
         running = runstate.read_state(self.state_dir)
         if running is not None:
-            raise server.ServerError(
+            raise bundled.BundledServerError(
                 f"a genderd server already runs from this directory (pid {running.pid}, "
                 f"{running.url}); stop that `genderd up` first"
             )
-        binary = server.find_binary(self.settings.redis_server)
+        binary = bundled.find_binary(self.settings.redis_server)
         port = self.port or (
-            server.DEFAULT_PORT if server.port_is_free(server.DEFAULT_PORT) else server.free_port()
+            bundled.DEFAULT_PORT
+            if bundled.port_is_free(bundled.DEFAULT_PORT)
+            else bundled.free_port()
         )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.server = server.Server(
+        self.server = bundled.BundledServer(
             binary, port, self.state_dir, persistent=True, log_file=self.state_dir / "server.log"
         ).start()
         self.server.write_state(self.state_dir)

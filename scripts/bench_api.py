@@ -29,9 +29,9 @@ from pathlib import Path
 import redis
 from benchlib import bar_chart, machine
 
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.producer import Producer, synthetic
-from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.transport import connect
 from genderd.worker import Worker
@@ -151,7 +151,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory() as data,
-        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
         sync = redis.Redis.from_url(server.url)
         deployment = open_deployment_sync(sync, Settings(redis_url=server.url))

@@ -44,10 +44,10 @@ from typing import Any
 import redis
 from benchlib import bar_chart, machine, server_cpu_s
 
+from genderd.bundled import BundledServer, LocalCluster, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.keys import result_field
 from genderd.producer import Producer, RateLimiter, synthetic
-from genderd.server import LocalCluster, Server, find_binary, free_port
 from genderd.settings import Settings
 
 POLL_S = 0.02
@@ -113,7 +113,7 @@ class Target:
 def fresh_target(masters: int) -> Iterator[Target]:
     with tempfile.TemporaryDirectory() as data:
         if masters == 1:
-            with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
+            with BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server:
                 yield Target(server.url, False, [redis.Redis.from_url(server.url)])
         else:
             with LocalCluster(find_binary(), Path(data), masters) as nodes:
@@ -122,10 +122,10 @@ def fresh_target(masters: int) -> Iterator[Target]:
 
 
 @contextmanager
-def fresh_server() -> Iterator[Server]:
+def fresh_server() -> Iterator[BundledServer]:
     with (
         tempfile.TemporaryDirectory() as data,
-        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
         yield server
 

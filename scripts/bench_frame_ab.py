@@ -31,10 +31,10 @@ from typing import Any
 import redis
 from benchlib import machine, server_cpu_s
 
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import client_expiry_ms, day_of
 from genderd.keys import Keys
-from genderd.scripts import source
-from genderd.server import Server, find_binary, free_port
+from genderd.lua import source
 
 MODELS = ("last", "top", "top7d")
 GENDERS = ["female", "kids", "male"]
@@ -66,7 +66,7 @@ def base_source(rev: str, model: str) -> str:
     files = ("_lib.lua", f"{model}.lua")
     return "\n".join(
         subprocess.run(
-            ["git", "show", f"{rev}:genderd/scripts/{name}"],
+            ["git", "show", f"{rev}:genderd/lua/{name}"],
             check=True,
             capture_output=True,
             text=True,
@@ -142,7 +142,7 @@ def main() -> None:
     }
     contracts = {variant: contract_of(of) for variant, of in all_sources.items()}
     with tempfile.TemporaryDirectory() as data:
-        with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
+        with BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server:
             client = redis.Redis.from_url(server.url)
             for model in MODELS:
                 sources = {variant: of[model] for variant, of in all_sources.items()}

@@ -32,10 +32,10 @@ import redis
 from benchlib import machine, server_cpu_s
 
 from genderd import erasure
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.keys import Keys
 from genderd.producer import synthetic
-from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.transport import Links, async_client
 from genderd.worker import Worker
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as data:
-        with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
+        with BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server:
             print(f"\nmemory per client ({args.clients} clients, all models; MEMORY USAGE):")
             print(f"{'client':<34} {'result hash':>12} {'day buckets':>12} {'all':>8}")
             for events, days in [(1, 1), (10, 7), (50, 30)]:
@@ -151,7 +151,7 @@ def main() -> None:
                     f"{rows['all']:>6.0f} B"
                 )
     with tempfile.TemporaryDirectory() as data:
-        with Server(find_binary(), free_port(), Path(data), persistent=False) as server:
+        with BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server:
             print(f"\nerasure, one shard stream of {args.entries:,} entries:")
             print(f"{'erased':<40} {'wall ms':>9} {'server CPU ms':>14}")
             for label, wall, cpu in erasing(

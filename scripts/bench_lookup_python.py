@@ -21,8 +21,8 @@ import orjson
 
 import genderd
 from genderd.deployment import Deployment
-from genderd.lookup import Reader
 from genderd.models.base import Model
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport.base import ScriptCall
 

@@ -25,10 +25,10 @@ import redis
 from benchlib import machine
 
 from genderd import status
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
-from genderd.lookup import Reader
 from genderd.producer import Producer, synthetic
-from genderd.server import Server, find_binary, free_port
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import connect
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory() as data,
-        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
         settings = Settings(redis_url=server.url, batch_size=args.batch_size)
         sync = redis.Redis.from_url(server.url)

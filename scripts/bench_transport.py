@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from benchlib import machine
 
-from genderd.server import Server, find_binary, free_port
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.settings import Settings
 from genderd.transport import PipelinedTransport, PoolTransport, async_client
 
@@ -143,7 +143,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory() as data,
-        Server(find_binary(), free_port(), Path(data), persistent=False) as server,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as server,
     ):
         sync = redis.Redis.from_url(server.url)
         keys = [f"genderd:{{s{n % 16}}}:r:C{n}".encode() for n in range(args.keys)]

@@ -20,7 +20,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 export PATH="$PWD/.wrk:$PATH" LD_LIBRARY_PATH="$PWD/.wrk${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-python3 -c "import genderd.models.registry, genderd.server as s; print('genderd', genderd.__file__, s.find_binary())" || exit 1
+python3 -c "import genderd.models.registry, genderd.bundled as s; print('genderd', genderd.__file__, s.find_binary())" || exit 1
 
 # (ENGINE_ARGS / API_ARGS replace the benchmarks' arguments, e.g. for a short trial here)
 read -ra engine <<<"${ENGINE_ARGS:---workers-per-model 1,2,4 --masters 1,3 --repeat 2 --latency-seconds 10}"

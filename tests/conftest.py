@@ -6,10 +6,8 @@ by pid at the end; every test gets it flushed. Nothing depends on a server the m
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,45 +15,19 @@ import pytest
 import redis
 
 from genderd.api import create_app
-from genderd.clock import MS_PER_DAY
-from genderd.deployment import Deployment
-from genderd.server import Server, find_binary, free_port
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.settings import Settings
-from genderd.transport import async_client
 
-from .api_helpers import ApiClient, MakeApi
+from .support.api_helpers import ApiClient, MakeApi
+from .support.runtime import FakeClock, Loop, tomorrow_noon_ms
 
 T = TypeVar("T")
 
 
-class FakeClock:
-    """A processing/read clock that tests move by hand (milliseconds)."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, ms: int) -> None:
-        self.now_ms += ms
-
-    @property
-    def day(self) -> int:
-        return self.now_ms // MS_PER_DAY
-
-
-def tomorrow_noon_ms() -> int:
-    """Noon of tomorrow (UTC): a clock ahead of real time, so that fixed EXPIREATs of day
-    buckets (which Redis applies in real time) never fire during a test, with a whole day of
-    room on both sides of "now" for window edges."""
-    return (time.time_ns() // 1_000_000 // MS_PER_DAY + 1) * MS_PER_DAY + MS_PER_DAY // 2
-
-
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BundledServer]:
     data = tmp_path_factory.mktemp("server")
-    server = Server(
+    server = BundledServer(
         find_binary(os.environ.get("GENDERD_REDIS_SERVER")), free_port(), data, persistent=False
     ).start()
     try:
@@ -65,7 +37,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def redis_url(redis_server: Server) -> Iterator[str]:
+def redis_url(redis_server: BundledServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
@@ -94,31 +66,6 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(tomorrow_noon_ms())
-
-
-class Loop:
-    """Runs coroutines for synchronous tests (hypothesis included) on one event loop, with one
-    async client bound to it (a real one, or fakeredis for the fast tier)."""
-
-    def __init__(self, settings: Settings, fake: bool = False) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.settings = settings
-        self.client: Any = self.run(self._connect(fake))
-        self.registry = Deployment.build(settings).registry
-
-    async def _connect(self, fake: bool) -> Any:
-        if fake:
-            import fakeredis
-
-            return fakeredis.FakeAsyncRedis()
-        return async_client(self.settings)
-
-    def run(self, awaitable: Awaitable[T]) -> T:
-        return self.loop.run_until_complete(awaitable)
-
-    def close(self) -> None:
-        self.run(self.client.aclose())
-        self.loop.close()
 
 
 @pytest.fixture

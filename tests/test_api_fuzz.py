@@ -34,8 +34,8 @@ from genderd.clock import wall_clock_ms
 from genderd.keys import Keys, shard_of
 from genderd.settings import Settings
 
-from .api_helpers import drain
-from .conftest import Loop
+from .support.api_helpers import drain
+from .support.runtime import Loop
 
 MAX_EXAMPLES = 30  # per operation and generation mode
 

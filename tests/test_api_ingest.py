@@ -1,7 +1,7 @@
 """The HTTP API's ingest (SPEC §5): validation as the workers do it, limits, tokens.
 
 Events go in through ``POST /v1/events``, in-process workers drain them (see
-:mod:`tests.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
+:mod:`tests.support.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from genderd.api import MAX_BODY_BYTES
 from genderd.events import Invalid, parse_entry
 from genderd.settings import Settings
 
-from .api_helpers import (
+from .support.api_helpers import (
     ApiClient,
     MakeApi,
     produce,
     stream_key,
     stream_lengths,
 )
-from .conftest import FakeClock
+from .support.runtime import FakeClock
 
 # -- POST /v1/events --------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The HTTP API's lookups (SPEC §5): one client, all models of a client, batches.
 
 Events go in through ``POST /v1/events``, in-process workers drain them (see
-:mod:`tests.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
+:mod:`tests.support.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from genderd.clock import MS_PER_DAY
 
-from .api_helpers import (
+from .support.api_helpers import (
     HOUR,
     KNOWN,
     MODEL_NAMES,
@@ -24,7 +24,7 @@ from .api_helpers import (
     process,
     produce,
 )
-from .conftest import FakeClock, Loop
+from .support.runtime import FakeClock, Loop
 
 # -- GET /v1/clients/{cid}/gender -------------------------------------------------------------
 

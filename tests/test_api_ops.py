@@ -1,7 +1,7 @@
 """The HTTP API's operator routes: models, health, readiness, metrics.
 
 Events go in through ``POST /v1/events``, in-process workers drain them (see
-:mod:`tests.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
+:mod:`tests.support.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genderd import streams
 from genderd.api.metrics import LATENCY_BUCKETS_S
+from genderd.bundled import free_port
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys
-from genderd.server import free_port
 from genderd.settings import Settings
 
-from .api_helpers import (
+from .support.api_helpers import (
     HOUR,
     MODEL_NAMES,
     ApiClient,
@@ -31,8 +31,8 @@ from .api_helpers import (
     produce,
     stream_lengths,
 )
-from .conftest import FakeClock, Loop
-from .factories import make_worker
+from .support.factories import make_worker
+from .support.runtime import FakeClock, Loop
 
 # -- GET /v1/models ---------------------------------------------------------------------------
 

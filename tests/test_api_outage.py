@@ -19,11 +19,11 @@ import pytest
 
 from genderd import transport
 from genderd.api import create_app
-from genderd.server import Server, find_binary, free_port
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.settings import Settings
 
-from .api_helpers import ApiClient, drain, gender_url
-from .conftest import FakeClock, tomorrow_noon_ms
+from .support.api_helpers import ApiClient, drain, gender_url
+from .support.runtime import FakeClock, tomorrow_noon_ms
 
 pytestmark = pytest.mark.fault
 
@@ -41,10 +41,10 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path) -> Iterator[BundledServer]:
     """A server of this test's own, not started yet."""
     binary = find_binary(os.environ.get("GENDERD_REDIS_SERVER"))
-    server = Server(binary, free_port(), tmp_path / "data", persistent=True)
+    server = BundledServer(binary, free_port(), tmp_path / "data", persistent=True)
     try:
         yield server
     finally:
@@ -53,7 +53,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def settings_for(server: Server) -> Settings:
+def settings_for(server: BundledServer) -> Settings:
     return Settings(redis_url=server.url, shards=4, genders="female,male,kids", block_ms=50)
 
 
@@ -105,7 +105,7 @@ def assert_concurrent_unavailable(api: ApiClient, cid: str, count: int = 20) -> 
 
 
 def test_outage_answers_503_then_recovers_without_restarting_the_app(
-    server: Server, loop: asyncio.AbstractEventLoop
+    server: BundledServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     server.start()
     settings = settings_for(server)
@@ -139,7 +139,7 @@ def test_outage_answers_503_then_recovers_without_restarting_the_app(
 
 
 def test_an_unresponsive_server_gives_503_not_a_hung_request(
-    server: Server, loop: asyncio.AbstractEventLoop
+    server: BundledServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     """A server that accepts connections and never answers (paused with SIGSTOP); once it
     resumes, the late replies to the abandoned requests must not be taken for new ones."""
@@ -188,7 +188,7 @@ def test_an_unresponsive_server_gives_503_not_a_hung_request(
 
 
 def test_ingest_during_a_stall_writes_each_event_at_most_once(
-    server: Server, loop: asyncio.AbstractEventLoop
+    server: BundledServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     """An ingest that times out answers 503; the client will send it again, so the API must not
     have queued the same entries more than once on its own (a retried pipeline)."""
@@ -224,7 +224,7 @@ def test_ingest_during_a_stall_writes_each_event_at_most_once(
 
 
 def test_an_app_started_while_redis_is_down_answers_503_then_recovers(
-    server: Server, loop: asyncio.AbstractEventLoop
+    server: BundledServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     api = ApiClient(create_app(settings_for(server)), loop)  # the lifespan starts anyway
     try:

@@ -1,7 +1,7 @@
 """The HTTP API's lookups are one Redis round trip, and right at read time (top7d).
 
 Events go in through ``POST /v1/events``, in-process workers drain them (see
-:mod:`tests.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
+:mod:`tests.support.api_helpers`); the app's read clock is a :class:`FakeClock` the tests move.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import redis
 
+from genderd.bundled import BundledServer
 from genderd.clock import MS_PER_DAY
-from genderd.server import Server
 
-from .api_helpers import (
+from .support.api_helpers import (
     HOUR,
     MODEL_NAMES,
     ApiClient,
@@ -26,7 +26,7 @@ from .api_helpers import (
     process,
     produce,
 )
-from .conftest import FakeClock, Loop
+from .support.runtime import FakeClock, Loop
 
 # -- one Redis round trip per lookup --------------------------------------------------------------
 
@@ -51,7 +51,7 @@ def command_calls(sync_redis: redis.Redis) -> Counter[str]:
 
 
 @pytest.fixture
-def proxy(aio: Loop, redis_server: Server) -> Iterator[RoundTripProxy]:
+def proxy(aio: Loop, redis_server: BundledServer) -> Iterator[RoundTripProxy]:
     """A round-trip counting proxy to the session's server (list it before ``make_api``, so
     that it outlives the apps that use it)."""
     proxy = RoundTripProxy(redis_server.port)

@@ -17,23 +17,23 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.cli import main
 from genderd.clock import MS_PER_DAY
-from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.transport import RedisLoadingError
 
-from .api_helpers import ApiClient, MakeApi, gender_url, process, produce
-from .conftest import FakeClock, Loop
-from .factories import make_worker
+from .support.api_helpers import ApiClient, MakeApi, gender_url, process, produce
+from .support.factories import make_worker
+from .support.runtime import FakeClock, Loop
 
 HOUR = 3_600_000
 
 
 @pytest.fixture
-def replica(tmp_path: Path, redis_server: Server, redis_url: str) -> Iterator[Server]:
+def replica(tmp_path: Path, redis_server: BundledServer, redis_url: str) -> Iterator[BundledServer]:
     """A read replica of the session's server, in sync."""
-    server = Server(find_binary(), free_port(), tmp_path, persistent=False).start()
+    server = BundledServer(find_binary(), free_port(), tmp_path, persistent=False).start()
     try:
         client = redis.Redis(port=server.port)
         client.replicaof("127.0.0.1", redis_server.port)
@@ -47,7 +47,7 @@ def replica(tmp_path: Path, redis_server: Server, redis_url: str) -> Iterator[Se
         server.stop()
 
 
-def wait_replicated(replica: Server, key: str) -> None:
+def wait_replicated(replica: BundledServer, key: str) -> None:
     client = redis.Redis(port=replica.port)
     deadline = time.monotonic() + 10
     while not client.exists(key):
@@ -61,7 +61,7 @@ def test_lookups_are_served_by_a_read_replica_right_at_read_time(
     aio: Loop,
     clock: FakeClock,
     settings: Settings,
-    replica: Server,
+    replica: BundledServer,
     sync_redis: redis.Redis,
 ) -> None:
     primary = make_api()
@@ -161,16 +161,16 @@ def test_each_windowed_model_is_read_from_its_own_refresh_script() -> None:
     replica nothing is written back): the merged answer takes each model's fields from its own
     script's reply, and the other models' from the last reply."""
     from genderd.keys import Keys
-    from genderd.lookup import Reader
     from genderd.models.last import LastModel
-    from genderd.models.top7d import TopWindowModel
+    from genderd.models.top7d import Top7dModel
+    from genderd.reader import Reader
     from genderd.settings import Settings
 
-    class Top3(TopWindowModel):
+    class Top3(Top7dModel):
         name = "top3d"
 
     settings, keys = Settings(), Keys()
-    models = [LastModel(settings, keys), TopWindowModel(settings, keys), Top3(settings, keys)]
+    models = [LastModel(settings, keys), Top7dModel(settings, keys), Top3(settings, keys)]
     fields = [name for model in models for name in model.answer_fields]
     calls = ["script of top7d", "script of top3d"]
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from genderd.bundled import free_port
 from genderd.cli import main
 from genderd.keys import Keys, shard_of
-from genderd.server import free_port
 
 
 def run(redis_url: str, *args: str, stdin: str | None = None, **env: str):  # type: ignore[no-untyped-def]

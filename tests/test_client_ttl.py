@@ -19,8 +19,8 @@ from genderd.models import PluginError, TopWindow
 from genderd.models.registry import check_models
 from genderd.settings import Settings
 
-from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .support.factories import make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 
 class Top30(TopWindow):

@@ -11,17 +11,17 @@ import pytest
 
 from genderd import replay, status
 from genderd.api import create_app
+from genderd.bundled import LocalCluster, find_binary
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.models import Answer
 from genderd.producer import synthetic
-from genderd.server import LocalCluster, find_binary
 from genderd.settings import Settings
 from genderd.transport import async_client, sync_client
 
-from . import oracle
-from .api_helpers import ApiClient
-from .conftest import FakeClock
-from .factories import make_producer, make_reader, make_worker
+from .support import oracle
+from .support.api_helpers import ApiClient
+from .support.factories import make_producer, make_reader, make_worker
+from .support.runtime import FakeClock
 
 
 @pytest.fixture(scope="module")

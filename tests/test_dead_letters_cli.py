@@ -14,9 +14,9 @@ from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 from genderd.transport import Links
 
-from .api_helpers import drain
-from .conftest import FakeClock, Loop
-from .factories import make_reader
+from .support.api_helpers import drain
+from .support.factories import make_reader
+from .support.runtime import FakeClock, Loop
 
 OLD = "female,male"
 NEW = "female,male,kids"

@@ -12,9 +12,9 @@ from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
-from .api_helpers import drain
-from .conftest import FakeClock, Loop
-from .factories import make_producer, make_reader, make_worker
+from .support.api_helpers import drain
+from .support.factories import make_producer, make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 
 def dead_entries(sync_redis: redis.Redis, settings: Any) -> list[dict[str, str]]:

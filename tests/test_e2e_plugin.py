@@ -19,8 +19,8 @@ from genderd.api import create_app
 from genderd.keys import Keys
 from genderd.settings import Settings
 
-from .api_helpers import ApiClient
-from .conftest import Loop
+from .support.api_helpers import ApiClient
+from .support.runtime import Loop
 from .test_e2e_worker import log_path, plan_events, stop_process, worker_env, worker_log, write
 
 pytestmark = pytest.mark.fault

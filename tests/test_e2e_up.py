@@ -26,9 +26,9 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from genderd.bundled import free_port, port_is_free
 from genderd.deployment import Deployment
 from genderd.producer import synthetic
-from genderd.server import free_port, port_is_free
 from genderd.settings import Settings
 
 pytestmark = pytest.mark.slow

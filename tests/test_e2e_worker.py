@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment
 from genderd.models.base import Answer
-from genderd.server import Server, find_binary, free_port
 from genderd.settings import Settings
 from genderd.status import ModelStatus, collect
 from genderd.transport import async_client
 
-from .factories import make_producer, make_reader
+from .support.factories import make_producer, make_reader
 
 pytestmark = pytest.mark.fault
 
@@ -315,7 +315,7 @@ def test_worker_survives_server_restart_and_reconnects(tmp_path: Path) -> None:
     binary = find_binary(os.environ.get("GENDERD_REDIS_SERVER"))
     port = free_port()
     data = tmp_path / "data"
-    server = Server(binary, port, data, persistent=True).start()
+    server = BundledServer(binary, port, data, persistent=True).start()
     settings = Settings(redis_url=server.url, shards=4, genders=GENDERS)
     describe = progress(settings, tmp_path, ["1"])
     before = plan_events(300, 40, seed=11)
@@ -344,7 +344,7 @@ def test_worker_survives_server_restart_and_reconnects(tmp_path: Path) -> None:
                     )
                 time.sleep(0.1)
 
-            server = Server(binary, port, data, persistent=True).start()
+            server = BundledServer(binary, port, data, persistent=True).start()
             restarted = statuses(settings)
             for model in MODELS:  # the AOF kept everything applied before the outage
                 assert restarted[model].applied == len(before), describe()
@@ -365,7 +365,7 @@ def test_worker_survives_server_restart_and_reconnects(tmp_path: Path) -> None:
 def test_worker_sigterm_while_server_is_down_exits_cleanly(tmp_path: Path) -> None:
     """SPEC §4: workers stop cleanly on SIGTERM, also while they wait for a lost Redis."""
     binary = find_binary(os.environ.get("GENDERD_REDIS_SERVER"))
-    server = Server(binary, free_port(), tmp_path / "data", persistent=True).start()
+    server = BundledServer(binary, free_port(), tmp_path / "data", persistent=True).start()
     settings = Settings(redis_url=server.url, shards=4, genders=GENDERS)
     plan = plan_events(100, 10, seed=13)
     try:

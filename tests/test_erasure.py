@@ -23,10 +23,10 @@ from genderd.deployment import Deployment
 from genderd.keys import Keys, digest, shard_of
 from genderd.transport import Links
 
-from . import oracle, scenario
-from .api_helpers import MakeApi, cid_path
-from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .support import oracle, scenario
+from .support.api_helpers import MakeApi, cid_path
+from .support.factories import make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 from .test_deadletter import dead_entries
 
 HOUR = 3_600_000

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from genderd.bundled import free_port
 from genderd.producer import synthetic
-from genderd.server import free_port
 from genderd.settings import Settings
 
-from .factories import make_producer
+from .support.factories import make_producer
 
 LOCUSTFILE = Path(__file__).parent.parent / "loadtests" / "locustfile.py"
 READY_TIMEOUT_S = 30.0

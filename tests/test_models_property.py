@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from genderd.clock import MS_PER_DAY
 
-from . import scenario
-from .conftest import FakeClock, Loop
+from .support import scenario
+from .support.runtime import FakeClock, Loop
 
 HOUR_MS = 3_600_000
 CIDS = ["C1", "C2", "C3", "user:with:colons", "Ω-7"]

@@ -11,8 +11,8 @@ from genderd.keys import Keys, shard_of
 from genderd.producer import synthetic
 from genderd.settings import Settings
 
-from .conftest import FakeClock, Loop
-from .factories import make_producer, make_reader, make_worker
+from .support.factories import make_producer, make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 
 def test_producer_writes_each_event_to_its_shard_in_batches(

@@ -23,12 +23,12 @@ from genderd.processor import Processor
 from genderd.settings import Settings
 from genderd.transport import Links
 
-from . import oracle, scenario
-from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .support import oracle, scenario
+from .support.factories import make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 from .test_deadletter import dead_entries
 
-PLUGINS = "tests.pymodels:Count,tests.pymodels:Picky,tests.pymodels:Top3"
+PLUGINS = "tests.support.pymodels:Count,tests.support.pymodels:Picky,tests.support.pymodels:Top3"
 CIDS = ["P1", "P2", "P:3", "odd"]
 HOUR = 3_600_000
 
@@ -132,10 +132,13 @@ def test_the_models_failures_are_dead_letters_and_leave_the_state_as_it_was(
 def test_plugins_load_and_refuse_mistakes_in_one_line() -> None:
     assert {cls.name for cls in discover(PLUGINS.split(","))} >= {"count", "picky", "top3d"}
     for plugins, message in [
-        (["tests.pymodels:Nope"], "has no 'Nope'"),
+        (["tests.support.pymodels:Nope"], "has no 'Nope'"),
         (["tests.nowhere:Count"], "cannot import 'tests.nowhere'"),
         (["genderd.settings:Settings"], "is not a genderd model class"),
-        (["tests.pymodels:Count", "tests.pymodels:Count"], None),  # the same class twice: ok
+        (
+            ["tests.support.pymodels:Count", "tests.support.pymodels:Count"],
+            None,
+        ),  # the same class twice: ok
     ]:
         if message is None:
             discover(plugins)

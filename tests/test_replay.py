@@ -10,8 +10,8 @@ from genderd.keys import Keys, shard_of
 from genderd.models import Answer
 from genderd.producer import synthetic
 
-from .conftest import FakeClock, Loop
-from .factories import make_producer, make_reader, make_worker
+from .support.factories import make_producer, make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 
 def test_replay_gives_the_same_answers_as_live_processing(

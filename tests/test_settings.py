@@ -7,8 +7,8 @@ import socket
 import pytest
 from pydantic import ValidationError
 
+from genderd.bundled import port_is_free
 from genderd.keys import Keys, glob_escape
-from genderd.server import port_is_free
 from genderd.settings import Settings
 
 

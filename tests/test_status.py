@@ -10,8 +10,8 @@ from genderd.cli import main
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
-from .conftest import FakeClock, Loop
-from .factories import make_worker
+from .support.factories import make_worker
+from .support.runtime import FakeClock, Loop
 
 
 def test_status_counts_lag_pending_dead_and_applied(

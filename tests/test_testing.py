@@ -14,9 +14,9 @@ from genderd.models.recency import RecencyModel
 from genderd.settings import Settings
 from genderd.testing import ModelFailure, run_model
 
-from . import oracle
-from .conftest import tomorrow_noon_ms
-from .pymodels import Count, Picky, Streak
+from .support import oracle
+from .support.pymodels import Count, Picky, Streak
+from .support.runtime import tomorrow_noon_ms
 
 HOUR = 3_600_000
 

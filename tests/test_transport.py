@@ -16,8 +16,8 @@ from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genderd.scripts import Script, hash_reply
-from genderd.server import Server, find_binary, free_port
+from genderd.bundled import BundledServer, find_binary, free_port
+from genderd.lua import Script, hash_reply
 from genderd.settings import Settings
 from genderd.transport import (
     PipelinedTransport,
@@ -60,7 +60,7 @@ def test_concurrent_commands_get_their_own_replies(redis_url: str, sync_redis: r
 
 def test_password_db_and_unix_socket(tmp_path: Path) -> None:
     socket_path = tmp_path / "r.sock"
-    server = Server(
+    server = BundledServer(
         find_binary(),
         free_port(),
         tmp_path,
@@ -99,7 +99,7 @@ def test_password_db_and_unix_socket(tmp_path: Path) -> None:
 
 @pytest.mark.fault
 def test_timeouts_and_reconnection(tmp_path: Path) -> None:
-    server = Server(find_binary(), free_port(), tmp_path, persistent=True).start()
+    server = BundledServer(find_binary(), free_port(), tmp_path, persistent=True).start()
     pid = server.pid
     try:
 
@@ -243,8 +243,10 @@ def test_server_states_are_genderd_errors(
 
 
 @pytest.mark.slow
-def test_a_read_replica_refuses_writes_as_read_only(tmp_path: Path, redis_server: Server) -> None:
-    replica = Server(find_binary(), free_port(), tmp_path, persistent=False).start()
+def test_a_read_replica_refuses_writes_as_read_only(
+    tmp_path: Path, redis_server: BundledServer
+) -> None:
+    replica = BundledServer(find_binary(), free_port(), tmp_path, persistent=False).start()
     try:
         redis.Redis(port=replica.port).replicaof("127.0.0.1", redis_server.port)
 

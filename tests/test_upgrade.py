@@ -23,9 +23,9 @@ from genderd.layout import (
     oldest_layout,
 )
 
-from . import layout1, layout2, oracle, scenario
-from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .support import layout1, layout2, oracle, scenario
+from .support.factories import make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 HOUR = 3_600_000
 CIDS = [f"U{n}" for n in range(12)] + ["user:with:colons"]

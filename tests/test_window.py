@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from genderd.clock import MS_PER_DAY
 from genderd.keys import Keys, shard_of
 
-from . import oracle, scenario
-from .conftest import FakeClock, Loop
-from .factories import make_reader, make_worker
+from .support import oracle, scenario
+from .support.factories import make_reader, make_worker
+from .support.runtime import FakeClock, Loop
 
 HOUR = 3_600_000
 AHEAD = 4 * 60_000  # within the default max_future (5 min)

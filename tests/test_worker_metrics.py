@@ -14,12 +14,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from genderd.bundled import free_port
 from genderd.keys import Keys, shard_of
-from genderd.server import free_port
 from genderd.settings import Settings
 
-from .conftest import Loop
-from .factories import make_worker
+from .support.factories import make_worker
+from .support.runtime import Loop
 from .test_e2e_worker import log_path, stop_process, worker_env, worker_log, write
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from genderd.api import docs, erase, ingest, lookups, ops
 from genderd.api.inputs import ClientGoneError
 from genderd.api.metrics import HttpMetrics
 from genderd.api.responses import JSON, ApiError
-from genderd.api.schemas import EventBatch, EventErrors, EventIn, LookupRequest
+from genderd.api.schemas import BadEvents, EventBatch, EventIn, LookupRequest
 from genderd.api.state import Api
 from genderd.clock import wall_clock_ms
 from genderd.settings import Settings
@@ -139,7 +139,7 @@ def _install_openapi(app: FastAPI) -> None:
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         template = "#/components/schemas/{model}"
-        for model in (EventIn, EventBatch, EventErrors, LookupRequest):
+        for model in (EventIn, EventBatch, BadEvents, LookupRequest):
             components[model.__name__] = model.model_json_schema(ref_template=template)
         schema["paths"]["/v1/events"]["post"]["requestBody"] = {
             "required": True,

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from genderd.api.inputs import check_item, event_items, read_body
 from genderd.api.lookups import UNAVAILABLE
 from genderd.api.responses import JSON, ApiError
-from genderd.api.schemas import Accepted, EventErrors, Problem
+from genderd.api.schemas import Accepted, BadEvents, Problem
 from genderd.api.state import api_of
 from genderd.events import EventError
 from genderd.producer import stream_entry
@@ -65,7 +65,7 @@ def install(router: APIRouter) -> None:
             401: {"model": Problem, "description": "a bearer token is configured and missing"},
             413: {"model": Problem, "description": "the body is too large"},
             415: {"model": Problem, "description": "the body is not application/json"},
-            422: {"model": EventErrors, "description": "every bad event; nothing was written"},
+            422: {"model": BadEvents, "description": "every bad event; nothing was written"},
             503: UNAVAILABLE,
         },
         summary="Ingest one event or up to 10,000",

@@ -178,14 +178,14 @@ class Erasure(BaseModel):
     dead_letters: int = Field(description="dead letters of the client deleted")
 
 
-class EventError(BaseModel):
+class BadEvent(BaseModel):
     index: int = Field(description="position of the event in the request (0 for a single one)")
     reason: str = Field(description="machine-readable reason, as in the dead letters")
     detail: str
 
 
-class EventErrors(BaseModel):
-    detail: list[EventError]
+class BadEvents(BaseModel):
+    detail: list[BadEvent]
 
 
 class ModelInfo(BaseModel):

@@ -16,9 +16,9 @@ from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
 from genderd.events import cid_problem
 from genderd.layout import oldest_layout
-from genderd.lookup import Reader
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.status import ModelStatus
 from genderd.transport import Links, NoServerError, connect

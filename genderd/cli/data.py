@@ -18,10 +18,10 @@ from genderd.cli.common import friendly_errors, model_of, opened, run, settings_
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import open_deployment_sync
 from genderd.events import EventError
-from genderd.lookup import BadClientIdError, Reader
 from genderd.models.base import Answer
 from genderd.processor import Outcome
 from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.reader import BadClientIdError, Reader
 from genderd.settings import Settings
 from genderd.transport import sync_client
 from genderd.worker import Worker

@@ -7,9 +7,9 @@ import os
 
 import click
 
+from genderd.bundled import BundledServerError, find_cli, port_is_free
 from genderd.cli.common import friendly_errors, model_of, run, settings_of
 from genderd.deployment import Deployment, open_deployment_sync
-from genderd.server import ServerError, find_cli, port_is_free
 from genderd.transport import resolve_url, sync_client
 from genderd.transport.connect import check_url
 from genderd.up import Child, Supervisor, everything_answers, start_demo
@@ -104,7 +104,7 @@ def up(
             client = sync_client(settings, url)
             deployment = open_deployment_sync(client, configured)
             tips = start_demo(supervisor, client, deployment, rate, served_port) if demo else ""
-    except ServerError as error:
+    except BundledServerError as error:
         supervisor.shutdown()
         raise click.ClickException(str(error)) from None
     except BaseException:
@@ -245,6 +245,6 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
         url = resolve_url(settings)
     try:
         binary = find_cli()
-    except ServerError as error:
+    except BundledServerError as error:
         raise click.ClickException(str(error)) from None
     os.execv(binary, [binary, "-u", url, *args])

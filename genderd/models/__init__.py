@@ -7,7 +7,7 @@ windowed top, a :class:`TopWindow` subclass (SPEC §7).
 from genderd.models.base import Answer, Model
 from genderd.models.python import PythonModel
 from genderd.models.registry import PluginError, Registry, UnknownModelError
-from genderd.models.top7d import TopWindow
+from genderd.models.window import TopWindow
 
 __all__ = [
     "Answer",

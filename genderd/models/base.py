@@ -17,7 +17,7 @@ import orjson
 
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.scripts import LIB, Script
+from genderd.lua import LIB, Script
 from genderd.settings import Settings
 
 ResultHash = Mapping[bytes, bytes]
@@ -64,7 +64,7 @@ class Model(abc.ABC):
     apply_files: ClassVar[tuple[str, ...]]
     #: Lua files of the read-time refresh script, for answers that change without events.
     refresh_files: ClassVar[tuple[str, ...] | None] = None
-    script_package: ClassVar[str] = "genderd.scripts"
+    script_package: ClassVar[str] = "genderd.lua"
     #: the oldest data layout the deployment may hold (:func:`genderd.layout.oldest_layout`;
     #: set by :meth:`set_oldest_layout`): scripts and readers look for earlier layouts' keys
     #: and fields only where they may exist. 1 (anything) until told.

@@ -4,7 +4,7 @@
 The framework keeps one JSON object of state per (model, client) in the client's result hash
 (``<model>:j``), reads the states of a batch's clients, calls ``identify_gender`` once per
 event (in stream order) and commits the new states, answers and the entries' ``XACK`` in one
-atomic call per batch (``scripts/python_commit.lua``): each event's effect happens exactly once
+atomic call per batch (``genderd/lua/python_commit.lua``): each event's effect happens exactly once
 under competing workers, kill -9, reclaims and stale batches.
 
 An exception in ``identify_gender``, an answer that is not a configured gender, or a state that

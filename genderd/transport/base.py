@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from genderd.scripts import Script
+from genderd.lua import Script
 from genderd.transport.errors import is_no_script, translate
 
 Command = tuple[Any, ...]

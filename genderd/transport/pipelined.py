@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genderd.scripts import hash_reply
+from genderd.lua import hash_reply
 from genderd.transport.base import Command, Transport
 
 WATCHDOG_FRACTION = 4  # the watchdog looks this many times per timeout

@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from genderd.scripts import Script
+from genderd.lua import Script
 from genderd.transport.base import Command, Transport
 
 AsyncClient = aioredis.Redis | AsyncRedisCluster

@@ -1,5 +1,5 @@
 """Data layout 1, as the release before layout 2 wrote it: its apply scripts (copied verbatim
-into ``tests/layout1/``) and their per-entry KEYS/ARGV contracts, to build state that an
+into ``tests/support/layout1/``) and their per-entry KEYS/ARGV contracts, to build state that an
 upgrade must keep (see :mod:`genderd.layout`)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.keys import Keys
-from genderd.scripts import Script
+from genderd.lua import Script
 from genderd.settings import Settings
 
-HERE = Path(__file__).parent / "layout1"
+HERE = Path(__file__).parent  # layout 1 scripts, beside this module
 MODELS = ("last", "top", "top7d")
 
 

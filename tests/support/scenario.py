@@ -21,8 +21,8 @@ from genderd.settings import Settings
 from genderd.worker import Worker
 
 from . import oracle
-from .conftest import FakeClock
 from .factories import make_reader, make_worker
+from .runtime import FakeClock
 
 
 @dataclass

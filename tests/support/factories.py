@@ -12,9 +12,9 @@ from typing import Any
 
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment
-from genderd.lookup import Reader
 from genderd.models.base import Model
 from genderd.producer import Producer
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import Links
 from genderd.worker import Worker

@@ -1,6 +1,6 @@
 """Data layout 2, as the release before layout 3 wrote it: its apply scripts (copied verbatim
-into ``tests/layout2/`` from revision 11bbc4a) called with that release's batch frame contract,
-to build state that an upgrade must keep (see :mod:`genderd.layout`). The deployment is taken
+beside this module from revision 11bbc4a) called with that release's batch frame contract, to
+build state that an upgrade must keep (see :mod:`genderd.layout`). The deployment is taken
 to be created with layout 2 (no layout-1 key for ``top``) and nobody to be erased."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 
 from genderd.clock import client_expiry_ms, day_of
 from genderd.keys import Keys
-from genderd.scripts import Script
+from genderd.lua import Script
 from genderd.settings import Settings
 
-from . import layout1
+from .. import layout1
 
-HERE = Path(__file__).parent / "layout2"
+HERE = Path(__file__).parent  # layout 2 scripts, beside this module
 MODELS = ("last", "top", "top7d")
 
 

@@ -1,5 +1,5 @@
 """Models written the way a data scientist would (SPEC §7), registered by the tests through
-GENDERD_PLUGINS (``tests.pymodels:Count``), not through the package's entry points."""
+GENDERD_PLUGINS (``tests.support.pymodels:Count``), not through the package's entry points."""
 
 from __future__ import annotations
 

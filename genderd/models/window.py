@@ -1,0 +1,107 @@
+"""``TopWindow``: the windowed ``top``, the client's most visited gender over the last W UTC
+days (``top7d`` is one, in :mod:`genderd.models.top7d`).
+
+A new window length is a subclass with no Lua (SPEC §7)::
+
+    class Top30(TopWindow):
+        name = "top30d"
+        window_days = 30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from genderd.clock import day_of
+from genderd.events import Event
+from genderd.keys import Keys, result_field
+from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
+from genderd.settings import Settings
+
+
+class TopWindow(CountingModel):
+    """The gender with the most events in UTC days D-W+1..D at read time (D = today).
+
+    Counts live in one hash per client per day with a fixed expiry; the stored answer carries
+    the time until which it is valid, and lookups after that recompute it from the buckets.
+    A subclass sets ``name`` and ``window_days`` (None: ``GENDERD_WINDOW_DAYS``); its buckets
+    are its own (they carry its name).
+    """
+
+    window_days: ClassVar[int | None] = None
+    description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
+    apply_files = (LIB, "top7d.lua")
+    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
+    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        days = cls.__dict__.get("window_days")
+        if days is not None and not (isinstance(days, int) and 1 <= days <= 366):
+            raise TypeError(f"{cls.__name__}.window_days must be a whole number of days, 1-366")
+        if "description" not in cls.__dict__ and days is not None:
+            cls.description = f"gender with the most events in the last {days} UTC days"
+
+    @classmethod
+    def settings_problem(cls, settings: Settings) -> str | None:
+        window = cls.window_days or settings.window_days
+        ttl = settings.client_ttl_days
+        if ttl and ttl < window + 1:
+            # the result hash must outlive the day buckets (see Settings._check_client_ttl)
+            return f"its window of {window} days needs GENDERD_CLIENT_TTL_DAYS 0 or >= {window + 1}"
+        return None
+
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        super().__init__(settings, keys)
+        # (shard, day) -> the bucket keys of the lookup window without the client id
+        self._bucket_heads: dict[tuple[int, int], list[str]] = {}
+        # the refresh script reads the answer's validity and day in its one HMGET
+        self.refresh_tail = (result_field(self.name, "u"), result_field(self.name, "w"))
+
+    @property
+    def window(self) -> int:
+        return self.window_days or self.settings.window_days
+
+    def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""
+        today = day_of(now_ms)
+        heads = self._bucket_heads.get((shard, today))
+        if heads is None:  # once per shard and day: lookups build these on every request
+            if len(self._bucket_heads) > 4 * 1024:
+                self._bucket_heads.clear()
+            days = range(today - self.window + 1, today + 2)
+            heads = self.keys.day_buckets(shard, self.name, days, "")
+            self._bucket_heads[(shard, today)] = heads
+        return [head + cid for head in heads]
+
+    def params(self) -> list[str]:
+        return [str(self.oldest_layout), str(self.window), *gender_params(self.settings)]
+
+    @property
+    def refresh_params(self) -> tuple[str, ...]:
+        return tuple(gender_params(self.settings))
+
+    def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
+        # the result hash, then each event's day bucket (the apply never reads the window)
+        bucket = self.keys.day_bucket
+        return [
+            self.keys.result(shard, cid),
+            *(bucket(shard, self.name, day_of(e.ts), cid) for e in events),
+        ]
+
+    def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        # a bucket of day d lives until the end of day d+W-1; one may be a day ahead
+        today = day_of(now_ms)
+        days = range(today - self.window, today + 2)
+        return [self.keys.result(shard, cid), *self.keys.day_buckets(shard, self.name, days, cid)]
+
+    def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
+        return [self.keys.result(shard, cid), *self._buckets(shard, cid, now_ms)]
+
+    def result_fields(self) -> Sequence[str]:
+        return [
+            *super().result_fields(),
+            *(result_field(self.name, part) for part in "uw"),
+            *counter_fields(self.name, self.settings),
+        ]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: servers, factories, the oracle, earlier data layouts."""
