@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 
 from genderd import runstate
+from genderd.errors import ConfigurationError
 from genderd.runstate import ServerState
 
 START_TIMEOUT_S = 10.0
@@ -39,7 +40,7 @@ SERVER_ARGS = (
 )
 
 
-class BundledServerError(RuntimeError):
+class BundledServerError(ConfigurationError, RuntimeError):
     """The server binary is missing or did not start."""
 
 

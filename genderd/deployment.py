@@ -16,7 +16,9 @@ the stored count first and writes only when there is none, so processes that onl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from redis import exceptions as redis_errors
@@ -100,37 +102,74 @@ def _settled(configured: Deployment, stored: bytes | str | None, created: bool) 
     return configured.with_shards(shards)
 
 
-async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
-    """The deployment with its stored shard count, recording the configured one on first
-    start (``given``: the settings, or a deployment built from them with its clock)."""
-    configured = _configured(given)
+# What opening a deployment sends, written once for both kinds of client: a generator that
+# yields each command and receives its reply (or the error it raised, thrown in), driven by
+# open_deployment (asyncio) and open_deployment_sync (blocking).
+Command = tuple[str | int, ...]
+Opening = Generator[Command, object, Deployment]
+
+
+def _opening(configured: Deployment) -> Opening:
     meta = configured.keys.meta
-    stored = await client.hget(meta, SHARDS_FIELD)
+    stored = yield ("HGET", meta, SHARDS_FIELD)
     created = False
     if stored is None:
         try:
-            created = bool(await client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
+            created = bool((yield ("HSETNX", meta, SHARDS_FIELD, configured.settings.shards)))
         except redis_errors.ReadOnlyError:  # a replica of an uninitialised deployment
             return configured
         if created:
-            await client.hsetnx(meta, CREATED_FIELD, configured.clock())
-            await client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
-            await client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
-        stored = await client.hget(meta, SHARDS_FIELD)
+            yield ("HSETNX", meta, CREATED_FIELD, configured.clock())
+            yield ("HSETNX", meta, LAYOUT_FIELD, LAYOUT)
+            yield ("HSETNX", meta, CREATED_LAYOUT_FIELD, LAYOUT)
+        stored = yield ("HGET", meta, SHARDS_FIELD)
+    assert stored is None or isinstance(stored, bytes | str)
     return _settled(configured, stored, created)
+
+
+class _Steps:
+    """Drives :func:`_opening`: the command to send next, until the deployment is opened."""
+
+    def __init__(self, given: Settings | Deployment) -> None:
+        self._steps = _opening(_configured(given))
+        self.opened: Deployment | None = None
+        self.command = next(self._steps)
+
+    def reply(self, reply: object) -> None:
+        self._advance(functools.partial(self._steps.send, reply))
+
+    def fail(self, error: Exception) -> None:
+        self._advance(functools.partial(self._steps.throw, error))
+
+    def _advance(self, step: Callable[[], Command]) -> None:
+        try:
+            self.command = step()
+        except StopIteration as done:
+            self.opened = done.value
+
+
+async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
+    """The deployment with its stored shard count, recording the configured one on first
+    start (``given``: the settings, or a deployment built from them with its clock)."""
+    steps = _Steps(given)
+    while steps.opened is None:
+        try:
+            reply = await client.execute_command(*steps.command)
+        except Exception as error:  # thrown into the steps: they handle what they expect
+            steps.fail(error)
+        else:
+            steps.reply(reply)
+    return steps.opened
 
 
 def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> Deployment:
-    """Blocking twin of :func:`open_deployment` (producers, `genderd up`)."""
-    configured = _configured(given)
-    meta = configured.keys.meta
-    stored = client.hget(meta, SHARDS_FIELD)
-    created = False
-    if stored is None:
-        created = bool(client.hsetnx(meta, SHARDS_FIELD, configured.settings.shards))
-        if created:
-            client.hsetnx(meta, CREATED_FIELD, configured.clock())
-            client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
-            client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
-        stored = client.hget(meta, SHARDS_FIELD)
-    return _settled(configured, stored, created)
+    """Blocking twin of :func:`open_deployment` (producers, `genderd up`): the same steps."""
+    steps = _Steps(given)
+    while steps.opened is None:
+        try:
+            reply = client.execute_command(*steps.command)  # type: ignore[no-untyped-call]
+        except Exception as error:
+            steps.fail(error)
+        else:
+            steps.reply(reply)
+    return steps.opened

@@ -11,6 +11,8 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from genderd.errors import InputError
+
 CID_MAX_CHARS = 128
 TS_MAX_DIGITS = 15  # milliseconds up to year 33658: exact in a Lua double
 # fullmatch: "$" would also match before a final newline ("1795700000000\n")
@@ -51,7 +53,7 @@ class Invalid:
     detail: str
 
 
-class EventError(ValueError):
+class EventError(InputError, ValueError):
     """A bad event, raised by :func:`check_event` (producer side) with the reason code."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

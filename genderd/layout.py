@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from genderd.errors import ConfigurationError
 from genderd.streams import live_consumers
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ LAYOUT_FIELD = "layout"
 CREATED_LAYOUT_FIELD = "created_layout"
 
 
-class LayoutError(RuntimeError):
+class LayoutError(ConfigurationError, RuntimeError):
     """The deployment's data cannot be written by this release now (one line, for users)."""
 
 

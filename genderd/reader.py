@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from genderd.deployment import Deployment
+from genderd.errors import InputError
 from genderd.events import cid_problem
 from genderd.models.base import Answer, Model, ResultHash
 from genderd.transport import Command, RedisReadOnlyError, ScriptCall, Transport
@@ -22,7 +23,7 @@ from genderd.transport import Command, RedisReadOnlyError, ScriptCall, Transport
 log = logging.getLogger(__name__)
 
 
-class BadClientIdError(ValueError):
+class BadClientIdError(InputError, ValueError):
     """A client id that no event could have (SPEC §2)."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from genderd import streams
 from genderd.deployment import Deployment
+from genderd.errors import GenderdError
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome
@@ -25,7 +26,7 @@ SCAN_COUNT = 1_000
 Progress = Callable[[int], None]
 
 
-class LiveConsumersError(RuntimeError):
+class LiveConsumersError(GenderdError, RuntimeError):
     """Workers of the model are running; replaying under them would race."""
 
     def __init__(self, model: str, consumers: list[str]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis as redis_py
 
+from genderd import errors
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment, keys_of
@@ -41,7 +42,7 @@ from genderd.worker import Worker
 EventLike = Mapping[str, Any] | Event
 
 
-class ModelFailure(AssertionError):
+class ModelFailure(errors.ModelError, AssertionError):
     """Events the model failed on (``model_error``), when ``strict``."""
 
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genderd import bundled, runstate
-from genderd.deployment import Deployment
+from genderd.deployment import Deployment, open_deployment_sync
+from genderd.errors import ConfigurationError
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
 from genderd.streams import text
-from genderd.transport import SyncClient
+from genderd.transport import SyncClient, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ POLL_S = 0.2
 RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 CHILD_STOP_TIMEOUT_S = 20.0
+LAST_PORT = 65_535
 
 
 @dataclass
@@ -54,6 +56,50 @@ class Child:
         )
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+@dataclass
+class Plan:
+    """The processes `genderd up` supervises, and the metrics port of each worker that has one."""
+
+    children: list[Child]
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+
+def plan(
+    names: Sequence[str],
+    workers_per_model: int,
+    *,
+    metrics_port: int | None = None,
+    api_port: int | None = None,
+) -> Plan:
+    """``workers_per_model`` workers of each model, one metrics port each from
+    ``metrics_port`` up, and the API on ``api_port`` (None: no API).
+
+    Raises:
+        ConfigurationError: a port needed is taken or out of range.
+    """
+    children = [
+        Child(f"worker {name} #{n + 1}", ["worker", "--model", name])
+        for name in names
+        for n in range(workers_per_model)
+    ]
+    planned = Plan(children)
+    if metrics_port is not None:
+        last = metrics_port + len(children) - 1
+        if last > LAST_PORT:
+            raise ConfigurationError(f"--metrics-port {metrics_port}: {len(children)} ports needed")
+        taken = [p for p in range(metrics_port, last + 1) if not bundled.port_is_free(p)]
+        if taken:
+            raise ConfigurationError(f"metrics port {taken[0]} is taken: pick another start")
+        for offset, child in enumerate(children):
+            child.args.extend(["--metrics-port", str(metrics_port + offset)])
+            planned.metrics_ports[child.name] = metrics_port + offset
+    if api_port is not None:
+        if not bundled.port_is_free(api_port):
+            raise ConfigurationError(f"port {api_port} is taken: pick another with --api-port")
+        children.append(Child("api", ["serve", "--host", "127.0.0.1", "--port", str(api_port)]))
+    return planned
 
 
 class Supervisor:
@@ -183,6 +229,34 @@ class Supervisor:
             runstate.clear_state(self.state_dir)
             self.server = None
             log.info("server stopped; data kept in %s/", self.state_dir)
+
+
+@dataclass(frozen=True)
+class Started:
+    """What :func:`start` opened: the server's URL, a client, the deployment, the demo tips."""
+
+    url: str
+    client: SyncClient
+    deployment: Deployment
+    tips: str
+
+
+def start(
+    supervisor: Supervisor, configured: Deployment, demo_rate: float | None, api_port: int | None
+) -> Started:
+    """Start the server (unless a URL is configured), open the deployment and, with a
+    ``demo_rate``, start the demo; on any failure stop what was started."""
+    try:
+        url = supervisor.start_server()
+        client = sync_client(configured.settings, url)
+        deployment = open_deployment_sync(client, configured)
+        tips = ""
+        if demo_rate is not None:
+            tips = start_demo(supervisor, client, deployment, demo_rate, api_port)
+    except BaseException:
+        supervisor.shutdown()  # never leave a server behind
+        raise
+    return Started(url, client, deployment, tips)
 
 
 DEMO_HISTORY_EVENTS = 20_000

@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis.exceptions import ResponseError
 
 from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
+from genderd.errors import UnavailableError
 from genderd.layout import claim_layout, oldest_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
-from genderd.transport import Links, RedisUnavailableError, connect, translate
+from genderd.transport import Links, connect, translate
 from genderd.worker_metrics import REFRESH_S, WorkerMetrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
@@ -62,6 +67,24 @@ class Backoff:
         """Sleep the next delay, or less if ``stop`` is set meanwhile."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), self.next_delay())
+
+
+async def until_served(
+    attempt: Callable[[], Awaitable[T]], what: str, stop: asyncio.Event
+) -> T | None:
+    """``attempt()``'s result, retried with :class:`Backoff` while Redis cannot serve it
+    (logging "cannot ``what`` yet"); None when ``stop`` is set first. Other errors propagate."""
+    backoff = Backoff()
+    while not stop.is_set():
+        try:
+            return await attempt()
+        except Exception as raised:
+            error = translate(raised)
+            if not isinstance(error, UnavailableError):
+                raise
+            log.warning("cannot %s yet (%s); retrying", what, error)
+            await backoff.sleep(stop)
+    return None
 
 
 class Worker:
@@ -224,9 +247,9 @@ class Worker:
         what can be repaired before the shard loop backs off and retries."""
         if self.metrics is not None:
             self.metrics.error(
-                "unavailable" if isinstance(error, RedisUnavailableError) else "unexpected"
+                "unavailable" if isinstance(error, UnavailableError) else "unexpected"
             )
-        if isinstance(error, RedisUnavailableError):
+        if isinstance(error, UnavailableError):
             log.warning("%s: shard %d: %s; retrying", self.model.name, shard, error)
         elif isinstance(error, ResponseError) and "NOGROUP" in str(error):
             log.warning("%s: group missing on shard %d; recreating", self.model.name, shard)
@@ -274,21 +297,17 @@ class Worker:
         Model.oldest_layout): its scripts read earlier layouts' keys and fields only then."""
         self.model.set_oldest_layout(await oldest_layout(self.client, self.deployment))
 
+    async def _prepare(self) -> None:
+        """Claim the data layout, read the oldest one, create the groups (once, at start)."""
+        await claim_layout(self.client, self.deployment)
+        await self.check_layout()
+        await self.ensure_groups()
+
     async def run(self) -> None:
         """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""
-        backoff = Backoff()
-        while not self.stop_event.is_set():
-            try:
-                await claim_layout(self.client, self.deployment)
-                await self.check_layout()
-                await self.ensure_groups()
-                break
-            except Exception as raised:
-                error = translate(raised)
-                if not isinstance(error, RedisUnavailableError):
-                    raise
-                log.warning("%s: cannot create groups yet (%s); retrying", self.model.name, error)
-                await backoff.sleep(self.stop_event)
+        await until_served(
+            self._prepare, f"create the groups of {self.model.name}", self.stop_event
+        )
         log.info(
             "worker %s of model %s consuming %d shards",
             self.consumer,
@@ -335,6 +354,8 @@ async def run_worker(
 ) -> Worker | None:
     """Connect (retrying while Redis cannot serve) and run one worker until SIGTERM/SIGINT.
 
+    ``settings.redis_url`` is resolved already (by the command line: :mod:`genderd.discovery`).
+
     The signal handlers stay installed until the connections are closed, so a second signal
     during shutdown does not kill the process halfway. Returns the worker (None if stopped
     before Redis could be reached).
@@ -348,18 +369,9 @@ async def run_worker(
             installed.append(sig)
     links = connect(settings)
     try:
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                deployment = await open_deployment(links.client, settings)
-                break
-            except Exception as raised:
-                error = translate(raised)
-                if not isinstance(error, RedisUnavailableError):
-                    raise
-                log.warning("cannot open the deployment yet (%s); retrying", error)
-                await backoff.sleep(stop)
-        else:
+        opening = functools.partial(open_deployment, links.client, settings)
+        deployment = await until_served(opening, "open the deployment", stop)
+        if deployment is None:
             return None
         model = deployment.model(model_name)
         metrics = None

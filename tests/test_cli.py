@@ -67,7 +67,7 @@ def test_produce_stops_at_a_bad_line_after_writing_the_ones_before(
         "--quiet",
         stdin='{"cid": "C1", "gender": "male"}\n\n{"cid": "C1", "gender": "robot"}\n',
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an input error
     # the line number counts blank lines, and the error says how many events went out
     assert "line 3: unknown_gender" in result.output
     assert "after writing the 1 events before it" in result.output
@@ -79,7 +79,7 @@ def test_produce_writes_the_events_before_a_line_that_is_not_json(
 ) -> None:
     good = '{"cid": "C1", "gender": "male"}\n'
     result = run(redis_url, "produce", "--file", "-", "--quiet", stdin=good * 2 + "{oops\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "line 3: not JSON" in result.output and "writing the 2 events" in result.output
     assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 2
 
@@ -98,7 +98,7 @@ def test_usage_errors_are_one_line_not_tracebacks(redis_url: str) -> None:
     empty_token = run(redis_url, "status", GENDERD_API_TOKEN="")
     assert empty_token.exit_code == 2 and "must not be empty" in empty_token.output
     pipelined_option = run(f"{redis_url}?protocol=3", "status")
-    assert pipelined_option.exit_code == 1
+    assert pipelined_option.exit_code == 2  # a configuration error
     assert "GENDERD_PIPELINED=false" in pipelined_option.output
 
 
@@ -118,7 +118,7 @@ def test_a_url_that_is_not_redis_is_one_line() -> None:
         server.start()
         result = run(f"redis://127.0.0.1:{port}/0", "status")
         server.join(5)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # a configuration error
     assert "does not answer like Redis" in result.output
     assert "Traceback" not in result.output
 
@@ -153,7 +153,7 @@ def test_commands_without_a_server_say_how_to_get_one(
     monkeypatch.chdir(tmp_path)  # no ./.genderd/server.json here
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GENDERD_")}
     result = CliRunner().invoke(main, ["status"], env=env)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a configuration error, not a server state
     assert "run `genderd up` in this directory" in result.output
 
 

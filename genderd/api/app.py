@@ -3,8 +3,9 @@
 ``create_app(settings)`` builds the app; its state (the Redis links, the deployment, metrics)
 lives on ``app.state.api``, never in module globals. Routes are split by concern:
 :mod:`~genderd.api.lookups` (the hot routes, called directly), :mod:`~genderd.api.ingest` and
-:mod:`~genderd.api.ops` (ordinary FastAPI routes). Every "Redis cannot serve this now" error
-becomes 503 with ``Retry-After`` here, in one handler; the connections come back by themselves.
+:mod:`~genderd.api.ops` (ordinary FastAPI routes). genderd's error families are mapped here,
+once (:func:`_install_handlers`): every "Redis cannot serve this now" error becomes 503 with
+``Retry-After`` (the connections come back by themselves), an input error a 4xx.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from genderd import __version__
+from genderd import __version__, discovery
 from genderd.api import docs, erase, ingest, lookups, ops
 from genderd.api.inputs import ClientGoneError
 from genderd.api.metrics import HttpMetrics
@@ -29,8 +30,9 @@ from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import BadEvents, EventBatch, EventIn, LookupRequest
 from genderd.api.state import Api
 from genderd.clock import wall_clock_ms
+from genderd.errors import GenderdError, InputError, UnavailableError
 from genderd.settings import Settings
-from genderd.transport import RedisUnavailableError, translate
+from genderd.transport import translate
 from genderd.transport.errors import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ def create_app(
     settings: Settings | None = None, clock: Callable[[], int] = wall_clock_ms
 ) -> FastAPI:
     """The genderd API for ``settings`` (default: from ``GENDERD_*`` environment variables)."""
-    settings = settings or Settings()
+    # Resolved here, at the edge: the configured URL, else the server of a `genderd up` here.
+    settings = discovery.resolved(settings or Settings())
     api = Api(settings, clock)
 
     @asynccontextmanager
@@ -87,7 +90,7 @@ def _telemetry_off() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-def unavailable(error: RedisUnavailableError) -> Response:
+def unavailable(error: UnavailableError) -> Response:
     """The answer while Redis cannot serve a request: 503 with ``Retry-After``."""
     log.warning("Redis cannot serve a request (%s): %s", error.state, error)
     return JSON(
@@ -98,30 +101,43 @@ def unavailable(error: RedisUnavailableError) -> Response:
 
 
 def _install_handlers(app: FastAPI) -> None:
+    """genderd's error families, each mapped once (the most specific class's handler wins)."""
+
     async def api_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, ApiError)
         return JSON({"detail": error.detail}, error.status_code, headers=error.headers)
-
-    async def redis_state(request: Request, error: Exception) -> Response:
-        assert isinstance(error, RedisUnavailableError)
-        return unavailable(error)
-
-    async def redis_error(request: Request, error: Exception) -> Response:
-        # A redis-py error from a typed command (status, stream plumbing): map it the same way.
-        translated = translate(error)
-        if isinstance(translated, RedisUnavailableError):
-            return unavailable(translated)
-        log.error("Redis refused a command", exc_info=error)
-        return JSON({"detail": "internal error"}, 500)
 
     async def client_gone(request: Request, error: Exception) -> Response:
         # Nobody reads this answer; the disconnect is counted, not logged as an error.
         request.app.state.api.metrics.disconnects.inc()
         return Response(status_code=400)
 
+    async def bad_input(request: Request, error: Exception) -> Response:
+        # What a route did not turn into its own ApiError: a 422 in FastAPI's layout.
+        return JSON({"detail": [{"loc": [], "msg": str(error), "type": "invalid"}]}, 422)
+
+    async def redis_state(request: Request, error: Exception) -> Response:
+        assert isinstance(error, UnavailableError)
+        return unavailable(error)
+
+    async def redis_error(request: Request, error: Exception) -> Response:
+        # A redis-py error from a typed command (status, stream plumbing): map it the same way.
+        translated = translate(error)
+        if isinstance(translated, UnavailableError):
+            return unavailable(translated)
+        log.error("Redis refused a command", exc_info=error)
+        return JSON({"detail": "internal error"}, 500)
+
+    async def internal(request: Request, error: Exception) -> Response:
+        # A configuration or model error while serving: the server's fault, logged.
+        log.error("cannot serve %s: %s", request.url.path, error, exc_info=error)
+        return JSON({"detail": "internal error"}, 500)
+
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(ClientGoneError, client_gone)
-    app.add_exception_handler(RedisUnavailableError, redis_state)
+    app.add_exception_handler(InputError, bad_input)
+    app.add_exception_handler(UnavailableError, redis_state)
+    app.add_exception_handler(GenderdError, internal)
     app.add_exception_handler(RedisError, redis_error)
     app.add_exception_handler(ConnectionError, redis_error)  # OSError family from sockets
     app.add_exception_handler(TimeoutError, redis_error)

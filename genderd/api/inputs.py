@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from genderd.api.responses import ApiError
 from genderd.api.schemas import MAX_INGEST_EVENTS, LookupRequest
+from genderd.errors import InputError
 from genderd.events import EventError, Reason, check_event
 from genderd.settings import Settings
 
@@ -19,7 +20,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to
 MAX_LOOKUP_BODY_BYTES = 1024 * 1024  # 1,000 cids of 128 characters, JSON-escaped
 
 
-class ClientGoneError(Exception):
+class ClientGoneError(InputError):
     """The client disconnected before its body arrived (counted, not logged as an error)."""
 
 

@@ -10,6 +10,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from genderd.errors import InputError
+
 
 class JSON(JSONResponse):
     """A JSON response encoded with orjson (no pydantic, no validation on the way out).
@@ -35,7 +37,7 @@ class RawRoute(APIRoute):
         return cast(Endpoint, self.endpoint)
 
 
-class ApiError(Exception):
+class ApiError(InputError):
     """An error answer: status, body and headers."""
 
     def __init__(self, status_code: int, detail: Any, headers: dict[str, str] | None = None):

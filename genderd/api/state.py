@@ -21,7 +21,7 @@ from genderd.models.registry import UnknownModelError
 from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.status import ModelStatus
-from genderd.transport import Links, NoServerError, connect
+from genderd.transport import Links, RedisUnavailableError, connect
 
 MAX_CONNECTIONS = 256
 
@@ -67,7 +67,7 @@ class Api:
 
     def connected(self) -> Links:
         if self.links is None:
-            raise NoServerError("the API is not started")
+            raise RedisUnavailableError("the API is not started")
         return self.links
 
     async def deployment(self) -> Deployment:

@@ -4,6 +4,8 @@ Configuration comes from ``GENDERD_*`` environment variables; the flags here ove
 Commands live by concern: :mod:`~genderd.cli.run` (processes: up, serve, worker) and
 :mod:`~genderd.cli.data` (a deployment's data: produce, status, lookup, replay); a new
 command goes in one of them (or a module of its own) and is added to :func:`main` below.
+Errors are mapped once, by the group (:func:`~genderd.cli.common.friendly_errors`): a command
+raises genderd's errors and catches none of them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import sys
 import click
 
 from genderd.cli import data, dead, lifecycle, run
+from genderd.cli.common import Group
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--redis-url",
     envvar=None,

@@ -12,38 +12,27 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import InvalidResponse, RedisError
 
+from genderd import discovery
 from genderd.deployment import Deployment, open_deployment
-from genderd.layout import LayoutError
+from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.models.base import Model
-from genderd.models.registry import PluginError, UnknownModelError, check_models
+from genderd.models.registry import UnknownModelError, check_models
 from genderd.settings import Settings
-from genderd.transport import (
-    Links,
-    RedisUnavailableError,
-    UnsupportedURLError,
-    connect,
-    translate,
-)
+from genderd.transport import Links, connect, translate
 
 T = TypeVar("T")
 
 
-class ConfigurationError(click.ClickException):
-    """A configuration mistake: one line on stderr, exit 2 (like a usage error)."""
-
-    exit_code = 2
-
-
-def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
+def settings_of(ctx: click.Context, *, find_server: bool = True, **overrides: Any) -> Settings:
     """Settings from the environment, overridden by the group's and the command's flags; a
-    mistake is one line naming the variable, before anything touches Redis."""
+    mistake is one line naming the variable, before anything touches Redis.
+
+    With ``find_server`` (every command but `up`, which starts one), ``redis_url`` is resolved
+    here, at the edge: the configured URL, else the server of a `genderd up` in this directory.
+    """
     given = {**ctx.obj, **{k: v for k, v in overrides.items() if v is not None}}
     try:
         settings = Settings(**given)
-        check_models(settings)  # a bad plugin or a name used twice: one line, now
-        return settings
-    except PluginError as error:
-        raise ConfigurationError(str(error)) from None
     except ValidationError as error:
         problems = "; ".join(
             (f"GENDERD_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
@@ -53,31 +42,52 @@ def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
         raise ConfigurationError(f"bad configuration: {problems}") from None
     except SettingsError as error:
         raise ConfigurationError(f"bad configuration: {error}") from None
+    check_models(settings)  # a bad plugin or a name used twice: one line, now
+    return discovery.resolved(settings) if find_server else settings
+
+
+def _mistake(message: str) -> click.ClickException:
+    """A configuration or input mistake: exit 2, like a usage error. Without a context, click
+    prints it as the one line "Error: ..." (no usage text)."""
+    return click.UsageError(message)
+
+
+def _one_line(error: GenderdError) -> click.ClickException:
+    """The one line of ``error``: exit 2 for a configuration or input mistake, else 1."""
+    if isinstance(error, ConfigurationError | InputError):
+        return _mistake(str(error))
+    return click.ClickException(str(error))
 
 
 @contextlib.contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn every "Redis cannot serve this now" state and configuration mistake into one line
-    on stderr (and exit 1) instead of a traceback."""
+    """Every error genderd raises on purpose, and every "Redis cannot serve this now" state,
+    as one line on stderr instead of a traceback: exit 2 for a configuration or input
+    mistake (like a usage error), 1 otherwise. The command group runs every command in it."""
     try:
         yield
-    except (UnsupportedURLError, LayoutError) as error:
-        raise click.ClickException(str(error)) from None
-    except InvalidResponse as error:  # e.g. an HTTP server on that port
-        raise click.ClickException(
-            f"the server at the Redis URL does not answer like Redis: {error}"
-        ) from None
-    except (RedisError, RedisUnavailableError, ConnectionError, TimeoutError) as raised:
+    except GenderdError as error:
+        raise _one_line(error) from None
+    except InvalidResponse as error:  # e.g. an HTTP server on that port: a configuration mistake
+        raise _mistake(f"the server at the Redis URL does not answer like Redis: {error}") from None
+    except (RedisError, ConnectionError, TimeoutError) as raised:
         state = translate(raised)
-        if not isinstance(state, RedisUnavailableError):
+        if not isinstance(state, UnavailableError):
             raise
-        raise click.ClickException(str(state)) from None
+        raise _one_line(state) from None
+
+
+class Group(click.Group):
+    """The `genderd` group: runs each command under :func:`friendly_errors` (mapped once)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with friendly_errors():
+            return super().invoke(ctx)
 
 
 def run(coro: Awaitable[T]) -> T:
-    """Run a command's coroutine with one-line errors."""
-    with friendly_errors():
-        return asyncio.run(coro)  # type: ignore[arg-type]
+    """Run a command's coroutine (its errors are mapped by the group)."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager

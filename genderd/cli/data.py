@@ -14,14 +14,15 @@ import orjson
 
 from genderd import replay as replay_mod
 from genderd import status as status_mod
-from genderd.cli.common import friendly_errors, model_of, opened, run, settings_of
-from genderd.clock import MS_PER_DAY
+from genderd.cli import render
+from genderd.cli.common import model_of, opened, run, settings_of
 from genderd.deployment import open_deployment_sync
+from genderd.errors import InputError
 from genderd.events import EventError
 from genderd.models.base import Answer
 from genderd.processor import Outcome
 from genderd.producer import Producer, RateLimiter, synthetic
-from genderd.reader import BadClientIdError, Reader
+from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import sync_client
 from genderd.worker import Worker
@@ -29,7 +30,7 @@ from genderd.worker import Worker
 PACED_FLUSH_S = 0.1
 
 
-class BadInputError(ValueError):
+class BadInputError(InputError, ValueError):
     """An input line or event that stops `produce` (the message says where)."""
 
 
@@ -100,9 +101,8 @@ def produce(
     after the events before it were written.
     """
     settings = settings_of(ctx)
-    with friendly_errors():
-        client = sync_client(settings)
-        deployment = open_deployment_sync(client, settings)
+    client = sync_client(settings)
+    deployment = open_deployment_sync(client, settings)
     events = (
         _json_lines(source)
         if source
@@ -111,7 +111,6 @@ def produce(
     length = None if source or not count else count
     bar: Any
     with (
-        friendly_errors(),
         Producer(client, deployment) as producer,
         click.progressbar(
             events,
@@ -150,16 +149,11 @@ def _pace(
                 last_flush = time.monotonic()
     except BadInputError as error:
         producer.flush()
-        raise click.ClickException(
+        raise BadInputError(
             f"{error}; stopped there, after writing the {producer.sent} events before it"
         ) from None
     except KeyboardInterrupt:
         producer.flush()
-
-
-def _row(*cells: object) -> str:
-    name, shard, lag, pending, dead, applied, state = cells
-    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -207,83 +201,23 @@ def status(
 
     models, ahead = run(go())
     for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
-        click.echo(
-            f"warning: shard {stream.shard}: the stream's last id {stream.last_id} is "
-            f"{stream.ahead_ms / MS_PER_DAY:,.1f} days ahead of the clock (an entry was written "
-            "with an explicit id). Entries without ts are dead-lettered as future_ts there and "
-            "age-based trimming stops; genderd's producers and API send ts and are not "
-            "affected. To recover, see 'A stream id in the future' in the operations docs.",
-            err=True,
-        )
-    if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "model": m.name,
-                        "aliases": list(m.aliases),
-                        "lag": m.lag,
-                        "pending": m.pending,
-                        "dead": m.dead,
-                        "applied": m.applied,
-                        "stalled": m.stalled,
-                        "shards": [vars(s) for s in m.shards] if per_shard else None,
-                    }
-                    for m in models
-                ],
-                indent=2,
-            )
-        )
-    else:
-        click.echo(_row("model", "shard", "lag", "pending", "dead", "applied", "state"))
-        for m in models:
-            state = "STALLED" if m.stalled else "ok"
-            click.echo(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
-            for s in m.shards if per_shard else []:
-                state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
-                if not s.grouped:
-                    state = "no group yet"
-                click.echo(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
+        click.echo(render.ahead_warning(stream), err=True)
+    click.echo((render.status_json if as_json else render.status_table)(models, per_shard))
     if any(m.stalled for m in models):
         sys.exit(1)
-
-
-def _behind(oldest_ms: int | None, now_ms: int) -> str:
-    if oldest_ms is None:
-        return "up to date"
-    seconds = max(0, now_ms - oldest_ms) / 1000
-    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
 
 
 async def _watch(settings: Settings, interval: float, count: int | None) -> None:
     """Refresh a status view every ``interval`` seconds (in place on a terminal), ``count``
     times or until Ctrl-C."""
     in_place = sys.stdout.isatty()
-    previous: dict[str, tuple[float, int]] = {}
+    view = render.WatchView(interval)
     shown = 0
     async with opened(settings) as (deployment, links):
         try:
             while count is None or shown < count:
                 models = await status_mod.collect(links.client, deployment)
-                now = time.monotonic()
-                lines = [
-                    f"genderd status  {time.strftime('%H:%M:%S')}  every {interval:g} s, "
-                    "Ctrl-C stops",
-                    "",
-                    f"{'model':<10}{'applied/s':>11}{'lag':>10}{'pending':>9}{'dead':>8}"
-                    f"{'applied':>12}  {'behind':<12}state",
-                ]
-                for m in models:
-                    was = previous.get(m.name)
-                    rate = "" if was is None else f"{(m.applied - was[1]) / (now - was[0]):,.0f}"
-                    previous[m.name] = (now, m.applied)
-                    behind = _behind(m.oldest_waiting_ms, deployment.clock())
-                    state = "STALLED" if m.stalled else "ok"
-                    lines.append(
-                        f"{m.name:<10}{rate:>11}{m.lag:>10}{m.pending:>9}{m.dead:>8}"
-                        f"{m.applied:>12}  {behind:<12}{state}"
-                    )
-                frame = "\n".join(lines)
+                frame = view.frame(models, deployment.clock())
                 click.echo(f"\x1b[H\x1b[2J{frame}" if in_place else f"{frame}\n")
                 shown += 1
                 if count is None or shown < count:
@@ -307,10 +241,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
             models = [model_of(deployment, model_name)] if model_name else None
             return await Reader(deployment, links.fast).lookup(cid, models)
 
-    try:
-        answers = run(go())
-    except BadClientIdError as error:
-        raise click.BadParameter(str(error), param_hint="CID") from None
+    answers = run(go())
     if as_json:
         click.echo(
             json.dumps(
@@ -359,10 +290,7 @@ def replay(ctx: click.Context, model_name: str, force: bool) -> None:
             with click.progressbar(
                 length=total, label=f"replaying {model.name}", show_pos=True
             ) as bar:
-                try:
-                    return await replay_mod.replay(worker, bar.update, force=force)
-                except replay_mod.LiveConsumersError as error:
-                    raise click.ClickException(str(error)) from None
+                return await replay_mod.replay(worker, bar.update, force=force)
 
     outcome = run(go())
     click.echo(

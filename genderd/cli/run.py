@@ -7,12 +7,11 @@ import os
 
 import click
 
-from genderd.bundled import BundledServerError, find_cli, port_is_free
-from genderd.cli.common import friendly_errors, model_of, run, settings_of
-from genderd.deployment import Deployment, open_deployment_sync
-from genderd.transport import resolve_url, sync_client
+from genderd.bundled import find_cli, port_is_free
+from genderd.cli.common import model_of, run, settings_of
+from genderd.deployment import Deployment
 from genderd.transport.connect import check_url
-from genderd.up import Child, Supervisor, everything_answers, start_demo
+from genderd.up import Supervisor, everything_answers, plan, start
 from genderd.worker import run_worker
 
 DEMO_RATE = 200.0
@@ -74,58 +73,32 @@ def up(
     127.0.0.1:8000. Other genderd commands run from this directory find the server by
     themselves.
     """
-    settings = settings_of(ctx)
+    settings = settings_of(ctx, find_server=False)  # no URL: up starts the server
     configured = Deployment.build(settings)
     names = configured.registry.names()
-    children = [
-        Child(f"worker {name} #{n + 1}", ["worker", "--model", name])
-        for name in names
-        for n in range(workers_per_model)
-    ]
-    if metrics_port is not None:
-        last = metrics_port + len(children) - 1
-        if last > 65_535:
-            raise click.UsageError(f"--metrics-port {metrics_port}: {len(children)} ports needed")
-        taken = [p for p in range(metrics_port, last + 1) if not port_is_free(p)]
-        if taken:
-            raise click.UsageError(f"metrics port {taken[0]} is taken: pick another start")
-        for offset, child in enumerate(children):
-            child.args.extend(["--metrics-port", str(metrics_port + offset)])
-            click.echo(f"metrics of {child.name}: http://127.0.0.1:{metrics_port + offset}/metrics")
-    if not no_api:
-        if not port_is_free(api_port):
-            raise click.UsageError(f"port {api_port} is taken: pick another with --api-port")
-        children.append(Child("api", ["serve", "--host", "127.0.0.1", "--port", str(api_port)]))
-    supervisor = Supervisor(settings, children, port=port)
     served_port = None if no_api else api_port
-    try:
-        url = supervisor.start_server()
-        with friendly_errors():
-            client = sync_client(settings, url)
-            deployment = open_deployment_sync(client, configured)
-            tips = start_demo(supervisor, client, deployment, rate, served_port) if demo else ""
-    except BundledServerError as error:
-        supervisor.shutdown()
-        raise click.ClickException(str(error)) from None
-    except BaseException:
-        supervisor.shutdown()  # never leave a server behind
-        raise
+    planned = plan(names, workers_per_model, metrics_port=metrics_port, api_port=served_port)
+    for name, metrics in planned.metrics_ports.items():
+        click.echo(f"metrics of {name}: http://127.0.0.1:{metrics}/metrics")
+    supervisor = Supervisor(settings, planned.children, port=port)
+    started = start(supervisor, configured, rate if demo else None, served_port)
     api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
 
     def announce() -> None:  # once every worker consumes and the API answers
         click.echo(
-            f"genderd is up: {url}, {deployment.settings.shards} shards, "
+            f"genderd is up: {started.url}, {started.deployment.settings.shards} shards, "
             f"models: {', '.join(names)}{api}"
         )
-        if tips:
-            click.echo(tips)
+        if started.tips:
+            click.echo(started.tips)
         click.echo("Ctrl-C stops it all.")
 
-    click.echo(f"starting genderd on {url}: a worker per model{api and ' and the API'} ...")
+    click.echo(f"starting genderd on {started.url}: a worker per model{api and ' and the API'} ...")
     try:
-        supervisor.run(everything_answers(client, deployment, served_port), announce)
+        ready = everything_answers(started.client, started.deployment, served_port)
+        supervisor.run(ready, announce)
     finally:
-        client.close()
+        started.client.close()
 
 
 @click.command()
@@ -169,9 +142,9 @@ def serve(
     settings = settings_of(
         ctx, api_host=host, api_port=port, api_limit_concurrency=limit_concurrency
     )
-    with friendly_errors():
-        url = resolve_url(settings)
-        check_url(settings, url)
+    url = settings.redis_url
+    assert url is not None  # resolved by settings_of
+    check_url(settings, url)
     model_of(Deployment.build(settings), settings.default_model)
     if settings.api_host in LOOPBACK and not port_is_free(settings.api_port):
         raise click.UsageError(f"port {settings.api_port} is taken: pick another with --port")
@@ -226,8 +199,7 @@ def worker(
     model = model_of(Deployment.build(settings), model_name)
     if metrics_port is not None and metrics_host == "127.0.0.1" and not port_is_free(metrics_port):
         raise click.UsageError(f"--metrics-port {metrics_port} is taken: pick another")
-    with friendly_errors():  # e.g. a data layout this release must not write now
-        run(run_worker(settings, model.name, consumer, metrics_port, metrics_host))
+    run(run_worker(settings, model.name, consumer, metrics_port, metrics_host))
 
 
 @click.command(
@@ -240,11 +212,7 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     """The bundled valkey-cli, connected to this deployment's Redis (GENDERD_REDIS_URL, or the
     server of a `genderd up` in this directory). Arguments go to valkey-cli, e.g.
     `genderd redis-cli XLEN 'genderd:{s12}:events'`."""
-    settings = settings_of(ctx)
-    with friendly_errors():
-        url = resolve_url(settings)
-    try:
-        binary = find_cli()
-    except BundledServerError as error:
-        raise click.ClickException(str(error)) from None
+    url = settings_of(ctx).redis_url
+    assert url is not None  # resolved by settings_of
+    binary = find_cli()
     os.execv(binary, [binary, "-u", url, *args])

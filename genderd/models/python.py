@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from genderd import errors
 from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import LIB, Model
@@ -31,7 +32,7 @@ STATE_MAX_BYTES = 64 * 1024
 DETAIL_MAX_CHARS = 200
 
 
-class ModelError(ValueError):
+class ModelError(errors.ModelError, ValueError):
     """What a model did wrong with one event (the dead letter's detail)."""
 
 

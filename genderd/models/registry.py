@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from importlib.metadata import entry_points
 
+from genderd.errors import ConfigurationError, InputError
 from genderd.keys import Keys
 from genderd.models.base import Model
 from genderd.settings import Settings
@@ -17,7 +18,7 @@ from genderd.settings import Settings
 ENTRY_POINT_GROUP = "genderd.models"
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(InputError, KeyError):
     """A model name or alias that no installed model answers to."""
 
     def __init__(self, name: str, known: list[str]) -> None:
@@ -34,7 +35,7 @@ def names(classes: list[type[Model]]) -> list[str]:
     return sorted(name for cls in classes for name in (cls.name, *cls.aliases))
 
 
-class PluginError(ValueError):
+class PluginError(ConfigurationError, ValueError):
     """A model that cannot be loaded: one line for users (the CLI exits 2 with it)."""
 
 

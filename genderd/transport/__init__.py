@@ -11,7 +11,6 @@ from genderd.transport.connect import (
     SyncClient,
     async_client,
     connect,
-    resolve_url,
     sync_client,
 )
 from genderd.transport.errors import (
@@ -46,7 +45,6 @@ __all__ = [
     "UnsupportedURLError",
     "async_client",
     "connect",
-    "resolve_url",
     "sync_client",
     "translate",
 ]

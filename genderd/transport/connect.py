@@ -1,4 +1,7 @@
-"""Connecting to the deployment's Redis: URL resolution, redis-py clients, the transports.
+"""Connecting to the deployment's Redis: redis-py clients and the transports.
+
+The URL is resolved at the edge (:mod:`genderd.discovery`) and given here, in
+``settings.redis_url`` or as an argument: the transport finds and starts no server.
 
 A process opens its :class:`Links` once at the edge (a CLI command, the API's start, a worker)
 and passes them down: ``pool`` (redis-py; typed stream and admin commands, blocking reads)
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -22,7 +24,6 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from genderd import runstate
 from genderd.settings import Settings
 from genderd.transport.base import Transport
 from genderd.transport.errors import NoServerError
@@ -39,17 +40,15 @@ RETRIES = 1
 SyncClient = redis.Redis | RedisCluster
 
 
-def resolve_url(settings: Settings) -> str:
-    """The Redis URL: ``GENDERD_REDIS_URL``, else the server `genderd up` runs here."""
-    if settings.redis_url:
-        return settings.redis_url
-    state = runstate.read_state(Path(settings.state_dir))
-    if state is not None:
-        return state.url
-    raise NoServerError(
-        f"no Redis to talk to: set GENDERD_REDIS_URL, or run `genderd up` in this directory "
-        f"(no running server recorded under {settings.state_dir}/)"
-    )
+def url_of(settings: Settings, url: str | None = None) -> str:
+    """``url``, else ``settings.redis_url`` (resolved at the edge: :mod:`genderd.discovery`)."""
+    found = url or settings.redis_url
+    if not found:
+        raise NoServerError(
+            "no Redis URL given: set GENDERD_REDIS_URL (genderd's commands find the server of a "
+            "`genderd up` in their directory by themselves)"
+        )
+    return found
 
 
 def _options(settings: Settings, url: str) -> dict[str, Any]:
@@ -70,7 +69,7 @@ def _options(settings: Settings, url: str) -> dict[str, Any]:
 
 def sync_client(settings: Settings, url: str | None = None) -> SyncClient:
     """A blocking client (producers, `genderd up`)."""
-    url = url or resolve_url(settings)
+    url = url_of(settings, url)
     if settings.cluster:
         return RedisCluster.from_url(url, decode_responses=False, **_options(settings, url))
     return redis.Redis.from_url(url, decode_responses=False, **_options(settings, url))
@@ -78,7 +77,7 @@ def sync_client(settings: Settings, url: str | None = None) -> SyncClient:
 
 def async_client(settings: Settings, url: str | None = None, **extra: Any) -> AsyncClient:
     """An asyncio client (workers, the API, CLI commands); one pool per process."""
-    url = url or resolve_url(settings)
+    url = url_of(settings, url)
     options = {**_options(settings, url), **extra}
     options["retry"] = AsyncRetry(NoBackoff(), RETRIES, supported_errors=(RedisConnectionError,))
     if settings.cluster:
@@ -125,7 +124,7 @@ def connect(
     Raises :class:`~genderd.transport.pipelined.UnsupportedURLError` for URL options the
     pipelined connection would ignore, before anything is sent.
     """
-    url = url or resolve_url(settings)
+    url = url_of(settings, url)
     fast = None
     if settings.pipelined and not settings.cluster:
         fast = PipelinedTransport(url, timeout_s)

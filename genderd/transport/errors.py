@@ -3,22 +3,23 @@
 A server that is unreachable, still loading its data, a read replica asked to write, out of
 memory, running a busy script or a cluster without a quorum cannot serve the request *now*; the
 request itself is fine and will work later. Each of those states is a subclass of
-:class:`RedisUnavailableError`, which the API turns into 503 with ``Retry-After`` (in one
-exception handler) and the CLI into one line. Anything else (a wrong type, a script bug) stays
-the error it was. :func:`translate` is the one place where the mapping is written.
+:class:`RedisUnavailableError`, of the :class:`~genderd.errors.UnavailableError` family, which
+the API turns into 503 with ``Retry-After`` (in one exception handler) and the CLI into one
+line. Anything else (a wrong type, a script bug) stays the error it was. :func:`translate` is
+the one place where the mapping is written.
 """
 
 from __future__ import annotations
 
 from redis import exceptions as redis_errors
 
+from genderd.errors import ConfigurationError, UnavailableError
+
 RETRY_AFTER_S = 1
 
 
-class RedisUnavailableError(Exception):
+class RedisUnavailableError(UnavailableError):
     """Redis cannot serve this request now; retry later."""
-
-    state = "unavailable"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -28,10 +29,9 @@ class RedisUnavailableError(Exception):
         return self.message
 
 
-class NoServerError(RedisUnavailableError):
-    """No Redis URL is configured and no `genderd up` server runs from this directory."""
-
-    state = "not configured"
+class NoServerError(ConfigurationError):
+    """No Redis URL is configured and no `genderd up` server runs from this directory (a
+    configuration problem, not a server state: retrying does not help)."""
 
 
 class RedisLoadingError(RedisUnavailableError):

@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from genderd.errors import ConfigurationError
 from genderd.lua import hash_reply
 from genderd.transport.base import Command, Transport
 
@@ -44,7 +45,7 @@ SUPPORTED_URL_OPTIONS = frozenset(
 _SHAPES = {b"HGETALL": hash_reply, "HGETALL": hash_reply}
 
 
-class UnsupportedURLError(ValueError):
+class UnsupportedURLError(ConfigurationError, ValueError):
     """The Redis URL asks for something the pipelined connection does not do."""
 
 

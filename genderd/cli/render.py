@@ -1,0 +1,98 @@
+"""How `genderd status` shows a deployment's state: the table, the JSON, the live view."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from genderd.clock import MS_PER_DAY
+from genderd.status import ModelStatus, StreamAhead
+
+BEHIND_IN_MINUTES_S = 120
+
+
+def _row(*cells: object) -> str:
+    name, shard, lag, pending, dead, applied, state = cells
+    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
+
+
+def status_table(models: list[ModelStatus], per_shard: bool) -> str:
+    """One row per model (and per shard with ``per_shard``): lag, pending, dead, state."""
+    lines = [_row("model", "shard", "lag", "pending", "dead", "applied", "state")]
+    for m in models:
+        state = "STALLED" if m.stalled else "ok"
+        lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
+        for s in m.shards if per_shard else []:
+            state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
+            if not s.grouped:
+                state = "no group yet"
+            lines.append(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
+    return "\n".join(lines)
+
+
+def status_json(models: list[ModelStatus], per_shard: bool) -> str:
+    """The same as :func:`status_table`, machine-readable."""
+    return json.dumps(
+        [
+            {
+                "model": m.name,
+                "aliases": list(m.aliases),
+                "lag": m.lag,
+                "pending": m.pending,
+                "dead": m.dead,
+                "applied": m.applied,
+                "stalled": m.stalled,
+                "shards": [vars(s) for s in m.shards] if per_shard else None,
+            }
+            for m in models
+        ],
+        indent=2,
+    )
+
+
+def ahead_warning(stream: StreamAhead) -> str:
+    """The warning about a shard whose stream's last id is ahead of the clock."""
+    return (
+        f"warning: shard {stream.shard}: the stream's last id {stream.last_id} is "
+        f"{stream.ahead_ms / MS_PER_DAY:,.1f} days ahead of the clock (an entry was written "
+        "with an explicit id). Entries without ts are dead-lettered as future_ts there and "
+        "age-based trimming stops; genderd's producers and API send ts and are not "
+        "affected. To recover, see 'A stream id in the future' in the operations docs."
+    )
+
+
+def _behind(oldest_ms: int | None, now_ms: int) -> str:
+    if oldest_ms is None:
+        return "up to date"
+    seconds = max(0, now_ms - oldest_ms) / 1000
+    return f"{seconds:,.1f} s" if seconds < BEHIND_IN_MINUTES_S else f"{seconds / 60:,.1f} min"
+
+
+class WatchView:
+    """The frames of `genderd status --watch`: rates from one frame to the next."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._previous: dict[str, tuple[float, int]] = {}
+
+    def frame(self, models: list[ModelStatus], now_ms: int) -> str:
+        """The view of ``models`` now (``now_ms``: the deployment's clock)."""
+        now = time.monotonic()
+        lines = [
+            f"genderd status  {time.strftime('%H:%M:%S')}  every {self.interval_s:g} s, "
+            "Ctrl-C stops",
+            "",
+            f"{'model':<10}{'applied/s':>11}{'lag':>10}{'pending':>9}{'dead':>8}"
+            f"{'applied':>12}  {'behind':<12}state",
+        ]
+        for m in models:
+            was = self._previous.get(m.name)
+            rate = "" if was is None else f"{(m.applied - was[1]) / (now - was[0]):,.0f}"
+            self._previous[m.name] = (now, m.applied)
+            behind = _behind(m.oldest_waiting_ms, now_ms)
+            state = "STALLED" if m.stalled else "ok"
+            lines.append(
+                f"{m.name:<10}{rate:>11}{m.lag:>10}{m.pending:>9}{m.dead:>8}"
+                f"{m.applied:>12}  {behind:<12}{state}"
+            )
+        return "\n".join(lines)
