@@ -5,7 +5,9 @@ a worker at start) and passed to everything that reads or writes the deployment'
 settings completed with the shard count stored in Redis, the key builder, the models and the
 clock. Nothing else patches the settings or builds keys.
 
-A new deployment also records the data layout it is written in (:mod:`genderd.layout`).
+A new deployment also records the data layout it is written in (:mod:`genderd.layout`), and
+opening one reads the oldest layout its data may be in: its models are built with it (scripts
+and readers look for earlier layouts' keys and fields only where they may exist).
 
 The shard count is fixed when the deployment is first initialised (``HSETNX`` on the meta
 hash) so that every producer and worker computes the same shard of a client. Opening reads
@@ -23,7 +25,7 @@ from redis import exceptions as redis_errors
 
 from genderd.clock import Clock, wall_clock_ms
 from genderd.keys import Keys, shard_of
-from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD
+from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD, oldest_of
 from genderd.models.base import Model
 from genderd.models.registry import Registry
 from genderd.settings import Settings
@@ -38,19 +40,33 @@ CREATED_FIELD = "created_ms"
 
 @dataclass(frozen=True)
 class Deployment:
-    """Settings (with the stored shard count), keys, models and clock of one deployment."""
+    """Settings (with the stored shard count), keys, models, clock and oldest data layout
+    (:func:`genderd.layout.oldest_layout`; 1, anything, until read from Redis) of one
+    deployment. The models are built with the layout: change it with :meth:`with_layout`."""
 
     settings: Settings
     keys: Keys
     registry: Registry
     clock: Clock = wall_clock_ms
+    oldest_layout: int = 1
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock = wall_clock_ms) -> Deployment:
+    def build(
+        cls, settings: Settings, clock: Clock = wall_clock_ms, oldest_layout: int = 1
+    ) -> Deployment:
         """The deployment as configured (``settings.shards``), without asking Redis: what a
         new deployment would be, and everything that does not depend on the shard count."""
         keys = keys_of(settings)
-        return cls(settings, keys, Registry.load(settings, keys), clock)
+        return cls(
+            settings, keys, Registry.load(settings, keys, oldest_layout), clock, oldest_layout
+        )
+
+    def with_layout(self, oldest_layout: int) -> Deployment:
+        """This deployment with its models built for the oldest data layout it may hold."""
+        if oldest_layout == self.oldest_layout:
+            return self
+        registry = self.registry.with_layout(oldest_layout)
+        return dataclasses.replace(self, registry=registry, oldest_layout=oldest_layout)
 
     def with_shards(self, shards: int) -> Deployment:
         """This deployment with the shard count stored in Redis (the one place it is set)."""
@@ -87,7 +103,9 @@ def _configured(given: Settings | Deployment) -> Deployment:
     return given if isinstance(given, Deployment) else Deployment.build(given)
 
 
-def _settled(configured: Deployment, stored: bytes | str | None, created: bool) -> Deployment:
+def _settled(
+    configured: Deployment, stored: bytes | str | None, created: bool, oldest_layout: int
+) -> Deployment:
     wanted = configured.settings.shards
     shards = int(stored) if stored is not None else wanted
     if not created and shards != wanted:
@@ -97,7 +115,7 @@ def _settled(configured: Deployment, stored: bytes | str | None, created: bool) 
             shards,
             wanted,
         )
-    return configured.with_shards(shards)
+    return configured.with_shards(shards).with_layout(oldest_layout)
 
 
 async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
@@ -117,7 +135,8 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
             await client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
             await client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
         stored = await client.hget(meta, SHARDS_FIELD)
-    return _settled(configured, stored, created)
+    oldest = oldest_of(await client.hget(meta, CREATED_LAYOUT_FIELD))
+    return _settled(configured, stored, created, oldest)
 
 
 def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> Deployment:
@@ -133,4 +152,4 @@ def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> De
             client.hsetnx(meta, LAYOUT_FIELD, LAYOUT)
             client.hsetnx(meta, CREATED_LAYOUT_FIELD, LAYOUT)
         stored = client.hget(meta, SHARDS_FIELD)
-    return _settled(configured, stored, created)
+    return _settled(configured, stored, created, oldest_of(client.hget(meta, CREATED_LAYOUT_FIELD)))

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
-from genderd.layout import claim_layout, oldest_layout
+from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
@@ -269,18 +269,12 @@ class Worker:
                 if removed:
                     log.info("trimmed %d entries from shard %d", removed, shard)
 
-    async def check_layout(self) -> None:
-        """Tell the model the oldest data layout the deployment may hold (see
-        Model.oldest_layout): its scripts read earlier layouts' keys and fields only then."""
-        self.model.set_oldest_layout(await oldest_layout(self.client, self.deployment))
-
     async def run(self) -> None:
         """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""
         backoff = Backoff()
         while not self.stop_event.is_set():
             try:
                 await claim_layout(self.client, self.deployment)
-                await self.check_layout()
                 await self.ensure_groups()
                 break
             except Exception as raised:
