@@ -58,12 +58,13 @@ def run_model(
     """The answers of ``model`` for every client of ``events`` after applying them.
 
     ``model``: the model's class, as registered (a ``PythonModel``, ``TopWindow`` or
-    ``Model`` subclass). ``events``: dicts with ``cid``, ``gender`` and optionally ``ts`` (ms; default ``now_ms``),
-    or :class:`~genderd.events.Event` objects. ``now_ms``: the processing clock (default: the
-    wall clock). ``read_at_ms``: when the answers are read (default ``now_ms``; windowed
-    answers are right at that time). ``redis``: run through a throw-away server (default: only
-    for models that are not Python models). ``strict``: raise :class:`ModelFailure` when the
-    model failed on an event (else such events are left out, as the dead letters would be).
+    ``Model`` subclass). ``events``: dicts with ``cid``, ``gender`` and optionally ``ts``
+    (ms; default ``now_ms``), or :class:`~genderd.events.Event` objects. ``now_ms``: the
+    processing clock (default: the wall clock). ``read_at_ms``: when the answers are read
+    (default ``now_ms``; windowed answers are right at that time). ``redis``: run through a
+    throw-away server (default: only for models that are not Python models). ``strict``:
+    raise :class:`ModelFailure` when the model failed on an event (else such events are left
+    out, as the dead letters would be).
     ``settings``: any :class:`~genderd.settings.Settings` field (``genders="female,male,kids"``).
     """
     now = wall_clock_ms() if now_ms is None else now_ms
