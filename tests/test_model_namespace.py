@@ -101,3 +101,13 @@ def test_genderd_testing_runs_them_in_process_and_through_redis(clock: FakeClock
         assert _got(got) == want["clash"]
     got = run_model(ClashWindow, events, now_ms=clock.now_ms, genders="female,male,kids")
     assert _got(got) == want["clashwindow"]
+
+
+def test_recency_half_life_is_a_setting(monkeypatch: Any) -> None:
+    from genderd.deployment import Deployment
+
+    monkeypatch.setenv("GENDERD_RECENCY_HALF_LIFE_DAYS", "2.5")
+    settings = Settings(redis_url="redis://unused.invalid")
+    assert settings.recency_half_life_days == 2.5
+    model = Deployment.build(settings).model("recency")
+    assert model.definition.half_life_ms == 2.5 * 86_400_000  # type: ignore[attr-defined]
