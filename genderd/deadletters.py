@@ -23,12 +23,12 @@ from typing import Any
 
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
-from genderd.events import Event, Invalid, Reason, parse_entry
+from genderd.events import Event, Invalid, Reason, parse_entry, text
 
 __all__ = ["DeadLetter", "Event", "Redriven", "parse_entry", "purge", "redrive", "scan", "summary"]
 from genderd.keys import digest
 from genderd.lua import LIB, Script
-from genderd.streams import Fields, text
+from genderd.streams import Fields
 from genderd.transport import AsyncClient, Transport
 
 PAGE = 1_000

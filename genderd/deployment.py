@@ -5,27 +5,29 @@ a worker at start) and passed to everything that reads or writes the deployment'
 settings completed with the shard count stored in Redis, the key builder, the models and the
 clock. Nothing else patches the settings or builds keys.
 
-A new deployment also records the data layout it is written in (:mod:`genderd.layout`).
+A new deployment also records the data layout it is written in (:mod:`genderd.layout`), and
+opening one reads the oldest layout its data may be in: its models are built with it (scripts
+and readers look for earlier layouts' keys and fields only where they may exist).
 
-The shard count is fixed when the deployment is first initialised (``HSETNX`` on the meta
-hash) so that every producer and worker computes the same shard of a client. Opening reads
-the stored count first and writes only when there is none, so processes that only read
+The shard count is fixed when the deployment is first initialised (``deployment_open.lua``,
+one atomic call) so that every producer and worker computes the same shard of a client. The
+script writes only when the meta hash has no shard count, so processes that only read
 (lookups, status) write nothing on an initialised deployment.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 from redis import exceptions as redis_errors
 
 from genderd.clock import Clock, wall_clock_ms
 from genderd.keys import Keys, shard_of
-from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD
+from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD, oldest_of
+from genderd.lua import Script
 from genderd.models.base import Model
 from genderd.models.registry import Registry
 from genderd.settings import Settings
@@ -36,23 +38,39 @@ log = logging.getLogger(__name__)
 
 SHARDS_FIELD = "shards"
 CREATED_FIELD = "created_ms"
+#: records a new deployment's facts, all or nothing, and returns the stored ones
+OPEN = Script.from_files("deployment_open.lua")
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """Settings (with the stored shard count), keys, models and clock of one deployment."""
+    """Settings (with the stored shard count), keys, models, clock and oldest data layout
+    (:func:`genderd.layout.oldest_layout`; 1, anything, until read from Redis) of one
+    deployment. The models are built with the layout: change it with :meth:`with_layout`."""
 
     settings: Settings
     keys: Keys
     registry: Registry
     clock: Clock = wall_clock_ms
+    oldest_layout: int = 1
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock = wall_clock_ms) -> Deployment:
+    def build(
+        cls, settings: Settings, clock: Clock = wall_clock_ms, oldest_layout: int = 1
+    ) -> Deployment:
         """The deployment as configured (``settings.shards``), without asking Redis: what a
         new deployment would be, and everything that does not depend on the shard count."""
         keys = keys_of(settings)
-        return cls(settings, keys, Registry.load(settings, keys), clock)
+        return cls(
+            settings, keys, Registry.load(settings, keys, oldest_layout), clock, oldest_layout
+        )
+
+    def with_layout(self, oldest_layout: int) -> Deployment:
+        """This deployment with its models built for the oldest data layout it may hold."""
+        if oldest_layout == self.oldest_layout:
+            return self
+        registry = self.registry.with_layout(oldest_layout)
+        return dataclasses.replace(self, registry=registry, oldest_layout=oldest_layout)
 
     def with_shards(self, shards: int) -> Deployment:
         """This deployment with the shard count stored in Redis (the one place it is set)."""
@@ -89,9 +107,11 @@ def _configured(given: Settings | Deployment) -> Deployment:
     return given if isinstance(given, Deployment) else Deployment.build(given)
 
 
-def _settled(configured: Deployment, stored: bytes | str | None, created: bool) -> Deployment:
+def _settled(configured: Deployment, reply: list[Any]) -> Deployment:
+    """The deployment as :data:`OPEN` found it: its stored shard count and oldest layout."""
+    stored, created_layout, created = reply
     wanted = configured.settings.shards
-    shards = int(stored) if stored is not None else wanted
+    shards = int(stored)
     if not created and shards != wanted:
         log.warning(
             "deployment %r was initialised with %d shards; ignoring GENDERD_SHARDS=%d",
@@ -99,77 +119,40 @@ def _settled(configured: Deployment, stored: bytes | str | None, created: bool) 
             shards,
             wanted,
         )
-    return configured.with_shards(shards)
+    return configured.with_shards(shards).with_layout(oldest_of(created_layout))
 
 
-# What opening a deployment sends, written once for both kinds of client: a generator that
-# yields each command and receives its reply (or the error it raised, thrown in), driven by
-# open_deployment (asyncio) and open_deployment_sync (blocking).
-Command = tuple[str | int, ...]
-Opening = Generator[Command, object, Deployment]
-
-
-def _opening(configured: Deployment) -> Opening:
-    meta = configured.keys.meta
-    stored = yield ("HGET", meta, SHARDS_FIELD)
-    created = False
-    if stored is None:
-        try:
-            created = bool((yield ("HSETNX", meta, SHARDS_FIELD, configured.settings.shards)))
-        except redis_errors.ReadOnlyError:  # a replica of an uninitialised deployment
-            return configured
-        if created:
-            yield ("HSETNX", meta, CREATED_FIELD, configured.clock())
-            yield ("HSETNX", meta, LAYOUT_FIELD, LAYOUT)
-            yield ("HSETNX", meta, CREATED_LAYOUT_FIELD, LAYOUT)
-        stored = yield ("HGET", meta, SHARDS_FIELD)
-    assert stored is None or isinstance(stored, bytes | str)
-    return _settled(configured, stored, created)
-
-
-class _Steps:
-    """Drives :func:`_opening`: the command to send next, until the deployment is opened."""
-
-    def __init__(self, given: Settings | Deployment) -> None:
-        self._steps = _opening(_configured(given))
-        self.opened: Deployment | None = None
-        self.command = next(self._steps)
-
-    def reply(self, reply: object) -> None:
-        self._advance(functools.partial(self._steps.send, reply))
-
-    def fail(self, error: Exception) -> None:
-        self._advance(functools.partial(self._steps.throw, error))
-
-    def _advance(self, step: Callable[[], Command]) -> None:
-        try:
-            self.command = step()
-        except StopIteration as done:
-            self.opened = done.value
+def _open_args(configured: Deployment) -> list[str | int]:
+    """ARGV of :data:`OPEN`."""
+    return [
+        configured.settings.shards,
+        configured.clock(),
+        LAYOUT,
+        SHARDS_FIELD,
+        CREATED_FIELD,
+        LAYOUT_FIELD,
+        CREATED_LAYOUT_FIELD,
+    ]
 
 
 async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
-    """The deployment with its stored shard count, recording the configured one on first
-    start (``given``: the settings, or a deployment built from them with its clock)."""
-    steps = _Steps(given)
-    while steps.opened is None:
-        try:
-            reply = await client.execute_command(*steps.command)
-        except Exception as error:  # thrown into the steps: they handle what they expect
-            steps.fail(error)
-        else:
-            steps.reply(reply)
-    return steps.opened
+    """The deployment with its stored shard count and oldest layout, recording the configured
+    ones on first start (``given``: the settings, or a deployment built from them with its
+    clock). One call of :data:`OPEN`; a replica of an uninitialised deployment gives the
+    configured deployment."""
+    configured = _configured(given)
+    try:
+        reply = await client.eval(OPEN.source, 1, configured.keys.meta, *_open_args(configured))
+    except redis_errors.ReadOnlyError:
+        return configured
+    return _settled(configured, reply)
 
 
 def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> Deployment:
-    """Blocking twin of :func:`open_deployment` (producers, `genderd up`): the same steps."""
-    steps = _Steps(given)
-    while steps.opened is None:
-        try:
-            reply = client.execute_command(*steps.command)  # type: ignore[no-untyped-call]
-        except Exception as error:
-            steps.fail(error)
-        else:
-            steps.reply(reply)
-    return steps.opened
+    """Blocking twin of :func:`open_deployment` (producers, `genderd up`)."""
+    configured = _configured(given)
+    try:
+        reply = client.eval(OPEN.source, 1, configured.keys.meta, *_open_args(configured))
+    except redis_errors.ReadOnlyError:
+        return configured
+    return _settled(configured, reply)

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.events import text
 from genderd.keys import digest
 from genderd.lua import LIB, Script
-from genderd.streams import parse_id, text
+from genderd.streams import parse_id
 from genderd.transport import Transport
 
 log = logging.getLogger(__name__)

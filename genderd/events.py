@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from genderd.errors import InputError
 
 CID_MAX_CHARS = 128
+DETAIL_MAX_CHARS = 200  # a dead letter's detail is cut to this length
 TS_MAX_DIGITS = 15  # milliseconds up to year 33658: exact in a Lua double
 # fullmatch: "$" would also match before a final newline ("1795700000000\n")
 _TS = re.compile(rf"[0-9]{{1,{TS_MAX_DIGITS}}}")
@@ -67,12 +68,23 @@ def entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
+def text(value: object) -> str:
+    """A field's or a Redis reply's value as text: bytes decoded as UTF-8 (a
+    UnicodeDecodeError is a ValueError: callers map it), anything else by ``str``."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8")  # UnicodeDecodeError is a ValueError: callers map it
-    return str(value)
+    return None if value is None else text(value)
+
+
+def by_client(events: Iterable[Event]) -> dict[str, list[Event]]:
+    """``events`` grouped per client, in the order each client first appears (a batch's
+    clients are applied in this order, each with its events in the order given)."""
+    per_client: dict[str, list[Event]] = {}
+    for event in events:
+        per_client.setdefault(event.cid, []).append(event)
+    return per_client
 
 
 def cid_problem(cid: str) -> str | None:

@@ -56,7 +56,11 @@ async def oldest_layout(client: AsyncClient, deployment: Deployment) -> int:
     """The oldest layout the deployment's data may be in: the one it was created with
     (recorded at creation since layout 2's last release), or 1 where that is unknown (an
     upgrade may have left keys and fields of any earlier layout)."""
-    created = await client.hget(deployment.keys.meta, CREATED_LAYOUT_FIELD)
+    return oldest_of(await client.hget(deployment.keys.meta, CREATED_LAYOUT_FIELD))
+
+
+def oldest_of(created: bytes | str | int | None) -> int:
+    """The oldest layout, from the meta hash's ``created_layout`` field (None: absent)."""
     return 1 if created is None else int(created)
 
 

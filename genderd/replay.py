@@ -96,7 +96,6 @@ async def replay(
         if live:
             raise LiveConsumersError(model.name, live)
     await claim_layout(client, deployment, force=force)
-    await worker.check_layout()
     deleted = await wipe(client, deployment, model)
     log.info("replay of %s: deleted %d state keys; re-reading the streams", model.name, deleted)
     await worker.ensure_groups()

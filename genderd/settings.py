@@ -52,6 +52,8 @@ class Settings(BaseSettings):
         default=DEFAULT_GENDERS, description="accepted genders, comma separated"
     )
     window_days: int = Field(default=7, ge=1, le=366)
+    # GENDERD_RECENCY_HALF_LIFE_DAYS; None: the model's own (RecencyModel.half_life_days)
+    recency_half_life_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # At most a day: top7d looks one day past "now" for events that are ahead of the clock.
     max_future_ms: int = Field(default=5 * MS_PER_MINUTE, ge=0, le=MS_PER_DAY)
     claim_idle_ms: int = Field(default=30_000, ge=100)

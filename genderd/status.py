@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 
 from genderd import streams
 from genderd.deployment import Deployment
-from genderd.streams import text
+from genderd.events import text
 from genderd.transport import AsyncClient
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from genderd.events import text as text  # (re-exported: its home is genderd.events)
 from genderd.keys import Keys
 from genderd.transport.pool import AsyncClient
 
@@ -19,10 +20,6 @@ from genderd.transport.pool import AsyncClient
 Fields = Sequence[tuple[bytes, bytes]]
 Entry = tuple[str, Fields]
 LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
-
-
-def text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:

@@ -29,10 +29,10 @@ from genderd import errors
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment, keys_of
-from genderd.events import Event, parse_entry
-from genderd.models.base import Answer, Model
-from genderd.models.python import PythonModel
-from genderd.models.registry import Registry
+from genderd.events import Event, by_client, parse_entry
+from genderd.models.base import Answer
+from genderd.models.python import PythonModel, PythonRuntime
+from genderd.models.registry import ModelClass, Registration, Registry
 from genderd.producer import Producer
 from genderd.reader import Reader
 from genderd.settings import Settings
@@ -47,7 +47,7 @@ class ModelFailure(errors.ModelError, AssertionError):
 
 
 def run_model(
-    model: type[Model],
+    model: ModelClass,
     events: Iterable[EventLike],
     *,
     now_ms: int | None = None,
@@ -58,12 +58,14 @@ def run_model(
 ) -> dict[str, Answer | None]:
     """The answers of ``model`` for every client of ``events`` after applying them.
 
-    ``events``: dicts with ``cid``, ``gender`` and optionally ``ts`` (ms; default ``now_ms``),
-    or :class:`~genderd.events.Event` objects. ``now_ms``: the processing clock (default: the
-    wall clock). ``read_at_ms``: when the answers are read (default ``now_ms``; windowed
-    answers are right at that time). ``redis``: run through a throw-away server (default: only
-    for models that are not Python models). ``strict``: raise :class:`ModelFailure` when the
-    model failed on an event (else such events are left out, as the dead letters would be).
+    ``model``: the model's class, as registered (a ``PythonModel``, ``TopWindow`` or
+    ``Model`` subclass). ``events``: dicts with ``cid``, ``gender`` and optionally ``ts``
+    (ms; default ``now_ms``), or :class:`~genderd.events.Event` objects. ``now_ms``: the
+    processing clock (default: the wall clock). ``read_at_ms``: when the answers are read
+    (default ``now_ms``; windowed answers are right at that time). ``redis``: run through a
+    throw-away server (default: only for models that are not Python models). ``strict``:
+    raise :class:`ModelFailure` when the model failed on an event (else such events are left
+    out, as the dead letters would be).
     ``settings``: any :class:`~genderd.settings.Settings` field (``genders="female,male,kids"``).
     """
     now = wall_clock_ms() if now_ms is None else now_ms
@@ -74,9 +76,11 @@ def run_model(
     if not redis:
         if not issubclass(model, PythonModel):
             raise TypeError(f"{model.__name__} is not a PythonModel: it needs redis=True")
-        return _in_process(model(configured, keys_of(configured)), normalised, now, strict)
+        runtime = PythonRuntime(model, configured, keys_of(configured))
+        return _in_process(runtime, normalised, now, strict)
+    registered = Registration.of(model, model.__name__)
     return asyncio.run(
-        _through_redis(model, normalised, configured, now, read_at_ms or now, strict)
+        _through_redis(registered, normalised, configured, now, read_at_ms or now, strict)
     )
 
 
@@ -96,14 +100,13 @@ def _event(given: EventLike, now: int, settings: Settings, n: int) -> Event:
 
 
 def _in_process(
-    model: PythonModel, events: list[Event], now: int, strict: bool
+    model: PythonRuntime, events: list[Event], now: int, strict: bool
 ) -> dict[str, Answer | None]:
-    per_client: dict[str, list[Event]] = {}
-    for event in events:
-        per_client.setdefault(event.cid, []).append(event)
+    """The worker's own adapter (:class:`PythonRuntime`) over each client's events, its
+    result-hash fields read back as lookups read them."""
     answers: dict[str, Answer | None] = {}
     failures = []
-    for cid, own in per_client.items():
+    for cid, own in by_client(events).items():
         done = model.run(None, own)
         failures += done.failed
         fields, _ = model.answer_fields_of(done, None, now) if done.applied else ([], [])
@@ -115,7 +118,7 @@ def _in_process(
 
 
 async def _through_redis(
-    model_class: type[Model],
+    registered: Registration,
     events: list[Event],
     configured: Settings,
     now: int,
@@ -128,7 +131,7 @@ async def _through_redis(
     ):
         settings = configured.model_copy(update={"redis_url": server.url})
         keys = keys_of(settings)
-        model = model_class(settings, keys)
+        model = registered.build(settings, keys)
         clock = _Clock(now)
         deployment = Deployment(settings, keys, Registry([model]), clock)
         with _client(server.url) as client, Producer(client, deployment) as producer:

@@ -25,7 +25,7 @@ from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
-from genderd.layout import claim_layout, oldest_layout
+from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
 from genderd.settings import Settings
@@ -292,15 +292,9 @@ class Worker:
                 if removed:
                     log.info("trimmed %d entries from shard %d", removed, shard)
 
-    async def check_layout(self) -> None:
-        """Tell the model the oldest data layout the deployment may hold (see
-        Model.oldest_layout): its scripts read earlier layouts' keys and fields only then."""
-        self.model.set_oldest_layout(await oldest_layout(self.client, self.deployment))
-
     async def _prepare(self) -> None:
-        """Claim the data layout, read the oldest one, create the groups (once, at start)."""
+        """Claim the data layout and create the groups (once, at start)."""
         await claim_layout(self.client, self.deployment)
-        await self.check_layout()
         await self.ensure_groups()
 
     async def run(self) -> None:

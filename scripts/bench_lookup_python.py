@@ -21,6 +21,7 @@ import orjson
 
 import genderd
 from genderd.deployment import Deployment
+from genderd.layout import LAYOUT
 from genderd.models.base import Model
 from genderd.reader import Reader
 from genderd.settings import Settings
@@ -85,12 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--number", type=int, default=100_000, help="lookups per repeat")
     args = parser.parse_args()
-    deployment = Deployment.build(Settings(), lambda: NOW)
-    for model in deployment.registry:  # as created with this revision's layout
-        if hasattr(model, "set_oldest_layout"):
-            from genderd.layout import LAYOUT
-
-            model.set_oldest_layout(LAYOUT)
+    # as created with this revision's layout
+    deployment = Deployment.build(Settings(), lambda: NOW, LAYOUT)
     reader = Reader(deployment, None)  # type: ignore[arg-type]  # sends nothing
     print(f"genderd from {genderd.__file__}")
     for label, names in (

@@ -163,6 +163,7 @@ def test_each_windowed_model_is_read_from_its_own_refresh_script() -> None:
     from genderd.keys import Keys
     from genderd.models.last import LastModel
     from genderd.models.top7d import Top7dModel
+    from genderd.models.window import WindowRuntime
     from genderd.reader import Reader
     from genderd.settings import Settings
 
@@ -170,7 +171,11 @@ def test_each_windowed_model_is_read_from_its_own_refresh_script() -> None:
         name = "top3d"
 
     settings, keys = Settings(), Keys()
-    models = [LastModel(settings, keys), Top7dModel(settings, keys), Top3(settings, keys)]
+    models = [
+        LastModel(settings, keys),
+        WindowRuntime(Top7dModel, settings, keys),
+        WindowRuntime(Top3, settings, keys),
+    ]
     fields = [name for model in models for name in model.answer_fields]
     calls = ["script of top7d", "script of top3d"]
 

@@ -77,7 +77,9 @@ def test_every_registered_model_answers_like_its_reference(seed: int) -> None:
     registry = Deployment.build(Settings()).registry
     assert set(registry.names()) == {"last", "top", "top7d", "recency"}
     for model in registry:
-        got = run_model(type(model), events, now_ms=now, genders="female,male,kids", redis=True)
+        got = run_model(
+            model.defined_by, events, now_ms=now, genders="female,male,kids", redis=True
+        )
         for cid in {str(e["cid"]) for e in events}:
             mine = [
                 oracle.Ev(f"{e['ts']}-{n}", cid, str(e["gender"]), int(e["ts"]))  # type: ignore[call-overload]

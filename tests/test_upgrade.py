@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from genderd.clock import MS_PER_DAY
-from genderd.deployment import Deployment
+from genderd.deployment import Deployment, open_deployment
 from genderd.keys import Keys, shard_of
 from genderd.layout import (
     CREATED_LAYOUT_FIELD,
@@ -77,9 +77,7 @@ def _first_wave(
 def _check_all(
     aio: Loop, processed: list[tuple[oracle.Ev, int]], read_at: int, oldest: int = 1
 ) -> None:
-    reader = make_reader(aio.client, aio.settings, clock=FakeClock(read_at))
-    for model in reader.deployment.registry:
-        model.set_oldest_layout(oldest)
+    reader = make_reader(aio.client, aio.settings, clock=FakeClock(read_at), oldest_layout=oldest)
     got = aio.run(reader.lookup_many(CIDS))
     window = aio.settings.window_days
     for cid, answers in zip(CIDS, got, strict=True):
@@ -163,8 +161,6 @@ def test_a_worker_refuses_a_newer_layout_and_an_upgrade_under_running_old_worker
 def test_a_new_deployment_records_the_layout_it_is_written_in(
     aio: Loop, sync_redis: redis.Redis
 ) -> None:
-    from genderd.deployment import open_deployment
-
     aio.run(open_deployment(aio.client, aio.settings))
     assert sync_redis.hget(Keys(aio.settings.prefix).meta, LAYOUT_FIELD) == str(LAYOUT).encode()
 
@@ -200,9 +196,9 @@ def test_state_written_by_layout_2_is_kept_and_its_old_fields_go(
     written = aio.run(
         scenario.write(aio.client, aio.settings, _events(rnd, later.now_ms, touched, 60))
     )
+    opened = aio.run(open_deployment(aio.client, Deployment.build(aio.settings, later)))
     for model in ("last", "top", "top7d"):
-        worker = make_worker(aio.client, model, aio.settings, clock=later)
-        aio.run(worker.check_layout())
+        worker = make_worker(aio.client, model, aio.settings, deployment=opened)
         assert worker.model.oldest_layout == 2
         aio.run(worker.drain())
     processed += [(e, later.now_ms) for e in written]
@@ -232,15 +228,13 @@ def test_scripts_and_readers_look_for_old_layouts_only_where_they_may_exist(
     """A deployment created with this layout: its workers' top script gets one key per client
     and reads no old fields, lookups ask for no old fields, and answers are the oracle's; an
     upgraded deployment (no created layout recorded) keeps looking for layout 1."""
-    from genderd.deployment import open_deployment
-
-    deployment = aio.run(open_deployment(aio.client, aio.settings))
+    deployment = aio.run(open_deployment(aio.client, Deployment.build(aio.settings, clock)))
+    assert deployment.oldest_layout == 3
     assert aio.run(oldest_layout(aio.client, deployment)) == LAYOUT == 3
     written = aio.run(
         scenario.write(aio.client, aio.settings, _events(random.Random(3), clock.now_ms, CIDS, 60))
     )
-    worker = make_worker(aio.client, "top", aio.settings, clock=clock)
-    aio.run(worker.check_layout())
+    worker = make_worker(aio.client, "top", aio.settings, deployment=deployment)
     model = worker.model
     assert model.params()[0] == "3" and len(model.client_keys(0, "x", [], clock.now_ms)) == 1
     assert b"top:s" not in model.answer_fields
@@ -259,7 +253,7 @@ def test_scripts_and_readers_look_for_old_layouts_only_where_they_may_exist(
     sync_redis.flushall()
     _layout1_deployment(sync_redis, aio)  # no created_layout: an upgrade may have left keys
     assert aio.run(oldest_layout(aio.client, deployment)) == 1
-    aio.run(worker.check_layout())
+    model = aio.run(open_deployment(aio.client, aio.settings)).model("top")
     assert model.params()[0] == "1" and len(model.client_keys(0, "x", [], clock.now_ms)) == 2
     assert {b"top:s", b"top:ts"} <= set(model.answer_fields)
 

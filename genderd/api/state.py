@@ -15,7 +15,6 @@ from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
 from genderd.events import cid_problem
-from genderd.layout import oldest_layout
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
 from genderd.reader import Reader
@@ -37,7 +36,7 @@ class Api:
         self.settings = settings
         self.clock = clock
         # As configured: model names are checked without Redis (a 422 while Redis is down);
-        # the opened deployment shares its registry.
+        # the answers are read with the opened deployment's models of the same names.
         self.configured = Deployment.build(settings, clock)
         self.default_model = self.configured.model(settings.default_model)
         self.models = list(self.configured.registry)
@@ -45,6 +44,7 @@ class Api:
         self.links: Links | None = None
         self._deployment: Deployment | None = None
         self._reader: Reader | None = None
+        self._opened: dict[str, Model] = {}
         self._lock = asyncio.Lock()
         # /metrics: the per-model status read from Redis, reused for metrics_cache_s
         self._status: tuple[float, list[ModelStatus]] | None = None
@@ -77,9 +77,9 @@ class Api:
                 if self._deployment is None:
                     links = self.connected()
                     deployment = await open_deployment(links.client, self.configured)
-                    layout = await oldest_layout(links.client, deployment)
-                    for model in deployment.registry:  # the fields its answers are read from
-                        model.set_oldest_layout(layout)
+                    # the opened deployment's models (built for its oldest data layout) by
+                    # name: requests are checked against the configured ones
+                    self._opened = {model.name: model for model in deployment.registry}
                     self._reader = Reader(deployment, links.fast)
                     self._deployment = deployment
         return self._deployment
@@ -133,8 +133,9 @@ class Api:
     async def fields(self, cids: list[str], models: list[Model], endpoint: str) -> list[ResultHash]:
         """The clients' result hashes (the cids are validated already), timed per endpoint."""
         reader = self._reader or await self.reader()
+        opened = self._opened
         started = time.perf_counter()
-        result = await reader.fields_many(cids, models, validated=True)
+        result = await reader.fields_many(cids, [opened[m.name] for m in models], validated=True)
         self.metrics.lookup_time(endpoint).observe(time.perf_counter() - started)
         return result
 

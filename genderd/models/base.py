@@ -11,14 +11,20 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from genderd.apply import Applier
+from genderd.apply.lua import LuaApplier
 from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.lua import LIB, Script
 from genderd.settings import Settings
+
+if TYPE_CHECKING:
+    from genderd.deployment import Deployment
+    from genderd.transport import Transport
 
 ResultHash = Mapping[bytes, bytes]
 
@@ -55,24 +61,27 @@ class Answer:
 
 
 class Model(abc.ABC):
-    """Base class of every model. Subclasses set the class attributes and ``client_keys``."""
+    """The framework's model: what workers, lookups, erasure, replay and status use.
 
-    name: ClassVar[str]
-    aliases: ClassVar[tuple[str, ...]] = ()
-    description: ClassVar[str]
+    Built-in and Lua-backed models subclass it (setting the class attributes and
+    ``client_keys``); the classes users write for the other kinds (``PythonModel``,
+    ``TopWindow``) are wrapped in a subclass of it by the registry
+    (:mod:`genderd.models.registry`), so that none of these names is theirs.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    description: str
     #: Lua files (in ``script_package``) concatenated into the apply script.
     apply_files: ClassVar[tuple[str, ...]]
     #: Lua files of the read-time refresh script, for answers that change without events.
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     script_package: ClassVar[str] = "genderd.lua"
-    #: the oldest data layout the deployment may hold (:func:`genderd.layout.oldest_layout`;
-    #: set by :meth:`set_oldest_layout`): scripts and readers look for earlier layouts' keys
-    #: and fields only where they may exist. 1 (anything) until told.
-    oldest_layout: int = 1
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
+    def __init__(self, settings: Settings, keys: Keys, *, oldest_layout: int = 1) -> None:
         self.settings = settings
         self.keys = keys
+        self._oldest_layout = oldest_layout
         self.apply_script = Script.from_files(*self.apply_files, package=self.script_package)
         self.refresh_script = (
             None
@@ -94,11 +103,24 @@ class Model(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
 
-    def set_oldest_layout(self, layout: int) -> None:
-        """Tell the model the oldest data layout its deployment may hold (see
-        :attr:`oldest_layout`); workers and the API do once they have opened the deployment,
-        before reading with it (a Reader keeps the answer fields it first asked for)."""
-        self.oldest_layout = layout
+    @property
+    def oldest_layout(self) -> int:
+        """The oldest data layout the deployment may hold (:func:`genderd.layout.oldest_layout`,
+        read when the deployment is opened; 1, anything, for a deployment built without
+        Redis): scripts and readers look for earlier layouts' keys and fields only where they
+        may exist."""
+        return self._oldest_layout
+
+    @property
+    def defined_by(self) -> type:
+        """The class registered for this model (the user's class, for the kinds the
+        registry wraps)."""
+        return type(self)
+
+    def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> Applier:
+        """How a worker applies this model's batches: its apply script on the shared batch
+        frame (``consumer``: the worker's consumer name)."""
+        return LuaApplier(deployment, transport, self)
 
     @classmethod
     def settings_problem(cls, settings: Settings) -> str | None:
@@ -201,8 +223,8 @@ class CountingModel(Model):
     it is read from the ``:s``/``:ts`` fields that layout kept, which lookups also ask for
     while the deployment may hold it (:attr:`Model.oldest_layout`)."""
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
-        super().__init__(settings, keys)
+    def __init__(self, settings: Settings, keys: Keys, *, oldest_layout: int = 1) -> None:
+        super().__init__(settings, keys, oldest_layout=oldest_layout)
         # per configured gender, sorted: its name and its two counter fields
         self._counters = [
             (
@@ -212,12 +234,8 @@ class CountingModel(Model):
             )
             for gender in sorted(settings.genders)
         ]
-        self.set_oldest_layout(self.oldest_layout)
-
-    def set_oldest_layout(self, layout: int) -> None:
-        super().set_oldest_layout(layout)
         counters = tuple(field for _, *both in self._counters for field in both)
-        layout1 = (self._scores_field, self._ts_field) if layout < 2 else ()
+        layout1 = (self._scores_field, self._ts_field) if self.oldest_layout < 2 else ()
         self.answer_fields = (self._gender_field, self._at_field, *counters, *layout1)
 
     def _parts(self, fields: ResultHash) -> tuple[str, Scores, int, int] | None:

@@ -16,20 +16,26 @@ applies.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from genderd import errors
-from genderd.events import Event
-from genderd.keys import result_field
+from genderd.apply.python import PythonApplier
+from genderd.events import DETAIL_MAX_CHARS, Event
+from genderd.keys import Keys, result_field
 from genderd.models.base import LIB, Model
+from genderd.settings import Settings
+
+if TYPE_CHECKING:
+    from genderd.deployment import Deployment
+    from genderd.transport import Transport
 
 #: Largest state a client may keep per model, as JSON (bytes).
 STATE_MAX_BYTES = 64 * 1024
-DETAIL_MAX_CHARS = 200
 
 
 class ModelError(errors.ModelError, ValueError):
@@ -47,16 +53,20 @@ class Applied:
     failed: list[tuple[Event, str]] = field(default_factory=list)  # (event, one-line detail)
 
 
-class PythonModel(Model):
-    """Base class of models written in Python.
+class PythonModel(abc.ABC):
+    """Base class of models written in Python: the user's class, and the user's namespace.
 
     A subclass sets ``name`` (its consumer group, ``?model=`` value and result fields), and
     optionally ``aliases`` and ``description``, and implements :meth:`identify_gender`;
-    optionally :meth:`scores`. It knows nothing of Redis.
+    optionally :meth:`scores`. It knows nothing of Redis, and any other name in it is free:
+    the framework wraps an instance in a :class:`PythonRuntime`. It is instantiated once per
+    process with no arguments, or with ``settings=`` (the deployment's
+    :class:`~genderd.settings.Settings`) when its ``__init__`` takes that keyword.
     """
 
-    description = "a model written in Python"
-    apply_files = (LIB, "python_commit.lua")
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = "a model written in Python"
 
     @abc.abstractmethod
     def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
@@ -67,14 +77,47 @@ class PythonModel(Model):
         """The numbers behind the answer, served as ``scores`` (None: not served)."""
         return None
 
-    # -- the framework's side ----------------------------------------------------------------
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+
+def instantiate(definition: type[Any], settings: Settings) -> Any:
+    """An instance of a user's model class: with ``settings=`` when its ``__init__`` takes
+    that keyword, else with no arguments."""
+    if "settings" in inspect.signature(definition).parameters:
+        return definition(settings=settings)
+    return definition()
+
+
+class PythonRuntime(Model):
+    """The framework's side of a :class:`PythonModel`: its state and answer fields, running
+    it over a client's events, and its applier (:mod:`genderd.apply.python`)."""
+
+    apply_files = (LIB, "python_commit.lua")
+
+    def __init__(
+        self,
+        definition: type[PythonModel],
+        settings: Settings,
+        keys: Keys,
+        *,
+        oldest_layout: int = 1,
+    ) -> None:
+        #: the user's model, instantiated once
+        self.definition: PythonModel = instantiate(definition, settings)
+        self.name = definition.name
+        self.aliases = tuple(definition.aliases)
+        self.description = definition.description
+        super().__init__(settings, keys, oldest_layout=oldest_layout)
         self.state_field = result_field(self.name, "j")
         self.version_field = result_field(self.name, "v")
         self._ts, self._gender, self._scores_name, self._at = (
             result_field(self.name, part) for part in ("ts", "", "s", "at")
         )
+
+    @property
+    def defined_by(self) -> type:
+        return type(self.definition)
+
+    def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> PythonApplier:
+        return PythonApplier(deployment, transport, self, consumer)
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid)]
@@ -111,7 +154,7 @@ class PythonModel(Model):
         return done
 
     def _identify(self, state: dict[str, Any], event: Event) -> str | None:
-        answer = self.identify_gender(state, event)
+        answer = self.definition.identify_gender(state, event)
         if answer is not None and answer not in self.settings.genders:
             raise ModelError(
                 f"identify_gender answered {answer!r}, not one of the configured genders "
@@ -141,7 +184,7 @@ class PythonModel(Model):
         """:meth:`scores` as the JSON the API serves; None when the model gives none (or
         gives something that is not a mapping of names to numbers)."""
         try:
-            scores = self.scores(state)
+            scores = self.definition.scores(state)
             if scores is None:
                 return None
             if not all(
@@ -159,4 +202,11 @@ def _summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-__all__ = ["STATE_MAX_BYTES", "Applied", "ModelError", "PythonModel"]
+__all__ = [
+    "STATE_MAX_BYTES",
+    "Applied",
+    "ModelError",
+    "PythonModel",
+    "PythonRuntime",
+    "instantiate",
+]

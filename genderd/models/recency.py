@@ -11,20 +11,19 @@ The answer compares the genders' sums at the client's newest event; ties go to t
 the newest event, then to the alphabetically smallest name (as ``top`` does). ``scores`` are
 the decayed counts at that time, rounded to 4 decimals.
 
-The half-life is the class attribute ``half_life_days`` (7), or ``GENDERD_RECENCY_HALF_LIFE_DAYS``;
-a subclass with another ``name`` and ``half_life_days`` is another model.
+The half-life is the class attribute ``half_life_days`` (7), or the setting
+``recency_half_life_days`` (``GENDERD_RECENCY_HALF_LIFE_DAYS``) for ``recency`` itself; a
+subclass with another ``name`` and ``half_life_days`` is another model.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from genderd.clock import MS_PER_DAY
 from genderd.events import Event
 from genderd.models.python import PythonModel
-
-HALF_LIFE_VARIABLE = "GENDERD_RECENCY_HALF_LIFE_DAYS"
+from genderd.settings import Settings
 
 
 class RecencyModel(PythonModel):
@@ -34,12 +33,11 @@ class RecencyModel(PythonModel):
     description = "gender with the most recent interest: counts halved every 7 days of age"
     half_life_days: ClassVar[float] = 7.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        configured = os.environ.get(HALF_LIFE_VARIABLE) if type(self) is RecencyModel else None
-        self.half_life_ms = float(configured or self.half_life_days) * MS_PER_DAY
-        if not self.half_life_ms > 0:
-            raise ValueError(f"{HALF_LIFE_VARIABLE} must be a positive number of days")
+    def __init__(self, settings: Settings | None = None) -> None:
+        configured = settings.recency_half_life_days if settings is not None else None
+        if type(self) is not RecencyModel:  # a subclass is another model: its own half-life
+            configured = None
+        self.half_life_ms = (configured or self.half_life_days) * MS_PER_DAY
 
     def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
         # state[gender] = [decayed count at ref, ref (the gender's newest ts)]

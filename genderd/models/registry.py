@@ -8,11 +8,14 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from genderd.errors import ConfigurationError, InputError
 from genderd.keys import Keys
 from genderd.models.base import Model
+from genderd.models.python import PythonModel, PythonRuntime
+from genderd.models.window import TopWindow, WindowRuntime, window_problem
 from genderd.settings import Settings
 
 ENTRY_POINT_GROUP = "genderd.models"
@@ -30,24 +33,61 @@ class UnknownModelError(InputError, KeyError):
         return f"unknown model {self.name!r}; known: {', '.join(self.known)}"
 
 
-def names(classes: list[type[Model]]) -> list[str]:
-    """Every name and alias the model classes answer to."""
-    return sorted(name for cls in classes for name in (cls.name, *cls.aliases))
-
-
 class PluginError(ConfigurationError, ValueError):
     """A model that cannot be loaded: one line for users (the CLI exits 2 with it)."""
 
 
-def _model_class(obj: object, where: str) -> type[Model]:
-    if not (isinstance(obj, type) and issubclass(obj, Model)):
-        raise PluginError(f"{where} is not a genderd model class (a Model subclass)")
-    if not isinstance(getattr(obj, "name", None), str) or not obj.name:
-        raise PluginError(f"{where} has no name")
-    return obj
+#: a class a model may be registered as: a :class:`PythonModel` or :class:`TopWindow`
+#: subclass (the user's class, wrapped by the framework), or a :class:`Model` subclass
+#: (built-in and Lua-backed models, the framework's model themselves)
+ModelClass = type[PythonModel] | type[TopWindow] | type[Model]
 
 
-def load_plugin(path: str) -> type[Model]:
+@dataclass(frozen=True)
+class Registration:
+    """A registered model class and how the framework builds its model from it: the one
+    place that knows the kinds of model classes."""
+
+    cls: ModelClass
+    where: str  # where it was found, for messages
+
+    @classmethod
+    def of(cls, obj: object, where: str) -> Registration:
+        """``obj`` registered, or :class:`PluginError` when it is not a model class."""
+        if not (isinstance(obj, type) and issubclass(obj, (PythonModel, TopWindow, Model))):
+            raise PluginError(
+                f"{where} is not a genderd model class (a PythonModel, TopWindow or Model subclass)"
+            )
+        if not isinstance(getattr(obj, "name", None), str) or not obj.name:
+            raise PluginError(f"{where} has no name")
+        return cls(obj, where)
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(self.cls.aliases)
+
+    def settings_problem(self, settings: Settings) -> str | None:
+        """Why this model cannot run with ``settings`` (one line), or None."""
+        if issubclass(self.cls, TopWindow):
+            return window_problem(self.cls, settings)
+        if issubclass(self.cls, Model):
+            return self.cls.settings_problem(settings)
+        return None
+
+    def build(self, settings: Settings, keys: Keys, oldest_layout: int = 1) -> Model:
+        """The framework's model of this class for a deployment."""
+        if issubclass(self.cls, PythonModel):
+            return PythonRuntime(self.cls, settings, keys, oldest_layout=oldest_layout)
+        if issubclass(self.cls, TopWindow):
+            return WindowRuntime(self.cls, settings, keys, oldest_layout=oldest_layout)
+        return self.cls(settings, keys, oldest_layout=oldest_layout)
+
+
+def load_plugin(path: str) -> Registration:
     """The class named by ``module:Class`` (the current directory is importable)."""
     module_name, _, class_name = path.partition(":")
     if os.getcwd() not in sys.path:
@@ -61,41 +101,45 @@ def load_plugin(path: str) -> type[Model]:
     obj = getattr(module, class_name, None)
     if obj is None:
         raise PluginError(f"GENDERD_PLUGINS: {module_name!r} has no {class_name!r}")
-    return _model_class(obj, f"GENDERD_PLUGINS: {path}")
+    return Registration.of(obj, f"GENDERD_PLUGINS: {path}")
 
 
-def discover(plugins: Sequence[str] = ()) -> list[type[Model]]:
+def discover(plugins: Sequence[str] = ()) -> list[Registration]:
     """Every model class registered under the entry-point group, and the ``plugins``
     (``module:Class``), sorted by name. Raises :class:`PluginError` for a bad plugin, or a
     name or alias that two models use."""
-    classes: dict[str, type[Model]] = {}
-    found: list[tuple[str, type[Model]]] = []
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        found.append((f"entry point {point.name!r}", _model_class(point.load(), point.name)))
-    found += [(f"GENDERD_PLUGINS: {path}", load_plugin(path)) for path in plugins]
+    classes: dict[str, Registration] = {}
+    found = [
+        Registration.of(point.load(), f"entry point {point.name!r}")
+        for point in entry_points(group=ENTRY_POINT_GROUP)
+    ]
+    found += [load_plugin(path) for path in plugins]
     owner: dict[str, str] = {}
-    for where, cls in found:
-        if classes.get(cls.name) is cls:
+    for registration in found:
+        cls = registration.cls
+        same = classes.get(cls.name)
+        if same is not None and same.cls is cls:
             continue  # the same class twice (an entry point also named in GENDERD_PLUGINS)
         for name in (cls.name, *cls.aliases):
             if name in owner:
                 raise PluginError(
-                    f"{where}: model name or alias {name!r} is already used by {owner[name]}"
+                    f"{registration.where}: model name or alias {name!r} is already used by "
+                    f"{owner[name]}"
                 )
             owner[name] = f"{cls.__module__}.{cls.__qualname__}"
-        classes[cls.name] = cls
+        classes[cls.name] = registration
     return [classes[name] for name in sorted(classes)]
 
 
-def check_models(settings: Settings) -> list[type[Model]]:
+def check_models(settings: Settings) -> list[Registration]:
     """The models of ``settings`` (see :func:`discover`), each checked against the settings
-    (:meth:`Model.settings_problem`); raise :class:`PluginError` for the first problem."""
-    classes = discover(settings.plugins)
-    for cls in classes:
-        problem = cls.settings_problem(settings)
+    (:meth:`Registration.settings_problem`); raise :class:`PluginError` for the first problem."""
+    found = discover(settings.plugins)
+    for registration in found:
+        problem = registration.settings_problem(settings)
         if problem:
-            raise PluginError(f"model {cls.name!r}: {problem}")
-    return classes
+            raise PluginError(f"model {registration.name!r}: {problem}")
+    return found
 
 
 class Registry:
@@ -111,9 +155,21 @@ class Registry:
                 self._names[name] = model.name
 
     @classmethod
-    def load(cls, settings: Settings, keys: Keys) -> Registry:
-        """Instantiate every registered model for a deployment's ``settings`` and ``keys``."""
-        return cls([model_cls(settings, keys) for model_cls in check_models(settings)])
+    def load(cls, settings: Settings, keys: Keys, oldest_layout: int = 1) -> Registry:
+        """Build every registered model for a deployment's ``settings``, ``keys`` and oldest
+        data layout (:func:`genderd.layout.oldest_layout`)."""
+        return cls([found.build(settings, keys, oldest_layout) for found in check_models(settings)])
+
+    def with_layout(self, oldest_layout: int) -> Registry:
+        """The same models built again for the oldest data layout a deployment may hold."""
+        return Registry(
+            [
+                Registration(model.defined_by, repr(model)).build(
+                    model.settings, model.keys, oldest_layout
+                )
+                for model in self
+            ]
+        )
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())

@@ -20,20 +20,22 @@ from genderd.models.base import LIB, CountingModel, counter_fields, gender_param
 from genderd.settings import Settings
 
 
-class TopWindow(CountingModel):
+class TopWindow:
     """The gender with the most events in UTC days D-W+1..D at read time (D = today).
 
     Counts live in one hash per client per day with a fixed expiry; the stored answer carries
     the time until which it is valid, and lookups after that recompute it from the buckets.
-    A subclass sets ``name`` and ``window_days`` (None: ``GENDERD_WINDOW_DAYS``); its buckets
-    are its own (they carry its name).
+    A subclass sets ``name`` and ``window_days`` (None: ``GENDERD_WINDOW_DAYS``), and
+    optionally ``aliases`` and ``description``; any other name in it is free (the framework
+    wraps it in a :class:`WindowRuntime`). Its buckets are its own (they carry its name).
     """
 
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
     window_days: ClassVar[int | None] = None
-    description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
-    apply_files = (LIB, "top7d.lua")
-    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
-    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
+    description: ClassVar[str] = (
+        "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
+    )
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -43,25 +45,47 @@ class TopWindow(CountingModel):
         if "description" not in cls.__dict__ and days is not None:
             cls.description = f"gender with the most events in the last {days} UTC days"
 
-    @classmethod
-    def settings_problem(cls, settings: Settings) -> str | None:
-        window = cls.window_days or settings.window_days
-        ttl = settings.client_ttl_days
-        if ttl and ttl < window + 1:
-            # the result hash must outlive the day buckets (see Settings._check_client_ttl)
-            return f"its window of {window} days needs GENDERD_CLIENT_TTL_DAYS 0 or >= {window + 1}"
-        return None
 
-    def __init__(self, settings: Settings, keys: Keys) -> None:
-        super().__init__(settings, keys)
+def window_problem(definition: type[TopWindow], settings: Settings) -> str | None:
+    """Why the windowed model ``definition`` cannot run with ``settings`` (one line), or None."""
+    window = definition.window_days or settings.window_days
+    ttl = settings.client_ttl_days
+    if ttl and ttl < window + 1:
+        # the result hash must outlive the day buckets (see Settings._check_client_ttl)
+        return f"its window of {window} days needs GENDERD_CLIENT_TTL_DAYS 0 or >= {window + 1}"
+    return None
+
+
+class WindowRuntime(CountingModel):
+    """The framework's side of a :class:`TopWindow`: its keys, scripts and answer fields."""
+
+    apply_files = (LIB, "top7d.lua")
+    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
+    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
+
+    def __init__(
+        self,
+        definition: type[TopWindow],
+        settings: Settings,
+        keys: Keys,
+        *,
+        oldest_layout: int = 1,
+    ) -> None:
+        self._definition = definition
+        self.name = definition.name
+        self.aliases = tuple(definition.aliases)
+        self.description = definition.description
+        #: the window's length in UTC days
+        self.window = definition.window_days or settings.window_days
+        super().__init__(settings, keys, oldest_layout=oldest_layout)
         # (shard, day) -> the bucket keys of the lookup window without the client id
         self._bucket_heads: dict[tuple[int, int], list[str]] = {}
         # the refresh script reads the answer's validity and day in its one HMGET
         self.refresh_tail = (result_field(self.name, "u"), result_field(self.name, "w"))
 
     @property
-    def window(self) -> int:
-        return self.window_days or self.settings.window_days
+    def defined_by(self) -> type:
+        return self._definition
 
     def _buckets(self, shard: int, cid: str, now_ms: int) -> list[str]:
         """Buckets of days D-W+1 .. D+1 (today and tomorrow included)."""

@@ -27,16 +27,21 @@ def make_worker(
     *,
     clock: Clock = wall_clock_ms,
     consumer: str | None = None,
+    deployment: Deployment | None = None,
 ) -> Worker:
-    """A worker of ``model`` over ``client`` (all commands through its pool)."""
-    deployment = Deployment.build(settings, clock)
+    """A worker of ``model`` over ``client`` (all commands through its pool), in
+    ``deployment`` (default: built from ``settings`` and ``clock``, oldest layout 1)."""
+    deployment = deployment or Deployment.build(settings, clock)
     chosen = deployment.model(model if isinstance(model, str) else model.name)
     return Worker(deployment, Links.over(client), chosen, consumer=consumer)
 
 
-def make_reader(client: Any, settings: Settings, *, clock: Clock = wall_clock_ms) -> Reader:
-    """A reader over ``client``."""
-    return Reader(Deployment.build(settings, clock), Links.over(client).fast)
+def make_reader(
+    client: Any, settings: Settings, *, clock: Clock = wall_clock_ms, oldest_layout: int = 1
+) -> Reader:
+    """A reader over ``client`` (of a deployment whose oldest data layout is
+    ``oldest_layout``)."""
+    return Reader(Deployment.build(settings, clock, oldest_layout), Links.over(client).fast)
 
 
 def make_producer(

@@ -1,0 +1,124 @@
+"""Applying a batch of a Python model: read the clients' states, run the model in Python,
+commit optimistically (``python_read.lua``, ``python_commit.lua``).
+
+A client whose state or entries changed under it (another worker committed, or reclaimed and
+applied an entry) is computed again from the state as it is now, with its entries still
+pending, up to :data:`COMMIT_ATTEMPTS` times; after that its entries stay pending and are
+reclaimed later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from genderd.apply import ModelErrors, Outcome, expiry_arg
+from genderd.events import Event, by_client, text
+from genderd.keys import digest, result_field
+from genderd.lua import Script
+
+if TYPE_CHECKING:
+    from genderd.deployment import Deployment
+    from genderd.models.python import PythonRuntime
+    from genderd.transport import Transport
+
+PYTHON_READ = Script.from_files("python_read.lua")
+COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
+
+
+@dataclass
+class _Commit:
+    """One attempt's commit call: the computed clients, their KEYS and ARGV."""
+
+    args: list[str]
+    keys: list[str] = field(default_factory=list)  # erasure marker, result hash per client
+    cids: list[str] = field(default_factory=list)  # committed clients, in the order of keys
+    applied: dict[str, list[Event]] = field(default_factory=dict)  # per committed client
+    failed: ModelErrors = field(default_factory=list)
+
+
+class PythonApplier:
+    """Applies batches of one Python model (see :class:`genderd.apply.Applier`)."""
+
+    def __init__(
+        self, deployment: Deployment, transport: Transport, model: PythonRuntime, consumer: str
+    ) -> None:
+        self.transport = transport
+        self.model = model
+        self.consumer = consumer  # the commit claims the entries for it
+        self.keys = deployment.keys
+        self.client_ttl_days = deployment.settings.client_ttl_days
+        self._read_fields = [model.state_field, model.version_field, result_field(model.name, "ts")]
+
+    async def apply(
+        self, shard: int, events: Sequence[Event], now: int
+    ) -> tuple[Outcome, ModelErrors]:
+        """Read, compute and commit ``events``' clients, again for those that conflicted."""
+        per_client = by_client(events)
+        outcome, errors = Outcome(), []
+        for _ in range(COMMIT_ATTEMPTS):
+            commit = await self._compute(shard, per_client, now)
+            retry = await self._commit(shard, commit, per_client, outcome)
+            outcome.done += [
+                e for cid in commit.cids if cid not in retry for e in commit.applied[cid]
+            ]
+            # a failure counts once its client's commit went through (a client computed again
+            # may not fail on the state as it is now)
+            errors += [(e, detail) for e, detail in commit.failed if e.cid not in retry]
+            per_client = {cid: own for cid, own in retry.items() if own}
+            if not per_client:
+                break
+        else:
+            outcome.failed += sum(len(own) for own in per_client.values())
+        return outcome, errors
+
+    async def _compute(self, shard: int, per_client: dict[str, list[Event]], now: int) -> _Commit:
+        """Read the clients' stored states and run the model over each client's events."""
+        model = self.model
+        cids = list(per_client)
+        keys = [self.keys.result(shard, cid) for cid in cids]
+        flat = await self.transport.call(PYTHON_READ, keys, self._read_fields)
+        commit = _Commit([model.name, self.consumer, expiry_arg(now, self.client_ttl_days)])
+        for n, (cid, key) in enumerate(zip(cids, keys, strict=True)):
+            state, version, ts = flat[3 * n : 3 * n + 3]
+            done = model.run(state, per_client[cid])
+            commit.failed += done.failed
+            if not done.applied:
+                continue
+            set_, delete = model.answer_fields_of(done, None if ts is None else int(ts), now)
+            ids = [e.id for e in done.applied]
+            commit.args += ["" if version is None else text(version), str(len(ids)), *ids]
+            commit.args += [str(len(set_) // 2), *set_, str(len(delete)), *delete]
+            commit.keys += (self.keys.erased(shard, digest(cid)), key)
+            commit.cids.append(cid)
+            commit.applied[cid] = done.applied
+        return commit
+
+    async def _commit(
+        self, shard: int, commit: _Commit, per_client: dict[str, list[Event]], outcome: Outcome
+    ) -> dict[str, list[Event]]:
+        """Make the commit call, counting it in ``outcome``: the clients that conflicted,
+        with their entries still pending."""
+        if not commit.cids:
+            return {}
+        frame = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
+        reply: list[Any] = await self.transport.call(
+            self.model.apply_script, [*frame, *commit.keys], commit.args
+        )
+        skipped = int(reply[2])
+        outcome.applied += int(reply[0])
+        outcome.erased += int(reply[1])
+        outcome.failed += skipped
+        rest = reply[3 + skipped :]
+        retry: dict[str, list[Event]] = {}
+        while rest:
+            index, count = int(rest[0]), int(rest[1])
+            pending = {text(i) for i in rest[2 : 2 + count]}
+            rest = rest[2 + count :]
+            cid = commit.cids[index - 1]
+            retry[cid] = [e for e in per_client[cid] if e.id in pending]
+        return retry
+
+
+__all__ = ["COMMIT_ATTEMPTS", "PYTHON_READ", "PythonApplier"]
