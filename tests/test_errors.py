@@ -54,7 +54,6 @@ def test_every_exception_genderd_defines_derives_from_genderd_error() -> None:
         ("genderd.models.registry.UnknownModelError", InputError, KeyError),
         ("genderd.reader.BadClientIdError", InputError, ValueError),
         ("genderd.api.responses.ApiError", InputError, Exception),
-        ("genderd.models.python.ModelError", ModelError, ValueError),
         ("genderd.testing.ModelFailure", ModelError, AssertionError),
     ],
 )

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from genderd import errors
 from genderd.apply.python import PythonApplier
+from genderd.errors import ModelError
 from genderd.events import DETAIL_MAX_CHARS, Event
 from genderd.keys import Keys, result_field
 from genderd.models.base import LIB, Model
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 #: Largest state a client may keep per model, as JSON (bytes).
 STATE_MAX_BYTES = 64 * 1024
-
-
-class ModelError(errors.ModelError, ValueError):
-    """What a model did wrong with one event (the dead letter's detail)."""
 
 
 @dataclass
