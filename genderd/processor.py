@@ -18,7 +18,7 @@ from genderd.clock import client_expiry_ms
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry
 from genderd.keys import digest, result_field
-from genderd.lua import LIB, Script
+from genderd.lua import Script
 from genderd.models.base import Model
 from genderd.models.python import PythonModel
 from genderd.streams import Entry, Fields, parse_id
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
 DETAIL_MAX_CHARS = 200
-DEAD_LETTER = Script.from_files(LIB, "deadletter.lua")
+DEAD_LETTER = Script.from_files("deadletter.lua")
 PYTHON_READ = Script.from_files("python_read.lua")
 COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
 

@@ -24,7 +24,7 @@ import orjson
 
 from genderd.events import Event
 from genderd.keys import result_field
-from genderd.models.base import LIB, Model
+from genderd.models.base import Model
 
 #: Largest state a client may keep per model, as JSON (bytes).
 STATE_MAX_BYTES = 64 * 1024
@@ -55,7 +55,7 @@ class PythonModel(Model):
     """
 
     description = "a model written in Python"
-    apply_files = (LIB, "python_commit.lua")
+    apply_files = ("python_commit.lua",)
 
     @abc.abstractmethod
     def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:

@@ -16,7 +16,7 @@ from typing import ClassVar
 from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
+from genderd.models.base import CountingModel, counter_fields, gender_params
 from genderd.settings import Settings
 
 
@@ -31,9 +31,9 @@ class TopWindow(CountingModel):
 
     window_days: ClassVar[int | None] = None
     description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
-    apply_files = (LIB, "top7d.lua")
+    apply_files = ("top7d.lua",)
     # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
-    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
+    refresh_files = ("top7d_read.lua",)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
