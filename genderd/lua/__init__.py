@@ -108,7 +108,7 @@ def assemble(
     lines: list[str] = []
     parts: list[Part] = []
     done: set[tuple[str, str]] = set()
-    open_: list[tuple[str, str]] = []  # the files being added, outermost first
+    adding: list[tuple[str, str]] = []  # the files being added, outermost first
 
     def emit(file: str, chunk: list[str], first: int) -> None:
         if chunk:
@@ -119,21 +119,21 @@ def assemble(
         key = (home, name)
         if key in done:
             return
-        if key in open_:
-            cycle = " -> ".join(n for _, n in open_[open_.index(key) :])
+        if key in adding:
+            cycle = " -> ".join(n for _, n in adding[adding.index(key) :])
             raise ValueError(f"Lua files use each other in a cycle: {cycle} -> {name}")
         try:
             text = read(home, name)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"{user} uses {name}, which is not in {home}") from error
         file = _parse(name, text)
-        open_.append(key)
+        adding.append(key)
         split = 0 if file.here is None else file.here + 1
         emit(name, file.lines[:split], 1)
         for used in file.uses:
             add(used, _home(used, home), name)
         emit(name, file.lines[split:], split + 1)
-        open_.pop()
+        adding.pop()
         done.add(key)
 
     for name in names:

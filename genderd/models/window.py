@@ -32,7 +32,7 @@ class TopWindow(CountingModel):
     window_days: ClassVar[int | None] = None
     description = "gender with the most events in the last GENDERD_WINDOW_DAYS UTC days"
     apply_files = ("top7d.lua",)
-    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
+    # the valid-answer fast path runs before the chunks it uses (its "uses here" line)
     refresh_files = ("top7d_read.lua",)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
