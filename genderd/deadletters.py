@@ -27,13 +27,13 @@ from genderd.events import Event, Invalid, Reason, parse_entry, text
 
 __all__ = ["DeadLetter", "Event", "Redriven", "parse_entry", "purge", "redrive", "scan", "summary"]
 from genderd.keys import digest
-from genderd.lua import LIB, Script
+from genderd.lua import Script
 from genderd.streams import Fields
 from genderd.transport import AsyncClient, Transport
 
 PAGE = 1_000
 META = (b"_id", b"_model", b"_reason", b"_detail")
-REDRIVE = Script.from_files(LIB, "redrive.lua")
+REDRIVE = Script.from_files("redrive.lua")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ An erasure is two steps per shard:
    the last id of its shard stream at that moment, and every key of its data is deleted
    (:meth:`Model.client_data_keys` of each model). From then on, every script that would
    apply or dead-letter one of the client's entries written before the erasure acknowledges
-   it and changes nothing (the batch frame in ``_lib.lua``, ``python_commit.lua``,
+   it and changes nothing (the batch frame in ``_frame.lua``, ``python_commit.lua``,
    ``deadletter.lua``, ``redrive.lua``): batches in hand, reclaims, stale batches and replay
    alike. The marker is keyed by a digest of the id (:func:`genderd.keys.digest`) and expires
    after the retention plus a day, when no entry written before the erasure can be left in
@@ -32,14 +32,14 @@ from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.events import text
 from genderd.keys import digest
-from genderd.lua import LIB, Script
+from genderd.lua import Script
 from genderd.streams import parse_id
 from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
 
-ERASE = Script.from_files(LIB, "erase.lua")
-ERASE_SCAN = Script.from_files(LIB, "erase_scan.lua")
+ERASE = Script.from_files("erase.lua")
+ERASE_SCAN = Script.from_files("erase_scan.lua")
 SCAN_COUNT = 1_000  # entries read per scan call (about a millisecond of server time)
 MARK_CLIENTS = 100  # clients marked per erase.lua call
 

@@ -1,11 +1,12 @@
 """Giving clients written before client expiry existed their expiry (SPEC §10).
 
-The apply scripts set a client's expiry whenever they apply its events (``_lib.lua``,
-"Expiry"). Clients of a deployment upgraded from a release without it, which never come back,
-would keep their keys forever; :func:`backfill` gives each result hash that has no expiry the
-one it would have had: ``GENDERD_CLIENT_TTL_DAYS`` after its latest applied event (its models'
-greatest as-of time), deleting at once those inactive for longer (``expire_backfill.lua``, one
-atomic call per client, so a worker applying an event meanwhile wins).
+The apply scripts set a client's expiry whenever they apply its events (the batch frame,
+``_expiry.lua``). Clients of a deployment upgraded from a release without it, which never come
+back, would keep their keys forever; :func:`backfill` gives each result hash that has no expiry
+the one it would have had: ``GENDERD_CLIENT_TTL_DAYS`` after its latest applied event (its
+models' greatest as-of time), deleting at once those inactive for longer
+(``expire_backfill.lua``, one atomic call per client, so a worker applying an event meanwhile
+wins).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 
 from genderd.deployment import Deployment
 from genderd.keys import result_field
-from genderd.lua import LIB, Script
+from genderd.lua import Script
 from genderd.transport import AsyncClient
 
-BACKFILL = Script.from_files(LIB, "expire_backfill.lua")
+BACKFILL = Script.from_files("expire_backfill.lua")
 SCAN_COUNT = 1_000  # result hashes per SCAN step and per pipeline
 
 

@@ -16,7 +16,7 @@ from genderd.apply import Applier, ModelErrors, Outcome
 from genderd.deployment import Deployment
 from genderd.events import DETAIL_MAX_CHARS, Event, Invalid, Reason, parse_entry, text
 from genderd.keys import digest
-from genderd.lua import LIB, Script
+from genderd.lua import Script
 from genderd.models.base import Model
 from genderd.streams import Entry, Fields
 from genderd.transport import Transport
@@ -24,7 +24,7 @@ from genderd.transport import Transport
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
-DEAD_LETTER = Script.from_files(LIB, "deadletter.lua")
+DEAD_LETTER = Script.from_files("deadletter.lua")
 
 
 def _cid_in(pairs: Sequence[tuple[Any, Any]]) -> str | None:

@@ -34,7 +34,7 @@ from benchlib import machine, server_cpu_s
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import client_expiry_ms, day_of
 from genderd.keys import Keys
-from genderd.lua import source
+from genderd.lua import LIB, assemble, source
 
 MODELS = ("last", "top", "top7d")
 GENDERS = ["female", "kids", "male"]
@@ -63,16 +63,20 @@ def contract_of(sources: dict[str, str]) -> Contract:
 
 
 def base_source(rev: str, model: str) -> str:
-    files = ("_lib.lua", f"{model}.lua")
-    return "\n".join(
-        subprocess.run(
+    """The revision's apply script of ``model``, glued as that revision's loader did: from the
+    chunks its file names (a "uses" line), or after the whole ``_lib.lua`` (before them)."""
+
+    def read(package: str, name: str) -> str:
+        return subprocess.run(
             ["git", "show", f"{rev}:genderd/lua/{name}"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
-        for name in files
-    )
+
+    script = f"{model}.lua"
+    names = (script,) if "-- uses:" in read("", script) else (LIB, script)
+    return assemble(*names, read=read)[0]
 
 
 def fill(client: redis.Redis, model: str, prefix: str, args: argparse.Namespace, seed: int) -> None:
@@ -138,7 +142,7 @@ def main() -> None:
     print("|---|---:|---:|---|")
     all_sources = {
         "base": {model: base_source(args.base, model) for model in MODELS},
-        "new": {model: source("_lib.lua", f"{model}.lua") for model in MODELS},
+        "new": {model: source(f"{model}.lua") for model in MODELS},
     }
     contracts = {variant: contract_of(of) for variant, of in all_sources.items()}
     with tempfile.TemporaryDirectory() as data:

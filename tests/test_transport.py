@@ -205,6 +205,45 @@ def test_scripts_are_loaded_again_after_the_server_lost_them(
     asyncio.run(go())
 
 
+# a script of two files (see genderd.lua): its own file after the one it uses
+LOCATED_FILES = {
+    "helpers.lua": "-- a helper of located.lua\nlocal function field()\n  return 'f'\nend\n",
+    "located.lua": (
+        "-- KEYS[1] = a key;  ARGV[1] = 'error' to fail, else the key is read as a hash\n"
+        "-- uses: helpers.lua\n"
+        "\n"
+        "if ARGV[1] == 'error' then error('boom') end\n"  # line 4
+        "return redis.call('HGET', KEYS[1], field())\n"  # line 5
+    ),
+}
+LOCATED = Script.from_files("located.lua", read=lambda _package, name: LOCATED_FILES[name])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_script_error_names_the_file_and_line_it_comes_from(
+    kind: str, redis_url: str, sync_redis: redis.Redis
+) -> None:
+    sync_redis.set("s", "x")  # not a hash
+    assert LOCATED.source.splitlines()[7] == "if ARGV[1] == 'error' then error('boom') end"
+
+    async def go() -> None:
+        transport = open_transport(kind, redis_url)
+        sync_redis.script_flush()  # the first call loads the script and runs it again
+        boom = r"^(ERR )?located\.lua:4: boom .*@located\.lua:4\.$"  # pipelined keeps ERR
+        with pytest.raises(ResponseError, match=boom):
+            await transport.call(LOCATED, ["s"], ["error"])
+        with pytest.raises(ResponseError, match=r"^WRONGTYPE .*@located\.lua:5\.$") as wrong:
+            await transport.call(LOCATED, ["s"], ["read"])
+        assert "user_script" not in str(wrong.value)
+        assert "user_script:9" in str(wrong.value.__cause__)  # the server's own words
+        with pytest.raises(ResponseError, match=r"^(ERR )?located\.lua:4: boom"):
+            await transport.execute_many([("GET", "s"), ScriptCall(LOCATED, ["s"], ["error"])])
+        assert await transport.call(LOCATED, ["h"], ["read"]) is None  # and it works
+        await transport.close()
+
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_server_states_are_genderd_errors(
     kind: str, redis_url: str, sync_redis: redis.Redis

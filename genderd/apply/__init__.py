@@ -2,7 +2,7 @@
 an :class:`Applier` (the model names it: :meth:`genderd.models.base.Model.applier`).
 
 - :class:`~genderd.apply.lua.LuaApplier`: one call of the model's Lua apply script on the
-  shared batch frame (``_lib.lua``) per batch: the built-ins, ``TopWindow`` models and any
+  shared batch frame (``_frame.lua``) per batch: the built-ins, ``TopWindow`` models and any
   Lua-backed model.
 - :class:`~genderd.apply.python.PythonApplier`: a Python model's optimistic read, compute in
   Python, commit (``python_read.lua``, ``python_commit.lua``).

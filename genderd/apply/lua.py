@@ -1,5 +1,5 @@
 """Applying a batch with the model's Lua apply script on the shared batch frame
-(``_lib.lua``): one script call per batch, every client's keys and entries in it."""
+(``_frame.lua``): one script call per batch, every client's keys and entries in it."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class LuaApplier:
 
     async def _call(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
         """One call of the model's apply script for ``events``, grouped per client (the
-        batch frame's contract in ``_lib.lua``): each client's keys once, then its entries.
+        batch frame's contract in ``_frame.lua``): each client's keys once, then its entries.
         A client with an entry written before the shard's latest erasure also gets its
         erasure marker; when the shard's erasure sentinel has moved since it was last read,
         the frame does nothing and says so, and the call is made again."""

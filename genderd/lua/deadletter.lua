@@ -1,7 +1,7 @@
 -- Dead-letter entries of one shard for one model, exactly once: each entry is acknowledged and
 -- copied to the dead-letter stream in one step; an entry whose XACK returns 0 (already
 -- acknowledged by an earlier call) is skipped. An entry of an erased client written before the
--- erasure ("Erasure" in _lib.lua) is acknowledged and not copied: no dead letter holds it.
+-- erasure (_erasure.lua) is acknowledged and not copied: no dead letter holds it.
 --
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = dead-letter stream    <prefix>:{sN}:dead
@@ -13,6 +13,7 @@
 -- ARGV[3..] = per entry: id, reason, detail, the index in KEYS of its client's marker (0: the
 --             entry names no client), n (field count), then n original field/value pairs
 -- returns: {entries dead-lettered, then the ids of the entries dropped as erased}
+-- uses: _basics.lua _erasure.lua
 
 local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen = ARGV[1], ARGV[2]

@@ -1,8 +1,8 @@
 -- Erase clients of one shard (SPEC 9), atomically: each gets an erasure marker holding the
 -- last id of the shard stream now (its entries up to that id were written before the
--- erasure and are never applied: see "Erasure" in _lib.lua), the shard's sentinel is set to
+-- erasure and are never applied: see _erasure.lua), the shard's sentinel is set to
 -- live as long as the newest marker and to hold the greatest marker id of the shard (see
--- "Erasure" in _lib.lua), and every key of the client's data is deleted. Its
+-- _erasure.lua), and every key of the client's data is deleted. Its
 -- entries in the stream and in the dead letters are removed afterwards, in bounded steps
 -- (erase_scan.lua); the marker covers them meanwhile.
 --
@@ -11,6 +11,7 @@
 -- then per client c: its marker     <prefix>:{sN}:erased:<digest>, then its n_c data keys
 -- ARGV[1] = the markers' lifetime (ms);  ARGV[1+c] = n_c
 -- returns: per client, the marker's id and the number of keys deleted
+-- uses: _basics.lua
 
 local stream, sentinel, lifetime = KEYS[1], KEYS[2], ARGV[1]
 

@@ -9,6 +9,7 @@
 -- ARGV[5..] = pairs: client id, its marker's id
 -- returns: {the last id read, or "" when the range is done; the number of entries read;
 --           then per client with entries deleted: its pair number (1-based), how many}
+-- uses: _basics.lua
 
 local stream, after, upto, count, id_field = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 

@@ -9,6 +9,7 @@
 -- ARGV[1] = the TTL in days (> 0);  ARGV[2..] = the :at fields of every model
 -- returns: 1 expiry set, 2 set in the past (the client is gone), 0 nothing to do (it has an
 --          expiry already, holds no :at field, or is not a hash)
+-- uses: _basics.lua _expiry.lua
 
 local result, layout1, ttl = KEYS[1], KEYS[2], tonumber(ARGV[1])
 local fields = {EXPIRES}

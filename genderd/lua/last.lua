@@ -1,10 +1,11 @@
 -- Model `last`: the gender of the client's event with the greatest (ts, entry id).
--- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
+-- Runs on the batch frame of _frame.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
 -- erasure markers, expiry).
 --
 -- per client (one key): KEYS[k] = result hash   <prefix>:{sN}:r:<cid>
 -- no parameters
 -- result fields: last, last:ts, last:id, last:at
+-- uses: _basics.lua _expiry.lua _frame.lua
 
 -- (ts, id) of a is greater than that of b
 local function later(ts_a, id_a, ts_b, id_b)

@@ -15,10 +15,10 @@
 -- computes it again from the state as it is now. A result hash that is not a hash skips the
 -- client (its entries stay pending and end as dead letters after max_deliveries).
 --
--- An entry of an erased client written before the erasure (see "Erasure" in _lib.lua) is
+-- An entry of an erased client written before the erasure (see _erasure.lua) is
 -- acknowledged and changes nothing; the client's other entries are then a conflict (the
 -- state was computed with the erased ones), computed again without them.
--- The result hash of a committed client expires as in _lib.lua's apply_batch ("Expiry").
+-- The result hash of a committed client expires as in the batch frame (_expiry.lua).
 --
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
@@ -33,6 +33,7 @@
 -- returns: {applied, erased, number of skipped ids, skipped ids...,
 --           then per client in conflict: c, k, its k entry ids still pending}
 -- result fields: <model>:v (version), and what the worker sends (<model>:j state JSON, answer)
+-- uses: _basics.lua _expiry.lua _erasure.lua
 
 local stream, stats = KEYS[1], KEYS[2]
 local group, consumer, expires = ARGV[1], ARGV[2], ARGV[3]

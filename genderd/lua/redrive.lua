@@ -2,7 +2,7 @@
 -- a marker for the original entry (its shard and id) is set first, and the event is added
 -- only when the marker was not there. Re-running an interrupted re-drive (the dead letter
 -- not yet deleted) therefore adds nothing twice. The marker expires with the retention.
--- An entry of a client erased after it was written ("Erasure" in _lib.lua: its id is not
+-- An entry of a client erased after it was written (_erasure.lua: its id is not
 -- after the client's erasure marker) is not written again: it would bring the client back.
 --
 -- KEYS[1] = the target shard's stream   <prefix>:{sM}:events
@@ -12,6 +12,7 @@
 -- ARGV[3..] = the event's field/value pairs
 -- returns: the new entry id, false when the entry was re-driven before, "erased" when its
 -- client was erased after it was written
+-- uses: _basics.lua
 
 local stream, marker = KEYS[1], KEYS[2]
 local ttl, id = ARGV[1], ARGV[2]

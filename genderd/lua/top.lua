@@ -1,5 +1,5 @@
 -- Model `top`: the gender with the most events of all time (ties: newest event, then name).
--- Runs on the batch frame of _lib.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
+-- Runs on the batch frame of _frame.lua (KEYS/ARGV layout, exactly-once, wrong-type guard,
 -- erasure markers, expiry).
 -- The counters live in the result hash itself (top:n:<g> events, top:t:<g> newest event ts),
 -- read once and written once per client per call, with the answer: only the counters that
@@ -19,13 +19,14 @@
 --   call that touches it; the old key is deleted then.
 -- - layouts 1 and 2 also kept top:s (scores JSON) and top:ts (newest ts): the first call that
 --   touches such a client deletes them.
+-- uses: _basics.lua _expiry.lua _frame.lua _counters.lua
 
 local group, now = ARGV[1], ARGV[2]
 local oldest = tonumber(ARGV[5])
 local names, index, g = genders_at(6)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local at_field = group .. ':at'
--- have[1 .. 2G]: the counters (see "Counters" in _lib.lua); then :expires; then, where
+-- have[1 .. 2G]: the counters (see _counters.lua); then :expires; then, where
 -- layouts 1-2 may be held, their scores field; where layout 1 may be, the answer
 local read_fields = {unpack(fields)}
 local EXPIRY, OLD_SCORES, ANSWER = 2 * g + 1, 2 * g + 2, 2 * g + 3

@@ -1,5 +1,5 @@
 -- Model `top7d` (and every TopWindow model): the gender with the most events whose ts lies in
--- the last W UTC days (ties: newest event, then name). Runs on the batch frame of _lib.lua
+-- the last W UTC days (ties: newest event, then name). Runs on the batch frame of _frame.lua
 -- (KEYS/ARGV layout, exactly-once, wrong-type guard, erasure markers, expiry).
 --
 -- Events are counted in one hash per client per UTC day (its counters read once and written
@@ -8,7 +8,7 @@
 -- window at processing time is acknowledged, not counted.
 --
 -- The result hash keeps the window's counters as of its day D ("windowed counters" in
--- _lib.lua). An apply on that day adds its events to them and writes the answer. An apply on a
+-- _window.lua). An apply on that day adds its events to them and writes the answer. An apply on a
 -- later day (or with another W, or on layout 1's fields) counts its events in the buckets only
 -- and sets <model>:u to 0: the stored answer is then no longer valid, so the next lookup sums
 -- the window's buckets (top7d_read.lua), serves that and writes it back with this day's
@@ -25,6 +25,7 @@
 --                the scores and the newest ts from them)
 -- Layouts 1 and 2 also kept :s (scores JSON) and :ts (newest ts): where the deployment may hold
 -- them, the first call that counts an event of such a client deletes them.
+-- uses: _basics.lua _expiry.lua _frame.lua _counters.lua _window.lua
 
 local group, now, oldest, window = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
 local names, index, g = genders_at(7)
@@ -34,7 +35,7 @@ local this_window = fmt(today) .. ',' .. fmt(window)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local bucket_fields = counter_fields(names, '', '', ':t')
 local w_field, u_field = group .. ':w', group .. ':u'
--- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_lib.lua, "Counters")
+-- have[1] = :w, have[2] = the answer, have[3] = :u, counters from have[4] (_counters.lua)
 -- then :expires, and where earlier layouts may be held, layout 2's scores field
 local read_fields = {w_field, group, u_field, unpack(fields)}
 local EXPIRY, OLD_SCORES = #read_fields + 1, #read_fields + 2

@@ -72,10 +72,13 @@ class Model(abc.ABC):
     name: str
     aliases: tuple[str, ...] = ()
     description: str
-    #: Lua files (in ``script_package``) concatenated into the apply script.
+    #: the apply script's Lua file (usually one), in ``script_package``; the shared chunks
+    #: it names in its ``-- uses:`` line come from genderd (see :mod:`genderd.lua`;
+    #: :data:`~genderd.lua.LIB` first still stands for all of them)
     apply_files: ClassVar[tuple[str, ...]]
-    #: Lua files of the read-time refresh script, for answers that change without events.
+    #: the read-time refresh script's Lua file, for answers that change without events
     refresh_files: ClassVar[tuple[str, ...] | None] = None
+    #: the package holding the model's own Lua files
     script_package: ClassVar[str] = "genderd.lua"
 
     def __init__(self, settings: Settings, keys: Keys, *, oldest_layout: int = 1) -> None:
@@ -145,7 +148,7 @@ class Model(abc.ABC):
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         """The keys one client of a batch needs in the apply script (its ``events`` of the
         batch, in the order they are passed), in the order of its KEYS contract: the batch
-        frame of ``_lib.lua`` gives them to the script as ``KEYS[k..]``."""
+        frame of ``_frame.lua`` gives them to the script as ``KEYS[k..]``."""
 
     # -- reading ----------------------------------------------------------------------------
     def refresh_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
@@ -201,7 +204,7 @@ class Model(abc.ABC):
 
 def gender_params(settings: Settings) -> list[str]:
     """The configured genders as the counting scripts take them: their number, then the
-    names, sorted (``genders_at`` in ``_lib.lua``)."""
+    names, sorted (``genders_at`` in ``_counters.lua``)."""
     names = sorted(settings.genders)
     return [str(len(names)), *names]
 
@@ -214,8 +217,8 @@ def counter_fields(model: str, settings: Settings) -> list[str]:
 
 class CountingModel(Model):
     """A model that keeps per-gender counters beside its answer in the result hash
-    (``<model>:n:<g>`` events, ``<model>:t:<g>`` the newest event's ts; see "Counters" in
-    ``_lib.lua``). Its scripts store the answer and the counters only (data layout 3): the
+    (``<model>:n:<g>`` events, ``<model>:t:<g>`` the newest event's ts; see
+    ``_counters.lua``). Its scripts store the answer and the counters only (data layout 3): the
     scores and the newest event's ts are derived here, at read time, from the counters of the
     configured genders.
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from genderd.events import Event
 from genderd.keys import result_field
-from genderd.models.base import LIB, Model
+from genderd.models.base import Model
 
 
 class LastModel(Model):
@@ -15,7 +15,7 @@ class LastModel(Model):
     name = "last"
     aliases = ("model1",)
     description = "gender of the client's latest event (greatest ts, then entry id)"
-    apply_files = (LIB, "last.lua")
+    apply_files = ("last.lua",)
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid)]

@@ -27,7 +27,7 @@ from genderd.apply.python import PythonApplier
 from genderd.errors import ModelError
 from genderd.events import DETAIL_MAX_CHARS, Event
 from genderd.keys import Keys, result_field
-from genderd.models.base import LIB, Model
+from genderd.models.base import Model
 from genderd.settings import Settings
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class PythonRuntime(Model):
     """The framework's side of a :class:`PythonModel`: its state and answer fields, running
     it over a client's events, and its applier (:mod:`genderd.apply.python`)."""
 
-    apply_files = (LIB, "python_commit.lua")
+    apply_files = ("python_commit.lua",)
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from genderd.events import Event
-from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
+from genderd.models.base import CountingModel, counter_fields, gender_params
 
 
 class TopModel(CountingModel):
@@ -20,7 +20,7 @@ class TopModel(CountingModel):
     name = "top"
     aliases = ("model2",)
     description = "gender with the most events of all time (ties: newest event, then name)"
-    apply_files = (LIB, "top.lua")
+    apply_files = ("top.lua",)
 
     def params(self) -> list[str]:
         return [str(self.oldest_layout), *gender_params(self.settings)]

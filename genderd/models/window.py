@@ -16,7 +16,7 @@ from typing import ClassVar
 from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
-from genderd.models.base import LIB, CountingModel, counter_fields, gender_params
+from genderd.models.base import CountingModel, counter_fields, gender_params
 from genderd.settings import Settings
 
 
@@ -59,9 +59,9 @@ def window_problem(definition: type[TopWindow], settings: Settings) -> str | Non
 class WindowRuntime(CountingModel):
     """The framework's side of a :class:`TopWindow`: its keys, scripts and answer fields."""
 
-    apply_files = (LIB, "top7d.lua")
-    # the valid-answer fast path runs before the shared chunk (see top7d_read.lua)
-    refresh_files = ("top7d_read.lua", LIB, "top7d_read_window.lua")
+    apply_files = ("top7d.lua",)
+    # the valid-answer fast path runs before the chunks it uses (its "uses here" line)
+    refresh_files = ("top7d_read.lua",)
 
     def __init__(
         self,

@@ -9,7 +9,9 @@ callers rely on is written here once, for both:
 - replies have one shape: a hash is a dict (HGETALL, and scripts whose :class:`Script` says so);
 - a server that cannot serve the request now raises a
   :class:`~genderd.transport.errors.RedisUnavailableError` subclass, never a bare
-  ``ResponseError``.
+  ``ResponseError``;
+- a script's error names the file and line it comes from (``top.lua:42``, not the server's
+  ``user_script:310``: :meth:`Script.locate <genderd.lua.Script.locate>`).
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ class ScriptCall:
         return ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
 
 
-def _raise(error: BaseException) -> NoReturn:
-    """Raise ``error``, or its genderd error (``from`` it) when it is a "not now" state."""
-    state = translate(error)
+def _raise(error: BaseException, script: Script | None = None) -> NoReturn:
+    """Raise ``error``, or its genderd error (``from`` it) when it is a "not now" state;
+    located in ``script`` when it is a call of it."""
+    state = translate(error if script is None else script.locate(error))
     if state is error:
         raise error
     raise state from error
@@ -94,7 +97,7 @@ class Transport(abc.ABC):
                 await self._script_load(call.script)
                 reply = await self._send(command)
         except Exception as error:
-            _raise(error)
+            _raise(error, call.script)
         parse = call.script.reply
         return reply if parse is None else parse(reply)
 
@@ -126,9 +129,9 @@ class Transport(abc.ABC):
                     replies[i] = reply
         except Exception as error:
             _raise(error)
-        for reply in replies:
+        for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
-                _raise(reply)
+                _raise(reply, call.script if isinstance(call, ScriptCall) else None)
         return [_shape(call, reply) for call, reply in zip(calls, replies, strict=True)]
 
     async def _script_load(self, script: Script) -> None:
