@@ -145,6 +145,8 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
         reply = await client.eval(OPEN.source, 1, configured.keys.meta, *_open_args(configured))
     except redis_errors.ReadOnlyError:
         return configured
+    except redis_errors.ResponseError as error:
+        raise OPEN.locate(error) from error
     return _settled(configured, reply)
 
 
@@ -155,4 +157,6 @@ def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> De
         reply = client.eval(OPEN.source, 1, configured.keys.meta, *_open_args(configured))
     except redis_errors.ReadOnlyError:
         return configured
+    except redis_errors.ResponseError as error:
+        raise OPEN.locate(error) from error
     return _settled(configured, reply)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genderd import runstate
 from genderd.settings import Settings
-from genderd.transport.errors import NoServerError
+from genderd.transport.unavailable import NoServerError
 
 
 def resolve_url(settings: Settings) -> str:

@@ -5,7 +5,7 @@ and exits 2 for :class:`ConfigurationError` and :class:`InputError` (like a usag
 the others; the API (:mod:`genderd.api.app`) answers 503 with ``Retry-After`` for
 :class:`UnavailableError` and 4xx for :class:`InputError`; a worker logs an
 :class:`UnavailableError` and backs off. The classes that say more live beside the code that
-raises them (``transport.errors``, ``events``, ``models.registry``, ...) and derive from a
+raises them (``transport.unavailable``, ``events``, ``models.registry``, ...) and derive from a
 family here, keeping the builtin base their callers catch (``EventError`` is a ``ValueError``,
 ``UnknownModelError`` a ``KeyError``).
 """

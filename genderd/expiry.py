@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.exceptions import ResponseError
+
 from genderd.deployment import Deployment
 from genderd.keys import result_field
 from genderd.lua import Script
@@ -75,7 +77,11 @@ async def _run(
     for key in batch:
         cid = key.decode()[head:]
         pipe.evalsha(BACKFILL.sha, 2, key, keys.state(shard, "top", cid), ttl, *at_fields)
-    for outcome in await pipe.execute():
+    try:
+        outcomes = await pipe.execute()
+    except ResponseError as error:  # named by the script's file and line, as the transports do
+        raise BACKFILL.locate(error) from error
+    for outcome in outcomes:
         if outcome == 1:
             done.set += 1
         elif outcome == 2:

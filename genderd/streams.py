@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from genderd.events import text as text  # (re-exported: its home is genderd.events)
+from genderd.events import text
 from genderd.keys import Keys
 from genderd.transport.pool import AsyncClient
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from genderd import bundled, runstate
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.errors import ConfigurationError
+from genderd.events import text
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
-from genderd.streams import text
 from genderd.transport import SyncClient, sync_client
 
 log = logging.getLogger(__name__)

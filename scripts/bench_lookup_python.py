@@ -25,7 +25,7 @@ from genderd.layout import LAYOUT
 from genderd.models.base import Model
 from genderd.reader import Reader
 from genderd.settings import Settings
-from genderd.transport.base import ScriptCall
+from genderd.transport.interface import ScriptCall
 
 NOW = 1_795_821_183_420
 TS = b"1795821183383"

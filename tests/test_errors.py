@@ -44,8 +44,8 @@ def test_every_exception_genderd_defines_derives_from_genderd_error() -> None:
 @pytest.mark.parametrize(
     ("name", "family", "builtin"),
     [
-        ("genderd.transport.errors.RedisLoadingError", UnavailableError, Exception),
-        ("genderd.transport.errors.NoServerError", ConfigurationError, Exception),
+        ("genderd.transport.unavailable.RedisLoadingError", UnavailableError, Exception),
+        ("genderd.transport.unavailable.NoServerError", ConfigurationError, Exception),
         ("genderd.transport.pipelined.UnsupportedURLError", ConfigurationError, ValueError),
         ("genderd.models.registry.PluginError", ConfigurationError, ValueError),
         ("genderd.bundled.BundledServerError", ConfigurationError, RuntimeError),

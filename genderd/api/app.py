@@ -33,7 +33,7 @@ from genderd.clock import wall_clock_ms
 from genderd.errors import GenderdError, InputError, UnavailableError
 from genderd.settings import Settings
 from genderd.transport import translate
-from genderd.transport.errors import RETRY_AFTER_S
+from genderd.transport.unavailable import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 

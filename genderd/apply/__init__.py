@@ -1,10 +1,10 @@
 """How a batch of one shard's valid events reaches a model's state: each kind of model brings
 an :class:`Applier` (the model names it: :meth:`genderd.models.base.Model.applier`).
 
-- :class:`~genderd.apply.lua.LuaApplier`: one call of the model's Lua apply script on the
+- :class:`~genderd.apply.batch_frame.LuaApplier`: one call of the model's Lua apply script on the
   shared batch frame (``_frame.lua``) per batch: the built-ins, ``TopWindow`` models and any
   Lua-backed model.
-- :class:`~genderd.apply.python.PythonApplier`: a Python model's optimistic read, compute in
+- :class:`~genderd.apply.optimistic.PythonApplier`: a Python model's optimistic read, compute in
   Python, commit (``python_read.lua``, ``python_commit.lua``).
 
 The :class:`~genderd.processor.Processor` does what is common to every kind (validation,

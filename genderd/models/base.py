@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from genderd.apply import Applier
-from genderd.apply.lua import LuaApplier
+from genderd.apply.batch_frame import LuaApplier
 from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.lua import LIB, Script

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from genderd.apply.python import PythonApplier
+from genderd.apply.optimistic import PythonApplier
 from genderd.errors import ModelError
 from genderd.events import DETAIL_MAX_CHARS, Event
 from genderd.keys import Keys, result_field
@@ -84,7 +84,7 @@ def instantiate(definition: type[Any], settings: Settings) -> Any:
 
 class PythonRuntime(Model):
     """The framework's side of a :class:`PythonModel`: its state and answer fields, running
-    it over a client's events, and its applier (:mod:`genderd.apply.python`)."""
+    it over a client's events, and its applier (:mod:`genderd.apply.optimistic`)."""
 
     apply_files = ("python_commit.lua",)
 

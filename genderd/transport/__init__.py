@@ -1,11 +1,10 @@
 """How genderd talks to Redis: one interface (:class:`Transport`), two implementations.
 
-See :mod:`genderd.transport.base` for what every transport guarantees (script loading,
+See :mod:`genderd.transport.interface` for what every transport guarantees (script loading,
 reply shapes, errors), :mod:`~genderd.transport.pool` and :mod:`~genderd.transport.pipelined`
 for the two implementations, and :mod:`~genderd.transport.connect` for how a process opens them.
 """
 
-from genderd.transport.base import Command, ScriptCall, Transport
 from genderd.transport.connect import (
     Links,
     SyncClient,
@@ -13,7 +12,10 @@ from genderd.transport.connect import (
     connect,
     sync_client,
 )
-from genderd.transport.errors import (
+from genderd.transport.interface import Command, ScriptCall, Transport
+from genderd.transport.pipelined import PipelinedTransport, UnsupportedURLError
+from genderd.transport.pool import AsyncClient, PoolTransport
+from genderd.transport.unavailable import (
     NoServerError,
     RedisBusyError,
     RedisClusterDownError,
@@ -23,8 +25,6 @@ from genderd.transport.errors import (
     RedisUnavailableError,
     translate,
 )
-from genderd.transport.pipelined import PipelinedTransport, UnsupportedURLError
-from genderd.transport.pool import AsyncClient, PoolTransport
 
 __all__ = [
     "AsyncClient",

@@ -25,10 +25,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from genderd.settings import Settings
-from genderd.transport.base import Transport
-from genderd.transport.errors import NoServerError
+from genderd.transport.interface import Transport
 from genderd.transport.pipelined import PipelinedTransport, url_options
 from genderd.transport.pool import AsyncClient, PoolTransport
+from genderd.transport.unavailable import NoServerError
 
 log = logging.getLogger(__name__)
 

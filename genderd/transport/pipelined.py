@@ -10,7 +10,7 @@ Workers send their script calls here too; blocking reads stay on the pool.
 
 The connection is opened on first use and again after it fails: every command in flight then
 fails with ``redis.exceptions.ConnectionError`` (a
-:class:`~genderd.transport.errors.RedisUnavailableError` to callers). A command with no reply
+:class:`~genderd.transport.unavailable.RedisUnavailableError` to callers). A command with no reply
 within the timeout fails with ``redis.exceptions.TimeoutError``; a watchdog (one timer per
 connection, not one per command) enforces it, and a late reply is dropped. Standalone servers
 only, and only the URL options in :data:`SUPPORTED_URL_OPTIONS`: anything else is refused at
@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genderd.errors import ConfigurationError
 from genderd.lua import hash_reply
-from genderd.transport.base import Command, Transport
+from genderd.transport.interface import Command, Transport
 
 WATCHDOG_FRACTION = 4  # the watchdog looks this many times per timeout
 SUPPORTED_URL_OPTIONS = frozenset(

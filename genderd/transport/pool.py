@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from genderd.lua import Script
-from genderd.transport.base import Command, Transport
+from genderd.transport.interface import Command, Transport
 
 AsyncClient = aioredis.Redis | AsyncRedisCluster
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genderd import streams
+from genderd import events, streams
 from genderd.clock import MS_PER_DAY
 from genderd.keys import Keys
 from genderd.lua import Script
@@ -47,7 +47,7 @@ async def new_entries(
     read = []
     for entry_id, fields in entries:
         pairs = fields.items() if isinstance(fields, dict) else fields
-        read.append((streams.text(entry_id), {streams.text(k): streams.text(v) for k, v in pairs}))
+        read.append((events.text(entry_id), {events.text(k): events.text(v) for k, v in pairs}))
     return read
 
 

@@ -8,7 +8,7 @@ callers rely on is written here once, for both:
   script loaded and the command sent again, once;
 - replies have one shape: a hash is a dict (HGETALL, and scripts whose :class:`Script` says so);
 - a server that cannot serve the request now raises a
-  :class:`~genderd.transport.errors.RedisUnavailableError` subclass, never a bare
+  :class:`~genderd.transport.unavailable.RedisUnavailableError` subclass, never a bare
   ``ResponseError``;
 - a script's error names the file and line it comes from (``top.lua:42``, not the server's
   ``user_script:310``: :meth:`Script.locate <genderd.lua.Script.locate>`).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from genderd.lua import Script
-from genderd.transport.errors import is_no_script, translate
+from genderd.transport.unavailable import is_no_script, translate
 
 Command = tuple[Any, ...]
 
