@@ -35,16 +35,15 @@ class Api:
     def __init__(self, settings: Settings, clock: Clock = wall_clock_ms) -> None:
         self.settings = settings
         self.clock = clock
-        # As configured: model names are checked without Redis (a 422 while Redis is down);
-        # the answers are read with the opened deployment's models of the same names.
+        # The models requests name: as configured until the deployment is opened (so that
+        # names are checked, 422, while Redis is down), then the opened deployment's, built
+        # for the oldest data layout it holds (see _serve).
         self.configured = Deployment.build(settings, clock)
-        self.default_model = self.configured.model(settings.default_model)
-        self.models = list(self.configured.registry)
+        self._serve(self.configured)
         self.metrics = Metrics()
         self.links: Links | None = None
         self._deployment: Deployment | None = None
         self._reader: Reader | None = None
-        self._opened: dict[str, Model] = {}
         self._lock = asyncio.Lock()
         # /metrics: the per-model status read from Redis, reused for metrics_cache_s
         self._status: tuple[float, list[ModelStatus]] | None = None
@@ -77,12 +76,16 @@ class Api:
                 if self._deployment is None:
                     links = self.connected()
                     deployment = await open_deployment(links.client, self.configured)
-                    # the opened deployment's models (built for its oldest data layout) by
-                    # name: requests are checked against the configured ones
-                    self._opened = {model.name: model for model in deployment.registry}
+                    self._serve(deployment)
                     self._reader = Reader(deployment, links.fast)
                     self._deployment = deployment
         return self._deployment
+
+    def _serve(self, deployment: Deployment) -> None:
+        """Answer requests with ``deployment``'s models."""
+        self.serving = deployment
+        self.default_model = deployment.model(self.settings.default_model)
+        self.models = list(deployment.registry)
 
     async def reader(self) -> Reader:
         if self._reader is None:
@@ -95,7 +98,7 @@ class Api:
         if name is None:
             return self.default_model
         try:
-            return self.configured.model(name)
+            return self.serving.model(name)
         except UnknownModelError as error:
             raise invalid(list(location), str(error), "unknown_model") from None
 
@@ -133,9 +136,8 @@ class Api:
     async def fields(self, cids: list[str], models: list[Model], endpoint: str) -> list[ResultHash]:
         """The clients' result hashes (the cids are validated already), timed per endpoint."""
         reader = self._reader or await self.reader()
-        opened = self._opened
         started = time.perf_counter()
-        result = await reader.fields_many(cids, [opened[m.name] for m in models], validated=True)
+        result = await reader.fields_many(cids, models, validated=True)
         self.metrics.lookup_time(endpoint).observe(time.perf_counter() - started)
         return result
 
