@@ -24,6 +24,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
+    from genderd.evaluation.predictors import Predictor
     from genderd.transport import Transport
 
 ResultHash = Mapping[bytes, bytes]
@@ -124,6 +125,23 @@ class Model(abc.ABC):
         """How a worker applies this model's batches: its apply script on the shared batch
         frame (``consumer``: the worker's consumer name)."""
         return LuaApplier(deployment, transport, self)
+
+    def predictor(self) -> Predictor:
+        """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`).
+
+        A model with its own Lua has none unless its class overrides this method with a Python
+        reference of what its script computes.
+
+        Raises:
+            NotEvaluable: the model cannot be evaluated (the reason in one line).
+        """
+        # the evaluation package sits above the models: imported when asked for
+        from genderd.evaluation.predictors import NotEvaluable
+
+        raise NotEvaluable(
+            f"model {self.name!r}: a Lua-backed model is not evaluable unless its class "
+            "overrides predictor() with a Python reference of its script's semantics"
+        )
 
     @classmethod
     def settings_problem(cls, settings: Settings) -> str | None:

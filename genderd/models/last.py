@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models.base import Model
+
+if TYPE_CHECKING:
+    from genderd.evaluation.predictors import LastPredictor
 
 
 class LastModel(Model):
@@ -22,3 +26,8 @@ class LastModel(Model):
 
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), result_field(self.name, "id")]
+
+    def predictor(self) -> LastPredictor:
+        from genderd.evaluation.predictors import LastPredictor
+
+        return LastPredictor()

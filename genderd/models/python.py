@@ -32,6 +32,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
+    from genderd.evaluation.predictors import PythonPredictor
     from genderd.transport import Transport
 
 #: Largest state a client may keep per model, as JSON (bytes).
@@ -115,6 +116,11 @@ class PythonRuntime(Model):
     def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> PythonApplier:
         return PythonApplier(deployment, transport, self, consumer)
 
+    def predictor(self) -> PythonPredictor:
+        from genderd.evaluation.predictors import PythonPredictor
+
+        return PythonPredictor(self)
+
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         return [self.keys.result(shard, cid)]
 
@@ -177,8 +183,19 @@ class PythonRuntime(Model):
         return [*set_, self._scores_name, scores], []
 
     def _scores(self, state: dict[str, Any]) -> str | None:
-        """:meth:`scores` as the JSON the API serves; None when the model gives none (or
-        gives something that is not a mapping of names to numbers)."""
+        """:meth:`served_scores` as the JSON the API serves."""
+        scores = self.served_scores(state)
+        if scores is None:
+            return None
+        try:
+            return orjson.dumps(scores).decode()
+        except Exception:  # e.g. an integer over 64 bits
+            return None
+
+    def served_scores(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The model's :meth:`~PythonModel.scores` of ``state`` as stored and served; None
+        when the model gives none (or gives something that is not a mapping of names to
+        numbers, or fails)."""
         try:
             scores = self.definition.scores(state)
             if scores is None:
@@ -187,7 +204,7 @@ class PythonRuntime(Model):
                 isinstance(k, str) and isinstance(v, (int, float)) for k, v in scores.items()
             ):
                 return None
-            return orjson.dumps(scores).decode()
+            return dict(scores)
         except Exception:
             return None
 

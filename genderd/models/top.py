@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from genderd.events import Event
 from genderd.models.base import CountingModel, counter_fields, gender_params
+
+if TYPE_CHECKING:
+    from genderd.evaluation.predictors import TopPredictor
 
 
 class TopModel(CountingModel):
@@ -37,3 +41,8 @@ class TopModel(CountingModel):
 
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]
+
+    def predictor(self) -> TopPredictor:
+        from genderd.evaluation.predictors import TopPredictor
+
+        return TopPredictor()

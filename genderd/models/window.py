@@ -11,13 +11,16 @@ A new window length is a subclass with no Lua (SPEC §7)::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.models.base import CountingModel, counter_fields, gender_params
 from genderd.settings import Settings
+
+if TYPE_CHECKING:
+    from genderd.evaluation.predictors import WindowPredictor
 
 
 class TopWindow:
@@ -129,3 +132,8 @@ class WindowRuntime(CountingModel):
             *(result_field(self.name, part) for part in "uw"),
             *counter_fields(self.name, self.settings),
         ]
+
+    def predictor(self) -> WindowPredictor:
+        from genderd.evaluation.predictors import WindowPredictor
+
+        return WindowPredictor(self.window)
