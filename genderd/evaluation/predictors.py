@@ -18,7 +18,6 @@ The contract of a predictor, which :func:`genderd.evaluation.prequential.steps` 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 from genderd.clock import MS_PER_DAY
@@ -107,7 +106,8 @@ class WindowPredictor:
     as in ``top`` over them (ties: the newest event in the window, then the name).
 
     State: ``[day buckets, counts in the buckets, newest ts per gender]``, a bucket being
-    ``[day, {gender: events}]``, oldest first. A read drops the buckets that have left the
+    ``[day, {gender: events}]``, oldest first (a list: at most a window's days, usually a
+    few). A read drops the buckets that have left the
     window (they never come back: read times do not go back), and an event already older
     than the window is dropped by the next read. A gender still counted has its newest event
     in the window (its events are all at or before ``t``), so its newest ts is its latest."""
@@ -119,13 +119,13 @@ class WindowPredictor:
         self.window = window
 
     def new(self) -> list[Any]:
-        return [deque(), {}, {}]
+        return [[], {}, {}]
 
     def predict(self, state: list[Any], t: int) -> Prediction:
         buckets, counts, newest = state
         first = t // MS_PER_DAY - self.window + 1
         while buckets and buckets[0][0] < first:
-            for gender, n in buckets.popleft()[1].items():
+            for gender, n in buckets.pop(0)[1].items():
                 left = counts[gender] - n
                 if left:
                     counts[gender] = left

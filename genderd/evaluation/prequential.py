@@ -70,6 +70,14 @@ def event_order(event: Event) -> tuple[int, tuple[int, int]]:
     return event.ts, parse_id(event.id)
 
 
+def _id_order(event: Event) -> tuple[int, int]:
+    return parse_id(event.id)
+
+
+def _ts(event: Event) -> int:
+    return event.ts
+
+
 class _Client:
     __slots__ = ("history", "last_ts", "states")
 
@@ -106,7 +114,10 @@ class Prequential:
         client's earlier events, and each predictor's prediction at read time ``event.ts``
         from them; then apply the event to every predictor. ``progress(done, total)`` is
         called every :data:`PROGRESS_EVERY` events and at the end."""
-        ordered = sorted(events, key=event_order)
+        # two stable sorts, by id then by ts: (ts, id) order with a quarter of the memory of
+        # one sort by (ts, id) keys (the second sort's keys are the events' own ints)
+        ordered = sorted(events, key=_id_order)
+        ordered.sort(key=_ts)
         total = self.events = len(ordered)
         if ordered:
             self.first_ts, self.last_ts = ordered[0].ts, ordered[-1].ts
@@ -167,7 +178,8 @@ def predictions(
     events: Iterable[Event], models: Sequence[Model], *, session_gap_ms: int | None = None
 ) -> Iterator[tuple[Event, dict[str, Prediction]]]:
     """Each scored event (see :meth:`Prequential.steps`) with each model's prediction by name,
-    the baseline's under :data:`MAJORITY`: the very predictions :func:`evaluate` scores.
+    the baseline's under :data:`MAJORITY`: the very predictions :func:`evaluate` scores (the
+    scores are copies the caller may keep).
 
     Raises:
         NotEvaluable: a model cannot be evaluated.
@@ -180,7 +192,11 @@ def predictions(
         [MajorityPredictor(), *(p for _, p in evaluable)], session_gap_ms=session_gap_ms
     )
     for event, _, answers in run.steps(events):
-        yield event, dict(zip(names, answers, strict=True))
+        # the predictors' scores dicts change with the next event: copies are the caller's
+        yield event, {
+            name: (gender, None if scores is None else dict(scores))
+            for name, (gender, scores) in zip(names, answers, strict=True)
+        }
 
 
 class _Tally:
