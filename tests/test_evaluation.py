@@ -222,3 +222,13 @@ def test_progress_is_reported() -> None:
     events = [ev(f"c{n % 7}", "male", T0 + n) for n in range(25_000)]
     evaluate(events, models("last"), genders=GENDERS, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(10_000, 25_000), (20_000, 25_000), (25_000, 25_000)]
+
+
+def test_a_python_models_failing_event_leaves_its_stored_answer() -> None:
+    settings = Settings(genders=",".join(GENDERS), plugins=("tests.support.pymodels:Picky",))
+    picky = Deployment.build(settings).model("picky")
+    events = [ev("x", "female", T0), ev("x", "kids", T0 + 1), ev("x", "male", T0 + 2)]
+    got = [
+        answers["picky"] for _, answers in predictions([*events, ev("x", "male", T0 + 3)], [picky])
+    ]
+    assert got == [(None, None), ("female", None), ("female", None), ("male", None)]

@@ -105,12 +105,12 @@ class WindowPredictor:
     ``D = floor(t / 86_400_000)``, the events whose UTC day lies in ``D-W+1 .. D``; the answer
     as in ``top`` over them (ties: the newest event in the window, then the name).
 
-    State: ``[day buckets, counts in the buckets, newest ts per gender]``, a bucket being
-    ``[day, {gender: events}]``, oldest first (a list: at most a window's days, usually a
-    few). A read drops the buckets that have left the
-    window (they never come back: read times do not go back), and an event already older
-    than the window is dropped by the next read. A gender still counted has its newest event
-    in the window (its events are all at or before ``t``), so its newest ts is its latest."""
+    State: ``[days, genders, counts, newest ts per gender]``: the day and gender of each event
+    still in the window, oldest first (two flat lists: far less memory than a dict per day),
+    and their counts. A read drops the events that have left the window (they never come
+    back: read times do not go back), an event already older than the window included. A
+    gender still counted has its newest event in the window (its events are all at or before
+    ``t``), so its newest ts is its latest."""
 
     __slots__ = ("window",)
 
@@ -119,18 +119,24 @@ class WindowPredictor:
         self.window = window
 
     def new(self) -> list[Any]:
-        return [[], {}, {}]
+        return [[], [], {}, {}]
 
     def predict(self, state: list[Any], t: int) -> Prediction:
-        buckets, counts, newest = state
+        days, genders, counts, newest = state
         first = t // MS_PER_DAY - self.window + 1
-        while buckets and buckets[0][0] < first:
-            for gender, n in buckets.pop(0)[1].items():
-                left = counts[gender] - n
+        if days and days[0] < first:
+            gone = 0
+            for day in days:
+                if day >= first:
+                    break
+                gone += 1
+            for gender in genders[:gone]:
+                left = counts[gender] - 1
                 if left:
                     counts[gender] = left
                 else:
                     del counts[gender]
+            del days[:gone], genders[:gone]
         if not counts:
             return NO_ANSWER
         best, best_n, best_ts = "", 0, 0
@@ -141,15 +147,10 @@ class WindowPredictor:
         return best, counts
 
     def apply(self, state: list[Any], event: Event) -> None:
-        buckets, counts, newest = state
+        days, genders, counts, newest = state
         gender, ts = event.gender, event.ts
-        day = ts // MS_PER_DAY
-        if buckets and buckets[-1][0] == day:
-            own = buckets[-1][1]
-        else:
-            own = {}
-            buckets.append([day, own])
-        own[gender] = own.get(gender, 0) + 1
+        days.append(ts // MS_PER_DAY)
+        genders.append(gender)
         counts[gender] = counts.get(gender, 0) + 1
         newest[gender] = ts
 

@@ -193,10 +193,13 @@ def predictions(
     )
     for event, _, answers in run.steps(events):
         # the predictors' scores dicts change with the next event: copies are the caller's
-        yield event, {
-            name: (gender, None if scores is None else dict(scores))
-            for name, (gender, scores) in zip(names, answers, strict=True)
-        }
+        yield (
+            event,
+            {
+                name: (gender, None if scores is None else dict(scores))
+                for name, (gender, scores) in zip(names, answers, strict=True)
+            },
+        )
 
 
 class _Tally:
