@@ -33,7 +33,7 @@ _ONE_MS = dt.timedelta(milliseconds=1)
 Progress = Callable[[int, int], None]
 
 
-class Instant(click.ParamType):
+class Instant(click.ParamType[int]):
     """A time: milliseconds since the epoch, or an ISO date or datetime (UTC unless it says
     otherwise), as milliseconds since the epoch."""
 
