@@ -47,14 +47,15 @@ def _versus(score: ModelScore, best: str | None) -> str:
     return f"{100 * versus.difference:+.1f} pts  {p}{'  *' if versus.significant else ''}"
 
 
-def _aligned(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """``rows`` as lines of columns two spaces apart: the first ``left`` columns aligned
-    left, the others right (numbers)."""
+def _aligned(rows: Sequence[Sequence[str]], text_last: bool = False) -> list[str]:
+    """``rows`` as lines of columns two spaces apart: the first column (and the last, with
+    ``text_last``) aligned left, the others right (numbers)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {0, len(widths) - 1} if text_last else {0}
     lines = []
     for row in rows:
         cells = [
-            cell.ljust(width) if i < left else cell.rjust(width)
+            cell.ljust(width) if i in left else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -85,7 +86,12 @@ def _scores(report: Report) -> list[str]:
                 _versus(score, report.best),
             ]
         )
-    return _aligned(rows, left=1)
+    lines = _aligned(rows, text_last=True)
+    if any(s.versus_best and s.versus_best.significant for s in report.models):
+        lines.append(
+            f"* significantly behind {report.best} (p < 0.05, paired, clustered by client)"
+        )
+    return lines
 
 
 def _by_history(report: Report) -> list[str]:
