@@ -22,6 +22,7 @@ from genderd.cli.evaluate import INSTANT
 from genderd.deployment import open_deployment_sync
 from genderd.errors import ConfigurationError
 from genderd.evaluation import render
+from genderd.keys import Keys
 from genderd.settings import Settings
 
 from .support.evalreports import sample_report
@@ -281,7 +282,7 @@ def test_the_streams_are_evaluated_read_only(
     with make_producer(sync_redis, settings) as producer:
         for event in history():
             producer.send(event["cid"], event["gender"], ts=event["ts"])
-    sync_redis.xadd(settings.prefix + ":{s0}:events", {"cid": "C1", "gender": "robot"})
+    sync_redis.xadd(Keys(settings.prefix).stream(0), {"cid": "C1", "gender": "robot"})
     before = _state(sync_redis)
     env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4"}
     result = evaluate("--json", "--models", "top,last", **env)
