@@ -2,7 +2,8 @@
 
 Configuration comes from ``GENDERD_*`` environment variables; the flags here override them.
 Commands live by concern: :mod:`~genderd.cli.run` (processes: up, serve, worker) and
-:mod:`~genderd.cli.data` (a deployment's data: produce, status, lookup, replay); a new
+:mod:`~genderd.cli.data` (a deployment's data: produce, status, lookup, replay),
+:mod:`~genderd.cli.evaluate` (scoring the models on history); a new
 command goes in one of them (or a module of its own) and is added to :func:`main` below.
 Errors are mapped once, by the group (:func:`~genderd.cli.common.friendly_errors`): a command
 raises genderd's errors and catches none of them.
@@ -15,7 +16,7 @@ import sys
 
 import click
 
-from genderd.cli import data, dead, lifecycle, run
+from genderd.cli import data, dead, evaluate, lifecycle, run
 from genderd.cli.common import Group
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
@@ -61,6 +62,7 @@ for command in (
     lifecycle.erase,
     lifecycle.backfill_expiry,
     dead.dead,
+    evaluate.evaluate,
     run.redis_cli,
 ):
     main.add_command(command)
