@@ -25,6 +25,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from genderd.clock import Clock, wall_clock_ms
+from genderd.errors import InputError
 from genderd.keys import Keys, shard_of
 from genderd.layout import CREATED_LAYOUT_FIELD, LAYOUT, LAYOUT_FIELD, oldest_of
 from genderd.lua import Script
@@ -148,6 +149,21 @@ async def open_deployment(client: AsyncClient, given: Settings | Deployment) -> 
     except redis_errors.ResponseError as error:
         raise OPEN.locate(error) from error
     return _settled(configured, reply)
+
+
+async def read_deployment(client: AsyncClient, given: Settings | Deployment) -> Deployment:
+    """The deployment as stored, writing nothing (for readers that must leave the data as
+    they found it, such as ``genderd evaluate``); raises :class:`InputError` when the server
+    holds no deployment under the configured prefix."""
+    configured = _configured(given)
+    shards, created_layout = await client.hmget(
+        configured.keys.meta, [SHARDS_FIELD, CREATED_LAYOUT_FIELD]
+    )
+    if shards is None:
+        raise InputError(
+            f"no genderd deployment with prefix {configured.settings.prefix!r} on this server"
+        )
+    return _settled(configured, [shards, created_layout, 0])
 
 
 def open_deployment_sync(client: SyncClient, given: Settings | Deployment) -> Deployment:

@@ -13,7 +13,7 @@ from pydantic_settings import SettingsError
 from redis.exceptions import InvalidResponse, RedisError
 
 from genderd import discovery
-from genderd.deployment import Deployment, open_deployment
+from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.models.base import Model
 from genderd.models.registry import UnknownModelError, check_models
@@ -91,11 +91,15 @@ def run(coro: Awaitable[T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[tuple[Deployment, Links]]:
-    """Connect and open the deployment; close the connections afterwards."""
+async def opened(
+    settings: Settings, *, read_only: bool = False
+) -> AsyncIterator[tuple[Deployment, Links]]:
+    """Connect and open the deployment (``read_only``: as stored, writing nothing, and only
+    if there is one); close the connections afterwards."""
     links = connect(settings)
     try:
-        yield await open_deployment(links.client, settings), links
+        open_ = read_deployment if read_only else open_deployment
+        yield await open_(links.client, settings), links
     finally:
         await links.close()
 

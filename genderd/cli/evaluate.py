@@ -133,7 +133,7 @@ async def _from_streams(
     until: int | None,
     summary: InputSummary,
 ) -> tuple[list[Model], bool, list[Event]]:
-    async with opened(settings) as (deployment, links):
+    async with opened(settings, read_only=True) as (deployment, links):
         models, named = chosen_models(deployment, names)
         events = await read_streams(
             links.client, deployment, since_ms=since, until_ms=until, summary=summary
