@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from genderd.clock import MS_PER_DAY, Clock, wall_clock_ms
+from genderd.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.events import check_event
 from genderd.transport import SyncClient
@@ -93,6 +95,97 @@ class Producer:
             self.flush()
 
 
+# -- synthetic traffic ---------------------------------------------------------------------------
+# Shoppers whose interest differs over time, so that the models differ in how well they predict
+# the next visit (docs/running.md, "Demo traffic"). Each client's kind and departments follow
+# from its number and the seed alone; the views themselves from the seeded generator.
+SHOPPER_KINDS = ("loyal", "drifting", "browsing", "mixed")
+SHOPPER_SHARES = (0.40, 0.30, 0.20, 0.10)  # of clients, in SHOPPER_KINDS order
+LOYAL_SHARE = 0.8  # of a loyal or drifting shopper's views in its (current) department
+SESSION_SHARE = 0.9  # of a browsing shopper's views in its session's department
+MIXED_SHARE = 0.45  # of a mixed shopper's views in each of its two departments
+DRIFT_PERIOD_MS = 10 * MS_PER_DAY  # a drifting shopper moves on to the next department
+SESSION_VIEWS = (1, 7)  # views per session, uniform
+VIEW_GAP_MS = (10 * MS_PER_SECOND, 3 * MS_PER_MINUTE)  # between views of a session, uniform
+LIVE_SESSIONS = 64  # sessions open at once in live traffic (at most a quarter of the clients)
+PROFILE_SEED = 0  # the shoppers of an unseeded run: every unseeded producer agrees on them
+
+_LOYAL, _DRIFTING, _BROWSING, _MIXED = range(4)
+_Profile = tuple[int, int, int, int]  # kind, first, second, phase_ms: Shopper, for the hot loop
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser: a fast, well-spread 64-bit hash of ``x``."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+@dataclass(frozen=True)
+class Shopper:
+    """How synthetic client ``C<n>`` shops (see :func:`synthetic`).
+
+    ``first`` is a loyal shopper's department, a mixed shopper's first one and a drifting
+    shopper's department at time ``-phase_ms``; ``second`` is a mixed shopper's other
+    department, else the one after ``first`` in ``genders``. A drifting shopper moves on to
+    the next department in ``genders`` (cyclically) at the times ``k * DRIFT_PERIOD_MS -
+    phase_ms``; a browsing shopper's department is its session's.
+    """
+
+    kind: str
+    first: str
+    second: str
+    phase_ms: int
+    genders: tuple[str, ...]
+
+    def department_at(self, ts_ms: int) -> str | None:
+        """The department most views go to at ``ts_ms`` (None for a browsing or mixed one)."""
+        if self.kind == "loyal":
+            return self.first
+        if self.kind == "drifting":
+            first = self.genders.index(self.first)
+            return self.genders[_drift_index(first, self.phase_ms, ts_ms, len(self.genders))]
+        return None
+
+    def last_switch_ms(self, ts_ms: int) -> int:
+        """A drifting shopper's latest move to another department at or before ``ts_ms``."""
+        return ts_ms - (ts_ms + self.phase_ms) % DRIFT_PERIOD_MS
+
+
+def _drift_index(first: int, phase_ms: int, ts_ms: int, n_genders: int) -> int:
+    return (first + (ts_ms + phase_ms) // DRIFT_PERIOD_MS) % n_genders
+
+
+def shopper(n: int, genders: tuple[str, ...], seed: int | None = None) -> Shopper:
+    """The shopper ``C<n>`` of :func:`synthetic` with ``seed`` (None: ``PROFILE_SEED``)."""
+    kind, first, second, phase_ms = _profile(_seed_hash(seed), n, len(genders))
+    return Shopper(SHOPPER_KINDS[kind], genders[first], genders[second], phase_ms, genders)
+
+
+def _seed_hash(seed: int | None) -> int:
+    return _mix64((PROFILE_SEED if seed is None else seed) & _M64)
+
+
+def _profile(seed_hash: int, n: int, n_genders: int) -> _Profile:
+    """Client ``n``'s kind, departments and drift phase: a hash of the seed and ``n``."""
+    h = _mix64(seed_hash ^ n)
+    u = (h >> 11) / 9_007_199_254_740_992  # uniform in [0, 1)
+    kind = len(SHOPPER_KINDS) - 1
+    for i, share in enumerate(SHOPPER_SHARES):
+        if u < share:
+            kind = i
+            break
+        u -= share
+    first = (h := _mix64(h)) % n_genders
+    if kind == _MIXED:  # any other department
+        second = (first + 1 + (h := _mix64(h)) % max(1, n_genders - 1)) % n_genders
+    else:  # the next one
+        second = (first + 1) % n_genders
+    return kind, first, second, _mix64(h) % DRIFT_PERIOD_MS
+
+
 def synthetic(
     count: int | None,
     clients: int,
@@ -104,21 +197,106 @@ def synthetic(
 ) -> Iterator[dict[str, Any]]:
     """Synthetic events: ``count`` of them (None: endless) over ``clients`` clients ``C1..Cn``.
 
-    Each client has a favourite gender that 70% of its views go to. With ``days`` > 0, event
-    times are spread uniformly over the last ``days`` days; otherwise they are left to the
-    stream (arrival time).
+    Each client is a :func:`shopper` of one kind, chosen from its number and the seed (an
+    unseeded run uses ``PROFILE_SEED``, so that the history of ``up --demo`` and its live
+    producer agree); the shares of clients are ``SHOPPER_SHARES``:
+
+    - *loyal* (40%): ``LOYAL_SHARE`` (80%) of views in one department, the rest in the others;
+    - *drifting* (30%): the same, but the department moves on to the next one every 10 days
+      (``DRIFT_PERIOD_MS``) at a client-specific time, by event time (by the clock for live
+      traffic), so any 10-day history holds exactly one move: ``top`` lags, ``last`` follows
+      at once, ``top7d`` and ``recency`` after a few days;
+    - *browsing* (20%): each session picks a department at random and keeps ``SESSION_SHARE``
+      (90%) of its views there: ``last`` does well within a session, poorly across sessions;
+    - *mixed* (10%): views split between two departments (45% each, the rest in the others;
+      50/50 with two genders): nothing predicts them well.
+
+    Every shopper visits in sessions of 1 to 7 views. With ``days`` > 0 a session starts at a
+    uniform time within the last ``days`` days and its views, yielded together, are 10 s to
+    3 min apart, never ahead of ``clock()``. Otherwise the times are left to the stream
+    (arrival time): up to ``LIVE_SESSIONS`` sessions are open at once and each event continues
+    one of them, so a session's views arrive close together. The same ``seed`` and clock give
+    the same events.
     """
-    rng = random.Random(seed)
-    produced = 0
-    while count is None or produced < count:
-        n = rng.randint(1, clients)
-        favourite = genders[n % len(genders)]
-        gender = favourite if rng.random() < 0.7 else rng.choice(genders)
-        event: dict[str, Any] = {"cid": f"C{n}", "gender": gender}
-        if days > 0:
-            event["ts"] = clock() - rng.randrange(days * MS_PER_DAY)
-        produced += 1
-        yield event
+    traffic = _Traffic(clients, genders, seed, clock)
+    events = traffic.history(days) if days > 0 else traffic.live()
+    return events if count is None else itertools.islice(events, count)
+
+
+_Session = tuple[str, _Profile, int, int]  # cid, profile, the session's department, views left
+
+
+class _Traffic:
+    """The state of one :func:`synthetic` run: its generator and the shoppers met so far."""
+
+    def __init__(
+        self, clients: int, genders: tuple[str, ...], seed: int | None, clock: Clock
+    ) -> None:
+        self.clients = clients
+        self.genders = genders
+        self.clock = clock
+        self.rand = random.Random(seed).random
+        self.seed_hash = _seed_hash(seed)
+        self.profiles: dict[int, _Profile] = {}
+
+    def session(self) -> _Session:
+        """A new session: its client, the client's profile, its department and its views."""
+        rand = self.rand
+        n = int(rand() * self.clients) + 1
+        p = self.profiles.get(n)
+        if p is None:
+            p = self.profiles[n] = _profile(self.seed_hash, n, len(self.genders))
+        low, high = SESSION_VIEWS
+        return f"C{n}", p, int(rand() * len(self.genders)), low + int(rand() * (high - low + 1))
+
+    def view(self, p: _Profile, session_dept: int, ts: int | None) -> str:
+        """One view's department (one draw whatever the kind); ``ts`` None: now, by the clock."""
+        genders = self.genders
+        n_genders = len(genders)
+        kind, first, second, phase = p
+        r = self.rand()
+        if kind == _BROWSING:
+            home, share = session_dept, SESSION_SHARE
+        elif kind == _MIXED:
+            if n_genders <= 2:
+                return genders[first if r < 0.5 else second]
+            if r < 2 * MIXED_SHARE:
+                return genders[first if r < MIXED_SHARE else second]
+            rest = [i for i in range(n_genders) if i not in (first, second)]
+            return genders[rest[int((r - 2 * MIXED_SHARE) / (1 - 2 * MIXED_SHARE) * len(rest))]]
+        elif kind == _DRIFTING:
+            at = self.clock() if ts is None else ts
+            home, share = _drift_index(first, phase, at, n_genders), LOYAL_SHARE
+        else:
+            home, share = first, LOYAL_SHARE
+        if r < share:
+            return genders[home]
+        others = max(1, n_genders - 1)
+        return genders[(home + 1 + int((r - share) / (1 - share) * others)) % n_genders]
+
+    def history(self, days: int) -> Iterator[dict[str, Any]]:
+        """Endless sessions at times within the last ``days`` days, each yielded whole."""
+        rand = self.rand
+        history_ms = days * MS_PER_DAY
+        low_gap, high_gap = VIEW_GAP_MS
+        while True:
+            cid, p, dept, views = self.session()
+            gaps = [low_gap + int(rand() * (high_gap - low_gap)) for _ in range(views - 1)]
+            span = sum(gaps)
+            ts = self.clock() - span - int(rand() * (history_ms - span))  # last view <= clock
+            for gap in (0, *gaps):
+                ts += gap
+                yield {"cid": cid, "gender": self.view(p, dept, ts), "ts": ts}
+
+    def live(self) -> Iterator[dict[str, Any]]:
+        """Endless events without ``ts``: each continues one of the open sessions, at random."""
+        rand = self.rand
+        sessions = [self.session() for _ in range(max(1, min(LIVE_SESSIONS, self.clients // 4)))]
+        while True:
+            i = int(rand() * len(sessions))
+            cid, p, dept, views = sessions[i]
+            sessions[i] = self.session() if views == 1 else (cid, p, dept, views - 1)
+            yield {"cid": cid, "gender": self.view(p, dept, None)}
 
 
 class RateLimiter:

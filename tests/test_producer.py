@@ -8,7 +8,6 @@ import redis
 from genderd.deployment import open_deployment_sync
 from genderd.events import EventError
 from genderd.keys import Keys, shard_of
-from genderd.producer import synthetic
 from genderd.settings import Settings
 
 from .support.factories import make_producer, make_reader, make_worker
@@ -67,11 +66,3 @@ def test_shard_count_is_fixed_at_first_start(sync_redis: redis.Redis, settings: 
     assert open_deployment_sync(sync_redis, settings).settings.shards == 4
     later = settings.model_copy(update={"shards": 32})
     assert open_deployment_sync(sync_redis, later).settings.shards == 4  # the stored count wins
-
-
-def test_synthetic_traffic_is_reproducible_and_valid(settings: Settings) -> None:
-    clock = FakeClock(1_800_000_000_000)
-    first = list(synthetic(50, 10, settings.genders, days=3, seed=1, clock=clock))
-    assert first == list(synthetic(50, 10, settings.genders, days=3, seed=1, clock=clock))
-    assert {e["gender"] for e in first} <= set(settings.genders)
-    assert all(clock.now_ms - 3 * 86_400_000 < e["ts"] <= clock.now_ms for e in first)
