@@ -97,8 +97,9 @@ def check_labels(labels: dict[str, str], events: Sequence[Event]) -> None:
     if unknown:
         examples = ", ".join(repr(cid) for cid in unknown[:UNKNOWN_LABELS_SHOWN])
         more = ", ..." if len(unknown) > UNKNOWN_LABELS_SHOWN else ""
+        clients = "client has" if len(unknown) == 1 else "clients have"
         raise InputError(
-            f"{len(unknown):,} labelled clients have no events in the history "
+            f"{len(unknown):,} labelled {clients} no events in the history "
             f"({examples}{more}); --skip-unknown-labels scores the others"
         )
 
