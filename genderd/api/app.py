@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -77,9 +78,20 @@ def create_app(
     ops.install(app.router)
     docs.install(app)
     _install_openapi(app)
+    _match_whole_paths(app)
     # every request counted per route template, method and status (genderd_http_requests)
     app.add_middleware(HttpMetrics, collector=api.metrics.http)
     return app
+
+
+def _match_whole_paths(app: FastAPI) -> None:
+    """Make every route match the whole path. Starlette ends its path patterns with ``$``,
+    which also matches before a final newline: ``GET /v1/clients/A5%0A`` answered for ``A5``
+    and ``DELETE`` erased it. ``\\Z`` matches at the very end only, so such a path is 404."""
+    for route in app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if isinstance(regex, re.Pattern) and regex.pattern.endswith("$"):
+            route.path_regex = re.compile(regex.pattern[:-1] + r"\Z")  # type: ignore[attr-defined]
 
 
 def _telemetry_off() -> dict[str, Any]:
