@@ -73,7 +73,8 @@ class Settings(BaseSettings):
         description="models to load besides the entry points: comma-separated module:Class",
     )
     api_token: str | None = Field(
-        default=None, description="bearer token required by POST /v1/events when set"
+        default=None,
+        description="bearer token required by POST /v1/events and DELETE /v1/clients/{cid} when set",
     )
     read_token: str | None = Field(
         default=None, description="bearer token required by lookups and /v1/models when set"
@@ -135,6 +136,18 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("a token that is set must not be empty (unset it to turn it off)")
         return value
+
+    def erasure_problem(self) -> str | None:
+        """Why the API must not start with these tokens, or None. ``DELETE /v1/clients/{cid}``
+        takes the ingest token (``api_token``), and must never be less protected than the
+        lookups (SPEC §9): with a read token and no ingest token, erasure would be open to
+        anyone while reads are closed."""
+        if self.read_token is not None and self.api_token is None:
+            return (
+                "GENDERD_READ_TOKEN is set but GENDERD_API_TOKEN is not: DELETE /v1/clients/{cid} "
+                "would let anyone erase clients they cannot read; set GENDERD_API_TOKEN"
+            )
+        return None
 
     @field_validator("plugins", mode="before")
     @classmethod

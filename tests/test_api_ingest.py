@@ -285,7 +285,7 @@ def test_ingest_bearer_token(
 
 
 def test_read_token_guards_lookups_and_models(make_api: MakeApi) -> None:
-    api = make_api(read_token="r3ad")
+    api = make_api(read_token="r3ad", api_token="1ngest")
     calls: list[tuple[str, str, dict[str, Any], int]] = [
         ("GET", "/v1/clients/C1/gender", {}, 404),
         ("GET", "/v1/clients/C1", {}, 404),
@@ -303,8 +303,11 @@ def test_read_token_guards_lookups_and_models(make_api: MakeApi) -> None:
     # Health, readiness and metrics stay open; ingest needs the ingest token, not this one.
     for url in ("/healthz", "/readyz", "/metrics"):
         assert api.get(url).status_code == 200, url
-    response = api.post("/v1/events", json={"cid": "C1", "gender": "male"})
-    assert response.status_code == 202
+    event = {"cid": "C1", "gender": "male"}
+    read = {"authorization": "Bearer r3ad"}
+    assert api.post("/v1/events", json=event, headers=read).status_code == 401
+    ingest = {"authorization": "Bearer 1ngest"}
+    assert api.post("/v1/events", json=event, headers=ingest).status_code == 202
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import BadEvents, EventBatch, EventIn, LookupRequest
 from genderd.api.state import Api
 from genderd.clock import wall_clock_ms
-from genderd.errors import GenderdError, InputError, UnavailableError
+from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.settings import Settings
 from genderd.transport import translate
 from genderd.transport.unavailable import RETRY_AFTER_S
@@ -45,6 +45,9 @@ def create_app(
     """The genderd API for ``settings`` (default: from ``GENDERD_*`` environment variables)."""
     # Resolved here, at the edge: the configured URL, else the server of a `genderd up` here.
     settings = discovery.resolved(settings or Settings())
+    problem = settings.erasure_problem()
+    if problem:
+        raise ConfigurationError(problem)
     api = Api(settings, clock)
 
     @asynccontextmanager

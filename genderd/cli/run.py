@@ -10,6 +10,7 @@ import click
 from genderd.bundled import find_cli, port_is_free
 from genderd.cli.common import model_of, run, settings_of
 from genderd.deployment import Deployment
+from genderd.errors import ConfigurationError
 from genderd.transport.connect import check_url
 from genderd.up import Supervisor, everything_answers, plan, start
 from genderd.worker import run_worker
@@ -77,6 +78,9 @@ def up(
     configured = Deployment.build(settings)
     names = configured.registry.names()
     served_port = None if no_api else api_port
+    problem = None if no_api else settings.erasure_problem()
+    if problem:
+        raise ConfigurationError(problem)
     planned = plan(names, workers_per_model, metrics_port=metrics_port, api_port=served_port)
     for name, metrics in planned.metrics_ports.items():
         click.echo(f"metrics of {name}: http://127.0.0.1:{metrics}/metrics")
@@ -146,6 +150,9 @@ def serve(
     assert url is not None  # resolved by settings_of
     check_url(settings, url)
     model_of(Deployment.build(settings), settings.default_model)
+    problem = settings.erasure_problem()
+    if problem:  # checked here too, so that it is one line before uvicorn starts
+        raise ConfigurationError(problem)
     if settings.api_host in LOOPBACK and not port_is_free(settings.api_port):
         raise click.UsageError(f"port {settings.api_port} is taken: pick another with --port")
     # uvicorn's worker processes build their own app from the environment.
