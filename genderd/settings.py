@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     )
     api_token: str | None = Field(
         default=None,
-        description="bearer token required by POST /v1/events and DELETE /v1/clients/{cid} when set",
+        description="bearer token required by POST /v1/events and DELETE /v1/clients/{cid}",
     )
     read_token: str | None = Field(
         default=None, description="bearer token required by lookups and /v1/models when set"
