@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.events import Event
+from genderd.models import PythonModel
 from genderd.models.recency import RecencyModel
 from genderd.settings import Settings
 from genderd.testing import ModelFailure, run_model
@@ -117,3 +120,35 @@ def test_in_process_and_pipeline_agree_for_a_python_model() -> None:
     assert run_model(Count, events, now_ms=now, genders="female,male,kids") == run_model(
         Count, events, now_ms=now, genders="female,male,kids", redis=True
     )
+
+
+class _OddScores(PythonModel):
+    """Answers the event's gender; its scores are whatever the state says."""
+
+    name = "odd_scores"
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        return event.gender
+
+    def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
+        return {"female": ODD[0]}
+
+
+ODD: list[Any] = [None]
+NOW = tomorrow_noon_ms()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, True, False])
+def test_scores_that_json_would_misstate_are_not_served(value: Any) -> None:
+    # NaN and infinities would be served as null, booleans as true/false: not numbers
+    ODD[0] = value
+    answer = run_model(_OddScores, [{"cid": "C1", "gender": "male"}], now_ms=NOW)["C1"]
+    assert answer is not None and answer.gender == "male"
+    assert answer.scores is None
+
+
+@pytest.mark.parametrize("value", [0, 2, 0.25, -1.5])
+def test_finite_scores_are_served(value: Any) -> None:
+    ODD[0] = value
+    answer = run_model(_OddScores, [{"cid": "C1", "gender": "male"}], now_ms=NOW)["C1"]
+    assert answer is not None and answer.scores == {"female": value}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -195,18 +196,23 @@ class PythonRuntime(Model):
     def served_scores(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """The model's :meth:`~PythonModel.scores` of ``state`` as stored and served; None
         when the model gives none (or gives something that is not a mapping of names to
-        numbers, or fails)."""
+        numbers, or fails). A number is an int or a finite float: not a bool (which JSON would
+        serve as ``true``), not NaN or an infinity (which it would serve as ``null``)."""
         try:
             scores = self.definition.scores(state)
             if scores is None:
                 return None
-            if not all(
-                isinstance(k, str) and isinstance(v, (int, float)) for k, v in scores.items()
-            ):
+            if not all(isinstance(k, str) and _finite_number(v) for k, v in scores.items()):
                 return None
             return dict(scores)
         except Exception:
             return None
+
+
+def _finite_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _summary(error: BaseException) -> str:
