@@ -7,6 +7,7 @@ Events go in through ``POST /v1/events``, in-process workers drain them (see
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -403,3 +404,17 @@ def test_concurrent_lookups_each_get_their_own_answer(
             models = response.json()["models"]
             assert {m["gender"] for m in models.values()} == {genders[i % 3]}, models
         assert {r.status_code for r in unknown} == {404}
+
+
+def test_a_batch_of_1000_longest_cids_fits_however_it_is_escaped(api: ApiClient) -> None:
+    # 128 characters outside the BMP each, JSON-escaped as surrogate pairs (12 bytes a
+    # character): the largest batch a client can send in compact JSON (docs/api.md)
+    cids = [f"{n:03d}" + "\U0001f600" * 125 for n in range(1000)]
+    body = json.dumps({"cids": cids, "model": "top"}, separators=(",", ":")).encode()
+    assert len(body) > 1_500_000
+    response = api.post("/v1/lookup", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert [item["cid"] for item in response.json()["results"]] == cids
+    too_big = body[:-2] + b"," + b" " * 600_000 + b"]}"
+    response = api.post("/v1/lookup", content=too_big, headers={"content-type": "application/json"})
+    assert response.status_code == 413

@@ -36,3 +36,10 @@ def test_a_trailing_line_break_matches_no_route(
 def test_fixed_routes_do_not_take_a_trailing_line_break(api: ApiClient, path: str) -> None:
     assert api.get(path + "%0A").status_code == 404
     assert api.get(path).status_code != 404
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_hosts_name(api: ApiClient) -> None:
+    # a 307 to the path without the slash built its Location from the Host header
+    response = api.get("/v1/models/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers

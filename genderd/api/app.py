@@ -69,6 +69,8 @@ def create_app(
         lifespan=lifespan,
         default_response_class=JSON,
         docs_url=None,  # served from the package below (docs.install): no CDN
+        # no 307 from /v1/models/ to /v1/models: its Location echoed the request's Host header
+        redirect_slashes=False,
         redoc_url=None,
         **_telemetry_off(),
     )
