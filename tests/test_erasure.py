@@ -297,3 +297,37 @@ def test_cli_erases_ids_from_arguments_and_a_file_in_one_pass(
     bad = CliRunner().invoke(main, ["erase", "ok", "not ok"], env=env)
     assert bad.exit_code == 2 and "argument 2: cid contains whitespace" in bad.output
     assert _traces(sync_redis, settings, "ok") == []
+
+
+def _raw_mentions(redis_url: str, settings: Any, cid: str) -> list[str]:
+    """Stream entries and dead letters with ``cid`` in any field value, read raw (redis-py's
+    XRANGE reply is a dict, which keeps one value of a field given twice)."""
+    raw = redis.Redis.from_url(redis_url)
+    raw.set_response_callback("XRANGE", lambda response, **options: response)
+    keys, found = Keys(settings.prefix), []
+    try:
+        for shard in range(settings.shards):
+            for stream in (keys.stream(shard), keys.dead(shard)):
+                for entry_id, fields in raw.xrange(stream):
+                    if cid.encode() in fields:
+                        found.append(f"{stream} {entry_id.decode()}")
+    finally:
+        raw.close()
+    return found
+
+
+def test_an_entry_naming_the_client_in_a_duplicate_cid_field_is_erased(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str, clock: FakeClock
+) -> None:
+    settings = aio.settings
+    stream = Keys(settings.prefix).stream(shard_of(GONE, settings.shards))
+    # the client named second: a duplicate field, dead-lettered by every model
+    sync_redis.execute_command("XADD", stream, "*", "cid", KEPT, "gender", "male", "cid", GONE)
+    _write(sync_redis, settings, GONE, "male", clock.now_ms)
+    _drain(aio, clock)
+    assert len(_raw_mentions(redis_url, settings, GONE)) == 2 + len(aio.registry)
+
+    [done] = _erase(aio, clock, GONE)
+
+    assert (done.entries, done.dead_letters) == (2, len(aio.registry))
+    assert _raw_mentions(redis_url, settings, GONE) == []

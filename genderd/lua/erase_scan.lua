@@ -1,7 +1,8 @@
 -- One bounded step of removing erased clients' entries from a stream (the shard's event
 -- stream, or a dead-letter stream): reads at most COUNT entries after a given id and deletes
--- those of the clients given whose id (or, in dead letters, original id) is not after the
--- client's erasure marker (erase.lua). Entries written after the erasure are new data: kept.
+-- those that name one of the clients given in a cid field (any of them, when the field is
+-- given twice) and whose id (or, in dead letters, original id) is not after the client's
+-- erasure marker (erase.lua). Entries written after the erasure are new data: kept.
 --
 -- KEYS[1] = the stream   <prefix>:{sN}:events or <prefix>:{sN}:dead
 -- ARGV[1] = scan after this id ("-": from the start);  ARGV[2] = up to this id (inclusive)
@@ -25,7 +26,9 @@ local doomed, deleted = {}, {}
 for _, entry in ipairs(entries) do
   local fields, cid, id = entry[2], nil, entry[1]
   for f = 1, #fields, 2 do
-    if fields[f] == 'cid' and cid == nil then cid = fields[f + 1] end
+    -- every cid field counts: an entry that names the client in a duplicate one (dead-
+    -- lettered, never applied) still holds the id
+    if fields[f] == 'cid' and cid == nil and cutoffs[fields[f + 1]] then cid = fields[f + 1] end
     if id_field ~= '' and fields[f] == id_field then id = fields[f + 1] end
   end
   local cutoff = cid and cutoffs[cid]
