@@ -6,12 +6,14 @@ its other shards keep applying, during a slow call too."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
 import redis
 
 from genderd.keys import Keys, shard_of
+from genderd.ratelog import RateLimitedLog
 from genderd.settings import Settings
 
 from .support import failing
@@ -146,3 +148,20 @@ def test_a_slow_model_call_is_a_timeout_and_blocks_no_other_shard(
     assert (row["_model"], row["_reason"]) == ("sleepy", "model_error")
     assert row["_detail"].startswith(f"the model took longer than {TIMEOUT_MS} ms on this event")
     assert answer(bad) is None
+
+
+def test_repeated_model_errors_are_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    limited = RateLimitedLog(logging.getLogger("genderd.test"), 10.0, lambda: now[0])
+    with caplog.at_level(logging.WARNING, "genderd.test"):
+        for n in range(1000):
+            now[0] = n * 0.03  # 1,000 failures in 30 s
+            limited.warning(("m", "RuntimeError"), f"m: entry {n}: RuntimeError: boom")
+        limited.warning(("m", "ValueError"), "m: entry x: ValueError: other")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4  # the last 331 wait for the next interval
+    assert lines[0] == "m: entry 0: RuntimeError: boom"
+    assert lines[1].endswith("(333 more like this in the last 10 s)")
+    assert lines[-1] == "m: entry x: ValueError: other"
