@@ -32,8 +32,9 @@ class RateLimitedLog:
         if seen is not None and now - seen[0] < self.interval_s:
             self._last[key] = (seen[0], seen[1] + 1)
             return
-        left_out = 0 if seen is None else seen[1]
-        more = f" ({left_out} more like this in the last {now - seen[0]:.0f} s)" if left_out else ""
+        more = ""
+        if seen is not None and seen[1]:
+            more = f" ({seen[1]} more like this in the last {now - seen[0]:.0f} s)"
         self.log.warning("%s%s", message, more)
         self._last[key] = (now, 0)
 
