@@ -18,6 +18,7 @@ from genderd.events import DETAIL_MAX_CHARS, Event, Invalid, Reason, parse_entry
 from genderd.keys import digest
 from genderd.lua import Script
 from genderd.models.base import Model
+from genderd.ratelog import RateLimitedLog
 from genderd.streams import Entry, Fields
 from genderd.transport import Transport
 
@@ -52,6 +53,8 @@ class Processor:
         self.keys = deployment.keys
         self.clock = deployment.clock
         self.applier: Applier = model.applier(deployment, transport, consumer)
+        # a failing model's events: one line per kind of error and interval, with a count
+        self.errors_log = RateLimitedLog(log)
 
     async def process(
         self, shard: int, entries: Sequence[Entry], deliveries: dict[str, int] | None = None
@@ -95,7 +98,10 @@ class Processor:
             (Invalid(e.id, Reason.MODEL_ERROR, detail), fields_of[e.id]) for e, detail in errors
         ]
         for invalid, _ in dead:
-            log.warning("%s: entry %s: %s", self.model.name, invalid.id, invalid.detail)
+            kind = invalid.detail.split(":", 1)[0]  # e.g. the exception's type
+            self.errors_log.warning(
+                (self.model.name, kind), f"{self.model.name}: entry {invalid.id}: {invalid.detail}"
+            )
         await self._dead_letter(shard, dead, outcome)
 
     def _on_its_shard(self, event: Event, shard: int) -> Event | Invalid:
@@ -137,9 +143,13 @@ class Processor:
         args: list[Any] = [self.model.name, DEAD_LETTER_MAXLEN]
         markers: dict[str, int] = {}  # client -> index of its erasure marker in keys
         for invalid, fields in dead:
-            log.info(
-                "dead-lettering %s for %s: %s", invalid.id, self.model.name, invalid.reason.value
-            )
+            if invalid.reason is not Reason.MODEL_ERROR:  # logged, rate-limited, by the caller
+                log.info(
+                    "dead-lettering %s for %s: %s",
+                    invalid.id,
+                    self.model.name,
+                    invalid.reason.value,
+                )
             pairs = list(fields.items() if isinstance(fields, Mapping) else fields)
             cid = _cid_in(pairs)
             marker = 0

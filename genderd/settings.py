@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     block_ms: int = Field(
         default=1_000, ge=1, le=4_000, description="how long a read waits for new entries"
     )
+    # A second: far beyond any per-event computation a model should make (the built-ins take
+    # microseconds), short enough that one stuck event holds its batch back only briefly.
+    model_timeout_ms: int = Field(
+        default=1_000,
+        ge=1,
+        description="a Python model's call on one event that takes longer fails that event "
+        "(model_error)",
+    )
     stall_after_s: float = Field(
         default=30.0, gt=0, description="waiting work with no live consumer this long: stalled"
     )

@@ -9,22 +9,27 @@ reclaimed later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from genderd.apply import ModelErrors, Outcome, expiry_arg
+from genderd.apply.model_thread import ModelThread, Overrun, Progress, timeout_detail
 from genderd.events import Event, by_client, text
 from genderd.keys import digest, result_field
 from genderd.lua import Script
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
-    from genderd.models.python import PythonRuntime
+    from genderd.models.python import Applied, PythonRuntime
     from genderd.transport import Transport
 
 PYTHON_READ = Script.from_files("python_read.lua")
 COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflicting commit
+
+#: one client's computation: the model's run, and the result fields to set and delete
+_Computed = tuple["Applied", tuple[list[str], list[str]] | None]
 
 
 @dataclass
@@ -50,6 +55,8 @@ class PythonApplier:
         self.keys = deployment.keys
         self.client_ttl_days = deployment.settings.client_ttl_days
         self._read_fields = [model.state_field, model.version_field, result_field(model.name, "ts")]
+        timeout_s = deployment.settings.model_timeout_ms / 1000
+        self.thread: ModelThread[list[_Computed]] = ModelThread(model.name, timeout_s)
 
     async def apply(
         self, shard: int, events: Sequence[Event], now: int
@@ -74,19 +81,29 @@ class PythonApplier:
         return outcome, errors
 
     async def _compute(self, shard: int, per_client: dict[str, list[Event]], now: int) -> _Commit:
-        """Read the clients' stored states and run the model over each client's events."""
+        """Read the clients' stored states and run the model over each client's events (in
+        the worker's model thread: an event whose call overruns the limit is skipped and the
+        batch computed again without it)."""
         model = self.model
         cids = list(per_client)
         keys = [self.keys.result(shard, cid) for cid in cids]
         flat = await self.transport.call(PYTHON_READ, keys, self._read_fields)
+        stored = [(cid, flat[3 * n], flat[3 * n + 2]) for n, cid in enumerate(cids)]
+        skip: dict[str, str] = {}
+        while True:
+            work = functools.partial(self._run_clients, stored, per_client, now, skip)
+            computed = await self.thread.call(work)
+            if not isinstance(computed, Overrun):
+                break
+            skip[computed.event.id] = f"{timeout_detail(self.thread.timeout_s)}: abandoned"
         commit = _Commit([model.name, self.consumer, expiry_arg(now, self.client_ttl_days)])
         for n, (cid, key) in enumerate(zip(cids, keys, strict=True)):
-            state, version, ts = flat[3 * n : 3 * n + 3]
-            done = model.run(state, per_client[cid])
+            done, fields = computed[n]
             commit.failed += done.failed
-            if not done.applied:
+            if fields is None:
                 continue
-            set_, delete = model.answer_fields_of(done, None if ts is None else int(ts), now)
+            set_, delete = fields
+            version = flat[3 * n + 1]
             ids = [e.id for e in done.applied]
             commit.args += ["" if version is None else text(version), str(len(ids)), *ids]
             commit.args += [str(len(set_) // 2), *set_, str(len(delete)), *delete]
@@ -94,6 +111,29 @@ class PythonApplier:
             commit.cids.append(cid)
             commit.applied[cid] = done.applied
         return commit
+
+    def _run_clients(
+        self,
+        stored: list[tuple[str, Any, Any]],
+        per_client: dict[str, list[Event]],
+        now: int,
+        skip: dict[str, str],
+        progress: Progress,
+    ) -> list[_Computed]:
+        """The model's run over each client's events and the fields to commit (None: none
+        applied), in the model thread: every call of the model's code happens here."""
+        model = self.model
+        computed: list[_Computed] = []
+        for cid, state, ts in stored:
+            done = model.run(state, per_client[cid], progress, skip)
+            if not done.applied:
+                computed.append((done, None))
+                continue
+            progress.begin(done.applied[-1])  # scores(state) may be slow too
+            fields = model.answer_fields_of(done, None if ts is None else int(ts), now)
+            progress.end()
+            computed.append((done, fields))
+        return computed
 
     async def _commit(
         self, shard: int, commit: _Commit, per_client: dict[str, list[Event]], outcome: Outcome

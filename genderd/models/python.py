@@ -18,12 +18,14 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from genderd.apply.model_thread import Abandoned, Progress, timeout_detail
 from genderd.apply.optimistic import PythonApplier
 from genderd.errors import ModelError
 from genderd.events import DETAIL_MAX_CHARS, Event
@@ -128,22 +130,41 @@ class PythonRuntime(Model):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), self.state_field, self.version_field]
 
-    def run(self, state_json: bytes | None, events: Iterable[Event]) -> Applied:
+    def run(
+        self,
+        state_json: bytes | None,
+        events: Iterable[Event],
+        progress: Progress | None = None,
+        skip: Mapping[str, str] | None = None,
+    ) -> Applied:
         """Apply ``events`` in order to the state stored as ``state_json`` (None: a new
-        client). An event the model fails on leaves the state as it was before it."""
+        client). An event the model fails on leaves the state as it was before it.
+
+        With ``progress`` (a worker's helper thread: :mod:`genderd.apply.model_thread`) each
+        call is marked there, and a call that took longer than its limit fails its event;
+        ``skip`` maps the ids of events not to run again to their failure's detail."""
         current = state_json or b"{}"
         state = orjson.loads(current)
         done = Applied(current, None)
         answered = False
         for event in events:
+            if skip and event.id in skip:
+                done.failed.append((event, skip[event.id]))
+                continue
+            if progress is not None:
+                progress.begin(event)
             try:
                 answer = self._identify(state, event)
+                if progress is not None:
+                    _within(progress.end(), progress.timeout_s)
                 new = orjson.dumps(state)
                 if len(new) > STATE_MAX_BYTES:
                     raise ModelError(
                         f"state grew to {len(new):,} bytes, over the limit of {STATE_MAX_BYTES:,}"
                     )
-            except Exception as error:  # the model's failure, not the pipeline's
+            except BaseException as error:  # the model's failure, not the pipeline's
+                if not contained(error):
+                    raise
                 detail = error if isinstance(error, ModelError) else _summary(error)
                 done.failed.append((event, str(detail)[:DETAIL_MAX_CHARS]))
                 state = orjson.loads(current)
@@ -205,7 +226,9 @@ class PythonRuntime(Model):
             if not all(isinstance(k, str) and _finite_number(v) for k, v in scores.items()):
                 return None
             return dict(scores)
-        except Exception:
+        except BaseException as error:
+            if not contained(error):
+                raise
             return None
 
 
@@ -213,6 +236,26 @@ def _finite_number(value: object) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def contained(error: BaseException) -> bool:
+    """Whether ``error``, raised by a model's code, is that event's failure (``model_error``)
+    rather than something to pass on: everything a model raises (``SystemExit``,
+    ``CancelledError``, ``GeneratorExit`` too), except the framework's :class:`Abandoned` and
+    a ``KeyboardInterrupt`` on the main thread (Ctrl-C during ``genderd evaluate`` or
+    ``genderd.testing``). A worker runs models in a helper thread, where no signal ever
+    raises: a ``KeyboardInterrupt`` there is the model's own."""
+    if isinstance(error, Abandoned):
+        return False
+    if isinstance(error, KeyboardInterrupt):
+        return threading.current_thread() is not threading.main_thread()
+    return True
+
+
+def _within(elapsed_s: float, timeout_s: float) -> None:
+    """Fail a call that returned, but later than the limit (as if it had not returned)."""
+    if elapsed_s > timeout_s:
+        raise ModelError(f"{timeout_detail(timeout_s)}: {elapsed_s * 1000:,.0f} ms")
 
 
 def _summary(error: BaseException) -> str:
@@ -227,5 +270,6 @@ __all__ = [
     "ModelError",
     "PythonModel",
     "PythonRuntime",
+    "contained",
     "instantiate",
 ]

@@ -1,0 +1,67 @@
+"""Python models that fail in each way a model can (issue 19): registered by the tests through
+GENDERD_PLUGINS. Each fails (Sleepy: sleeps) on the events of clients whose id starts with
+``bad`` and answers like ``Count`` otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from typing import Any
+
+from genderd.events import Event
+from genderd.models import PythonModel
+
+#: how long Sleepy sleeps on a ``slow`` client's event (seconds)
+SLEEP_S = 2.0
+#: set while Sleepy sleeps
+SLEEPING = threading.Event()
+
+
+class _Failing(PythonModel):
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        if event.cid.startswith("bad"):
+            self.fail()
+        state["n"] = state.get("n", 0) + 1
+        return "female" if state["n"] % 2 == 0 else "male"
+
+    def fail(self) -> None:
+        raise NotImplementedError
+
+
+class Exits(_Failing):
+    name = "exits"
+
+    def fail(self) -> None:
+        sys.exit(3)
+
+
+class Interrupts(_Failing):
+    name = "interrupts"
+
+    def fail(self) -> None:
+        raise KeyboardInterrupt
+
+
+class Cancels(_Failing):
+    name = "cancels"
+
+    def fail(self) -> None:
+        raise asyncio.CancelledError()
+
+
+class Closes(_Failing):
+    name = "closes"
+
+    def fail(self) -> None:
+        raise GeneratorExit("closed")
+
+
+class Sleepy(_Failing):
+    name = "sleepy"
+
+    def fail(self) -> None:
+        SLEEPING.set()
+        time.sleep(SLEEP_S)
+        SLEEPING.clear()
