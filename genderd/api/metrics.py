@@ -190,7 +190,7 @@ class HttpFiles:
                 DURATIONS, f"{DURATIONS}_bucket", ["route", "le"], [route, _BOUNDS[bucket]],
                 DURATIONS_HELP,
             )  # fmt: skip
-        self.durations.write_value(key, in_bucket, 0.0)  # type: ignore[no-untyped-call]
+        self.durations.write_value(key, in_bucket, 0.0)
         key = self._sum_keys.get(route)
         if key is None:
             key = self._sum_keys[route] = mmap_key(
