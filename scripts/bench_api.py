@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds over all routes; the median is shown"
     )
@@ -170,6 +171,8 @@ def main() -> None:
                 "serve",
                 "--port",
                 str(port),
+                "--workers",
+                str(args.workers),
             ],
             env=env,
         )

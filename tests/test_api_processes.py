@@ -106,8 +106,7 @@ def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
     env = dict(os.environ, GENDERD_REDIS_URL=redis_url, TMPDIR=str(tmp_path))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "genderd", "serve", "--port", str(port)]
-        + ["--workers", str(WORKERS)],
+        [sys.executable, "-m", "genderd", "serve", "--port", str(port), "--workers", str(WORKERS)],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
