@@ -210,7 +210,8 @@ def main() -> None:
     healthz = next(iter(results.values()))[0].rate
     print(
         f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with "
-        f"{args.workers} uvicorn worker(s); wrk 1 thread, {args.connections} connections, {args.duration} s per run, "
+        f"{args.workers} uvicorn worker(s); wrk 1 thread, {args.connections} connections, "
+        f"{args.duration} s per run, "
         f"median of {args.repeat} rounds; server, API and wrk on the same machine: {machine()}\n"
     )
     print(
