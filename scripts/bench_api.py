@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds over all routes; the median is shown"
     )
@@ -170,6 +171,8 @@ def main() -> None:
                 "serve",
                 "--port",
                 str(port),
+                "--workers",
+                str(args.workers),
             ],
             env=env,
         )
@@ -206,8 +209,9 @@ def main() -> None:
 
     healthz = next(iter(results.values()))[0].rate
     print(
-        f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with 1 uvicorn "
-        f"worker; wrk 1 thread, {args.connections} connections, {args.duration} s per run, "
+        f"\n{args.clients:,} clients, {args.events:,} events; `genderd serve` with "
+        f"{args.workers} uvicorn worker(s); wrk 1 thread, {args.connections} connections, "
+        f"{args.duration} s per run, "
         f"median of {args.repeat} rounds; server, API and wrk on the same machine: {machine()}\n"
     )
     print(

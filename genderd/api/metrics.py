@@ -7,13 +7,26 @@ live in Redis and are read when /metrics is scraped.
 The HTTP counters are plain dicts that the event loop's single thread increments, turned into
 metric families only when scraped: prometheus_client's ``Counter.inc`` and
 ``Histogram.observe`` take a lock each, which every request would pay.
+
+With more than one API process (``genderd serve --workers N``) a scrape reaches one of them, so
+each process's counts must be visible to all: ``genderd serve`` then sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory before uvicorn starts its workers, and every
+process writes its counters and histograms to its own memory-mapped files there
+(prometheus_client's multiprocess mode; the HTTP dicts are written through to a file of their
+own, still without a lock). A scrape merges every file, those of exited processes included, so
+counters never go down when a worker dies and is replaced.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +35,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    values,
 )
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +43,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from genderd.erasure import Erased
@@ -98,42 +114,130 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name, read at its import
+REQUESTS = "genderd_http_requests"
+REQUESTS_HELP = "HTTP requests answered, per route template, method and status"
+DURATIONS = "genderd_http_request_duration_seconds"
+DURATIONS_HELP = "Time from a request's arrival to its answer, per route template"
+_BOUNDS = (*(str(b) for b in REQUEST_BUCKETS_S), "+Inf")
+
+
+def multiprocess_dir() -> Path | None:
+    """The shared metrics directory when this process runs in multiprocess mode, else None.
+
+    Multiprocess mode needs ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is first
+    imported (``genderd serve --workers N`` does so); an app built without it, or in a process
+    that imported prometheus_client first, counts for itself alone.
+    """
+    path = os.environ.get(MULTIPROCESS_ENV)
+    if not path or values.ValueClass is values.MutexValue:
+        return None
+    return Path(path)
+
+
+@contextmanager
+def shared_metrics(processes: int) -> Iterator[Path | None]:
+    """With more than one API process: a fresh metrics directory, named in this process's
+    environment (which uvicorn's worker processes inherit before they import
+    prometheus_client) and removed with everything in it on the way out. Else None."""
+    if processes <= 1:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="genderd-metrics-"))
+    previous = os.environ.get(MULTIPROCESS_ENV)
+    os.environ[MULTIPROCESS_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class HttpFiles:
+    """This process's HTTP counts, written through to its own files in the multiprocess
+    directory in prometheus_client's format. Each write stores this process's running total
+    (kept in :class:`HttpCollector`'s dicts), so no lock is taken: only the event loop's thread
+    writes these files, and :class:`MultiProcessCollector` sums the processes' totals."""
+
+    def __init__(self, directory: Path, pid: int) -> None:
+        # The name's first word is the type MultiProcessCollector reads; prometheus_client's own
+        # files of this process are counter_<pid>.db and histogram_<pid>.db.
+        open_file: Any = MmapedDict  # untyped in prometheus_client
+        self.requests = open_file(str(directory / f"counter_http-{pid}.db"))
+        self.durations = open_file(str(directory / f"histogram_http-{pid}.db"))
+        self._request_keys: dict[tuple[str, str, str], str] = {}
+        self._bucket_keys: dict[tuple[str, int], str] = {}
+        self._sum_keys: dict[str, str] = {}
+
+    def write(
+        self, labels: tuple[str, str, str], n: int, bucket: int, in_bucket: int, total_s: float
+    ) -> None:
+        """Store the new totals of one request's series (``labels``: route, method, status)."""
+        key = self._request_keys.get(labels)
+        if key is None:
+            key = self._request_keys[labels] = mmap_key(
+                REQUESTS, f"{REQUESTS}_total", ["route", "method", "status"], list(labels),
+                REQUESTS_HELP,
+            )  # fmt: skip
+        self.requests.write_value(key, n, 0.0)
+        route = labels[0]
+        key = self._bucket_keys.get((route, bucket))
+        if key is None:
+            key = self._bucket_keys[route, bucket] = mmap_key(
+                DURATIONS, f"{DURATIONS}_bucket", ["route", "le"], [route, _BOUNDS[bucket]],
+                DURATIONS_HELP,
+            )  # fmt: skip
+        self.durations.write_value(key, in_bucket, 0.0)
+        key = self._sum_keys.get(route)
+        if key is None:
+            key = self._sum_keys[route] = mmap_key(
+                DURATIONS, f"{DURATIONS}_sum", ["route"], [route], DURATIONS_HELP
+            )
+        self.durations.write_value(key, total_s, 0.0)
+
+    def close(self) -> None:
+        self.requests.close()
+        self.durations.close()
+
+
 class HttpCollector(Collector):
     """``genderd_http_requests_total{route,method,status}`` and
-    ``genderd_http_request_duration_seconds{route}``, counted in dicts (see the module)."""
+    ``genderd_http_request_duration_seconds{route}``, counted in dicts (see the module) and,
+    with more than one process, written through to ``files``."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: HttpFiles | None = None) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         # per route: [count per bucket (le), ..., +Inf], sum of seconds
         self.durations: dict[str, tuple[list[int], list[float]]] = {}
+        self.files = files
 
     def count(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, str(status))
-        self.requests[key] = self.requests.get(key, 0) + 1
+        n = self.requests[key] = self.requests.get(key, 0) + 1
         buckets = self.durations.get(route)
         if buckets is None:
             buckets = self.durations[route] = ([0] * (len(REQUEST_BUCKETS_S) + 1), [0.0])
-        buckets[0][bisect.bisect_left(REQUEST_BUCKETS_S, seconds)] += 1
+        bucket = bisect.bisect_left(REQUEST_BUCKETS_S, seconds)
+        buckets[0][bucket] += 1
         buckets[1][0] += seconds
+        if self.files is not None:
+            self.files.write(key, n, bucket, buckets[0][bucket], buckets[1][0])
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "genderd_http_requests",
-            "HTTP requests answered, per route template, method and status",
-            labels=["route", "method", "status"],
+            REQUESTS, REQUESTS_HELP, labels=["route", "method", "status"]
         )
         for labels, n in sorted(self.requests.items()):
             requests.add_metric(list(labels), n)
-        durations = HistogramMetricFamily(
-            "genderd_http_request_duration_seconds",
-            "Time from a request's arrival to its answer, per route template",
-            labels=["route"],
-        )
+        durations = HistogramMetricFamily(DURATIONS, DURATIONS_HELP, labels=["route"])
         for route, (counts, total) in sorted(self.durations.items()):
             cumulative, running = [], 0
-            for bound, n in zip((*REQUEST_BUCKETS_S, float("inf")), counts, strict=True):
+            for bound, n in zip(_BOUNDS, counts, strict=True):
                 running += n
-                cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+                cumulative.append((bound, running))
             durations.add_metric([route], cumulative, total[0])
         yield from (requests, durations)
 
@@ -170,49 +274,75 @@ class HttpMetrics:
 
 
 class Metrics:
-    """The API's metrics."""
+    """The API's metrics.
 
-    def __init__(self) -> None:
+    Args:
+        multiprocess: the shared directory of multiprocess mode (:func:`multiprocess_dir`), or
+            None for a process that counts for itself alone (``create_app`` embedded, tests).
+    """
+
+    def __init__(self, multiprocess: Path | None = None) -> None:
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
+        if multiprocess is None:
+            own: CollectorRegistry | None = self.registry
+            ProcessCollector(registry=self.registry)  # CPU, memory, open files of this process
+            self.http = HttpCollector()
+            self.registry.register(self.http)
+        else:
+            # Every process's counters and histograms live in files that one collector merges;
+            # the metrics themselves are registered nowhere (else this process counts twice).
+            # The process collector is left out: a scrape would show whichever process answered.
+            own = None
+            path = str(multiprocess)
+            MultiProcessCollector(self.registry, path=path)  # type: ignore[no-untyped-call]
+            self.http = HttpCollector(HttpFiles(multiprocess, os.getpid()))
         self.lookup_seconds = Histogram(
             "genderd_lookup_seconds",
             "Time of the Redis round trip of a lookup, per endpoint",
             ["endpoint"],
             buckets=LATENCY_BUCKETS_S,
-            registry=self.registry,
+            registry=own,
         )
         self.ingested = Counter(
             "genderd_events_ingested",
             "Events written to the streams by POST /v1/events",
-            registry=self.registry,
+            registry=own,
         )
         self.ingest_rejected = Counter(
             "genderd_events_rejected",
             "Events refused by POST /v1/events (422: the whole request is refused)",
-            registry=self.registry,
+            registry=own,
         )
         self.disconnects = Counter(
             "genderd_http_client_disconnects",
             "Requests whose client disconnected before its body arrived",
-            registry=self.registry,
+            registry=own,
         )
         self.erasures = Counter(
             "genderd_erasures",
             "Clients erased by DELETE /v1/clients/{cid} (SPEC 9); the log names their digests",
-            registry=self.registry,
+            registry=own,
         )
         self.erased_items = Counter(
             "genderd_erased",
             "What erasures removed: keys, stream entries and dead letters",
             ["kind"],
-            registry=self.registry,
+            registry=own,
         )
+        # Read from Redis when scraped: the same in every process, so served directly.
         self.pipeline = PipelineCollector()
         self.registry.register(self.pipeline)
-        self.http = HttpCollector()
-        self.registry.register(self.http)
         self._lookup_children: dict[str, Histogram] = {}
+
+    def close(self) -> None:
+        """Close this process's files; its counts stay in the directory (and in every scrape)."""
+        if self.http.files is not None:
+            self.http.files.close()
+            self.http.files = None
+        if self.multiprocess is not None:
+            # Removes only "live" gauges' files (genderd has none): counts stay.
+            mark_process_dead(os.getpid(), str(self.multiprocess))  # type: ignore[no-untyped-call]
 
     def erased(self, done: Erased) -> None:
         """Count one erasure (never its client id: see SPEC 9)."""

@@ -10,7 +10,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import Request
 
 from genderd import status
-from genderd.api.metrics import Metrics
+from genderd.api.metrics import Metrics, multiprocess_dir
 from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
@@ -40,7 +40,7 @@ class Api:
         # for the oldest data layout it holds (see _serve).
         self.configured = Deployment.build(settings, clock)
         self._serve(self.configured)
-        self.metrics = Metrics()
+        self.metrics = Metrics(multiprocess_dir())
         self.links: Links | None = None
         self._deployment: Deployment | None = None
         self._reader: Reader | None = None
@@ -60,6 +60,7 @@ class Api:
         )
 
     async def stop(self) -> None:
+        self.metrics.close()
         if self.links is not None:
             await self.links.close()
             self.links = None

@@ -143,6 +143,8 @@ def serve(
     """
     import uvicorn
 
+    from genderd.api.metrics import shared_metrics
+
     settings = settings_of(
         ctx, api_host=host, api_port=port, api_limit_concurrency=limit_concurrency
     )
@@ -158,17 +160,19 @@ def serve(
     # uvicorn's worker processes build their own app from the environment.
     os.environ["GENDERD_REDIS_URL"] = url
     os.environ["GENDERD_PREFIX"] = settings.prefix
-    uvicorn.run(
-        "genderd.api:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=workers,
-        access_log=access_log,
-        log_level=logging.getLevelName(logging.getLogger().level).lower(),
-        timeout_graceful_shutdown=SERVE_GRACE_S,
-        limit_concurrency=settings.api_limit_concurrency,
-    )
+    # One scrape must see every process's counts: a fresh shared directory per start.
+    with shared_metrics(workers):
+        uvicorn.run(
+            "genderd.api:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=workers,
+            access_log=access_log,
+            log_level=logging.getLevelName(logging.getLogger().level).lower(),
+            timeout_graceful_shutdown=SERVE_GRACE_S,
+            limit_concurrency=settings.api_limit_concurrency,
+        )
 
 
 @click.command()

@@ -1,0 +1,149 @@
+"""`genderd serve --workers 2`: one scrape of /metrics sees every process's counts (SPEC 8).
+
+The server runs as a subprocess on a free loopback port; its worker processes are found by
+their metrics files (``counter_http-<pid>.db`` in the directory `serve` creates under TMPDIR),
+and everything it starts is stopped by pid when the test ends.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from genderd.bundled import free_port
+
+WORKERS = 2
+CONNECTIONS = 40  # new connections, so that the kernel hands some to each process
+PER_CONNECTION = 5
+SCRAPES = 8
+START_TIMEOUT_S = 60.0
+HEALTHZ = re.compile(
+    r'^genderd_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', re.M
+)
+
+
+def get(port: int, path: str, times: int = 1) -> str:
+    """``times`` GETs of ``path`` over one new connection; the last answer's body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        body = b""
+        for _ in range(times):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200, body
+        return body.decode()
+    finally:
+        connection.close()
+
+
+def healthz_count(port: int) -> float:
+    found = HEALTHZ.search(get(port, "/metrics"))
+    return float(found.group(1)) if found else 0.0
+
+
+def stop(pid: int) -> None:
+    """SIGTERM `serve` (it stops its workers), SIGKILL whatever is left of it."""
+    with_children = []
+    try:
+        process = psutil.Process(pid)
+        with_children = [process, *process.children(recursive=True)]
+        process.terminate()
+        process.wait(20)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        pass
+    for process in with_children:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+class Served:
+    def __init__(self, port: int, tmp: Path, process: subprocess.Popen[bytes]) -> None:
+        self.port, self.tmp, self.process = port, tmp, process
+
+    def directory(self) -> Path:
+        (found,) = self.tmp.glob("genderd-metrics-*")
+        return found
+
+    def worker_pids(self) -> set[int]:
+        files = self.directory().glob("counter_http-*.db")
+        return {int(f.stem.split("-")[1]) for f in files}
+
+    def live_workers(self) -> set[int]:
+        return {pid for pid in self.worker_pids() if psutil.pid_exists(pid)}
+
+    def wait_for(self, n_live: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "serve exited"
+            try:
+                if len(self.live_workers()) >= n_live:
+                    get(self.port, "/metrics")
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{n_live} live API processes did not come up")
+
+
+@pytest.fixture
+def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
+    port = free_port()
+    env = dict(os.environ, GENDERD_REDIS_URL=redis_url, TMPDIR=str(tmp_path))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genderd", "serve", "--port", str(port), "--workers", str(WORKERS)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server = Served(port, tmp_path, process)
+        server.wait_for(WORKERS)
+        yield server
+    finally:
+        stop(process.pid)
+        process.wait(10)
+    assert not list(tmp_path.glob("genderd-metrics-*")), "serve left its metrics directory"
+
+
+def test_every_scrape_counts_every_process(served: Served) -> None:
+    requests = CONNECTIONS * PER_CONNECTION
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: get(served.port, "/healthz", PER_CONNECTION), range(CONNECTIONS)))
+    # every process served some (each has counted into its own file)
+    assert len(served.live_workers()) == WORKERS
+    counts = [healthz_count(served.port) for _ in range(SCRAPES)]
+    assert counts == [requests] * SCRAPES
+
+
+def test_counts_survive_a_killed_process(served: Served) -> None:
+    requests = CONNECTIONS * PER_CONNECTION
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: get(served.port, "/healthz", PER_CONNECTION), range(CONNECTIONS)))
+    before = served.live_workers()
+    victim = min(before)
+    psutil.Process(victim).kill()  # uvicorn's supervisor starts a replacement
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while served.live_workers() - before == set() or len(served.live_workers()) < WORKERS:
+        assert time.monotonic() < deadline, "the killed process was not replaced"
+        time.sleep(0.2)
+    counts = [healthz_count(served.port) for _ in range(SCRAPES)]
+    assert counts == [requests] * SCRAPES  # the dead process's counts stay
+    get(served.port, "/healthz")
+    assert healthz_count(served.port) == requests + 1
