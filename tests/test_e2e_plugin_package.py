@@ -235,3 +235,43 @@ def test_a_lua_error_in_a_plugins_file_names_that_file_and_line(
     replayed = genderd(package, url, "replay", "--model", "broken", plugins=plugins)
     said = replayed.stdout + replayed.stderr
     assert f"broken.lua:{BROKEN_LINE}: attempt to perform arithmetic" in said, said
+
+
+@pytest.mark.parametrize("stray", ["genderd", "genderd/lua"])
+def test_a_folder_named_genderd_in_the_working_directory_shadows_nothing(
+    settings: Settings, package: Path, stray: str
+) -> None:
+    """A clone of the repository (a namespace package there) or a stray `genderd/lua/`: the
+    commands still use the installed genderd, and still find the plug-in beside them."""
+    (package / stray).mkdir(parents=True)
+    url = settings.redis_url or ""
+    status = genderd(package, url, "status", "--json")
+    assert status.returncode in (0, 1), status.stderr  # 1: stalled (no workers here)
+    assert {"mine", "odd"} <= {row["model"] for row in json.loads(status.stdout)}
+    write(settings.model_copy(update={"genders": ("female", "male")}), [("C7", "female")])
+    replayed = genderd(package, url, "replay", "--model", "mine")
+    assert replayed.returncode == 0, replayed.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "plugins", "message"),
+    [
+        ("raise KeyboardInterrupt\n", "bad:X", "cannot import 'bad': KeyboardInterrupt"),
+        ("import sys\nsys.exit(3)\n", "bad:X", "cannot import 'bad': SystemExit: 3"),
+        ("raise RuntimeError('no')\n", "bad:X", "cannot import 'bad': RuntimeError: no"),
+        ("", "bad:X", "'bad' has no 'X'"),
+        ("", "mypkg.models:Missing", "package 'mypkg'"),
+        ("", "genderd.nowhere:X", "cannot import 'genderd.nowhere'"),
+    ],
+)
+def test_every_plugin_problem_is_one_line_and_exit_2(
+    settings: Settings, package: Path, source: str, plugins: str, message: str
+) -> None:
+    (package / "bad.py").write_text(source)
+    (package / "genderd").mkdir()  # a genderd/ here must not be searched for genderd.nowhere
+    done = genderd(package, settings.redis_url or "", "status", plugins=plugins)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert message in done.stderr, done.stderr
+    if "Missing" in plugins:
+        assert "absent.lua" in done.stderr, done.stderr
