@@ -25,7 +25,7 @@ from typing import Any
 
 import redis as redis_py
 
-from genderd import errors
+from genderd import deadletters, errors
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment, keys_of
@@ -36,7 +36,7 @@ from genderd.models.registry import ModelClass, Registration, Registry
 from genderd.producer import Producer
 from genderd.reader import Reader
 from genderd.settings import Settings
-from genderd.transport import connect
+from genderd.transport import Links, connect
 from genderd.worker import Worker
 
 EventLike = Mapping[str, Any] | Event
@@ -143,7 +143,7 @@ async def _through_redis(
             await worker.ensure_groups()
             outcome = await worker.drain()
             if strict and outcome.dead:
-                raise ModelFailure(f"{outcome.dead} events were dead-lettered (model_error)")
+                raise ModelFailure(await _dead_lettered(links, deployment))
             clock.now_ms = read_at
             reader = Reader(deployment, links.fast)
             cids = list(dict.fromkeys(e.cid for e in events))
@@ -151,6 +151,19 @@ async def _through_redis(
         finally:
             await links.close()
     return {cid: answers[model.name] for cid, answers in zip(cids, found, strict=True)}
+
+
+async def _dead_lettered(links: Links, deployment: Deployment) -> str:
+    """Each dead-lettered event as the in-process run names a failure: ``<cid> <id>: <detail>``
+    (the id is the entry's stream id; the reason is added when it is not ``model_error``)."""
+    named = []
+    async for letter in deadletters.scan(links.client, deployment):
+        cid = letter.event_fields().get("cid", "?")
+        why = (
+            letter.detail if letter.reason == "model_error" else f"{letter.reason}: {letter.detail}"
+        )
+        named.append(f"{cid} {letter.entry_id}: {why}")
+    return "; ".join(named) or "events were dead-lettered"
 
 
 def _client(url: str) -> redis_py.Redis:

@@ -251,6 +251,14 @@ def test_http_requests_are_counted_per_route_template_method_and_status(
     unmatched = frozenset({("route", "unmatched"), ("method", "GET"), ("status", "404")})
     assert got[("genderd_http_requests_total", unmatched)] == 1
     assert not any("C1" in dict(labels).get("route", "") for _, labels in got)  # no raw ids
+    # FastAPI's own routes and the docs' mounted assets are labelled with their templates too
+    assert api.get("/openapi.json").status_code == 200
+    assert api.get("/docs/assets/nothing-here.js").status_code == 404
+    got = samples(api)
+    for route, status in (("/openapi.json", "200"), ("/docs/assets/{path}", "404")):
+        key = frozenset({("route", route), ("method", "GET"), ("status", status)})
+        assert got[("genderd_http_requests_total", key)] == 1, route
+    assert got[("genderd_http_requests_total", unmatched)] == 1
     count = ("genderd_http_request_duration_seconds_count", frozenset({("route", gender)}))
     assert got[count] == 3
     inf = frozenset({("route", gender), ("le", "+Inf")})

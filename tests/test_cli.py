@@ -36,6 +36,12 @@ def test_produce_status_replay_and_lookup(
     produced = run(redis_url, "produce", "--file", str(events), "--quiet")
     assert produced.exit_code == 0, produced.output
     assert sum(sync_redis.xlen(Keys().stream(s)) for s in range(4)) == 3
+    # without --quiet: progress and the summary go to stderr, nothing to stdout
+    again = run(redis_url, "produce", "--file", str(events))
+    assert again.exit_code == 0 and again.stdout == "" and "wrote 3 events" in again.stderr
+    for shard in range(4):
+        sync_redis.delete(Keys().stream(shard))
+    assert run(redis_url, "produce", "--file", str(events), "--quiet").exit_code == 0
 
     # Nobody consumes yet: every model is stalled, and status says so with exit code 1.
     stalled = run(redis_url, "status", "--json", GENDERD_STALL_AFTER_S="0.01")

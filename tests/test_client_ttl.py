@@ -139,6 +139,11 @@ def test_backfill_gives_clients_of_an_earlier_release_their_expiry(
     done = CliRunner().invoke(main, ["backfill-expiry"], env=env, catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert "2 clients given an expiry, 1 deleted (inactive for longer than 365 days)" in done.stdout
+    # one line per shard, with that shard's figures (not running totals): they add up
+    per_shard = [line.split() for line in done.stderr.splitlines() if line.startswith("shard")]
+    assert len(per_shard) == 4
+    assert sum(int(words[2]) for words in per_shard) == 2
+    assert sum(int(words[6]) for words in per_shard) == 1
     recent = client_expiry_ms(real_now - 10 * MS_PER_DAY, 365)
     assert sync_redis.pexpiretime(_result(forever, "recent")) == recent
     assert not sync_redis.exists(_result(forever, "stale"))

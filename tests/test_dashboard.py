@@ -90,3 +90,20 @@ def test_prometheus_scrapes_the_api_and_every_worker_of_the_compose_stack() -> N
     assert models == {"last", "recency", "top", "top7d"}
     mounted = {v.split(":")[0] for v in compose["services"]["prometheus"]["volumes"]}
     assert {"./deploy/prometheus/prometheus.yml", "./deploy/prometheus/alerts.yml"} <= mounted
+
+
+def test_the_api_service_has_the_shared_settings_the_workers_have() -> None:
+    """The settings the compose file says to set once (x-environment) reach the API too, even
+    with its own `environment:` (issue 19): uncommented there, every genderd service has them."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "  # GENDERD_SHARDS: " in text
+    set_once = text.replace("  # GENDERD_SHARDS: ", "  GENDERD_SHARDS: ", 1)
+    for compose in (yaml.safe_load(text), yaml.safe_load(set_once)):
+        shared = compose["x-environment"]
+        assert shared["GENDERD_REDIS_URL"] == "redis://redis:6379/0"
+        genderd = [n for n in compose["services"] if n == "api" or n.startswith("worker-")]
+        assert len(genderd) == 5
+        for name in genderd:
+            environment = compose["services"][name]["environment"]
+            assert shared.items() <= environment.items(), name
+    assert yaml.safe_load(set_once)["services"]["api"]["environment"]["GENDERD_SHARDS"] == "16"

@@ -56,6 +56,17 @@ def test_list_show_redrive_once_and_purge(
         "bad_ts": per_reason,
     }
     assert "total" in cli(redis_url, "dead").output  # `dead` alone is `dead list`
+    # filters, and counts by model and reason
+    only = json.loads(cli(redis_url, "dead", "list", "--json", "--reason", "bad_ts").output)
+    assert {r["reason"] for r in only} == {"bad_ts"} and only[0]["shard"] == 0
+    by_model = json.loads(cli(redis_url, "dead", "list", "--json", "--by-model").output)
+    assert {(r["model"], r["reason"]): r["count"] for r in by_model} == {
+        (model.name, reason): 1
+        for model in aio.registry
+        for reason in ("unknown_gender", "wrong_shard", "bad_ts")
+    }
+    one = cli(redis_url, "dead", "list", "--by-model", "--model", "last", "--reason", "bad_ts")
+    assert one.output.splitlines()[1].split() == ["last", "bad_ts", "1"]
 
     wrong = cli(redis_url, "dead", "show", "--reason", "wrong_shard", "--model", "last")
     assert json.loads(wrong.output)["entry_id"] == misplaced
@@ -103,10 +114,12 @@ def test_list_show_redrive_once_and_purge(
     assert answers[1]["last"].last_event_ts == clock.now_ms - 9
 
     # purge: a count first, then --yes
-    matched = cli(redis_url, "dead", "purge", "--reason", "bad_ts").output
-    assert f"{per_reason} dead letters match" in matched
+    matched = cli(redis_url, "dead", "purge", "--reason", "bad_ts")
+    assert f"{per_reason} dead letters match" in matched.output
+    assert matched.exit_code == 1  # nothing done for want of --yes (stdin is no terminal)
     assert f"deleted {per_reason}" in cli(redis_url, "dead", "purge", "--yes").output
     assert cli(redis_url, "dead", "list").output.strip() == "no dead letters"
+    assert cli(redis_url, "dead", "purge").exit_code == 0  # nothing to delete: nothing to confirm
 
 
 def test_an_entry_some_model_applied_is_not_redriven(

@@ -36,6 +36,10 @@ def test_a_model_failure_is_raised_unless_told_otherwise() -> None:
     views = [{"cid": "C1", "gender": "kids"}, {"cid": "C1", "gender": "male"}]
     with pytest.raises(ModelFailure, match="no kids here"):
         run_model(Picky, views, genders="female,male,kids")
+    # through Redis too, the failure names the event (client and entry id) and the exception
+    with pytest.raises(ModelFailure, match=r"^C1 \d+-\d+: .*no kids here") as raised:
+        run_model(Picky, views, genders="female,male,kids", redis=True)
+    assert "dead-lettered" not in str(raised.value)
     answers = run_model(Picky, views, genders="female,male,kids", strict=False)
     assert answers["C1"].gender == "male"  # type: ignore[union-attr]
 

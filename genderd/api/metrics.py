@@ -46,6 +46,7 @@ from prometheus_client.core import (
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
 
 from genderd.erasure import Erased
 from genderd.status import ModelStatus
@@ -242,6 +243,26 @@ class HttpCollector(Collector):
         yield from (requests, durations)
 
 
+def route_label(scope: Scope, asked: Scope) -> str:
+    """The route template of a request (``scope`` after the app ran, ``asked`` as it came):
+    the route FastAPI recorded, else the app's route that matches ``asked`` (Starlette's own
+    routes, ``/openapi.json``, and mounts such as ``/docs/assets/{path}``, record none), else
+    :data:`UNMATCHED` (never the raw path)."""
+    route = scope.get("route")
+    label = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(label, str) and label:
+        return label
+    routes: Sequence[BaseRoute] = getattr(getattr(asked.get("app"), "router", None), "routes", ())
+    partial = None
+    for candidate in routes:
+        match, _ = candidate.matches(asked)
+        if match is Match.FULL:
+            return str(getattr(candidate, "path_format", UNMATCHED))
+        if match is Match.PARTIAL and partial is None:  # the path matched, not the method
+            partial = str(getattr(candidate, "path_format", UNMATCHED))
+    return partial or UNMATCHED
+
+
 class HttpMetrics:
     """ASGI middleware counting every HTTP request into an :class:`HttpCollector`, labelled
     with the template of the route that served it (``/v1/clients/{cid}/gender``)."""
@@ -255,6 +276,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        asked = dict(scope)  # as it came: routing rewrites the scope (a mount's path)
         status = 500  # an exception that escapes the app is answered 500 by Starlette
 
         async def sending(message: Message) -> None:
@@ -266,10 +288,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path_format", None) or getattr(route, "path", None)
             self.collector.count(
-                label or UNMATCHED, scope["method"], status, time.perf_counter() - started
+                route_label(scope, asked), scope["method"], status, time.perf_counter() - started
             )
 
 

@@ -116,6 +116,7 @@ def produce(
             events,
             length=length,
             label="events",
+            file=sys.stderr,  # progress is no output: `produce ... > out` writes nothing there
             hidden=quiet,
             show_pos=True,
             show_eta=length is not None,

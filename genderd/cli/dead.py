@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -58,28 +60,52 @@ def dead(ctx: click.Context) -> None:
 
 
 @dead.command("list")
+@click.option("--reason", help="Only this reason (e.g. model_error).")
+@click.option("--shard", type=click.IntRange(0), multiple=True, help="Only shard N.")
+@click.option("--model", "model_name", help="Only copies written by this model.")
+@click.option(
+    "--by-model", is_flag=True, help="Count by model and reason (default: by reason and shard)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def list_(ctx: click.Context, as_json: bool) -> None:
-    """How many dead letters there are, by reason and shard (one copy per model)."""
+def list_(
+    ctx: click.Context,
+    reason: str | None,
+    shard: tuple[int, ...],
+    model_name: str | None,
+    by_model: bool,
+    as_json: bool,
+) -> None:
+    """How many dead letters there are, by reason and shard, or by model and reason
+    (--by-model); each model writes its own copy of an entry it could not apply."""
     settings: Settings = settings_of(ctx)
 
-    async def go() -> dict[tuple[str, int], int]:
+    async def go() -> list[DeadLetter]:
         async with opened(settings) as (deployment, links):
-            return dict(await deadletters.summary(links.client, deployment))
+            return await _select(deployment, links, reason, shard, model_name, ())
 
-    counts = run(go())
+    letters = run(go())
+    counts = Counter(
+        (letter.model if by_model else letter.reason, letter.reason if by_model else letter.shard)
+        for letter in letters
+    )
     if as_json:
-        rows = [{"reason": r, "shard": s, "count": n} for (r, s), n in sorted(counts.items())]
+        names = ("model", "reason") if by_model else ("reason", "shard")
+        rows = [{names[0]: a, names[1]: b, "count": n} for (a, b), n in sorted(counts.items())]
         click.echo(json.dumps(rows, indent=2))
         return
     if not counts:
         click.echo("no dead letters")
         return
-    click.echo(f"{'reason':<18}{'shard':>6}{'count':>9}")
-    for (reason, shard), count in sorted(counts.items()):
-        click.echo(f"{reason:<18}{shard:>6}{count:>9}")
-    click.echo(f"{'total':<18}{'':>6}{sum(counts.values()):>9}")
+    _print_counts(counts, ("model", "reason") if by_model else ("reason", "shard"))
+
+
+def _print_counts(counts: Counter[tuple[Any, Any]], names: tuple[str, str]) -> None:
+    first, second = names
+    click.echo(f"{first:<18}{second:>16}{'count':>9}")
+    for (a, b), count in sorted(counts.items()):
+        click.echo(f"{a!s:<18}{b!s:>16}{count:>9}")
+    click.echo(f"{'total':<18}{'':>16}{sum(counts.values()):>9}")
 
 
 @dead.command()
@@ -177,17 +203,29 @@ def purge(
     entry_ids: tuple[str, ...],
     yes: bool,
 ) -> None:
-    """Delete dead letters (all, or those chosen by the filters)."""
+    """Delete dead letters (all, or those chosen by the filters).
+
+    Without --yes it asks on a terminal; otherwise (a script, a pipe) it only says how many
+    match, deletes nothing, and exits 1 so that a script notices it did nothing (1, not 2:
+    the command was understood; exit 2 is for mistakes in flags or settings).
+    """
     settings = settings_of(ctx)
 
-    async def go() -> tuple[int, int]:
+    async def choose() -> list[DeadLetter]:
         async with opened(settings) as (deployment, links):
-            chosen = await _select(deployment, links, reason, shard, model_name, entry_ids)
-            deleted = await deadletters.purge(links.client, deployment, chosen) if yes else 0
-            return len(chosen), deleted
+            return await _select(deployment, links, reason, shard, model_name, entry_ids)
 
-    chosen, deleted = run(go())
-    if yes:
-        click.echo(f"deleted {deleted} dead letters")
-    else:
-        click.echo(f"{chosen} dead letters match; run again with --yes to delete them")
+    async def delete(chosen: list[DeadLetter]) -> int:
+        async with opened(settings) as (deployment, links):
+            return await deadletters.purge(links.client, deployment, chosen)
+
+    chosen = run(choose())
+    if not chosen:
+        click.echo("no dead letters match")
+        return
+    if not yes and sys.stdin.isatty():
+        yes = click.confirm(f"delete {len(chosen)} dead letters?", default=False)
+    if not yes:
+        click.echo(f"{len(chosen)} dead letters match; run again with --yes to delete them")
+        sys.exit(1)
+    click.echo(f"deleted {run(delete(chosen))} dead letters")

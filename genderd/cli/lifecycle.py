@@ -102,12 +102,17 @@ def backfill_expiry(ctx: click.Context) -> None:
     if not settings.client_ttl_days:
         raise click.UsageError("GENDERD_CLIENT_TTL_DAYS is 0: clients are kept forever")
 
+    before = expiry.Backfilled()
+
     def progress(shard: int, so_far: expiry.Backfilled) -> None:
+        # backfill reports running totals; each line says what this shard did
         click.echo(
-            f"shard {shard}: {so_far.set:,} given an expiry, {so_far.gone:,} inactive too long "
-            f"and deleted, {so_far.left:,} left as they were",
+            f"shard {shard}: {so_far.set - before.set:,} given an expiry, "
+            f"{so_far.gone - before.gone:,} inactive too long and deleted, "
+            f"{so_far.left - before.left:,} left as they were",
             err=True,
         )
+        before.set, before.gone, before.left = so_far.set, so_far.gone, so_far.left
 
     async def go() -> expiry.Backfilled:
         async with opened(settings) as (deployment, links):

@@ -1,6 +1,7 @@
 """Discovery of models: the ``genderd.models`` entry-point group, and ``GENDERD_PLUGINS``
-(``module:Class,...``, imported with the current directory on the import path, so a model in
-a file beside the command needs no installing)."""
+(``module:Class,...``; the current directory is searched for their modules after the installed
+packages, so a model in a file beside the command needs no installing, and a folder named
+``genderd`` there cannot shadow genderd)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from types import ModuleType
 
 from genderd.errors import ConfigurationError, InputError
 from genderd.keys import Keys
@@ -84,20 +86,40 @@ class Registration:
             return PythonRuntime(self.cls, settings, keys, oldest_layout=oldest_layout)
         if issubclass(self.cls, TopWindow):
             return WindowRuntime(self.cls, settings, keys, oldest_layout=oldest_layout)
-        return self.cls(settings, keys, oldest_layout=oldest_layout)
+        try:
+            return self.cls(settings, keys, oldest_layout=oldest_layout)
+        except (FileNotFoundError, ModuleNotFoundError, ValueError) as error:
+            # a Lua-backed model's files: missing, in a package that is not there, or a cycle
+            package = getattr(self.cls, "script_package", "?")
+            raise PluginError(
+                f"{self.where}: cannot load its Lua files (package {package!r}): {error}"
+            ) from None
+
+
+def _import_plugin(module_name: str) -> ModuleType:
+    """Import a plug-in's module. The current directory is searched after the installed
+    packages (appended to the import path, never put first), and never for genderd itself:
+    a clone of the repository there must not shadow the installed genderd."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+    return importlib.import_module(module_name)
 
 
 def load_plugin(path: str) -> Registration:
-    """The class named by ``module:Class`` (the current directory is importable)."""
+    """The class named by ``module:Class`` (modules in the current directory are found too,
+    after the installed ones). Any problem, even a module that raises ``SystemExit`` or
+    ``KeyboardInterrupt`` as it is imported, is one :class:`PluginError` line."""
     module_name, _, class_name = path.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if not module_name or not class_name:
+        raise PluginError(f"GENDERD_PLUGINS: {path!r} is not module:Class")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # an import error, or the module's own error
-        raise PluginError(
-            f"GENDERD_PLUGINS: cannot import {module_name!r}: {type(error).__name__}: {error}"
-        ) from None
+        module = _import_plugin(module_name)
+    except PluginError:
+        raise
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # the module's own error too
+        said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise PluginError(f"GENDERD_PLUGINS: cannot import {module_name!r}: {said}") from None
     obj = getattr(module, class_name, None)
     if obj is None:
         raise PluginError(f"GENDERD_PLUGINS: {module_name!r} has no {class_name!r}")
