@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from genderd.errors import GenderdError
 from genderd.events import Event
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ MAX_STUCK_THREADS = 8
 _CHECK_MIN_S = 0.001  # the loop never re-checks a running call sooner than this
 
 
-class Abandoned(BaseException):
-    """Raised in the helper thread when the loop gave up on the batch it is computing."""
+class Abandoned(GenderdError):
+    """Raised in the helper thread, between two model calls (never inside one, so that no
+    ``except`` of a model's can catch it), when the loop gave up on the batch it computes."""
 
 
 class Progress:
