@@ -289,8 +289,22 @@ class HttpMetrics:
             await self.app(scope, receive, sending)
         finally:
             self.collector.count(
-                route_label(scope, asked), scope["method"], status, time.perf_counter() - started
+                route_label(scope, asked),
+                method_label(scope["method"]),
+                status,
+                time.perf_counter() - started,
             )
+
+
+#: the methods that get a label value of their own; any other is counted as "other", so that a
+#: client inventing methods cannot make a series each (servers other than httptools pass any
+#: token through as the method)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label of a request: its method when it is a standard one, else "other"."""
+    return method if method in METHODS else "other"
 
 
 class Metrics:
