@@ -144,6 +144,7 @@ def serve(
     import uvicorn
 
     from genderd.api.metrics import shared_metrics
+    from genderd.api.protocol import BoundedHttpToolsProtocol
 
     settings = settings_of(
         ctx, api_host=host, api_port=port, api_limit_concurrency=limit_concurrency
@@ -165,6 +166,7 @@ def serve(
         uvicorn.run(
             "genderd.api:create_app",
             factory=True,
+            http=BoundedHttpToolsProtocol,  # the request head bounded (431): genderd.api.protocol
             host=settings.api_host,
             port=settings.api_port,
             workers=workers,
