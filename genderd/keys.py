@@ -52,6 +52,12 @@ class Keys:
         """The shard's dead-letter stream."""
         return f"{self.tag(shard)}:dead"
 
+    def health(self, model: str, minute: int) -> str:
+        """Hash of one model's events and ``model_error`` failures in one minute (minutes since
+        the epoch), all workers together: ``events``, ``model_errors`` (see
+        :mod:`genderd.health`). Not a shard's: one per model and minute, expiring."""
+        return f"{self.prefix}:health:{model}:{minute}"
+
     def stats(self, shard: int) -> str:
         """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
         return f"{self.tag(shard)}:stats"

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     stall_after_s: float = Field(
         default=30.0, gt=0, description="waiting work with no live consumer this long: stalled"
     )
+    failing_rate: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="a model whose code failed on more than this share of the events it "
+        "handled in the last 5 minutes (model_error, at least 20 events) is FAILING",
+    )
     state_dir: str = Field(default=".genderd", description="where `genderd up` keeps its server")
 
     @field_validator("prefix")

@@ -1,4 +1,4 @@
-"""Per-model, per-shard health: lag, pending, dead letters, applied, stalled."""
+"""Per-model, per-shard health: lag, pending, dead letters, applied, stalled, failing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from genderd import streams
+from genderd import health, streams
 from genderd.deployment import Deployment
 from genderd.events import text
+from genderd.health import Health
 from genderd.transport import AsyncClient
 
 
@@ -32,6 +33,9 @@ class ModelStatus:
     aliases: tuple[str, ...]
     description: str
     shards: list[ShardStatus] = field(default_factory=list)
+    #: events and model_error failures of the last few minutes (genderd.health)
+    recent: Health = field(default_factory=lambda: Health(0, 0))
+    failing: bool = False  # the recent failure rate is over GENDERD_FAILING_RATE
 
     @property
     def lag(self) -> int:
@@ -105,6 +109,10 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                     oldest_waiting_ms=oldest,
                 )
             )
+    now = deployment.clock()
+    for status in models.values():
+        status.recent = await health.recent(client, keys, status.name, now)
+        status.failing = status.recent.failure_rate > deployment.settings.failing_rate
     return list(models.values())
 
 

@@ -25,6 +25,7 @@ from genderd import streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
+from genderd.health import HealthRecorder
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
@@ -113,6 +114,7 @@ class Worker:
         # Script calls go on the fast transport (the pipelined connection when there is one).
         self.processor = Processor(deployment, links.fast, model, self.consumer)
         self.totals = Outcome()
+        self.health = HealthRecorder(self.keys, model.name)  # for status's FAILING
         self.stop_event = stop_event or asyncio.Event()
         self._last_reclaim: dict[int, float] = {}
 
@@ -151,6 +153,8 @@ class Worker:
             self.metrics.batch(outcome, time.perf_counter() - started, self.clock())
         outcome.done = []  # per batch only: totals (and replay's) must not keep every event
         self.totals += outcome
+        self.health.add(outcome, self.clock())
+        await self.health.flush(self.client)
         return outcome
 
     # -- single steps (also used by tests and replay) -------------------------------------
@@ -222,6 +226,7 @@ class Worker:
                 outcome = await self.poll(shard)
                 busy = busy or outcome.handled > 0
                 total += outcome
+        await self.health.flush(self.client, force=True)
         return total
 
     # -- the loop ----------------------------------------------------------------------------
@@ -320,6 +325,7 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.health.flush(self.client, force=True)
         await self.forget()
         log.info("stopped %r", self)
 

@@ -183,10 +183,13 @@ def status(
     interval: float,
     count: int | None,
 ) -> None:
-    """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled.
+    """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled
+    or failing.
 
     A model is stalled when entries wait for it (lag or pending) and none of its workers has
-    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30). With --watch, a live view
+    talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30). It is failing when its
+    code failed (model_error) on more than GENDERD_FAILING_RATE (default 1%) of the events it
+    handled in the last 5 minutes, over at least 20 events. With --watch, a live view
     until Ctrl-C: events applied per second, lag, pending, dead letters and how long ago the
     oldest entry still waiting for the model was written.
     """
@@ -204,7 +207,7 @@ def status(
     for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
         click.echo(render.ahead_warning(stream), err=True)
     click.echo((render.status_json if as_json else render.status_table)(models, per_shard))
-    if any(m.stalled for m in models):
+    if any(m.stalled or m.failing for m in models):
         sys.exit(1)
 
 

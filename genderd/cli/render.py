@@ -6,6 +6,7 @@ import json
 import time
 
 from genderd.clock import MS_PER_DAY
+from genderd.health import WINDOW_MINUTES
 from genderd.status import ModelStatus, StreamAhead
 
 BEHIND_IN_MINUTES_S = 120
@@ -16,11 +17,21 @@ def _row(*cells: object) -> str:
     return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
 
 
+def model_state(m: ModelStatus) -> str:
+    """STALLED, FAILING (with the rate) or ok; a rate under the threshold is shown too."""
+    if m.stalled:
+        return "STALLED"
+    rate = m.recent.failure_rate
+    if m.failing:
+        return f"FAILING: {rate:.1%} model_error (last {WINDOW_MINUTES} min)"
+    return f"ok, {rate:.1%} model_error" if rate else "ok"
+
+
 def status_table(models: list[ModelStatus], per_shard: bool) -> str:
     """One row per model (and per shard with ``per_shard``): lag, pending, dead, state."""
     lines = [_row("model", "shard", "lag", "pending", "dead", "applied", "state")]
     for m in models:
-        state = "STALLED" if m.stalled else "ok"
+        state = model_state(m)
         lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
         for s in m.shards if per_shard else []:
             state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
@@ -42,6 +53,10 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "dead": m.dead,
                 "applied": m.applied,
                 "stalled": m.stalled,
+                "failing": m.failing,
+                "recent_events": m.recent.events,
+                "recent_model_errors": m.recent.model_errors,
+                "failure_rate": m.recent.failure_rate,
                 "shards": [vars(s) for s in m.shards] if per_shard else None,
             }
             for m in models
@@ -90,7 +105,7 @@ class WatchView:
             rate = "" if was is None else f"{(m.applied - was[1]) / (now - was[0]):,.0f}"
             self._previous[m.name] = (now, m.applied)
             behind = _behind(m.oldest_waiting_ms, now_ms)
-            state = "STALLED" if m.stalled else "ok"
+            state = model_state(m)
             lines.append(
                 f"{m.name:<10}{rate:>11}{m.lag:>10}{m.pending:>9}{m.dead:>8}"
                 f"{m.applied:>12}  {behind:<12}{state}"
