@@ -5,10 +5,16 @@ minutes; a healthy model beside it stays ok; a few failures over few events are 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import yaml
 from click.testing import CliRunner
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from genderd import health, status
 from genderd.cli import main
@@ -16,11 +22,13 @@ from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 from genderd.settings import Settings
+from genderd.worker_metrics import WorkerMetrics
 
 from .support.factories import make_worker
 from .support.runtime import FakeClock, Loop
 
 PLUGIN = "tests.support.pymodels:Picky"  # fails on kids' pages
+ALERTS = Path(__file__).parents[1] / "deploy" / "prometheus" / "alerts.yml"
 
 
 @pytest.fixture
@@ -85,3 +93,56 @@ def test_few_events_are_no_rate_and_old_minutes_are_left_out(
     clock.advance(health.WINDOW_MINUTES * health.MS_PER_MINUTE)  # those minutes are past
     [picky] = [m for m in loop.run(status.collect(loop.client, deployment)) if m.name == "picky"]
     assert picky.recent == health.Health(0, 0)
+
+
+def _alert_rule() -> dict[str, Any]:
+    rules = yaml.safe_load(ALERTS.read_text())
+    return next(
+        rule
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if rule.get("alert") == "GenderdModelFailing"
+    )
+
+
+def _increase(before: str, after: str, name: str, **labels: str) -> float:
+    """How much the samples called ``name`` with ``labels`` grew between two scrapes."""
+
+    def total(scrape: str) -> float:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(scrape)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    return total(after) - total(before)
+
+
+def test_the_alert_fires_on_a_failing_workers_metrics(
+    loop: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    rule = _alert_rule()
+    expr = " ".join(rule["expr"].split())
+    dead = 'genderd_events_dead_total{job="genderd-workers",reason="model_error"}'
+    applied = 'genderd_events_applied_total{job="genderd-workers"}'
+    assert expr.count(dead) == 2 and applied in expr  # errors / (applied + errors)
+    threshold = float(re.search(r"> ([0-9.]+)$", expr).group(1))  # type: ignore[union-attr]
+
+    def ratio(model: str, events: list[tuple[str, str]]) -> float:
+        worker = make_worker(loop.client, model, loop.settings, clock=clock)
+        worker.metrics = WorkerMetrics(model)
+        loop.run(worker.ensure_groups())
+        before = generate_latest(worker.metrics.registry).decode()
+        _write(sync_redis, loop.settings, events)
+        loop.run(worker.drain())
+        after = generate_latest(worker.metrics.registry).decode()
+        # what the job label selects in Prometheus is the scrape target: this worker
+        errors = _increase(before, after, "genderd_events_dead_total", reason="model_error")
+        ok = _increase(before, after, "genderd_events_applied_total", model=model)
+        return errors / (ok + errors)
+
+    failing = ratio("picky", [(f"C{n}", "kids" if n % 6 == 0 else "male") for n in range(60)])
+    assert failing == pytest.approx(10 / 60) and failing > threshold
+    healthy = ratio("last", [(f"D{n}", "male") for n in range(60)])
+    assert healthy == 0 and not healthy > threshold
