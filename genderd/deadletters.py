@@ -14,13 +14,14 @@ entry is never counted twice; a repeated or interrupted run re-drives each dead 
 since it is gone once re-driven. It works while the original entry is retained in its shard
 stream (``GENDERD_RETENTION_DAYS``).
 
-Re-driving all models' copies (``redrive``, without ``--model``) takes an original entry (all its copies) and writes its event again, to the stream
-of the shard its client belongs to, once the cause is fixed: a producer that used the wrong
-shard rule, a gender added to ``GENDERD_GENDERS``. The event keeps its time: its ``ts``, or the
-original entry id's time. An entry is re-driven only when every model dead-lettered it;
-otherwise some model applied it, and writing it again would count it twice there. The write is
-guarded by a marker for the original entry, so an interrupted re-drive run again adds nothing
-twice; the dead letters are deleted after the write.
+Re-driving all models' copies (``redrive``, without ``--model``) takes an original entry
+(all its copies) and writes its event again, to the stream of the shard its client belongs to,
+once the cause is fixed: a producer that used the wrong shard rule, a gender added to
+``GENDERD_GENDERS``. The event keeps its time: its ``ts``, or the original entry id's time. An
+entry is re-driven only when every model dead-lettered it; otherwise some model applied it,
+and writing it again would count it twice there. The write is guarded by a marker for the
+original entry, so an interrupted re-drive run again adds nothing twice; the dead letters are
+deleted after the write.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "purge",
     "redrive",
     "redrive_model",
+    "reset_model",
     "scan",
     "summary",
 ]
@@ -55,6 +57,7 @@ PAGE = 1_000
 META = (b"_id", b"_model", b"_reason", b"_detail")
 REDRIVE = Script.from_files("redrive.lua")
 REDRIVE_MODEL = Script.from_files("redrive_model.lua")
+DEAD_RESET = Script.from_files("dead_reset.lua")
 REDRIVE_PAGE = 100  # dead letters moved per redrive_model.lua call (one atomic step)
 
 
@@ -318,3 +321,24 @@ async def _move(
 def since_ms(letter: DeadLetter) -> int:
     """When ``letter`` was written (its dead-letter id's time, ms)."""
     return parse_id(letter.dead_id)[0]
+
+
+async def reset_model(transport: Transport, deployment: Deployment, model: str) -> tuple[int, int]:
+    """Before a replay of ``model`` (its ``<model>:dead`` counters reset): delete its dead
+    letters whose original entry is retained (the replay dead-letters them again if they still
+    fail) and count the others again (``dead_reset.lua``); (deleted, kept)."""
+    keys = deployment.keys
+    deleted = kept = 0
+    for shard in deployment.shards:
+        after = "-"
+        while True:
+            reply = await transport.call(
+                DEAD_RESET,
+                [keys.stream(shard), keys.dead(shard), keys.stats(shard)],
+                [model, after, PAGE],
+            )
+            deleted, kept = deleted + int(reply[1]), kept + int(reply[2])
+            after = text(reply[0])
+            if not after:
+                break
+    return deleted, kept
