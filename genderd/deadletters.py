@@ -5,13 +5,23 @@ A worker copies an entry it cannot apply to its shard's dead-letter stream
 ``_reason`` and ``_detail``. An entry that fails validation is dead-lettered by every model,
 so it stands there once per model.
 
-Re-driving takes an original entry (all its copies) and writes its event again, to the stream
-of the shard its client belongs to, once the cause is fixed: a producer that used the wrong
-shard rule, a gender added to ``GENDERD_GENDERS``. The event keeps its time: its ``ts``, or the
-original entry id's time. An entry is re-driven only when every model dead-lettered it;
-otherwise some model applied it, and writing it again would count it twice there. The write is
-guarded by a marker for the original entry, so an interrupted re-drive run again adds nothing
-twice; the dead letters are deleted after the write.
+Re-driving *one model's* dead letters (``redrive_model``, ``genderd dead redrive --model M``)
+applies them to that model only, exactly once: each original entry is made pending again in
+the model's consumer group, atomically with the deletion of its dead letter
+(``redrive_model.lua``), and the model's workers reclaim and apply it like any pending entry
+(state change and ``XACK`` in one call). The other models' groups are not touched, so the
+entry is never counted twice; a repeated or interrupted run re-drives each dead letter once,
+since it is gone once re-driven. It works while the original entry is retained in its shard
+stream (``GENDERD_RETENTION_DAYS``).
+
+Re-driving all models' copies (``redrive``, without ``--model``) takes an original entry
+(all its copies) and writes its event again, to the stream of the shard its client belongs to,
+once the cause is fixed: a producer that used the wrong shard rule, a gender added to
+``GENDERD_GENDERS``. The event keeps its time: its ``ts``, or the original entry id's time. An
+entry is re-driven only when every model dead-lettered it; otherwise some model applied it,
+and writing it again would count it twice there. The write is guarded by a marker for the
+original entry, so an interrupted re-drive run again adds nothing twice; the dead letters are
+deleted after the write.
 """
 
 from __future__ import annotations
@@ -25,15 +35,30 @@ from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry, text
 
-__all__ = ["DeadLetter", "Event", "Redriven", "parse_entry", "purge", "redrive", "scan", "summary"]
+__all__ = [
+    "DeadLetter",
+    "Event",
+    "ModelRedriven",
+    "Redriven",
+    "parse_entry",
+    "purge",
+    "redrive",
+    "redrive_model",
+    "reset_model",
+    "scan",
+    "summary",
+]
 from genderd.keys import digest
 from genderd.lua import Script
-from genderd.streams import Fields
+from genderd.streams import REDRIVE_CONSUMER, Fields, parse_id
 from genderd.transport import AsyncClient, Transport
 
 PAGE = 1_000
 META = (b"_id", b"_model", b"_reason", b"_detail")
 REDRIVE = Script.from_files("redrive.lua")
+REDRIVE_MODEL = Script.from_files("redrive_model.lua")
+DEAD_RESET = Script.from_files("dead_reset.lua")
+REDRIVE_PAGE = 100  # dead letters moved per redrive_model.lua call (one atomic step)
 
 
 @dataclass(frozen=True)
@@ -207,3 +232,113 @@ async def purge(client: AsyncClient, deployment: Deployment, letters: Sequence[D
                 await client.xdel(deployment.keys.dead(shard), *ids[start : start + PAGE])
             )
     return deleted
+
+
+@dataclass
+class ModelRedriven:
+    """What a re-drive of one model's dead letters did, per dead letter."""
+
+    redriven: list[str] = field(default_factory=list)  # original ids pending again for M
+    invalid: dict[str, str] = field(default_factory=dict)  # still invalid: id -> why
+    gone: list[str] = field(default_factory=list)  # no longer in the stream (trimmed, erased)
+    missing: int = 0  # dead letters that went meanwhile (another run, a purge, an erasure)
+
+
+def still_invalid(deployment: Deployment, letter: DeadLetter, now: int) -> str | None:
+    """Why ``letter``'s original entry would be dead-lettered again at once, or None."""
+    settings = deployment.settings
+    if letter.reason == Reason.DUPLICATE_FIELD.value:
+        return "duplicate_field: resend it from the producer"
+    parsed = parse_entry(
+        letter.entry_id, letter.fields, settings.genders, now, settings.max_future_ms
+    )
+    if isinstance(parsed, Invalid):
+        return f"{parsed.reason.value}: {parsed.detail}"
+    if deployment.shard_of(parsed.cid) != letter.shard:
+        return "wrong_shard: re-drive it without --model, to its client's shard"
+    return None
+
+
+async def redrive_model(
+    transport: Transport,
+    deployment: Deployment,
+    model: str,
+    letters: Sequence[DeadLetter],
+    *,
+    dry_run: bool = False,
+) -> ModelRedriven:
+    """Make the original entries of ``model``'s ``letters`` pending again in ``model``'s
+    group, each atomically with the deletion of its dead letter (see the module docstring).
+    Entries still invalid are left where they are."""
+    now = deployment.clock()
+    done = ModelRedriven()
+    by_shard: dict[int, list[DeadLetter]] = defaultdict(list)
+    for letter in letters:
+        if letter.model != model:
+            continue
+        why = still_invalid(deployment, letter, now)
+        if why is not None:
+            done.invalid[letter.entry_id] = why
+        else:
+            by_shard[letter.shard].append(letter)
+    for shard, chosen in sorted(by_shard.items()):
+        if dry_run:
+            done.redriven += [letter.entry_id for letter in chosen]
+            continue
+        for start in range(0, len(chosen), REDRIVE_PAGE):
+            await _move(
+                transport, deployment, model, shard, chosen[start : start + REDRIVE_PAGE], done
+            )
+    return done
+
+
+async def _move(
+    transport: Transport,
+    deployment: Deployment,
+    model: str,
+    shard: int,
+    page: Sequence[DeadLetter],
+    done: ModelRedriven,
+) -> None:
+    """One atomic step of :func:`redrive_model` (``redrive_model.lua``), counted in ``done``."""
+    keys = deployment.keys
+    script_keys = [keys.stream(shard), keys.dead(shard), keys.stats(shard)]
+    args: list[str | int] = [model, REDRIVE_CONSUMER, deployment.settings.claim_idle_ms]
+    for letter in page:
+        args += [letter.dead_id, letter.entry_id]
+    reply = await transport.call(REDRIVE_MODEL, script_keys, args)
+    left = {text(dead_id): text(why) for dead_id, why in zip(reply[1::2], reply[2::2], strict=True)}
+    for letter in page:
+        why = left.get(letter.dead_id)
+        if why is None:
+            done.redriven.append(letter.entry_id)
+        elif why == "gone":
+            done.gone.append(letter.entry_id)
+        else:
+            done.missing += 1
+
+
+def since_ms(letter: DeadLetter) -> int:
+    """When ``letter`` was written (its dead-letter id's time, ms)."""
+    return parse_id(letter.dead_id)[0]
+
+
+async def reset_model(transport: Transport, deployment: Deployment, model: str) -> tuple[int, int]:
+    """Before a replay of ``model`` (its ``<model>:dead`` counters reset): delete its dead
+    letters whose original entry is retained (the replay dead-letters them again if they still
+    fail) and count the others again (``dead_reset.lua``); (deleted, kept)."""
+    keys = deployment.keys
+    deleted = kept = 0
+    for shard in deployment.shards:
+        after = "-"
+        while True:
+            reply = await transport.call(
+                DEAD_RESET,
+                [keys.stream(shard), keys.dead(shard), keys.stats(shard)],
+                [model, after, PAGE],
+            )
+            deleted, kept = deleted + int(reply[1]), kept + int(reply[2])
+            after = text(reply[0])
+            if not after:
+                break
+    return deleted, kept

@@ -95,14 +95,16 @@ async def erase(
         upto = max((cutoff for _, cutoff in pairs), key=parse_id)
         if upto == "0-0":
             continue  # the stream did not exist when the clients were marked
-        counts = await _scan(transport, keys.stream(shard), upto, "", pairs, progress, shard)
+        stream = [keys.stream(shard)]
+        counts = await _scan(transport, stream, upto, "", pairs, progress, shard)
         for erased, n in counts.items():
             erased.entries += n
     # dead letters: of every shard (an entry of the wrong shard is dead-lettered there),
     # compared by their original id
     every = [(erased, cutoffs[erased.cid]) for erased in done.values()]
     for shard in deployment.shards:
-        counts = await _scan(transport, keys.dead(shard), "+", "_id", every, progress, shard)
+        dead = [keys.dead(shard), keys.stats(shard)]
+        counts = await _scan(transport, dead, "+", "_id", every, progress, shard)
         for erased, n in counts.items():
             erased.dead_letters += n
     for erased in done.values():
@@ -140,15 +142,16 @@ async def _mark(
 
 async def _scan(
     transport: Transport,
-    stream: str,
+    stream: list[str],
     upto: str,
     id_field: str,
     pairs: Sequence[tuple[Erased, str]],
     progress: Progress | None,
     shard: int,
 ) -> dict[Erased, int]:
-    """Delete the entries of ``pairs``' clients from ``stream`` up to ``upto`` in bounded
-    steps (erase_scan.lua); entries deleted per client."""
+    """Delete the entries of ``pairs``' clients from ``stream`` (its key, and with dead letters
+    the shard's stats hash) up to ``upto`` in bounded steps (erase_scan.lua); entries deleted
+    per client."""
     flat: list[str] = []
     for erased, cutoff in pairs:
         flat += (erased.cid, cutoff)
@@ -156,9 +159,7 @@ async def _scan(
     after, read = "-", 0
     what = f"{'stream' if id_field == '' else 'dead'} {shard}"
     while True:
-        reply = await transport.call(
-            ERASE_SCAN, [stream], [after, upto, SCAN_COUNT, id_field, *flat]
-        )
+        reply = await transport.call(ERASE_SCAN, stream, [after, upto, SCAN_COUNT, id_field, *flat])
         last = text(reply[0])
         read += int(reply[1])
         for number, n in zip(reply[2::2], reply[3::2], strict=True):

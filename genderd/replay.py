@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from genderd import streams
+from genderd import deadletters, streams
 from genderd.deployment import Deployment
 from genderd.errors import GenderdError
 from genderd.layout import claim_layout
@@ -97,7 +97,15 @@ async def replay(
             raise LiveConsumersError(model.name, live)
     await claim_layout(client, deployment, force=force)
     deleted = await wipe(client, deployment, model)
-    log.info("replay of %s: deleted %d state keys; re-reading the streams", model.name, deleted)
+    # its dead letters of retained entries go: the replay dead-letters again what still fails
+    # (and applies what a fixed model no longer fails on, re-driven or not)
+    dropped, _ = await deadletters.reset_model(worker.links.fast, deployment, model.name)
+    log.info(
+        "replay of %s: deleted %d state keys and %d dead letters; re-reading the streams",
+        model.name,
+        deleted,
+        dropped,
+    )
     await worker.ensure_groups()
     total = Outcome()
     busy = True

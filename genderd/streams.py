@@ -20,6 +20,9 @@ from genderd.transport.pool import AsyncClient
 Fields = Sequence[tuple[bytes, bytes]]
 Entry = tuple[str, Fields]
 LAG_COUNT_CAP = 100_000  # counting lag by XRANGE (when XINFO cannot tell) stops here
+#: the consumer that holds entries re-driven to one model (``genderd dead redrive --model``)
+#: until a worker of the model reclaims them: no process, so never counted as alive
+REDRIVE_CONSUMER = "genderd-redrive"
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -166,7 +169,8 @@ async def groups(client: AsyncClient, keys: Keys, shard: int) -> list[GroupInfo]
     result = []
     for info in infos:
         name = text(field(info, "name"))
-        consumers = await client.xinfo_consumers(stream, name) if field(info, "consumers") else []
+        every = await client.xinfo_consumers(stream, name) if field(info, "consumers") else []
+        consumers = [c for c in every if text(field(c, "name")) != REDRIVE_CONSUMER]
         idle = [int(field(c, "idle")) for c in consumers]
         result.append(
             GroupInfo(
@@ -199,8 +203,9 @@ async def live_consumers(
         for name in {text(field(info, "name")) for info in infos} & set(groups):
             consumers: Any = await client.xinfo_consumers(stream, name)
             for consumer in consumers:
-                if int(field(consumer, "idle")) <= idle_ms:
-                    live.add(text(field(consumer, "name")))
+                who = text(field(consumer, "name"))
+                if who != REDRIVE_CONSUMER and int(field(consumer, "idle")) <= idle_ms:
+                    live.add(who)
     return sorted(live)
 
 

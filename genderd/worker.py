@@ -44,6 +44,13 @@ RECLAIM_INTERVAL_MIN_S = 0.05
 RECLAIM_INTERVAL_MAX_S = 15.0
 
 
+def reclaim_interval_s(settings: Settings) -> float:
+    """How often a worker reclaims idle pending entries (also re-driven ones: how soon a
+    ``dead redrive --model`` is applied)."""
+    half_idle = settings.claim_idle_ms / 2000
+    return min(max(half_idle, RECLAIM_INTERVAL_MIN_S), RECLAIM_INTERVAL_MAX_S)
+
+
 def consumer_name() -> str:
     """``host-pid``: unique per process, readable in XINFO CONSUMERS."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -131,8 +138,7 @@ class Worker:
 
     @property
     def reclaim_interval_s(self) -> float:
-        half_idle = self.settings.claim_idle_ms / 2000
-        return min(max(half_idle, RECLAIM_INTERVAL_MIN_S), RECLAIM_INTERVAL_MAX_S)
+        return reclaim_interval_s(self.settings)
 
     async def ensure_groups(self) -> None:
         """Create the model's group on every shard that lacks it (at id 0: full replay)."""

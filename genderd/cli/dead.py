@@ -6,16 +6,19 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from genderd import deadletters
 from genderd.cli.common import opened, run, settings_of
+from genderd.clock import wall_clock_ms
 from genderd.deadletters import DeadLetter
 from genderd.deployment import Deployment
 from genderd.settings import Settings
 from genderd.transport import Links
+from genderd.worker import reclaim_interval_s
 
 SHOW_LIMIT = 20
 
@@ -145,6 +148,12 @@ def show(
 
 @dead.command()
 @_filters
+@click.option(
+    "--since",
+    callback=lambda ctx, param, value: None if value is None else parse_since(value),
+    help="Only dead letters written since: ms since the epoch, an ISO time (UTC unless it "
+    "says), or an age such as 30m, 2h, 1d.",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be re-driven; write nothing.")
 @click.pass_context
 def redrive(
@@ -153,20 +162,30 @@ def redrive(
     shard: tuple[int, ...],
     model_name: str | None,
     entry_ids: tuple[str, ...],
+    since: int | None,
     dry_run: bool,
 ) -> None:
-    """Write dead-lettered events again, to the shard of their client, once the cause is fixed
-    (a producer's shard rule, a gender added to GENDERD_GENDERS).
+    """Re-drive dead letters once the cause is fixed.
 
-    Each original entry is written at most once, even when an interrupted run is repeated;
-    entries still invalid, or applied by some model, are left where they are. Exit 1 when
-    some were left.
+    With --model M: apply M's dead letters (its model_error ones once the model is fixed) to M
+    only, exactly once: each becomes pending again in M's group atomically with its removal
+    from the dead letters, and M's workers apply it; the other models are not touched.
+
+    Without --model: write the dead-lettered events again, to the shard of their client (a
+    producer's shard rule fixed, a gender added to GENDERD_GENDERS), for entries that every
+    model dead-lettered, each at most once even when an interrupted run is repeated.
+
+    Entries still invalid, or that cannot be re-driven, are left where they are: exit 1.
     """
     settings = settings_of(ctx)
+    if model_name is not None:
+        _redrive_model(settings, model_name, reason, shard, entry_ids, since, dry_run)
+        return
 
     async def go() -> deadletters.Redriven:
         async with opened(settings) as (deployment, links):
             chosen = await _select(deployment, links, reason, shard, model_name, entry_ids)
+            chosen = _since(chosen, since)
             return await deadletters.redrive(
                 links.client, links.fast, deployment, chosen, dry_run=dry_run
             )
@@ -184,11 +203,83 @@ def redrive(
     for entry_id in done.partial:
         click.echo(
             f"left {entry_id}: not dead-lettered by every model (some applied it, or has not "
-            "reached it yet); re-driving it would count it twice there",
+            "reached it yet); re-drive it to one model with --model",
             err=True,
         )
     if done.invalid or done.partial:
         sys.exit(1)
+
+
+AGE_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_since(value: str, now_ms: int | None = None) -> int:
+    """``--since``: ms since the epoch, an ISO time (UTC unless it names a zone), or an age
+    (``30m``, ``2h``, ``1d``) before ``now_ms`` (default: the wall clock)."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    unit = AGE_UNITS_MS.get(value[-1:])
+    if unit is not None and value[:-1].isdigit():
+        now = wall_clock_ms() if now_ms is None else now_ms
+        return now - int(value[:-1]) * unit
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not ms since the epoch, an ISO time or an age such as 2h"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def _since(letters: list[DeadLetter], since: int | None) -> list[DeadLetter]:
+    if since is None:
+        return letters
+    return [letter for letter in letters if deadletters.since_ms(letter) >= since]
+
+
+def _redrive_model(
+    settings: Settings,
+    model: str,
+    reason: str | None,
+    shard: tuple[int, ...],
+    entry_ids: tuple[str, ...],
+    since: int | None,
+    dry_run: bool,
+) -> None:
+    """``dead redrive --model M``: M's dead letters to M only (see :func:`redrive`)."""
+
+    async def go() -> deadletters.ModelRedriven:
+        async with opened(settings) as (deployment, links):
+            chosen = await _select(deployment, links, reason, shard, model, entry_ids)
+            return await deadletters.redrive_model(
+                links.fast, deployment, model, _since(chosen, since), dry_run=dry_run
+            )
+
+    done = run(go())
+    verb = "would re-drive" if dry_run else "re-drove"
+    click.echo(
+        f"{verb} {len(done.redriven)} dead letters of {model} to {model} only"
+        + ("" if dry_run else f" (its workers apply them within {_within(settings)})")
+        + (f"; {done.missing} were gone meanwhile" if done.missing else "")
+    )
+    for entry_id, why in done.invalid.items():
+        click.echo(f"left {entry_id}: still invalid: {why}", err=True)
+    for entry_id in done.gone:
+        click.echo(
+            f"left {entry_id}: no longer in its shard stream (trimmed past the retention, or "
+            "its client erased): it cannot be re-driven",
+            err=True,
+        )
+    if done.invalid or done.gone:
+        sys.exit(1)
+
+
+def _within(settings: Settings) -> str:
+    """How soon a worker reclaims re-driven entries (its reclaim interval)."""
+    return f"{reclaim_interval_s(settings):g} s"
 
 
 @dead.command()

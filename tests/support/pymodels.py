@@ -56,3 +56,21 @@ class Streak(PythonModel):
         if state["run"] >= 3:
             state["answer"] = event.gender
         return state.get("answer")
+
+
+class Flaky(PythonModel):
+    """Counts a client's events (like :class:`Count`), but fails on the events of clients
+    whose id starts with ``bad`` until a test sets ``Flaky.fixed`` (the model "fixed and
+    deployed again"): its failures are its own dead letters (``model_error``)."""
+
+    name = "flaky"
+    fixed = False
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        if event.cid.startswith("bad") and not type(self).fixed:
+            raise RuntimeError("flaky on bad clients")
+        state["n"] = state.get("n", 0) + 1
+        return "female" if state["n"] % 2 == 0 else "male"
+
+    def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
+        return {"n": state["n"]}

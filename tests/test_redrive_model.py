@@ -1,0 +1,225 @@
+"""`genderd dead redrive --model M`: M's failures applied to M only, exactly once, however the
+re-drive is interrupted or repeated, and with an erased client never brought back."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from genderd import deadletters, erasure, streams
+from genderd.cli import main
+from genderd.clock import wall_clock_ms
+from genderd.deployment import Deployment
+from genderd.keys import Keys, shard_of
+from genderd.replay import replay
+from genderd.settings import Settings
+from genderd.status import collect
+from genderd.transport import Links
+
+from .support.factories import make_worker
+from .support.pymodels import Flaky
+from .support.runtime import FakeClock, Loop
+
+PLUGIN = "tests.support.pymodels:Flaky"
+GOOD = ["ok1", "ok2", "ok:3"]
+BAD = ["bad1", "bad2", "bad3", "bad4"]
+ERASED = "bad-erased"
+EVENTS_PER_CLIENT = 3
+
+
+@pytest.fixture
+def flaky_loop(settings: Settings) -> Iterator[Loop]:
+    Flaky.fixed = False
+    loop = Loop(settings.model_copy(update={"plugins": (PLUGIN,)}))
+    yield loop
+    loop.close()
+    Flaky.fixed = False
+
+
+def cli(loop: Loop, *args: str) -> Result:
+    s = loop.settings
+    env = {
+        "GENDERD_REDIS_URL": s.redis_url or "",
+        "GENDERD_SHARDS": str(s.shards),
+        "GENDERD_PLUGINS": PLUGIN,
+        "GENDERD_CLAIM_IDLE_MS": str(s.claim_idle_ms),
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def produce(sync_redis: redis.Redis, settings: Settings, now: int) -> None:
+    keys = Keys(settings.prefix)
+    genders = ["female", "male", "female"]
+    for n in range(EVENTS_PER_CLIENT):
+        for cid in [*GOOD, *BAD, ERASED]:
+            shard = shard_of(cid, settings.shards)
+            sync_redis.xadd(keys.stream(shard), {"cid": cid, "gender": genders[n], "ts": now + n})
+
+
+def drain_all(loop: Loop, clock: FakeClock) -> None:
+    for model in loop.registry:
+        worker = make_worker(loop.client, model.name, loop.settings, clock=clock)
+        loop.run(worker.ensure_groups())
+        loop.run(worker.drain())
+
+
+def dead_by_model(loop: Loop, deployment: Deployment) -> Counter[str]:
+    async def count() -> Counter[str]:
+        return Counter([letter.model async for letter in deadletters.scan(loop.client, deployment)])
+
+    return loop.run(count())
+
+
+def assert_status_agrees_with_dead(loop: Loop, deployment: Deployment) -> None:
+    listed = dead_by_model(loop, deployment)
+    status = {m.name: m.dead for m in loop.run(collect(loop.client, deployment))}
+    assert status == {name: listed.get(name, 0) for name in status}
+
+
+def others_applied(loop: Loop, deployment: Deployment) -> dict[str, int]:
+    status = loop.run(collect(loop.client, deployment))
+    return {m.name: m.applied for m in status if m.name != "flaky"}
+
+
+def flaky_count(sync_redis: redis.Redis, settings: Settings, cid: str) -> int | None:
+    raw = sync_redis.hget(
+        Keys(settings.prefix).result(shard_of(cid, settings.shards), cid), "flaky:j"
+    )
+    return None if raw is None else int(raw.decode().split(":")[1].strip(" }"))
+
+
+def test_redrive_applies_a_models_failures_to_it_once_and_to_no_other(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    loop, settings = flaky_loop, flaky_loop.settings
+    clock = FakeClock(wall_clock_ms())
+    deployment = Deployment.build(settings, clock)
+    links = Links.over(loop.client)
+    produce(sync_redis, settings, clock.now_ms - 1_000)
+    drain_all(loop, clock)
+    failed = (len(BAD) + 1) * EVENTS_PER_CLIENT
+    assert dead_by_model(loop, deployment) == {"flaky": failed}  # the others applied them all
+    assert_status_agrees_with_dead(loop, deployment)
+    before = others_applied(loop, deployment)
+    results_before = {
+        cid: sync_redis.hgetall(Keys().result(shard_of(cid, settings.shards), cid))
+        for cid in GOOD + BAD
+    }
+    Flaky.fixed = True  # the model is fixed (and deployed again)
+
+    # 1. A re-drive interrupted after its first page: only those dead letters moved.
+    async def first_page() -> list[str]:
+        chosen = [
+            letter async for letter in deadletters.scan(loop.client, deployment, model="flaky")
+        ]
+        done = await deadletters.redrive_model(links.fast, deployment, "flaky", chosen[:5])
+        return done.redriven
+
+    assert len(loop.run(first_page())) == 5
+    assert_status_agrees_with_dead(loop, deployment)
+    # 2. A worker of flaky takes them and is killed -9 before its commit: they stay pending
+    # under it (its state change and XACK are one call, so it did all or nothing).
+    taken = 0
+    for shard in deployment.shards:
+        claimed = loop.run(
+            streams.reclaim(loop.client, Keys().stream(shard), "flaky", "killed-worker", 0, 100)
+        )
+        taken += len(claimed.entries)
+    assert taken == 5
+    # 3. The erased client: some of its failures re-driven (pending), some still dead letters.
+    loop.run(erasure.erase(links.fast, deployment, [ERASED]))
+    # 4. The command repeated (twice): each remaining dead letter re-driven once.
+    done = cli(loop, "dead", "redrive", "--model", "flaky", "--reason", "model_error")
+    assert done.exit_code == 0, done.output
+    assert "re-drove" in done.output and "to flaky only" in done.output
+    again = cli(loop, "dead", "redrive", "--model", "flaky")
+    assert again.exit_code == 0 and "re-drove 0 dead letters" in again.output
+    assert dead_by_model(loop, deployment) == {}
+    # 5. flaky's live worker reclaims what was re-driven and what the killed worker held.
+    time.sleep(settings.claim_idle_ms / 1000 * 1.5)
+    worker = make_worker(loop.client, "flaky", settings, clock=clock)
+    for shard in deployment.shards:
+        loop.run(worker.reclaim(shard))
+    loop.run(worker.drain())
+    for cid in GOOD + BAD:  # the oracle: each event once
+        assert flaky_count(sync_redis, settings, cid) == EVENTS_PER_CLIENT, cid
+    assert others_applied(loop, deployment) == before  # zero times by the others
+    for cid in GOOD + BAD:
+        after = sync_redis.hgetall(Keys().result(shard_of(cid, settings.shards), cid))
+        others = {k: v for k, v in after.items() if not k.startswith(b"flaky")}
+        assert others == {
+            k: v for k, v in results_before[cid].items() if not k.startswith(b"flaky")
+        }
+    assert not sync_redis.exists(Keys().result(shard_of(ERASED, settings.shards), ERASED))
+    for key in sync_redis.scan_iter():
+        if sync_redis.type(key) == b"stream":
+            for _, fields in sync_redis.xrange(key):
+                assert fields.get(b"cid") != ERASED.encode(), key
+    assert_status_agrees_with_dead(loop, deployment)
+    pending = sum(
+        info.pending
+        for shard in deployment.shards
+        for info in loop.run(streams.groups(loop.client, Keys(), shard))
+    )
+    assert pending == 0
+
+
+def test_status_and_dead_agree_after_a_replay(flaky_loop: Loop, sync_redis: redis.Redis) -> None:
+    loop, settings = flaky_loop, flaky_loop.settings
+    clock = FakeClock(wall_clock_ms())
+    deployment = Deployment.build(settings, clock)
+    produce(sync_redis, settings, clock.now_ms - 1_000)
+    drain_all(loop, clock)
+    failed = (len(BAD) + 1) * EVENTS_PER_CLIENT
+    # an old dead letter whose entry is trimmed away: kept and counted by the replay
+    keys = Keys()
+    sync_redis.xadd(
+        keys.dead(0),
+        {
+            "cid": "gone",
+            "gender": "male",
+            "_id": "1-0",
+            "_model": "flaky",
+            "_reason": "model_error",
+        },
+    )
+    sync_redis.hincrby(keys.stats(0), "flaky:dead", 1)
+    worker = make_worker(loop.client, "flaky", settings, clock=clock)
+    loop.run(replay(worker, force=True))  # still broken: the same failures, once each
+    assert dead_by_model(loop, deployment) == {"flaky": failed + 1}
+    assert_status_agrees_with_dead(loop, deployment)
+    Flaky.fixed = True
+    loop.run(replay(make_worker(loop.client, "flaky", settings, clock=clock), force=True))
+    assert dead_by_model(loop, deployment) == {"flaky": 1}
+    assert_status_agrees_with_dead(loop, deployment)
+    for cid in BAD:
+        assert flaky_count(sync_redis, settings, cid) == EVENTS_PER_CLIENT
+
+
+def test_redrive_model_leaves_what_it_cannot_redrive(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    loop = flaky_loop
+    keys = Keys()
+    sync_redis.xadd(keys.stream(0), {"cid": "x"})  # a group to claim into
+    loop.run(streams.ensure_group(loop.client, keys.stream(0), "flaky"))
+    for fields in (
+        {"cid": "bad9", "gender": "unicorn", "_id": "5-0", "_reason": "unknown_gender"},
+        {"cid": "bad9", "gender": "male", "_id": "6-0", "_reason": "model_error"},
+    ):
+        cid_shard = shard_of("bad9", loop.settings.shards)
+        sync_redis.xadd(keys.dead(cid_shard), {**fields, "_model": "flaky"})
+    dry = cli(loop, "dead", "redrive", "--model", "flaky", "--dry-run")
+    assert "would re-drive 1 dead letters" in dry.output and dry.exit_code == 1
+    result = cli(loop, "dead", "redrive", "--model", "flaky", "--since", "1d")
+    assert result.exit_code == 1
+    assert "left 5-0: still invalid: unknown_gender" in result.output
+    assert "left 6-0: no longer in its shard stream" in result.output
+    assert sync_redis.xlen(keys.dead(shard_of("bad9", loop.settings.shards))) == 2
+    none = cli(loop, "dead", "redrive", "--model", "flaky", "--since", "2999-01-01")
+    assert "re-drove 0 dead letters" in none.output
