@@ -112,7 +112,11 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
     now = deployment.clock()
     for status in models.values():
         status.recent = await health.recent(client, keys, status.name, now)
-        status.failing = status.recent.failure_rate > deployment.settings.failing_rate
+        # ... and its failures are still there: once they are re-driven (or purged) and none
+        # came since, the model is no longer failing, whatever the window still counts
+        status.failing = (
+            status.recent.failure_rate > deployment.settings.failing_rate and status.dead > 0
+        )
     return list(models.values())
 
 

@@ -80,6 +80,13 @@ def test_a_model_failing_on_a_sixth_of_its_events_is_failing(
     picky_json = next(m for m in json.loads(as_json.output) if m["model"] == "picky")
     assert picky_json["failing"] and picky_json["recent_model_errors"] == 10
 
+    # its failures re-driven (after a fix): no longer failing, though the window still counts
+    # them, until new failures come
+    redriven = CliRunner().invoke(main, ["dead", "redrive", "--model", "picky"], env=env)
+    assert redriven.exit_code == 0, redriven.output
+    [picky] = [m for m in loop.run(status.collect(loop.client, deployment)) if m.name == "picky"]
+    assert picky.recent.model_errors == 10 and not picky.failing
+
 
 def test_few_events_are_no_rate_and_old_minutes_are_left_out(
     loop: Loop, sync_redis: redis.Redis, clock: FakeClock
