@@ -18,7 +18,7 @@ from genderd.settings import Settings
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 events of ~200 bytes fit with room to spare
 # 1,000 cids of 128 characters fit however they are written: a character outside the BMP,
-# JSON-escaped, is 12 bytes (a surrogate pair, \\uXXXX\\uXXXX), so 1,000 x (128 x 12 + 3)
+# JSON-escaped, is 12 bytes (a surrogate pair, two 6-byte \\u escapes), so 1,000 x (128 x 12 + 3)
 # = 1,539,000 bytes of cids, with room for the rest of a compact body
 MAX_LOOKUP_BODY_BYTES = 2 * 1024 * 1024
 

@@ -4,6 +4,7 @@ GENDERD_PLUGINS. Each fails (Sleepy: sleeps) on the events of clients whose id s
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sys
 import threading
@@ -26,8 +27,9 @@ class _Failing(PythonModel):
         state["n"] = state.get("n", 0) + 1
         return "female" if state["n"] % 2 == 0 else "male"
 
+    @abc.abstractmethod
     def fail(self) -> None:
-        raise NotImplementedError
+        """How the model fails on a ``bad`` client's event (each subclass its own way)."""
 
 
 class Exits(_Failing):
