@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from genderd import catalog
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.events import text
@@ -76,6 +77,8 @@ async def erase(
 ) -> list[Erased]:
     """Erase ``cids`` (see the module docstring); one :class:`Erased` per distinct id, in
     the order given. Erasing a client genderd does not know removes nothing (zero counts)."""
+    # the keys of the deployment's other models too: recorded, or loaded but left out
+    others = catalog.erasure_keys(deployment, await catalog.read_names(transport, deployment))
     done = {cid: Erased(cid, digest(cid)) for cid in cids}
     by_shard: dict[int, list[Erased]] = defaultdict(list)
     for erased in done.values():
@@ -85,7 +88,7 @@ async def erase(
     for shard, clients in sorted(by_shard.items()):
         for start in range(0, len(clients), MARK_CLIENTS):
             chunk = clients[start : start + MARK_CLIENTS]
-            cutoffs.update(await _mark(transport, deployment, shard, chunk))
+            cutoffs.update(await _mark(transport, deployment, shard, chunk, others))
             marked += len(chunk)
             if progress:
                 progress("mark", marked, len(done))
@@ -119,7 +122,11 @@ async def erase(
 
 
 async def _mark(
-    transport: Transport, deployment: Deployment, shard: int, clients: Sequence[Erased]
+    transport: Transport,
+    deployment: Deployment,
+    shard: int,
+    clients: Sequence[Erased],
+    others: Sequence[catalog.ClientKeys],
 ) -> dict[str, str]:
     """Mark ``clients`` of ``shard`` and delete their keys (erase.lua); their markers' ids."""
     keys = deployment.keys
@@ -130,6 +137,8 @@ async def _mark(
         data: dict[str, None] = {}  # ordered, each key once (models share the result hash)
         for model in deployment.registry:
             data.update(dict.fromkeys(model.client_data_keys(shard, erased.cid, now)))
+        for client_keys in others:
+            data.update(dict.fromkeys(client_keys(shard, erased.cid, now)))
         script_keys += [keys.erased(shard, erased.digest), *data]
         args.append(len(data))
     reply = await transport.call(ERASE, script_keys, args)

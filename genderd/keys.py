@@ -40,6 +40,12 @@ class Keys:
         """Hash of deployment facts fixed at first start (``shards``, ``created_ms``)."""
         return f"{self.prefix}:meta"
 
+    @property
+    def models(self) -> str:
+        """Hash of the models the deployment runs, one JSON record per model name, written
+        by each model's workers as they start (see :mod:`genderd.catalog`)."""
+        return f"{self.prefix}:models"
+
     # -- per shard ---------------------------------------------------------------------------
     def tag(self, shard: int) -> str:
         return f"{self.prefix}:{{s{shard}}}"

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         default=(),
         description="models to load besides the entry points: comma-separated module:Class",
     )
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="the models this deployment runs and serves, comma-separated names or "
+        "aliases (empty: every registered model)",
+    )
     api_token: str | None = Field(
         default=None,
         description="bearer token required by POST /v1/events and DELETE /v1/clients/{cid}",
@@ -175,6 +180,13 @@ class Settings(BaseSettings):
                 if not (module and name.isidentifier()):
                     raise ValueError(f"plugin {path!r} must be module:Class")
             return tuple(str(path) for path in value)
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("genders", mode="before")

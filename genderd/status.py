@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from genderd import health, streams
+from genderd import catalog, health, streams
 from genderd.deployment import Deployment
 from genderd.events import text
 from genderd.health import Health
@@ -36,6 +36,11 @@ class ModelStatus:
     #: events and model_error failures of the last few minutes (genderd.health)
     recent: Health = field(default_factory=lambda: Health(0, 0))
     failing: bool = False  # the recent failure rate is over GENDERD_FAILING_RATE
+    kind: str = ""  # as recorded (genderd.catalog.KINDS), "unknown" for a bare group
+    loaded_from: str = ""
+    #: None when this process serves the model; else why not (genderd.catalog.not_served)
+    not_served: str | None = None
+    off: bool = False  # switched off: left out by GENDERD_MODELS where `genderd up` runs
 
     @property
     def lag(self) -> int:
@@ -55,7 +60,7 @@ class ModelStatus:
 
     @property
     def stalled(self) -> bool:
-        return any(s.stalled for s in self.shards)
+        return not self.off and any(s.stalled for s in self.shards)
 
     @property
     def oldest_waiting_ms(self) -> int | None:
@@ -64,15 +69,47 @@ class ModelStatus:
         return min(times) if times else None
 
 
+def _model_statuses(
+    deployment: Deployment, records: dict[str, catalog.ModelRecord]
+) -> dict[str, ModelStatus]:
+    """A status for every model served here and every other model the deployment records
+    or has a group for (named, never dropped: SPEC §13)."""
+    models = {}
+    for model in deployment.registry:
+        found = records.get(model.name)
+        models[model.name] = ModelStatus(
+            model.name,
+            model.aliases,
+            model.description,
+            kind=found.kind if found else catalog.kind_of(model),
+            loaded_from=deployment.registry.where(model.name),
+            off=found is not None and not found.on,
+        )
+    for found in catalog.others(deployment, records):
+        models[found.name] = ModelStatus(
+            found.name,
+            found.aliases,
+            found.description,
+            kind=found.kind,
+            loaded_from=found.loaded_from,
+            not_served=catalog.not_served(deployment, found),
+            off=not found.on,
+        )
+    return models
+
+
 async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStatus]:
-    """The status of every model on every shard.
+    """The status of every model on every shard: the models served here, then the others the
+    deployment records or has a consumer group for (:mod:`genderd.catalog`).
 
     A shard of a model is *stalled* when it has work waiting (lag or pending entries) and no
-    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none).
+    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none). A
+    model switched off is never stalled nor failing.
     """
     keys = deployment.keys
     stall_ms = deployment.settings.stall_after_s * 1000
-    models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in deployment.registry}
+    records = await catalog.read(client, deployment)
+    models = _model_statuses(deployment, records)
     for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
@@ -115,7 +152,9 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
         # ... and its failures are still there: once they are re-driven (or purged) and none
         # came since, the model is no longer failing, whatever the window still counts
         status.failing = (
-            status.recent.failure_rate > deployment.settings.failing_rate and status.dead > 0
+            not status.off
+            and status.recent.failure_rate > deployment.settings.failing_rate
+            and status.dead > 0
         )
     return list(models.values())
 

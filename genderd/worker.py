@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from redis.exceptions import ResponseError
 
-from genderd import streams
+from genderd import catalog, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
@@ -307,6 +307,7 @@ class Worker:
         """Claim the data layout and create the groups (once, at start)."""
         await claim_layout(self.client, self.deployment)
         await self.ensure_groups()
+        await catalog.record(self.client, self.deployment, self.model)
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""

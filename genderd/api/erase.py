@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from genderd import erasure
+from genderd import catalog, erasure
 from genderd.api.lookups import CID, UNAVAILABLE
 from genderd.api.responses import JSON, RawRoute
 from genderd.api.schemas import Erasure, Problem, ValidationProblem
@@ -26,7 +26,10 @@ async def erase(request: Request) -> Response:
     cid = request.path_params["cid"]
     api.check_cid(cid, ["path", "cid"], request)
     deployment = await api.deployment()
-    [done] = await erasure.erase(api.connected().pool, deployment, [cid])
+    try:
+        [done] = await erasure.erase(api.connected().pool, deployment, [cid])
+    except catalog.ErasureRefused as refused:  # before anything was deleted; the operator's
+        return JSON({"detail": str(refused)}, 500)
     api.metrics.erased(done)
     return JSON({"cid": cid, **done.as_dict()})
 
@@ -46,6 +49,11 @@ def install(router: APIRouter) -> None:
                 "description": "the path names no client (a line break, which no id has)",
             },
             422: {"model": ValidationProblem, "description": "a bad cid"},
+            500: {
+                "model": Problem,
+                "description": "refused, nothing deleted: a model of the deployment whose keys "
+                "only its code knows is not loaded in the API (the detail names it)",
+            },
             503: UNAVAILABLE,
         },
         summary="Erase a client: every answer, state, stream entry and dead letter",

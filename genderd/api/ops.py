@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from genderd import status
+from genderd import catalog, status
 from genderd.api.lookups import READ_TOKEN, UNAVAILABLE
 from genderd.api.responses import JSON, RawRoute
 from genderd.api.schemas import ModelsResponse
@@ -23,15 +23,19 @@ async def models(request: Request) -> Response:
     api.check_token(request, api.settings.read_token)
     deployment = await api.deployment()
     rows = await status.collect(api.connected().client, deployment)
-    described = {m.name: m for m in deployment.registry}
+    api.records = await catalog.read(api.connected().client, deployment)
     return JSON(
         {
             "models": [
                 {
                     "name": r.name,
                     "aliases": list(r.aliases),
-                    "description": described[r.name].description,
+                    "description": r.description,
                     "default": r.name == api.default_model.name,
+                    "served": r.not_served is None,
+                    "not_served": r.not_served,
+                    "kind": r.kind,
+                    "off": r.off,
                     "lag": r.lag,
                     "pending": r.pending,
                     "dead": r.dead,

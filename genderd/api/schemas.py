@@ -193,6 +193,12 @@ class ModelInfo(BaseModel):
     aliases: list[str]
     description: str
     default: bool
+    served: bool = Field(description="this API answers for the model")
+    not_served: str | None = Field(
+        description="why not: not loaded in the API's process, or left out by GENDERD_MODELS"
+    )
+    kind: str = Field(description="built-in, python, window, lua; unknown: a bare group")
+    off: bool = Field(description="switched off: left out by GENDERD_MODELS where it runs")
     lag: int = Field(description="entries not yet delivered to the model's group")
     pending: int = Field(description="entries delivered and not yet acknowledged")
     dead: int = Field(description="entries the model dead-lettered")
@@ -211,7 +217,9 @@ class Problem(BaseModel):
 class InvalidItem(BaseModel):
     loc: list[str] = Field(description='where: e.g. ["path", "cid"] or ["body", "cids", "2"]')
     msg: str
-    type: str = Field(description="machine-readable: bad_cid, unknown_model, or pydantic's type")
+    type: str = Field(
+        description="machine-readable: bad_cid, unknown_model, model_not_served, or pydantic's type"
+    )
 
 
 class ValidationProblem(BaseModel):

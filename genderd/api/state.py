@@ -9,7 +9,7 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 
-from genderd import status
+from genderd import catalog, status
 from genderd.api.metrics import Metrics, multiprocess_dir
 from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
@@ -45,6 +45,9 @@ class Api:
         self._deployment: Deployment | None = None
         self._reader: Reader | None = None
         self._lock = asyncio.Lock()
+        #: the deployment's models as recorded when it was opened (refreshed by /v1/models),
+        #: to say why a model it runs is not served here
+        self.records: dict[str, catalog.ModelRecord] = {}
         # /metrics: the per-model status read from Redis, reused for metrics_cache_s
         self._status: tuple[float, list[ModelStatus]] | None = None
         self._status_lock = asyncio.Lock()
@@ -77,6 +80,7 @@ class Api:
                 if self._deployment is None:
                     links = self.connected()
                     deployment = await open_deployment(links.client, self.configured)
+                    self.records = await catalog.read(links.client, deployment)
                     self._serve(deployment)
                     self._reader = Reader(deployment, links.fast)
                     self._deployment = deployment
@@ -85,7 +89,7 @@ class Api:
     def _serve(self, deployment: Deployment) -> None:
         """Answer requests with ``deployment``'s models."""
         self.serving = deployment
-        self.default_model = deployment.model(self.settings.default_model)
+        self.default_model = deployment.registry.default(self.settings)
         self.models = list(deployment.registry)
 
     async def reader(self) -> Reader:
@@ -101,6 +105,10 @@ class Api:
         try:
             return self.serving.model(name)
         except UnknownModelError as error:
+            found = None if error.left_out else catalog.find(self.records, name)
+            if found is not None or error.left_out is not None:
+                why = str(error) if found is None else catalog.not_served(self.serving, found)
+                raise invalid(list(location), why, "model_not_served") from None
             raise invalid(list(location), str(error), "unknown_model") from None
 
     @staticmethod

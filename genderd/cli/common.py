@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import InvalidResponse, RedisError
 
-from genderd import discovery
+from genderd import catalog, discovery
 from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.models.base import Model
@@ -109,4 +109,18 @@ def model_of(deployment: Deployment, name: str) -> Model:
     try:
         return deployment.model(name)
     except UnknownModelError as error:
+        raise click.BadParameter(str(error), param_hint="--model") from None
+
+
+async def served_model(deployment: Deployment, links: Links, name: str) -> Model:
+    """The model called ``name``, or a usage error: for a model the deployment runs but this
+    process has not loaded, saying so and how to load it (:mod:`genderd.catalog`)."""
+    try:
+        return deployment.model(name)
+    except UnknownModelError as error:
+        if error.left_out is None:
+            found = catalog.find(await catalog.read(links.client, deployment), name)
+            if found is not None:
+                why = catalog.not_served(deployment, found)
+                raise click.BadParameter(why, param_hint="--model") from None
         raise click.BadParameter(str(error), param_hint="--model") from None

@@ -15,7 +15,7 @@ import orjson
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.cli import render
-from genderd.cli.common import model_of, opened, run, settings_of
+from genderd.cli.common import opened, run, served_model, settings_of
 from genderd.deployment import open_deployment_sync
 from genderd.errors import InputError
 from genderd.events import EventError
@@ -242,7 +242,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
 
     async def go() -> dict[str, Answer | None]:
         async with opened(settings) as (deployment, links):
-            models = [model_of(deployment, model_name)] if model_name else None
+            models = [await served_model(deployment, links, model_name)] if model_name else None
             return await Reader(deployment, links.fast).lookup(cid, models)
 
     answers = run(go())
@@ -288,7 +288,7 @@ def replay(ctx: click.Context, model_name: str, force: bool) -> None:
 
     async def go() -> Outcome:
         async with opened(settings) as (deployment, links):
-            model = model_of(deployment, model_name)
+            model = await served_model(deployment, links, model_name)
             total = await replay_mod.backlog(links.client, deployment)
             worker = Worker(deployment, links, model, consumer="replay")
             with click.progressbar(

@@ -18,13 +18,21 @@ def _row(*cells: object) -> str:
 
 
 def model_state(m: ModelStatus) -> str:
-    """STALLED, FAILING (with the rate) or ok; a rate under the threshold is shown too."""
-    if m.stalled:
-        return "STALLED"
-    rate = m.recent.failure_rate
-    if m.failing:
-        return f"FAILING: {rate:.1%} model_error (last {WINDOW_MINUTES} min)"
-    return f"ok, {rate:.1%} model_error" if rate else "ok"
+    """off, STALLED, FAILING (with the rate) or ok; a rate under the threshold is shown too,
+    and a model not loaded here says so."""
+    if m.off:
+        state = "off (not in GENDERD_MODELS)"
+    elif m.stalled:
+        state = "STALLED"
+    elif m.failing:
+        state = f"FAILING: {m.recent.failure_rate:.1%} model_error (last {WINDOW_MINUTES} min)"
+    elif m.recent.failure_rate:
+        state = f"ok, {m.recent.failure_rate:.1%} model_error"
+    else:
+        state = "ok"
+    if m.not_served is not None and "not loaded" in m.not_served:
+        state += f"; not loaded here ({m.kind}{', ' + m.loaded_from if m.loaded_from else ''})"
+    return state
 
 
 def status_table(models: list[ModelStatus], per_shard: bool) -> str:
@@ -57,6 +65,11 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "recent_events": m.recent.events,
                 "recent_model_errors": m.recent.model_errors,
                 "failure_rate": m.recent.failure_rate,
+                "off": m.off,
+                "kind": m.kind,
+                "loaded_from": m.loaded_from,
+                "served_here": m.not_served is None,
+                "not_served": m.not_served,
                 "shards": [vars(s) for s in m.shards] if per_shard else None,
             }
             for m in models

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -26,12 +26,19 @@ ENTRY_POINT_GROUP = "genderd.models"
 class UnknownModelError(InputError, KeyError):
     """A model name or alias that no installed model answers to."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], *, left_out: str | None = None) -> None:
         super().__init__(name)
         self.name = name
         self.known = known
+        #: the loaded model's name when GENDERD_MODELS leaves it out (not unknown, not served)
+        self.left_out = left_out
 
     def __str__(self) -> str:
+        if self.left_out is not None:
+            return (
+                f"model {self.left_out!r} is left out by GENDERD_MODELS in this process; "
+                f"served: {', '.join(self.known)}"
+            )
         return f"unknown model {self.name!r}; known: {', '.join(self.known)}"
 
 
@@ -164,11 +171,43 @@ def check_models(settings: Settings) -> list[Registration]:
     return found
 
 
-class Registry:
-    """The installed models, instantiated with one deployment's settings."""
+def select(settings: Settings, loaded: Sequence[Model]) -> list[Model]:
+    """The models of ``loaded`` that ``GENDERD_MODELS`` selects (all of them when it is not
+    set), in ``loaded``'s order. Raises :class:`PluginError` for a name no loaded model
+    answers to, or a default model (``GENDERD_DEFAULT_MODEL``, when set) left out."""
+    if not settings.models:
+        return list(loaded)
+    names = {alias: model.name for model in loaded for alias in (model.name, *model.aliases)}
+    chosen = set()
+    for name in settings.models:
+        canonical = names.get(name.strip().lower())
+        if canonical is None:
+            raise PluginError(f"GENDERD_MODELS: {UnknownModelError(name, sorted(names))}")
+        chosen.add(canonical)
+    default = names.get(settings.default_model.strip().lower())
+    if "default_model" in settings.model_fields_set and default not in chosen:
+        raise PluginError(
+            f"GENDERD_DEFAULT_MODEL {settings.default_model!r} is not among GENDERD_MODELS"
+        )
+    return [model for model in loaded if model.name in chosen]
 
-    def __init__(self, models: list[Model]) -> None:
+
+class Registry:
+    """The models one deployment's process runs and serves (``GENDERD_MODELS``; all the
+    installed ones by default), instantiated with the deployment's settings; and every model
+    it has loaded (:attr:`loaded`, for erasure and for naming the ones left out)."""
+
+    def __init__(
+        self,
+        models: list[Model],
+        *,
+        loaded: list[Model] | None = None,
+        where: Mapping[str, str] | None = None,
+    ) -> None:
         self._models = {model.name: model for model in models}
+        #: every model this process loaded, selected or not, by name
+        self.loaded: dict[str, Model] = {m.name: m for m in (models if loaded is None else loaded)}
+        self._where = dict(where or {})
         self._names: dict[str, str] = {}
         for model in models:
             for name in (model.name, *model.aliases):
@@ -179,19 +218,23 @@ class Registry:
     @classmethod
     def load(cls, settings: Settings, keys: Keys, oldest_layout: int = 1) -> Registry:
         """Build every registered model for a deployment's ``settings``, ``keys`` and oldest
-        data layout (:func:`genderd.layout.oldest_layout`)."""
-        return cls([found.build(settings, keys, oldest_layout) for found in check_models(settings)])
+        data layout (:func:`genderd.layout.oldest_layout`), and select the ones
+        ``GENDERD_MODELS`` names."""
+        found = check_models(settings)
+        loaded = [registration.build(settings, keys, oldest_layout) for registration in found]
+        where = {registration.name: registration.where for registration in found}
+        return cls(select(settings, loaded), loaded=loaded, where=where)
 
     def with_layout(self, oldest_layout: int) -> Registry:
         """The same models built again for the oldest data layout a deployment may hold."""
-        return Registry(
-            [
-                Registration(model.defined_by, repr(model)).build(
-                    model.settings, model.keys, oldest_layout
-                )
-                for model in self
-            ]
-        )
+        loaded = [
+            Registration(model.defined_by, self.where(model.name)).build(
+                model.settings, model.keys, oldest_layout
+            )
+            for model in self.loaded.values()
+        ]
+        chosen = [model for model in loaded if model.name in self._models]
+        return Registry(chosen, loaded=loaded, where=self._where)
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._models.values())
@@ -202,9 +245,28 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._models)
 
+    def where(self, name: str) -> str:
+        """Where the model called ``name`` was found ("entry point 'top'",
+        "GENDERD_PLUGINS: mine:Last5"; "" when not known)."""
+        return self._where.get(name, "")
+
     def get(self, name_or_alias: str) -> Model:
         """The model called ``name_or_alias``; raise :class:`UnknownModelError` otherwise."""
-        canonical = self._names.get(name_or_alias.strip().lower())
+        wanted = name_or_alias.strip().lower()
+        canonical = self._names.get(wanted)
         if canonical is None:
-            raise UnknownModelError(name_or_alias, sorted(self._names))
+            left_out = next(
+                (m.name for m in self.loaded.values() if wanted in (m.name, *m.aliases)), None
+            )
+            raise UnknownModelError(name_or_alias, sorted(self._names), left_out=left_out)
         return self._models[canonical]
+
+    def default(self, settings: Settings) -> Model:
+        """The model of a lookup that names none: ``GENDERD_DEFAULT_MODEL``, or, when that is
+        left out by ``GENDERD_MODELS`` without being set, the first model served."""
+        try:
+            return self.get(settings.default_model)
+        except UnknownModelError:
+            if "default_model" in settings.model_fields_set or not self._models:
+                raise
+            return next(iter(self._models.values()))
