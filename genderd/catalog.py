@@ -39,7 +39,7 @@ from genderd.models.base import Model
 from genderd.models.python import PythonRuntime
 from genderd.models.window import WindowRuntime
 from genderd.streams import groups
-from genderd.transport import AsyncClient, Transport
+from genderd.transport import AsyncClient, SyncClient, Transport
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +183,26 @@ async def read(client: AsyncClient, deployment: Deployment) -> dict[str, ModelRe
     return dict(sorted(found.items()))
 
 
-async def switch_off(client: AsyncClient, deployment: Deployment, names: Iterable[str]) -> None:
-    """Mark the recorded ``names`` off (left out by ``GENDERD_MODELS``)."""
-    raw = await client.hgetall(deployment.keys.models)
+def left_out(client: SyncClient, deployment: Deployment) -> list[str]:
+    """The recorded models this process's ``GENDERD_MODELS`` leaves out."""
+    served = set(deployment.registry.names())
+    return sorted({text(name) for name in client.hkeys(deployment.keys.models)} - served)
+
+
+def switch_off(client: SyncClient, deployment: Deployment, names: Iterable[str]) -> list[str]:
+    """Mark the recorded ``names`` off (left out by ``GENDERD_MODELS`` where `genderd up`
+    runs); return those switched off now."""
+    raw = client.hgetall(deployment.keys.models)
     records = {text(name): ModelRecord.from_json(text(name), value) for name, value in raw.items()}
+    switched = []
     for name in names:
         known = records.get(name)
         if known is not None and known.on:
             off = ModelRecord(**{**_fields(known), "on": False})
-            await client.hset(deployment.keys.models, name, off.to_json())
+            client.hset(deployment.keys.models, name, off.to_json())
+            switched.append(name)
             log.info("model %s is switched off (not in GENDERD_MODELS)", name)
+    return switched
 
 
 def _fields(found: ModelRecord) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genderd import bundled, runstate
+from genderd import bundled, catalog, runstate
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.errors import ConfigurationError
 from genderd.events import text
@@ -250,6 +250,8 @@ def start(
         url = supervisor.start_server()
         client = sync_client(configured.settings, url)
         deployment = open_deployment_sync(client, configured)
+        if deployment.settings.models:  # the recorded models GENDERD_MODELS leaves out are off
+            catalog.switch_off(client, deployment, catalog.left_out(client, deployment))
         tips = ""
         if demo_rate is not None:
             tips = start_demo(supervisor, client, deployment, demo_rate, api_port)

@@ -141,7 +141,9 @@ class Worker:
         return reclaim_interval_s(self.settings)
 
     async def ensure_groups(self) -> None:
-        """Create the model's group on every shard that lacks it (at id 0: full replay)."""
+        """Record the model in the deployment (:mod:`genderd.catalog`), then create its group
+        on every shard that lacks it (at id 0: full replay): no group without a record."""
+        await catalog.record(self.client, self.deployment, self.model)
         created = [
             shard
             for shard in self.shards
@@ -307,7 +309,6 @@ class Worker:
         """Claim the data layout and create the groups (once, at start)."""
         await claim_layout(self.client, self.deployment)
         await self.ensure_groups()
-        await catalog.record(self.client, self.deployment, self.model)
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""

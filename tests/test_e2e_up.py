@@ -53,12 +53,14 @@ def clean_env() -> dict[str, str]:
     }
 
 
-def genderd(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run one `genderd` command in ``cwd`` to completion."""
+def genderd(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one `genderd` command in ``cwd`` to completion (``env``: settings added)."""
     return subprocess.run(
         [sys.executable, "-m", "genderd", *args],
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env() | (env or {}),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -147,12 +149,12 @@ class Up:
                 pytest.fail(f"timed out after {timeout_s}s waiting for {what}\n{self.output()}")
             time.sleep(POLL_S)
 
-    def wait_ready(self) -> None:
-        """Until the server is recorded, `genderd status` answers and every model has a
+    def wait_ready(self, models: tuple[str, ...] = MODELS) -> None:
+        """Until the server is recorded, `genderd status` answers and each of ``models`` has a
         worker."""
         self.wait_until(lambda: server_state(self.workdir) is not None, "server.json")
         self.wait_until(lambda: genderd(self.workdir, "status").returncode == 0, "status exit 0")
-        self.wait_until(lambda: set(self.workers().values()) == set(MODELS), "a worker per model")
+        self.wait_until(lambda: set(self.workers().values()) == set(models), "a worker per model")
 
     def interrupt_and_expect_clean_stop(self) -> None:
         """Ctrl-C: `up` exits 0, its server and workers are gone, server.json is removed and
@@ -183,9 +185,11 @@ def free_ports(count: int) -> int:
 
 
 @contextmanager
-def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterator[Up]:
-    """`genderd up --port <free port> ARGS` in ``workdir``; stops it and everything it started
-    (by pid) when the block ends."""
+def genderd_up(
+    workdir: Path, *args: str, api_port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[Up]:
+    """`genderd up --port <free port> ARGS` in ``workdir`` (``env``: settings added); stops it
+    and everything it started (by pid) when the block ends."""
     out, err = workdir / "up.out", workdir / "up.err"
     api_port = api_port or free_port()
     with out.open("wb") as out_file, err.open("wb") as err_file:
@@ -202,7 +206,7 @@ def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterat
                 *args,
             ],
             cwd=workdir,
-            env=clean_env(),
+            env=clean_env() | (env or {}),
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
@@ -444,4 +448,35 @@ def test_produce_from_a_json_lines_file_next_to_up(tmp_path: Path) -> None:
         assert f1["last"]["gender"] == "female"
         f2 = lookup_json(tmp_path, "F2")
         assert f2 is not None and f2["top"]["gender"] == "male"
+        up.interrupt_and_expect_clean_stop()
+
+
+def test_up_runs_and_serves_only_the_models_of_genderd_models(tmp_path: Path) -> None:
+    """SPEC §13: GENDERD_MODELS selects the models; those it leaves out are switched off in
+    the deployment's records (status shows them off, never STALLED) and are not served."""
+    with genderd_up(tmp_path) as up:  # every model runs once: each is recorded
+        up.wait_ready()
+        up.interrupt_and_expect_clean_stop()
+    chosen = {"GENDERD_MODELS": "last,top"}
+    with genderd_up(tmp_path, env=chosen) as up:
+        up.wait_ready(("last", "top"))
+        produced = genderd(tmp_path, "produce", "--count", "200", "--clients", "20", "--quiet")
+        assert produced.returncode == 0, produced.stderr
+        up.wait_until(lambda: caught_up(tmp_path, 200, ("last", "top")), "last and top applied")
+        assert sorted(set(up.workers().values())) == ["last", "top"]
+
+        shown = genderd(tmp_path, "status", "--json")  # without GENDERD_MODELS: all named
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        rows = {m["model"]: m for m in json.loads(shown.stdout)}
+        assert set(rows) == set(MODELS)
+        for name in set(MODELS) - {"last", "top"}:
+            assert rows[name]["off"] is True and rows[name]["stalled"] is False
+            assert rows[name]["lag"] == 200  # its group keeps its place in the streams
+        assert rows["top"]["off"] is False and rows["top"]["applied"] == 200
+
+        left_out = genderd(tmp_path, "lookup", "C1", "--model", "recency", env=chosen)
+        assert left_out.returncode == 2 and "left out by GENDERD_MODELS" in left_out.stderr
+        url = f"http://127.0.0.1:{up.api_port}/v1/clients/C1"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert set(json.loads(response.read())["models"]) == {"last", "top"}
         up.interrupt_and_expect_clean_stop()
