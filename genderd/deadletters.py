@@ -22,6 +22,22 @@ entry is re-driven only when every model dead-lettered it; otherwise some model 
 and writing it again would count it twice there. The write is guarded by a marker for the
 original entry, so an interrupted re-drive run again adds nothing twice; the dead letters are
 deleted after the write.
+
+A re-drive never brings an erased client back (SPEC §9). Stream ids are ordered only within
+one stream, and an erasure marks the client in every shard with that shard's own last id
+(:mod:`genderd.erasure`). An entry of the client's own shard is compared with the marker there
+inside ``redrive.lua``. An entry written to the wrong shard (shard 3 for a client of shard 9)
+is compared with the client's marker *in shard 3*, where its id belongs: first the marker in
+shard 9 is read, then the one in shard 3; the entry is dropped as erased when it is not after
+shard 3's marker, and otherwise ``redrive.lua`` writes it only if shard 9's marker is still
+what was read. An erasure marks every other shard before the client's own, so one that began
+after the check changes shard 9's marker (the check is then made again), and one that marks
+shard 9 after the write covers the written entry (its id is before the new marker, and the
+erasure's scan deletes it).
+
+Deleting dead letters (a purge, a re-drive) lowers the ``<model>:dead`` counters in the same
+atomic call (``dead_delete.lua``), as erasure, ``redrive --model``, replay and the
+dead-letter stream's cap do: ``genderd status`` and ``genderd dead`` agree.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from genderd import catalog
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.events import Event, Invalid, Reason, parse_entry, text
@@ -58,7 +75,9 @@ META = (b"_id", b"_model", b"_reason", b"_detail")
 REDRIVE = Script.from_files("redrive.lua")
 REDRIVE_MODEL = Script.from_files("redrive_model.lua")
 DEAD_RESET = Script.from_files("dead_reset.lua")
+DEAD_DELETE = Script.from_files("dead_delete.lua")
 REDRIVE_PAGE = 100  # dead letters moved per redrive_model.lua call (one atomic step)
+REDRIVE_CHECKS = 10  # times a cross-shard re-drive checks again while erasures move a marker
 
 
 @dataclass(frozen=True)
@@ -174,14 +193,12 @@ async def redrive(
         if dry_run:
             done.written.append(entry_id)
             continue
-        written = await _write(transport, deployment, shard, parsed, ttl_ms)
+        written = await _write(client, transport, deployment, shard, parsed, ttl_ms)
         if written is None:
             done.erased.append(entry_id)
         else:
             (done.written if written else done.before).append(entry_id)
-        done.deleted += int(
-            await client.xdel(deployment.keys.dead(shard), *(c.dead_id for c in copies))
-        )
+        done.deleted += await _delete(transport, deployment, shard, [c.dead_id for c in copies])
     return done
 
 
@@ -206,33 +223,74 @@ async def _all_copies(
 
 
 async def _write(
-    transport: Transport, deployment: Deployment, source: int, event: Event, ttl_ms: int
+    client: AsyncClient,
+    transport: Transport,
+    deployment: Deployment,
+    source: int,
+    event: Event,
+    ttl_ms: int,
 ) -> bool | None:
-    """True: written; False: written by an earlier run; None: its client was erased since."""
+    """True: written; False: written by an earlier run; None: its client was erased since
+    (see the module docstring)."""
+    keys = deployment.keys
     target = deployment.shard_of(event.cid)
-    keys = [
-        deployment.keys.stream(target),
-        deployment.keys.redriven(target, source, event.id),
-        deployment.keys.erased(target, digest(event.cid)),
+    digest_ = digest(event.cid)
+    script_keys = [
+        keys.stream(target),
+        keys.redriven(target, source, event.id),
+        keys.erased(target, digest_),
     ]
     # The event keeps its time: its ts, or the time of the entry id it first arrived with.
     # (parse_entry gave it the entry id's time when the entry had no ts)
-    args = [ttl_ms, event.id, "cid", event.cid, "gender", event.gender, "ts", event.ts]
-    reply = await transport.call(REDRIVE, keys, args)
-    return None if reply in (b"erased", "erased") else bool(reply)
+    fields = ["cid", event.cid, "gender", event.gender, "ts", event.ts]
+    for _ in range(REDRIVE_CHECKS):
+        seen = ""
+        if source != target:
+            # the target's marker first, then the source's: see the module docstring
+            here = await client.get(keys.erased(target, digest_))
+            there = await client.get(keys.erased(source, digest_))
+            if there is not None and not _after(event.id, text(there)):
+                return None
+            seen = "none" if here is None else text(here)
+        reply = await transport.call(REDRIVE, script_keys, [ttl_ms, event.id, seen, *fields])
+        if reply in (b"erased", "erased"):
+            return None
+        if reply not in (b"changed", "changed"):
+            return bool(reply)
+    return None  # erasures of this client keep running: drop it rather than risk it
 
 
-async def purge(client: AsyncClient, deployment: Deployment, letters: Sequence[DeadLetter]) -> int:
-    """Delete ``letters`` from the dead-letter streams; return how many were deleted."""
+def _after(entry_id: str, cutoff: str) -> bool:
+    """Whether ``entry_id`` is after the marker id ``cutoff`` (an id that is not a stream id
+    is not: it cannot be shown to be newer)."""
+    try:
+        return parse_id(entry_id) > parse_id(cutoff)
+    except ValueError:
+        return False
+
+
+async def _delete(
+    transport: Transport, deployment: Deployment, shard: int, dead_ids: Sequence[str]
+) -> int:
+    """Delete dead letters of ``shard`` and lower their models' counters (dead_delete.lua)."""
+    keys = [deployment.keys.dead(shard), deployment.keys.stats(shard)]
+    deleted = 0
+    for start in range(0, len(dead_ids), PAGE):
+        deleted += int(
+            await transport.call(DEAD_DELETE, keys, list(dead_ids[start : start + PAGE]))
+        )
+    return deleted
+
+
+async def purge(transport: Transport, deployment: Deployment, letters: Sequence[DeadLetter]) -> int:
+    """Delete ``letters`` from the dead-letter streams, lowering their models' ``<model>:dead``
+    counters in the same call; return how many were deleted."""
     by_shard: dict[int, list[str]] = defaultdict(list)
     for letter in letters:
         by_shard[letter.shard].append(letter.dead_id)
     deleted = 0
-    for shard, ids in by_shard.items():
-        for start in range(0, len(ids), PAGE):
-            deleted += int(
-                await client.xdel(deployment.keys.dead(shard), *ids[start : start + PAGE])
-            )
+    for shard, ids in sorted(by_shard.items()):
+        deleted += await _delete(transport, deployment, shard, ids)
     return deleted
 
 

@@ -83,6 +83,16 @@ class Keys:
         when the client was erased; its entries up to that id are never applied."""
         return f"{self.tag(shard)}:erased:{client_digest}"
 
+    # -- erasure across shards, and a stream set aside (genderd/erasure.py, genderd/aside.py) --
+    def stream_aside(self, shard: int) -> str:
+        """The shard's event stream as ``genderd stream set-aside`` left it (a stream whose
+        last id was in the future), kept for the retention; erasure still scans it."""
+        return f"{self.tag(shard)}:events:aside"
+
+    def erased_pattern(self, shard: int) -> str:
+        """SCAN pattern matching every erasure marker of one shard."""
+        return f"{glob_escape(self.tag(shard))}:erased:*"
+
     # -- per client -------------------------------------------------------------------------
     def result(self, shard: int, cid: str) -> str:
         """The client's result hash: every model's answer, read by lookups directly."""

@@ -24,7 +24,7 @@ from genderd.transport import Transport
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_MAXLEN = 1_000_000  # approximate cap per shard; dead letters are for inspection
+DEAD_LETTER_MAXLEN = 1_000_000  # cap per shard (deadletter.lua); dead letters are for inspection
 DEAD_LETTER = Script.from_files("deadletter.lua")
 
 
@@ -153,8 +153,9 @@ class Processor:
             pairs = list(fields.items() if isinstance(fields, Mapping) else fields)
             cid = _cid_in(pairs)
             marker = 0
-            # a client of another shard has no marker here (see docs/operations.md, Erasing)
-            if cid is not None and self.deployment.shard_of(cid) == shard:
+            # every erased client has a marker in every shard, in this shard's ids: an entry
+            # written to the wrong shard is compared with it too (see genderd/erasure.py)
+            if cid is not None:
                 if cid not in markers:
                     keys.append(self.keys.erased(shard, digest(cid)))
                     markers[cid] = len(keys)

@@ -114,7 +114,7 @@ def erasing(url: str, entries: int, clients: int, batch: int) -> list[tuple[str,
         started = time.perf_counter()
         reply = scan(
             keys=[Keys("erase").stream(0)],
-            args=[after, "+", erasure.SCAN_COUNT, "", "nobody", "0-0"],
+            args=[after, "+", erasure.SCAN_COUNT, "nobody", "0-0"],
         )
         calls.append(time.perf_counter() - started)
         after = reply[0].decode()

@@ -93,7 +93,9 @@ def test_list_show_redrive_once_and_purge(
         )
         assert isinstance(event, deadletters.Event)
         links = Links.over(aio.client)
-        assert await deadletters._write(links.fast, deployment, letters[0].shard, event, 60_000)
+        assert await deadletters._write(
+            aio.client, links.fast, deployment, letters[0].shard, event, 60_000
+        )
 
     aio.run(interrupted())
     done = cli(redis_url, "dead", "redrive", genders=NEW)

@@ -308,7 +308,7 @@ def purge(
 
     async def delete(chosen: list[DeadLetter]) -> int:
         async with opened(settings) as (deployment, links):
-            return await deadletters.purge(links.client, deployment, chosen)
+            return await deadletters.purge(links.fast, deployment, chosen)
 
     chosen = run(choose())
     if not chosen:

@@ -40,10 +40,10 @@ def _ids(cids: tuple[str, ...], file: TextIO | None) -> list[str]:
 @click.pass_context
 def erase(ctx: click.Context, cids: tuple[str, ...], file: TextIO | None, as_json: bool) -> None:
     """Erase clients: every model's answer, state, counters and day buckets, and the client's
-    entries in its shard stream and dead letters. Entries written before the erasure are
+    entries in every shard stream and its dead letters. Entries written before the erasure are
     never applied afterwards, by any worker or replay; later events are new data.
 
-    Clients of one shard are erased together: a file of many ids costs one pass over each
+    The clients of one run are erased together: a file of many ids costs one pass over each
     stream. Progress goes to stderr; each client's counts to stdout, with the digest the
     log line names (keep it as proof that the request was honoured).
     """

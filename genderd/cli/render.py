@@ -85,7 +85,9 @@ def ahead_warning(stream: StreamAhead) -> str:
         f"{stream.ahead_ms / MS_PER_DAY:,.1f} days ahead of the clock (an entry was written "
         "with an explicit id). Entries without ts are dead-lettered as future_ts there and "
         "age-based trimming stops; genderd's producers and API send ts and are not "
-        "affected. To recover, see 'A stream id in the future' in the operations docs."
+        "affected. To recover (writers stopped, lag and pending 0): "
+        f"'genderd stream set-aside {stream.shard}'; see 'A stream id in the future' in the "
+        "operations docs."
     )
 
 

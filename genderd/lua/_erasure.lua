@@ -1,5 +1,7 @@
--- Shared chunk: erasure markers (SPEC 9). Erasing a client (erase.lua) sets its marker to the
--- last id of the shard stream at that moment, and the shard's sentinel to the greatest marker
+-- Shared chunk: erasure markers (SPEC 9). Erasing a client (erase.lua) sets its marker in
+-- every shard to the last id of that shard's stream at that moment (an entry of the client
+-- written to the wrong shard is compared with the marker of the shard whose stream holds it:
+-- ids are ordered only within one stream), and each shard's sentinel to the greatest marker
 -- id of the shard (it lives as long as the newest marker). An entry of the client up to its
 -- marker's id was written before the erasure: it is acknowledged and changes nothing, whoever
 -- applies it (a stopped worker's batch in hand, a reclaim, a stale batch, a replay, a

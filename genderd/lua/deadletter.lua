@@ -3,17 +3,25 @@
 -- acknowledged by an earlier call) is skipped. An entry of an erased client written before the
 -- erasure (_erasure.lua) is acknowledged and not copied: no dead letter holds it.
 --
+-- The dead-letter stream is capped: once it holds more than the cap, its oldest dead letters
+-- are deleted in the same call (at most the entries added plus TRIM_SLACK per call, so a call
+-- stays bounded) and the <model>:dead counter of the model that wrote each goes down with
+-- them, so `genderd status` and `genderd dead` agree. (XADD's own MAXLEN trimming would drop
+-- them without saying whose they were.)
+--
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = dead-letter stream    <prefix>:{sN}:dead
 -- KEYS[3] = shard stats hash      <prefix>:{sN}:stats
 -- KEYS[4] = shard erasure sentinel  <prefix>:{sN}:erasures
 -- KEYS[5..] = erasure markers of the entries' clients  <prefix>:{sN}:erased:<digest>
 -- ARGV[1] = consumer group (the model name)
--- ARGV[2] = approximate cap on the dead-letter stream's length
+-- ARGV[2] = cap on the dead-letter stream's length
 -- ARGV[3..] = per entry: id, reason, detail, the index in KEYS of its client's marker (0: the
 --             entry names no client), n (field count), then n original field/value pairs
 -- returns: {entries dead-lettered, then the ids of the entries dropped as erased}
 -- uses: _basics.lua _erasure.lua
+
+local TRIM_SLACK = 1000  -- dead letters over the cap deleted per call beyond those added
 
 local stream, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen = ARGV[1], ARGV[2]
@@ -40,12 +48,30 @@ while i <= #ARGV do
       entry[#entry + 1] = reason
       entry[#entry + 1] = '_detail'
       entry[#entry + 1] = detail
-      redis.call('XADD', dead, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+      redis.call('XADD', dead, '*', unpack(entry))
       done = done + 1
     end
   end
   i = last + 1
 end
-if done > 0 then redis.call('HINCRBY', stats, group .. ':dead', done) end
+if done > 0 then
+  redis.call('HINCRBY', stats, group .. ':dead', done)
+  local excess = redis.call('XLEN', dead) - tonumber(maxlen)
+  if excess > 0 then
+    local oldest = redis.call('XRANGE', dead, '-', '+', 'COUNT', math.min(excess, done + TRIM_SLACK))
+    local ids, per_model = {}, {}
+    for _, row in ipairs(oldest) do
+      ids[#ids + 1] = row[1]
+      local fields = row[2]
+      for f = 1, #fields, 2 do
+        if fields[f] == '_model' then
+          per_model[fields[f + 1]] = (per_model[fields[f + 1]] or 0) + 1
+        end
+      end
+    end
+    redis.call('XDEL', dead, unpack(ids))
+    for model, n in pairs(per_model) do redis.call('HINCRBY', stats, model .. ':dead', -n) end
+  end
+end
 if #erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', #erased) end
 return {done, unpack(erased)}
