@@ -13,7 +13,7 @@ from typing import Any
 from genderd.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.events import check_event
-from genderd.ingest import Event, check_key, plan, write_sync
+from genderd.ingest import Event, IdempotencyKeyError, check_key, plan, write_sync
 from genderd.transport import SyncClient
 
 DEFAULT_BATCH = 500
@@ -45,6 +45,7 @@ class Producer:
         self.sent = 0  # events of the batches sent (a repeat of a keyed batch included)
         self.written = 0  # events written to the streams (a keyed repeat writes fewer)
         self._buffer: list[Event] = []
+        self._buffer_key: str | None = None  # of a keyed batch whose sending failed
 
     def __repr__(self) -> str:
         return f"<Producer sent={self.sent} written={self.written} buffered={len(self._buffer)}>"
@@ -76,24 +77,29 @@ class Producer:
 
     def flush(self, key: str | None = None) -> int:
         """Send the buffered events as one batch, with the idempotency ``key`` when given;
-        return how many events the batch held. When sending fails the events stay buffered,
-        so that ``flush(key)`` again retries the same batch."""
+        return how many events the batch held. When sending fails the events stay buffered
+        with their key, so that ``flush()`` retries the same batch (send nothing else first:
+        a keyed batch with other events is another body, refused); a batch refused because
+        its key was used for another body is dropped."""
         if not self._buffer:
             return 0
-        batch = plan(
-            self.deployment,
-            self._buffer,
-            None if key is None else check_key(key),
-            self.settings.idempotency_ttl_s,
-        )
-        self.written += write_sync(self.client, batch)
+        key = self._buffer_key if key is None else check_key(key)
+        batch = plan(self.deployment, self._buffer, key, self.settings.idempotency_ttl_s)
+        self._buffer_key = key
+        try:
+            self.written += write_sync(self.client, batch)
+        except IdempotencyKeyError:  # the key is another body's: this batch never will be
+            self._buffer, self._buffer_key = [], None
+            raise
         self.sent += batch.count
-        self._buffer = []
+        self._buffer, self._buffer_key = [], None
         return batch.count
 
     def write(self, events: Sequence[Event], key: str | None = None) -> int:
         """Send what is buffered, then ``events`` (from :meth:`check`) as one batch with the
         idempotency ``key``; return how many events that batch held."""
+        if key is not None:
+            check_key(key)
         self.flush()
         self._buffer = list(events)
         return self.flush(key)
