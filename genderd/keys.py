@@ -109,6 +109,14 @@ class Keys:
         """SCAN pattern matching every result hash of one shard."""
         return f"{glob_escape(self.tag(shard))}:r:*"
 
+    # -- per ingest request with an idempotency key (genderd.ingest) ---------------------------
+    def idempotency_record(self, shard: int, key_digest: str) -> str:
+        """That the shard's part of the request with the idempotency key of digest
+        ``key_digest`` (:func:`digest` of the key) is written; holds the digest of the
+        request's body, expires on its own. On the key's home shard it is also the key's
+        claim (see ``ingest.lua``)."""
+        return f"{self.tag(shard)}:idem:{key_digest}"
+
 
 def result_field(model: str, part: str = "") -> str:
     """Field of a model's answer in the result hash: ``<model>`` (gender) or ``<model>:<part>``.

@@ -106,6 +106,16 @@ class Settings(BaseSettings):
         "beyond it uvicorn answers 503",
     )
 
+    # Ingest with an idempotency key (genderd.ingest, docs/delivery.md: why a day).
+    idempotency_ttl_s: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="how long a request's Idempotency-Key (and a batch key of the Python "
+        "producer and `genderd produce --file`) is remembered: a repeat within it writes "
+        "nothing twice",
+    )
+
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
     block_ms: int = Field(
         default=1_000, ge=1, le=4_000, description="how long a read waits for new entries"
