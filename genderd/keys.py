@@ -68,6 +68,13 @@ class Keys:
         """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
         return f"{self.tag(shard)}:stats"
 
+    def replicated(self, shard: int) -> str:
+        """String: when (ms) an ingest last asked the shard's master to confirm its writes
+        reached replicas (``GENDERD_INGEST_REPLICAS``). Written next to ``WAIT``, on the
+        connection ``WAIT`` is sent on, so that ``WAIT`` covers the request's writes made on
+        other connections (see :mod:`genderd.replication`)."""
+        return f"{self.tag(shard)}:replicated"
+
     def redriven(self, shard: int, source_shard: int, entry_id: str) -> str:
         """Marker that the dead-lettered entry ``entry_id`` of ``source_shard``'s stream was
         re-driven into this shard's stream (so that a re-run adds it no second time)."""

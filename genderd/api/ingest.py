@@ -21,6 +21,7 @@ from genderd.api.schemas import Accepted, BadEvents, Problem
 from genderd.api.state import api_of
 from genderd.events import EventError
 from genderd.ingest import Event, IdempotencyKeyError, check_key, plan, write
+from genderd.replication import confirm
 
 KEY_HEADER = "idempotency-key"
 KEY_LOCATION = ["header", "Idempotency-Key"]
@@ -73,6 +74,9 @@ async def ingest(request: Request) -> Response:
         written = await write(api.connected().pool, batch)
     except IdempotencyKeyError as error:
         raise invalid(KEY_LOCATION, str(error), error.reason) from None
+    # GENDERD_INGEST_REPLICAS: 202 once the events reached the replicas, else 503
+    shards = {deployment.shard_of(event[0]) for event in events}
+    await confirm(api.connected().pool, deployment.keys, shards, api.settings)
     api.metrics.ingested.inc(written)
     if written < batch.count:
         api.metrics.ingest_repeated.inc(batch.count - written)
