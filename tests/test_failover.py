@@ -17,7 +17,6 @@ the figures.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -34,6 +33,7 @@ from genderd.api import create_app
 from genderd.bundled import BundledServer, LocalCluster, find_binary
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.models import Answer
 from genderd.settings import Settings
 from genderd.transport import async_client
 
@@ -82,6 +82,177 @@ def owner_of_most_shards(cluster: LocalCluster, settings: Settings) -> BundledSe
     return next(s for s in cluster.servers if s.port == port)
 
 
+class Drill:
+    """The senders, the /readyz probe and the supervisor of one run, and what they saw."""
+
+    def __init__(self, cluster: LocalCluster, settings: Settings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.victim = owner_of_most_shards(cluster, settings)
+        now = int(time.time() * 1000)
+        rng = random.Random(20)
+        self.batches = [
+            [
+                {
+                    "cid": f"F{rng.randrange(CLIENTS)}",
+                    "gender": rng.choice(settings.genders),
+                    "ts": now - rng.randrange(2 * MS_PER_DAY),
+                }
+                for _ in range(BATCH)
+            ]
+            for _ in range(SENDERS * BATCHES)
+        ]
+        self.figures = Figures()
+        self.acknowledged: list[dict[str, object]] = []
+        self.supervisor: list[asyncio.Task[None]] = []
+        self.done = asyncio.Event()
+
+    async def send(self, http: httpx.AsyncClient, n: int) -> None:
+        """Post batch ``n`` with its key until it is acknowledged."""
+        figures = self.figures
+        body = {"events": self.batches[n]}
+        headers = {"Idempotency-Key": f"failover-batch-{n}"}
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                answer = await http.post("/v1/events", json=body, headers=headers)
+            except httpx.HTTPError:
+                figures.failed += 1
+            else:
+                if answer.status_code == 202:
+                    assert answer.json() == {"accepted": BATCH}
+                    break
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"]
+                figures.refused += 1
+            figures.retries += 1
+            await asyncio.sleep(RETRY_S)
+        self.acknowledged.extend(self.batches[n])
+        figures.sent += BATCH
+        if figures.killed_at and not figures.recovered_at and tries > 1:
+            figures.recovered_at = time.monotonic()
+        if len(self.acknowledged) // BATCH == KILL_AFTER and not figures.killed_at:
+            self.victim.kill()
+            figures.killed_at = time.monotonic()
+            self.supervisor.append(asyncio.create_task(self.rejoin()))
+
+    async def sender(self, http: httpx.AsyncClient, first: int) -> None:
+        for n in range(first, len(self.batches), SENDERS):
+            await self.send(http, n)
+
+    async def rejoin(self) -> None:
+        """As a supervisor would, once the cluster promoted the replica (not before: an empty
+        master back in time would have its replica resync to nothing), start the killed node
+        again: it rejoins as the new master's replica, so that the new master has a replica
+        for GENDERD_INGEST_REPLICAS=1 again."""
+        while len(await asyncio.to_thread(self.cluster.masters_now)) < 3:
+            await asyncio.sleep(0.1)
+        self.figures.promoted_at = time.monotonic()
+        await asyncio.to_thread(self.victim.start)
+
+    async def probe(self, http: httpx.AsyncClient) -> None:
+        while not self.done.is_set():
+            answer = await http.get("/readyz")
+            reason = "" if answer.status_code == 200 else answer.json()["reason"]
+            self.figures.ready.append((time.monotonic(), answer.status_code, reason))
+            await asyncio.sleep(0.1)
+
+    async def ingest(self) -> None:
+        """The senders and the probe against the API, until every batch is acknowledged and
+        /readyz says 200 again."""
+        app = create_app(self.settings)
+        started = time.monotonic()
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test"
+            ) as http,
+        ):
+            prober = asyncio.create_task(self.probe(http))
+            senders = (self.sender(http, n) for n in range(SENDERS))
+            await asyncio.wait_for(asyncio.gather(*senders), DEADLINE_S)
+            while not self.figures.ready or self.figures.ready[-1][1] != 200:
+                assert time.monotonic() - started < DEADLINE_S, self.figures.ready[-3:]
+                await asyncio.sleep(0.1)
+            self.done.set()
+            await prober
+            await asyncio.gather(*self.supervisor)
+
+    async def run(self) -> tuple[list[dict[str, Answer | None]], int]:
+        """Workers of every model throughout; the answers and stream entries at the end."""
+        settings = self.settings
+        client = async_client(settings)
+        deployment = Deployment.build(settings)
+        workers = [make_worker(client, model, settings) for model in deployment.registry]
+        for worker in workers:
+            await worker.ensure_groups()
+        running = [asyncio.create_task(w.run()) for w in workers]
+        started = time.monotonic()
+        await self.ingest()
+        # the workers, never restarted, catch up with everything acknowledged
+        while True:
+            rows = await status.collect(client, deployment)
+            if all(r.applied == len(self.acknowledged) and r.lag == 0 for r in rows):
+                break
+            assert time.monotonic() - started < 2 * DEADLINE_S, [
+                (r.name, r.applied, r.lag, r.pending) for r in rows
+            ]
+            await asyncio.sleep(0.2)
+        for worker in workers:
+            worker.stop()
+        await asyncio.gather(*running)
+        answers = await make_reader(client, settings).lookup_many([f"F{n}" for n in range(CLIENTS)])
+        entries = 0
+        for shard in range(settings.shards):
+            entries += await client.xlen(deployment.keys.stream(shard))
+        await client.aclose()
+        return answers, entries
+
+    def check(self, answers: list[dict[str, Answer | None]]) -> None:
+        """Each client's answer of every model with an oracle equals the oracle's."""
+        read_at = int(time.time() * 1000)
+        for n, got in enumerate(answers):
+            mine = [
+                oracle.Ev("0-0", str(e["cid"]), str(e["gender"]), int(str(e["ts"])))
+                for e in self.acknowledged
+                if e["cid"] == f"F{n}"
+            ]
+            want = {
+                "last": oracle.last(mine),
+                "top": oracle.top(mine),
+                "top7d": oracle.top_window(mine, read_at, read_at, self.settings.window_days),
+            }
+            for model, expected in want.items():
+                answer = got[model]
+                if expected is None:
+                    assert answer is None, (n, model)
+                    continue
+                assert answer is not None, (n, model)
+                assert answer.gender == expected.gender, (n, model)
+                if expected.scores is not None:
+                    assert answer.scores == expected.scores, (n, model)
+
+    def report(self) -> str:
+        figures = self.figures
+        outage = [r for r in figures.ready if r[1] != 200]
+        return (
+            "\nfailover figures (3 masters + 3 replicas, GENDERD_INGEST_REPLICAS=1, "
+            f"{SENDERS} senders x {BATCHES} batches of {BATCH}, master killed -9 after "
+            f"{KILL_AFTER} batches)\n"
+            f"  events sent (acknowledged)   {figures.sent}\n"
+            f"  503 answers                  {figures.refused}\n"
+            f"  requests with no answer      {figures.failed}\n"
+            f"  retries (same key)           {figures.retries}\n"
+            f"  kill -> replica promoted     {figures.promoted_at - figures.killed_at:.2f} s\n"
+            f"  kill -> first 202 of a retried batch  "
+            f"{figures.recovered_at - figures.killed_at:.2f} s\n"
+            f"  /readyz 503 samples          {len(outage)} (e.g. {outage[0][2]!r})\n"
+            f"  lost                         0\n"
+            f"  double-counted               0"
+        )
+
+
 @pytest.mark.slow
 def test_a_master_killed_under_ingest_loses_nothing_and_counts_nothing_twice(
     cluster: LocalCluster,
@@ -96,163 +267,15 @@ def test_a_master_killed_under_ingest_loses_nothing_and_counts_nothing_twice(
         ingest_replicas=1,
         ingest_wait_ms=500,
     )
-    victim = owner_of_most_shards(cluster, settings)
-    now = int(time.time() * 1000)
-    rng = random.Random(20)
-    batches = [
-        [
-            {
-                "cid": f"F{rng.randrange(CLIENTS)}",
-                "gender": rng.choice(settings.genders),
-                "ts": now - rng.randrange(2 * MS_PER_DAY),
-            }
-            for _ in range(BATCH)
-        ]
-        for _ in range(SENDERS * BATCHES)
-    ]
-    figures = Figures()
-    acknowledged: list[dict[str, object]] = []
-
-    async def scenario() -> None:
-        app = create_app(settings)
-        client = async_client(settings)
-        registry = Deployment.build(settings).registry
-        workers = [make_worker(client, model, settings) for model in registry]
-        for worker in workers:
-            await worker.ensure_groups()
-        running = [asyncio.create_task(w.run()) for w in workers]
-        started = time.monotonic()
-        done = asyncio.Event()
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test"
-        ) as http:
-
-            async def send(n: int) -> None:
-                body = {"events": batches[n]}
-                headers = {"Idempotency-Key": f"failover-batch-{n}"}
-                tries = 0
-                while True:
-                    tries += 1
-                    try:
-                        answer = await http.post("/v1/events", json=body, headers=headers)
-                    except httpx.HTTPError:
-                        figures.failed += 1
-                    else:
-                        if answer.status_code == 202:
-                            assert answer.json() == {"accepted": BATCH}
-                            break
-                        assert answer.status_code == 503, answer.text
-                        assert answer.headers["retry-after"]
-                        figures.refused += 1
-                    figures.retries += 1
-                    await asyncio.sleep(RETRY_S)
-                acknowledged.extend(batches[n])
-                figures.sent += BATCH
-                if figures.killed_at and not figures.recovered_at and tries > 1:
-                    figures.recovered_at = time.monotonic()
-                if len(acknowledged) // BATCH == KILL_AFTER and not figures.killed_at:
-                    victim.kill()
-                    figures.killed_at = time.monotonic()
-                    supervisor.append(asyncio.create_task(rejoin()))
-
-            async def rejoin() -> None:
-                # As a supervisor would, once the cluster promoted the replica (not before:
-                # an empty master back in time would have its replica resync to nothing),
-                # the killed node is started again and rejoins as the new master's replica,
-                # so that the new master has a replica for GENDERD_INGEST_REPLICAS=1 again.
-                while len(await asyncio.to_thread(cluster.masters_now)) < 3:
-                    await asyncio.sleep(0.1)
-                figures.promoted_at = time.monotonic()
-                await asyncio.to_thread(victim.start)
-
-            async def sender(first: int) -> None:
-                for n in range(first, len(batches), SENDERS):
-                    await send(n)
-
-            async def probe() -> None:
-                while not done.is_set():
-                    answer = await http.get("/readyz")
-                    detail = "" if answer.status_code == 200 else answer.json().get("detail", "")
-                    figures.ready.append((time.monotonic(), answer.status_code, detail))
-                    await asyncio.sleep(0.1)
-
-            supervisor: list[asyncio.Task[None]] = []
-            prober = asyncio.create_task(probe())
-            await asyncio.wait_for(
-                asyncio.gather(*(sender(n) for n in range(SENDERS))), DEADLINE_S
-            )
-            # readiness comes back after the outage, without a restart
-            while figures.ready[-1][1] != 200:
-                assert time.monotonic() - started < DEADLINE_S, figures.ready[-3:]
-                await asyncio.sleep(0.1)
-            done.set()
-            await prober
-            await asyncio.gather(*supervisor)
-        # the workers, never restarted, catch up with everything acknowledged
-        deployment = Deployment.build(settings)
-        while True:
-            rows = await status.collect(client, deployment)
-            if all(r.applied == len(acknowledged) and r.lag == 0 for r in rows):
-                break
-            if time.monotonic() - started > DEADLINE_S:
-                raise AssertionError([(r.name, r.applied, r.lag, r.pending) for r in rows])
-            await asyncio.sleep(0.2)
-        for worker in workers:
-            worker.stop()
-        await asyncio.gather(*running)
-        answers = await make_reader(client, settings).lookup_many(
-            [f"F{n}" for n in range(CLIENTS)]
-        )
-        entries = 0
-        for shard in range(settings.shards):
-            entries += await client.xlen(deployment.keys.stream(shard))
-        await client.aclose()
-        check(answers, entries)
-
-    def check(answers: list[dict[str, object]], entries: int) -> None:
-        assert entries == len(acknowledged) == len(batches) * BATCH  # none lost, none twice
-        read_at = int(time.time() * 1000)
-        for n, got in enumerate(answers):
-            mine = [
-                oracle.Ev("0-0", str(e["cid"]), str(e["gender"]), int(e["ts"]))  # type: ignore[call-overload]
-                for e in acknowledged
-                if e["cid"] == f"F{n}"
-            ]
-            want = {
-                "last": oracle.last(mine),
-                "top": oracle.top(mine),
-                "top7d": oracle.top_window(mine, read_at, read_at, settings.window_days),
-            }
-            for model, expected in want.items():
-                answer = got[model]
-                if expected is None:
-                    assert answer is None
-                    continue
-                assert answer is not None, (n, model)
-                assert answer.gender == expected.gender, (n, model)  # type: ignore[attr-defined]
-                if expected.scores is not None:
-                    assert answer.scores == expected.scores, (n, model)  # type: ignore[attr-defined]
-
-    asyncio.run(scenario())
-
+    drill = Drill(cluster, settings)
+    answers, entries = asyncio.run(drill.run())
+    sent = len(drill.batches) * BATCH
+    assert entries == len(drill.acknowledged) == sent  # none lost, none written twice
+    drill.check(answers)  # none applied twice, none missed, by any model
+    figures = drill.figures
     outage = [r for r in figures.ready if r[1] != 200]
-    assert outage, "readyz never saw the outage"
-    assert all(r[1] == 503 and r[2] for r in outage)  # 503 with a reason
+    assert outage, "/readyz never saw the outage"
+    assert all(code == 503 and reason for _, code, reason in outage)  # with a reason
     assert figures.ready[-1][1] == 200
     assert figures.recovered_at > figures.killed_at > 0
-    with contextlib.suppress(Exception):
-        print(
-            "\nfailover figures (3 masters + 3 replicas, GENDERD_INGEST_REPLICAS=1, "
-            f"{SENDERS} senders x {BATCHES} batches of {BATCH}, master killed -9 after "
-            f"{KILL_AFTER} batches)\n"
-            f"  events sent (acknowledged)   {figures.sent}\n"
-            f"  503 answers                  {figures.refused}\n"
-            f"  requests with no answer      {figures.failed}\n"
-            f"  retries (same key)           {figures.retries}\n"
-            f"  kill -> replica promoted      {figures.promoted_at - figures.killed_at:.2f} s\n"
-            f"  time to recover (kill -> first 202 after a retry)  "
-            f"{figures.recovered_at - figures.killed_at:.2f} s\n"
-            f"  /readyz 503 samples          {len(outage)} (e.g. {outage[0][2]!r})\n"
-            f"  lost                         0\n"
-            f"  double-counted               0"
-        )
+    print(drill.report())

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pydantic
 import pytest
 import redis
@@ -20,8 +21,10 @@ from genderd.api import create_app
 from genderd.bundled import BundledServer, find_binary, free_port, replica_of, wait_in_sync
 from genderd.keys import Keys
 from genderd.settings import Settings
+from genderd.transport import async_client
 
 from .support.api_helpers import ApiClient
+from .support.factories import make_reader, make_worker
 
 SHARDS = 4
 
@@ -139,3 +142,88 @@ def test_the_wait_must_end_before_the_api_call_times_out() -> None:
         Settings(ingest_replicas=1, ingest_wait_ms=1000, api_timeout_ms=1000)
     assert Settings(ingest_replicas=1, ingest_wait_ms=999, api_timeout_ms=1000).ingest_replicas
     assert Settings().ingest_replicas == 0
+
+
+@pytest.mark.slow
+def test_api_and_worker_keep_working_when_the_urls_server_is_replaced_by_a_promoted_replica(
+    tmp_path: Path,
+) -> None:
+    """The documented hand failover of one server behind a stable address: the master dies;
+    its replica is promoted (REPLICAOF NO ONE); a server on the master's address takes a copy
+    from it and is promoted in turn. The API and a worker, never restarted, carry on."""
+    binary = find_binary(os.environ.get("GENDERD_REDIS_SERVER"))
+    old = BundledServer(binary, free_port(), tmp_path / "old", persistent=False).start()
+    replica = replica_of(binary, old, tmp_path / "replica").start()
+    made: list[BundledServer] = [old, replica]
+    settings = Settings(
+        redis_url=old.url,
+        shards=SHARDS,
+        block_ms=50,
+        claim_idle_ms=200,
+        ingest_replicas=1,
+        ingest_wait_ms=500,
+    )
+
+    def command(server: BundledServer, *args: object) -> None:
+        client = redis.Redis(port=server.port)
+        client.execute_command(*args)  # type: ignore[no-untyped-call]
+        client.close()
+
+    def replace() -> None:
+        old.kill()
+        command(replica, "REPLICAOF", "NO", "ONE")
+        new = BundledServer(
+            binary,
+            old.port,
+            tmp_path / "new",
+            persistent=False,
+            extra_args=["--replicaof", "127.0.0.1", str(replica.port)],
+        )
+        made.append(new.start())
+        wait_in_sync(replica.port, 1)
+        command(new, "REPLICAOF", "NO", "ONE")
+        command(replica, "REPLICAOF", "127.0.0.1", str(new.port))  # the new master's replica
+        wait_in_sync(new.port, 1)
+
+    async def scenario() -> None:
+        app = create_app(settings)
+        client = async_client(settings)
+        worker = make_worker(client, "top", settings)
+        await asyncio.to_thread(wait_in_sync, old.port, 1)
+        await worker.ensure_groups()
+        running = asyncio.create_task(worker.run())
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test"
+            ) as http,
+        ):
+            assert (await http.post("/v1/events", json=batch(10))).status_code == 202
+            await asyncio.to_thread(replace)
+            codes = []
+            for _ in range(50):  # the first calls may meet the connections the kill broke
+                codes.append((await http.post("/v1/events", json=batch(10, "n"))).status_code)
+                if codes[-1] == 202:
+                    break
+                await asyncio.sleep(0.1)
+            assert codes[-1] == 202 and set(codes) <= {202, 503}, codes
+            assert (await http.get("/readyz")).status_code == 200
+        reader = make_reader(client, settings)
+        cids = [f"c{i}" for i in range(10)] + [f"n{i}" for i in range(10)]
+        for _ in range(300):
+            answers = await reader.lookup_many(cids)
+            if all(a["top"] is not None for a in answers):
+                break
+            await asyncio.sleep(0.1)
+        assert [a["top"] and a["top"].scores for a in answers] == [  # type: ignore[attr-defined]
+            {"female" if i % 2 else "male": 1} for i in range(10)
+        ] * 2
+        worker.stop()
+        await running
+        await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for server in made:
+            server.stop()
