@@ -218,6 +218,13 @@ class BundledServer:
                 process.kill()
                 process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL by pid, as a crash (nothing flushed); the process is reaped."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     def write_state(self, state_dir: Path) -> None:
         """Record this server in ``state_dir`` for the commands run from there."""
         runstate.write_state(state_dir, ServerState(url=self.url, pid=self.pid, port=self.port))
@@ -229,18 +236,92 @@ class BundledServer:
         self.stop()
 
 
+REPLICA_SYNC_TIMEOUT_S = 20.0
+
+
+def replica_of(binary: str, master: BundledServer, data_dir: Path) -> BundledServer:
+    """A server (not started) that replicates ``master`` (``--replicaof``), nothing persisted."""
+    return BundledServer(
+        binary,
+        free_port(),
+        data_dir,
+        persistent=False,
+        extra_args=["--replicaof", "127.0.0.1", str(master.port)],
+    )
+
+
+def _replication(client: redis.Redis) -> dict[str, object]:
+    info: dict[str, object] = client.info("replication")
+    return info
+
+
+def wait_in_sync(
+    master_port: int, replicas: int, timeout_s: float = REPLICA_SYNC_TIMEOUT_S
+) -> None:
+    """Wait until the server on ``master_port`` has ``replicas`` replicas online and each has
+    acknowledged everything it wrote so far."""
+    client = redis.Redis(port=master_port, socket_timeout=1.0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            info = _replication(client)
+            offset = int(str(info.get("master_repl_offset", 0)))
+            online = [
+                value
+                for name, value in info.items()
+                if name.startswith("slave")
+                and isinstance(value, dict)
+                and value.get("state") == "online"
+                and int(value.get("offset", -1)) >= offset
+            ]
+            if len(online) >= replicas:
+                return
+            if time.monotonic() > deadline:
+                raise BundledServerError(
+                    f"the server on port {master_port} has {len(online)} of {replicas} "
+                    f"replicas in sync after {timeout_s}s: {info}"
+                )
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 CLUSTER_SLOTS = 16_384
 CLUSTER_READY_TIMEOUT_S = 20.0
 
 
+def _replicas_seen(client: redis.Redis) -> int:
+    """How many replicas the node of ``client`` knows of (``CLUSTER NODES`` flags)."""
+    nodes = client.execute_command("CLUSTER", "NODES").decode()  # type: ignore[no-untyped-call]
+    flags = [line.split()[2].split(",") for line in nodes.splitlines() if line.strip()]
+    return len([f for f in flags if "slave" in f or "replica" in f])
+
+
 class LocalCluster:
     """A Redis Cluster of ``masters`` bundled servers on free loopback ports, slots split
-    evenly, no replicas, nothing persisted: for tests and benchmarks (stopped by pid)."""
+    evenly, nothing persisted: for tests and benchmarks (stopped by pid).
 
-    def __init__(self, binary: str, data: Path, masters: int = 3) -> None:
+    With ``replicas`` each master gets that many replicas (``CLUSTER REPLICATE``), and the
+    cluster promotes one by itself when its master fails; ``node_timeout_ms`` (the servers'
+    ``cluster-node-timeout``) is how long a master may be unreachable before that starts.
+    ``servers`` lists the masters first, then the replicas, as started; which is master now
+    is the cluster's to say (:meth:`masters_now`).
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        data: Path,
+        masters: int = 3,
+        *,
+        replicas: int = 0,
+        node_timeout_ms: int | None = None,
+    ) -> None:
         self.binary = binary
         self.data = data
         self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
         self.servers: list[BundledServer] = []
 
     @property
@@ -249,7 +330,8 @@ class LocalCluster:
         return self.servers[0].url
 
     def start(self) -> LocalCluster:
-        bus_ports = [free_port() for _ in range(self.masters)]
+        count = self.masters * (1 + self.replicas)
+        bus_ports = [free_port() for _ in range(count)]
         try:
             for n, bus_port in enumerate(bus_ports):
                 data = self.data / f"node{n}"
@@ -263,11 +345,18 @@ class LocalCluster:
                     "--cluster-port",
                     str(bus_port),
                 ]
+                if self.replicas:
+                    # a replica takes over whatever the age of its data (it was in sync)
+                    extra += ["--cluster-replica-validity-factor", "0"]
+                if self.node_timeout_ms is not None:
+                    extra += ["--cluster-node-timeout", str(self.node_timeout_ms)]
                 server = BundledServer(
                     self.binary, free_port(), data, persistent=False, extra_args=extra
                 )
                 self.servers.append(server.start())
             self._form(bus_ports)
+            if self.replicas:
+                self._replicate()
         except BaseException:
             self.stop()
             raise
@@ -277,7 +366,7 @@ class LocalCluster:
         clients = [redis.Redis(port=s.port) for s in self.servers]
         try:
             per_node = CLUSTER_SLOTS // self.masters
-            for n, client in enumerate(clients):
+            for n, client in enumerate(clients[: self.masters]):
                 last = CLUSTER_SLOTS - 1 if n == self.masters - 1 else (n + 1) * per_node - 1
                 client.execute_command(  # type: ignore[no-untyped-call]
                     "CLUSTER", "ADDSLOTSRANGE", n * per_node, last
@@ -286,14 +375,68 @@ class LocalCluster:
                 clients[0].execute_command(  # type: ignore[no-untyped-call]
                     "CLUSTER", "MEET", "127.0.0.1", server.port, bus_port
                 )
-            deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
-            while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
-                if time.monotonic() > deadline:
-                    raise BundledServerError("the local cluster did not become ready")
-                time.sleep(0.1)
+            self._wait_ok(clients)
         finally:
             for client in clients:
                 client.close()
+
+    @staticmethod
+    def _wait_ok(clients: Sequence[redis.Redis]) -> None:
+        deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
+        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
+            if time.monotonic() > deadline:
+                raise BundledServerError("the local cluster did not become ready")
+            time.sleep(0.1)
+
+    def _replicate(self) -> None:
+        """Make the servers after the masters replicas of them, round robin; wait until every
+        node sees it and every replica is in sync."""
+        clients = [redis.Redis(port=s.port) for s in self.servers]
+        try:
+            ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients]  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
+            for n in range(self.masters, len(clients)):
+                master = ids[(n - self.masters) % self.masters]
+                while True:  # the replica must know the master (MEET spreads by gossip)
+                    try:
+                        clients[n].execute_command(  # type: ignore[no-untyped-call]
+                            "CLUSTER", "REPLICATE", master
+                        )
+                        break
+                    except redis.ResponseError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+            for server in self.servers[: self.masters]:
+                wait_in_sync(server.port, self.replicas)
+            want = len(clients) - self.masters
+            while True:
+                seen = [_replicas_seen(c) for c in clients]
+                if all(count == want for count in seen):
+                    break
+                if time.monotonic() > deadline:
+                    raise BundledServerError(f"the replicas are not seen by every node: {seen}")
+                time.sleep(0.1)
+            self._wait_ok(clients)
+        finally:
+            for client in clients:
+                client.close()
+
+    def masters_now(self) -> list[BundledServer]:
+        """The running servers that are masters now (by their own ``ROLE``)."""
+        found = []
+        for server in self.servers:
+            if server.process is None or server.process.poll() is not None:
+                continue
+            client = redis.Redis(port=server.port, socket_timeout=1.0)
+            try:
+                if client.execute_command("ROLE")[0] in (b"master", "master"):  # type: ignore[no-untyped-call]
+                    found.append(server)
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+        return found
 
     def stop(self) -> None:
         for server in self.servers:

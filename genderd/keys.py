@@ -68,6 +68,13 @@ class Keys:
         """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
         return f"{self.tag(shard)}:stats"
 
+    def replicated(self, shard: int) -> str:
+        """String: when (ms) an ingest last asked the shard's master to confirm its writes
+        reached replicas (``GENDERD_INGEST_REPLICAS``). Written next to ``WAIT``, on the
+        connection ``WAIT`` is sent on, so that ``WAIT`` covers the request's writes made on
+        other connections (see :mod:`genderd.replication`)."""
+        return f"{self.tag(shard)}:replicated"
+
     def redriven(self, shard: int, source_shard: int, entry_id: str) -> str:
         """Marker that the dead-lettered entry ``entry_id`` of ``source_shard``'s stream was
         re-driven into this shard's stream (so that a re-run adds it no second time)."""
@@ -118,6 +125,14 @@ class Keys:
     def result_pattern(self, shard: int) -> str:
         """SCAN pattern matching every result hash of one shard."""
         return f"{glob_escape(self.tag(shard))}:r:*"
+
+    # -- per ingest request with an idempotency key (genderd.ingest) ---------------------------
+    def idempotency_record(self, shard: int, key_digest: str) -> str:
+        """That the shard's part of the request with the idempotency key of digest
+        ``key_digest`` (:func:`digest` of the key) is written; holds the digest of the
+        request's body, expires on its own. On the key's home shard it is also the key's
+        claim (see ``ingest.lua``)."""
+        return f"{self.tag(shard)}:idem:{key_digest}"
 
 
 def result_field(model: str, part: str = "") -> str:

@@ -1,11 +1,11 @@
-"""Writing events: a batching, pipelining producer and a synthetic traffic generator."""
+"""Writing events: a batching producer (with idempotency keys) and synthetic traffic."""
 
 from __future__ import annotations
 
 import itertools
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -13,27 +13,25 @@ from typing import Any
 from genderd.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.events import check_event
+from genderd.ingest import Event, IdempotencyKeyError, check_key, plan, write_sync
 from genderd.transport import SyncClient
 
 DEFAULT_BATCH = 500
 
 
-def stream_entry(
-    deployment: Deployment, cid: str, gender: str, ts: int | None
-) -> tuple[str, dict[str, str]]:
-    """The stream and fields of a validated event, as every genderd producer writes them."""
-    fields = {"cid": cid, "gender": gender}
-    if ts is not None:
-        fields["ts"] = str(ts)
-    return deployment.keys.stream(deployment.shard_of(cid)), fields
-
-
 class Producer:
-    """Validates events and writes them to their shard streams with pipelined ``XADD``.
+    """Validates events and writes them to their shard streams, a batch at a time.
 
     Events are buffered and sent ``batch_size`` at a time (one round trip per batch on a single
-    server); :meth:`flush` sends what is buffered, and leaving the ``with`` block flushes.
-    A bad event raises :class:`genderd.events.EventError` and is not buffered.
+    server: one ``ingest.lua`` call per shard); :meth:`flush` sends what is buffered, and
+    leaving the ``with`` block flushes. A bad event raises :class:`genderd.events.EventError`
+    and is not buffered.
+
+    A batch may carry an idempotency key (:meth:`flush` with ``key``, :meth:`send_batch`):
+    sending it again with the same key, after a failure or from a re-run, writes none of the
+    events an earlier attempt wrote and all of those it did not, within
+    ``GENDERD_IDEMPOTENCY_TTL_S`` (:mod:`genderd.ingest`). Without a key, a batch sent again is
+    written again (at-least-once).
     """
 
     def __init__(
@@ -44,11 +42,13 @@ class Producer:
         self.settings = deployment.settings
         self.batch_size = batch_size
         self.clock = deployment.clock
-        self.sent = 0
-        self._buffer: list[tuple[str, dict[str, str]]] = []
+        self.sent = 0  # events of the batches sent (a repeat of a keyed batch included)
+        self.written = 0  # events written to the streams (a keyed repeat writes fewer)
+        self._buffer: list[Event] = []
+        self._buffer_key: str | None = None  # of a keyed batch whose sending failed
 
     def __repr__(self) -> str:
-        return f"<Producer sent={self.sent} buffered={len(self._buffer)}>"
+        return f"<Producer sent={self.sent} written={self.written} buffered={len(self._buffer)}>"
 
     def send(self, cid: str, gender: str, ts: int | None = None) -> None:
         """Queue one event (``ts`` in ms; None: now, by the producer's clock)."""
@@ -60,27 +60,54 @@ class Producer:
 
     def send_fields(self, fields: Mapping[str, Any]) -> None:
         """Queue one event given as producer fields (``cid``, ``gender``, optional ``ts``)."""
+        self._buffer.append(self.check(fields))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    def check(self, fields: Mapping[str, Any]) -> Event:
+        """The event of producer fields, validated (raises ``EventError``), as :meth:`write`
+        takes it; a missing ``ts`` is now, by the producer's clock."""
         now = self.clock()
         cid, gender, ts = check_event(
             fields, self.settings.genders, now, self.settings.max_future_ms
         )
         # An explicit ts always: the entry id's time (the server's clock) can be wrong (an
         # entry written with an explicit future id pushes every later id into the future).
-        self._buffer.append(stream_entry(self.deployment, cid, gender, now if ts is None else ts))
-        if len(self._buffer) >= self.batch_size:
-            self.flush()
+        return cid, gender, ts, now if ts is None else ts
 
-    def flush(self) -> int:
-        """Send the buffered events; return how many were sent."""
+    def flush(self, key: str | None = None) -> int:
+        """Send the buffered events as one batch, with the idempotency ``key`` when given;
+        return how many events the batch held. When sending fails the events stay buffered
+        with their key, so that ``flush()`` retries the same batch (send nothing else first:
+        a keyed batch with other events is another body, refused); a batch refused because
+        its key was used for another body is dropped."""
         if not self._buffer:
             return 0
-        batch, self._buffer = self._buffer, []
-        pipe = self.client.pipeline(transaction=False)
-        for stream, entry in batch:
-            pipe.xadd(stream, entry)  # type: ignore[arg-type]
-        pipe.execute()
-        self.sent += len(batch)
-        return len(batch)
+        key = self._buffer_key if key is None else check_key(key)
+        batch = plan(self.deployment, self._buffer, key, self.settings.idempotency_ttl_s)
+        self._buffer_key = key
+        try:
+            self.written += write_sync(self.client, batch)
+        except IdempotencyKeyError:  # the key is another body's: this batch never will be
+            self._buffer, self._buffer_key = [], None
+            raise
+        self.sent += batch.count
+        self._buffer, self._buffer_key = [], None
+        return batch.count
+
+    def write(self, events: Sequence[Event], key: str | None = None) -> int:
+        """Send what is buffered, then ``events`` (from :meth:`check`) as one batch with the
+        idempotency ``key``; return how many events that batch held."""
+        if key is not None:
+            check_key(key)
+        self.flush()
+        self._buffer = list(events)
+        return self.flush(key)
+
+    def send_batch(self, events: Iterable[Mapping[str, Any]], key: str | None = None) -> int:
+        """:meth:`write` of events given as producer fields; a bad one raises
+        ``EventError`` and nothing of the batch is sent."""
+        return self.write([self.check(fields) for fields in events], key)
 
     def __enter__(self) -> Producer:
         return self

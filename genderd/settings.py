@@ -90,6 +90,22 @@ class Settings(BaseSettings):
         default=1_000, ge=50, le=30_000, description="timeout of each Redis call the API makes"
     )
 
+    # Acknowledged means replicated, when asked (genderd.replication, SPEC §12).
+    ingest_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="POST /v1/events answers 202 only once the events reached this many "
+        "replicas of each master written (WAIT), else 503 (0: once the master has them)",
+    )
+    ingest_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=29_999,
+        description="how long ingest waits for GENDERD_INGEST_REPLICAS replicas before "
+        "answering 503; less than GENDERD_API_TIMEOUT_MS",
+    )
+
     api_body_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="a request body must arrive within this (408)"
     )
@@ -104,6 +120,16 @@ class Settings(BaseSettings):
         ge=1,
         description="connections and requests one `genderd serve` process takes at once; "
         "beyond it uvicorn answers 503",
+    )
+
+    # Ingest with an idempotency key (genderd.ingest, docs/delivery.md: why a day).
+    idempotency_ttl_s: int = Field(
+        default=86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="how long a request's Idempotency-Key (and a batch key of the Python "
+        "producer and `genderd produce --file`) is remembered: a repeat within it writes "
+        "nothing twice",
     )
 
     batch_size: int = Field(default=256, ge=1, le=10_000, description="entries per read and call")
@@ -206,6 +232,17 @@ class Settings(BaseSettings):
                 raise ValueError("at least one gender is required")
             return tuple(sorted(set(names)))
         return value
+
+    @model_validator(mode="after")
+    def _check_ingest_wait(self) -> Settings:
+        # WAIT holds the API's connection: it must answer before the call times out
+        if self.ingest_replicas and self.ingest_wait_ms >= self.api_timeout_ms:
+            raise ValueError(
+                f"GENDERD_INGEST_WAIT_MS ({self.ingest_wait_ms}) must be less than "
+                f"GENDERD_API_TIMEOUT_MS ({self.api_timeout_ms}): WAIT must answer before the "
+                "API's Redis call times out"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_client_ttl(self) -> Settings:

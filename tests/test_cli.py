@@ -36,12 +36,12 @@ def test_produce_status_replay_and_lookup(
     produced = run(redis_url, "produce", "--file", str(events), "--quiet")
     assert produced.exit_code == 0, produced.output
     assert sum(sync_redis.xlen(Keys().stream(s)) for s in range(4)) == 3
-    # without --quiet: progress and the summary go to stderr, nothing to stdout
+    # Without --quiet: progress and the summary go to stderr, nothing to stdout. The same
+    # file again writes nothing twice (its batches' keys are remembered: SPEC §12).
     again = run(redis_url, "produce", "--file", str(events))
-    assert again.exit_code == 0 and again.stdout == "" and "wrote 3 events" in again.stderr
-    for shard in range(4):
-        sync_redis.delete(Keys().stream(shard))
-    assert run(redis_url, "produce", "--file", str(events), "--quiet").exit_code == 0
+    assert again.exit_code == 0 and again.stdout == ""
+    assert "wrote 0 events; 3 more had been written by an earlier run" in again.stderr
+    assert sum(sync_redis.xlen(Keys().stream(s)) for s in range(4)) == 3
 
     # Nobody consumes yet: every model is stalled, and status says so with exit code 1.
     stalled = run(redis_url, "status", "--json", GENDERD_STALL_AFTER_S="0.01")
@@ -62,32 +62,104 @@ def test_produce_status_replay_and_lookup(
     assert run(redis_url, "status", GENDERD_STALL_AFTER_S="0.01").exit_code == 1
 
 
-def test_produce_stops_at_a_bad_line_after_writing_the_ones_before(
+def lines(first: int, last: int) -> str:
+    """JSON Lines of one event per line, each with its own client ``L<n>``."""
+    return "".join(
+        f'{{"cid": "L{n}", "gender": "male", "ts": {1795000000000 + n}}}\n'
+        for n in range(first, last + 1)
+    )
+
+
+def written_per_client(sync_redis: redis.Redis) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for shard in range(4):
+        for _, fields in sync_redis.xrange(Keys().stream(shard)):
+            cid = fields[b"cid"].decode()
+            counts[cid] = counts.get(cid, 0) + 1
+    return counts
+
+
+def test_produce_stops_at_a_bad_line_after_the_batches_before_its_own(
     redis_url: str, sync_redis: redis.Redis
 ) -> None:
+    good = lines(1, 600)
     result = run(
         redis_url,
         "produce",
         "--file",
         "-",
         "--quiet",
-        stdin='{"cid": "C1", "gender": "male"}\n\n{"cid": "C1", "gender": "robot"}\n',
+        stdin=good + '\n{"cid": "C1", "gender": "robot"}\n',
     )
     assert result.exit_code == 2  # an input error
-    # the line number counts blank lines, and the error says how many events went out
-    assert "line 3: unknown_gender" in result.output
-    assert "after writing the 1 events before it" in result.output
-    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 1
+    # the line number counts blank lines; the first batch (500 lines) went out, and the
+    # lines of the bad line's batch before it did not: the fixed file's run writes them once
+    assert "line 602: unknown_gender" in result.output
+    assert "after writing the 500 events of the batches before its own" in result.output
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 501)}
+    fixed = run(
+        redis_url,
+        "produce",
+        "--file",
+        "-",
+        stdin=good + '\n{"cid": "C1", "gender": "female"}\n',
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert "wrote 101 events; 500 more had been written by an earlier run" in fixed.stderr
+    assert written_per_client(sync_redis) == {"C1": 1, **{f"L{n}": 1 for n in range(1, 601)}}
 
 
-def test_produce_writes_the_events_before_a_line_that_is_not_json(
-    redis_url: str, sync_redis: redis.Redis
-) -> None:
+def test_produce_stops_at_a_line_that_is_not_json(redis_url: str, sync_redis: redis.Redis) -> None:
     good = '{"cid": "C1", "gender": "male"}\n'
     result = run(redis_url, "produce", "--file", "-", "--quiet", stdin=good * 2 + "{oops\n")
     assert result.exit_code == 2
-    assert "line 3: not JSON" in result.output and "writing the 2 events" in result.output
-    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 2
+    assert "line 3: not JSON" in result.output and "writing the 0 events" in result.output
+    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 0
+
+
+def test_an_import_interrupted_by_a_server_error_then_run_again_writes_each_line_once(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """The second batch fails half-way (one shard's stream holds a string: its part is
+    refused, the others are written); once that is fixed, the same command writes the rest,
+    and no line twice."""
+    source = tmp_path / "events.jsonl"
+    source.write_text(lines(1, 1200))
+    broken = Keys().stream(shard_of("L700", 4))
+    sync_redis.set(broken, "not a stream")
+    failed = run(redis_url, "produce", "--file", str(source), "--quiet")
+    assert failed.exit_code == 1 and broken in failed.output
+    sync_redis.delete(broken)
+    done = run(redis_url, "produce", "--file", str(source))
+    assert done.exit_code == 0, done.output
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 1201)}
+    assert run(redis_url, "produce", "--file", str(source), "--quiet").exit_code == 0
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 1201)}
+
+
+def test_an_import_stopped_by_ctrl_c_then_run_again_writes_each_line_once(
+    redis_url: str, sync_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genderd.cli import data
+
+    source = tmp_path / "events.jsonl"
+    source.write_text(lines(1, 1200))
+    parsed = data._parsed
+
+    def interrupted(number: int, line: str) -> dict[str, object]:
+        if number == 777:
+            raise KeyboardInterrupt
+        return parsed(number, line)
+
+    monkeypatch.setattr(data, "_parsed", interrupted)
+    stopped = run(redis_url, "produce", "--file", str(source))
+    assert stopped.exit_code == 0
+    assert "interrupted after 500 events; run the same command again" in stopped.stderr
+    assert len(written_per_client(sync_redis)) == 500
+    monkeypatch.setattr(data, "_parsed", parsed)
+    done = run(redis_url, "produce", "--file", str(source))
+    assert "wrote 700 events; 500 more had been written by an earlier run" in done.stderr
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 1201)}
 
 
 def test_usage_errors_are_one_line_not_tracebacks(redis_url: str) -> None:

@@ -343,6 +343,12 @@ class Metrics:
             "Events written to the streams by POST /v1/events",
             registry=own,
         )
+        self.ingest_repeated = Counter(
+            "genderd_events_ingest_repeated",
+            "Events of repeated POST /v1/events requests (same Idempotency-Key) not written "
+            "again: an earlier attempt had written them",
+            registry=own,
+        )
         self.ingest_rejected = Counter(
             "genderd_events_rejected",
             "Events refused by POST /v1/events (422: the whole request is refused)",

@@ -16,6 +16,7 @@ from genderd.api.responses import JSON, RawRoute
 from genderd.api.schemas import ModelsResponse
 from genderd.api.state import api_of
 from genderd.transport import RedisUnavailableError, translate
+from genderd.transport.unavailable import RETRY_AFTER_S
 
 
 async def models(request: Request) -> Response:
@@ -53,10 +54,26 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 when Redis answers and has the scripts; else 503 saying what it sees (the server's
+    state and the error: a master down, a cluster failing over, a replica asked to write)."""
     api = api_of(request)
-    reader = await api.reader()
-    await api.connected().fast.ping()
-    await reader.load_scripts()
+    try:
+        reader = await api.reader()
+        await api.connected().fast.ping()
+        await reader.load_scripts()
+    except Exception as raised:
+        error = translate(raised)
+        if not isinstance(error, RedisUnavailableError):
+            raise
+        return JSON(
+            {
+                "status": "unavailable",
+                "detail": f"Redis is {error.state}; retry shortly",
+                "reason": str(error),
+            },
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return JSON({"status": "ready", "transport": api.connected().fast.kind})
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
+from redis.exceptions import ResponseError
 
 from genderd import catalog, status
 from genderd.api.metrics import Metrics, multiprocess_dir
@@ -21,6 +23,8 @@ from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.status import ModelStatus
 from genderd.transport import Links, RedisUnavailableError, connect
+
+log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 256
 
@@ -80,11 +84,21 @@ class Api:
                 if self._deployment is None:
                     links = self.connected()
                     deployment = await open_deployment(links.client, self.configured)
-                    self.records = await catalog.read(links.client, deployment)
+                    self.records = await self._records(links, deployment)
                     self._serve(deployment)
                     self._reader = Reader(deployment, links.fast)
                     self._deployment = deployment
         return self._deployment
+
+    @staticmethod
+    async def _records(links: Links, deployment: Deployment) -> dict[str, catalog.ModelRecord]:
+        """The deployment's model records, for messages only: a stream key of another type
+        (WRONGTYPE) leaves them empty rather than failing the request that opens it."""
+        try:
+            return await catalog.read(links.client, deployment)
+        except ResponseError as error:
+            log.warning("cannot read the deployment's models: %s", error)
+            return {}
 
     def _serve(self, deployment: Deployment) -> None:
         """Answer requests with ``deployment``'s models."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -19,9 +21,10 @@ from genderd.cli.common import opened, run, served_model, settings_of
 from genderd.deployment import open_deployment_sync
 from genderd.errors import InputError
 from genderd.events import EventError
+from genderd.ingest import Event
 from genderd.models.base import Answer
 from genderd.processor import Outcome
-from genderd.producer import Producer, RateLimiter, synthetic
+from genderd.producer import DEFAULT_BATCH, Producer, RateLimiter, synthetic
 from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import sync_client
@@ -34,18 +37,46 @@ class BadInputError(InputError, ValueError):
     """An input line or event that stops `produce` (the message says where)."""
 
 
-def _json_lines(stream: TextIO) -> Iterator[tuple[str, dict[str, Any]]]:
-    """("line N", event) for each non-blank line, N counting every line of the input."""
+def _parsed(number: int, line: str) -> dict[str, Any]:
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise BadInputError(f"line {number}: not JSON: {error}") from None
+    if not isinstance(event, dict):
+        raise BadInputError(f"line {number}: expected a JSON object")
+    return event
+
+
+def _keyed_lines(stream: TextIO, size: int) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(line number, event, key) for each non-blank line of the input, in batches of ``size``
+    events (the last one may be smaller): the last event of a batch comes with the batch's
+    idempotency key, the others with None. The key is made of the batch's line range and the
+    SHA-256 of the input up to its last line: two inputs give a batch the same key only when
+    they are the same from their first line to the batch's last one, so a re-run of an
+    interrupted import (or of the same file grown or fixed after the point where it stopped)
+    writes no line twice. A bad line raises :class:`BadInputError` where it is read."""
+    running = hashlib.sha256()
+    pending: tuple[int, dict[str, Any]] | None = None  # held until we know if a batch ends
+    first = 1
+    in_batch = 0
+    number = 0
     for number, line in enumerate(stream, 1):
+        running.update(line.encode("utf-8"))
         if not line.strip():
             continue
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            raise BadInputError(f"line {number}: not JSON: {error}") from None
-        if not isinstance(event, dict):
-            raise BadInputError(f"line {number}: expected a JSON object")
-        yield f"line {number}", event
+        if pending is not None:
+            yield (*pending, None)
+        pending = (number, _parsed(number, line))
+        in_batch += 1
+        if in_batch == size:
+            yield (*pending, _batch_key(first, number, running))
+            pending, first, in_batch = None, number + 1, 0
+    if pending is not None:
+        yield (*pending, _batch_key(first, number, running))
+
+
+def _batch_key(first: int, last: int, running: Any) -> str:
+    return f"genderd-produce:lines {first}-{last}:{running.copy().hexdigest()}"
 
 
 def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -97,18 +128,23 @@ def produce(
 ) -> None:
     """Write events: synthetic ones, or JSON Lines from a file or stdin.
 
-    Every event is validated first (SPEC §2); a bad line stops the run with its line number,
-    after the events before it were written.
+    Every event is validated first (SPEC §2). Synthetic events stop after the events before a
+    bad one were written. A file (or stdin) goes in batches of 500 lines (with --rate, of the
+    lines of 0.1 s), each with an idempotency key made of its line range and the content of
+    the input up to its end: running the same import again, after an interruption or a
+    failure, writes no line twice (within GENDERD_IDEMPOTENCY_TTL_S). A bad line stops the run
+    after the batches before the one holding it were written.
     """
     settings = settings_of(ctx)
     client = sync_client(settings)
     deployment = open_deployment_sync(client, settings)
-    events = (
-        _json_lines(source)
-        if source
-        else _numbered(synthetic(count or None, clients, settings.genders, days=days, seed=seed))
-    )
-    length = None if source or not count else count
+    if source:
+        with Producer(client, deployment) as producer:
+            _import(producer, source, rate, quiet)
+        client.close()
+        return
+    events = _numbered(synthetic(count or None, clients, settings.genders, days=days, seed=seed))
+    length = count or None
     bar: Any
     with (
         Producer(client, deployment) as producer,
@@ -127,6 +163,52 @@ def produce(
     client.close()
     if not quiet:
         click.echo(f"wrote {producer.sent} events", err=True)
+
+
+def _import(producer: Producer, source: TextIO, rate: float | None, quiet: bool) -> None:
+    """Write the JSON Lines of ``source`` a keyed batch at a time (see :func:`produce`)."""
+    size = (
+        DEFAULT_BATCH if not rate else max(1, min(DEFAULT_BATCH, math.ceil(rate * PACED_FLUSH_S)))
+    )
+    limiter = RateLimiter(rate)
+    bar: Any
+    with click.progressbar(
+        _keyed_lines(source, size),
+        label="events",
+        file=sys.stderr,
+        hidden=quiet,
+        show_pos=True,
+        update_min_steps=100,
+    ) as bar:
+        try:
+            events: list[Event] = []
+            for number, fields, key in bar:
+                limiter.wait()
+                try:
+                    events.append(producer.check(fields))
+                except EventError as error:
+                    raise BadInputError(f"line {number}: {error}") from None
+                if key is not None:
+                    producer.write(events, key)
+                    events = []
+        except BadInputError as error:
+            raise BadInputError(
+                f"{error}; stopped there, after writing the {producer.sent} events of the "
+                "batches before its own (fix the line and run again: no line is written twice)"
+            ) from None
+        except KeyboardInterrupt:
+            click.echo(
+                f"interrupted after {producer.sent} events; run the same command again to write "
+                "the rest (no line is written twice)",
+                err=True,
+            )
+            return
+    if not quiet:
+        repeated = producer.sent - producer.written
+        again = (
+            f"; {repeated} more had been written by an earlier run (skipped)" if repeated else ""
+        )
+        click.echo(f"wrote {producer.written} events{again}", err=True)
 
 
 def _pace(

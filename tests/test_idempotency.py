@@ -1,0 +1,317 @@
+"""Retries that never count an event twice (SPEC §12): ``Idempotency-Key`` on ``POST
+/v1/events``, keyed batches of the Python producer, and what a shard stream of another type
+answers. Every check reads what the streams hold, on the session's real server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from genderd.deployment import Deployment
+from genderd.ingest import MAX_KEY_LENGTH, Event, IdempotencyKeyError, plan, write_sync
+from genderd.keys import Keys, digest, shard_of
+from genderd.settings import Settings
+
+from .support.api_helpers import ApiClient, MakeApi, stream_key
+from .support.factories import make_producer
+from .support.runtime import FakeClock
+
+KEY = "order-7f3a/attempt"
+
+
+def entries(sync_redis: redis.Redis, settings: Settings) -> Counter[tuple[str, str, str]]:
+    """(cid, gender, ts) of every entry of every shard stream, counted."""
+    found: Counter[tuple[str, str, str]] = Counter()
+    for shard in range(settings.shards):
+        key = Keys(settings.prefix).stream(shard)
+        if sync_redis.type(key) != b"stream":
+            continue
+        for _, fields in sync_redis.xrange(key):
+            found[
+                (fields[b"cid"].decode(), fields[b"gender"].decode(), fields[b"ts"].decode())
+            ] += 1
+    return found
+
+
+def batch_of(clock: FakeClock, n: int = 40, tag: str = "E") -> list[dict[str, Any]]:
+    return [
+        {"cid": f"{tag}{i}", "gender": ["female", "male", "kids"][i % 3], "ts": clock.now_ms - i}
+        for i in range(n)
+    ]
+
+
+def once_each(events: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
+    return Counter((str(e["cid"]), str(e["gender"]), str(e["ts"])) for e in events)
+
+
+def post(api: ApiClient, events: list[dict[str, Any]], key: str | None = KEY) -> httpx.Response:
+    headers = {} if key is None else {"Idempotency-Key": key}
+    return api.post("/v1/events", json={"events": events}, headers=headers)
+
+
+def as_written(events: list[dict[str, Any]]) -> list[Event]:
+    """The events as the API validates them (explicit ts: written as given)."""
+    return [(str(e["cid"]), str(e["gender"]), int(e["ts"]), int(e["ts"])) for e in events]
+
+
+# -- POST /v1/events with an Idempotency-Key ---------------------------------------------------
+
+
+def test_a_repeat_with_the_same_key_writes_nothing_twice_and_answers_the_same(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock)
+    for _ in range(3):
+        response = post(api, events)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"accepted": len(events)}
+    assert entries(sync_redis, settings) == once_each(events)
+    metrics = api.get("/metrics").text
+    assert "genderd_events_ingested_total 40.0" in metrics
+    assert "genderd_events_ingest_repeated_total 80.0" in metrics
+
+
+def test_a_repeat_after_a_partial_write_writes_exactly_the_missing_parts(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """The earlier attempt wrote the home shard's part and one other part, then died (a crash,
+    a timeout, a failover): the repeat writes the other parts, and nothing of those two."""
+    events = batch_of(clock)
+    batch = plan(Deployment.build(settings), as_written(events), KEY, settings.idempotency_ttl_s)
+    assert batch.first is not None and len(batch.rest) >= 2  # 40 events span every shard
+    earlier = dataclasses.replace(batch, rest=batch.rest[:1])
+    written_before = write_sync(sync_redis, earlier)
+    assert 0 < written_before < len(events)
+
+    response = post(api, events)
+    assert response.status_code == 202 and response.json() == {"accepted": len(events)}
+    assert entries(sync_redis, settings) == once_each(events)
+    assert post(api, events).status_code == 202
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+def test_the_same_key_with_another_body_is_422_and_writes_nothing(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    first = batch_of(clock, 5, "A")
+    assert post(api, first).status_code == 202
+    # a body whose events lie on other shards than the first one's: only the key's claim,
+    # on its home shard, can refuse it before any part is written
+    shards_of_first = {shard_of(str(e["cid"]), settings.shards) for e in first}
+    other = [e for e in batch_of(clock, 60, "B") if e not in first][:20]
+    for body in (other, first[:4], [{**first[0], "gender": "male"}, *first[1:]]):
+        response = post(api, body)
+        assert response.status_code == 422, response.text
+        [problem] = response.json()["detail"]
+        assert problem["loc"] == ["header", "Idempotency-Key"]
+        assert problem["type"] == "idempotency_key_reused"
+        assert "another request body" in problem["msg"]
+    assert entries(sync_redis, settings) == once_each(first)
+    assert shards_of_first  # (the first body wrote somewhere)
+    # a bad body with a used key: the events' 422, as without a key
+    bad = post(api, [{"cid": "x y", "gender": "male"}])
+    assert bad.status_code == 422 and bad.json()["detail"][0]["reason"] == "bad_cid"
+
+
+def test_concurrent_repeats_write_each_event_once(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 200)
+
+    async def all_at_once() -> list[httpx.Response]:
+        assert api.http is not None
+        return await asyncio.gather(
+            *(
+                api.http.post(
+                    "/v1/events", json={"events": events}, headers={"Idempotency-Key": KEY}
+                )
+                for _ in range(8)
+            )
+        )
+
+    responses = api.run(all_at_once())
+    assert [r.status_code for r in responses] == [202] * 8
+    assert all(r.json() == {"accepted": 200} for r in responses)
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+def test_events_without_ts_repeat_as_the_same_body(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """A left-out ts is part of the body as left out: the repeat, made later, is the same
+    request (its events are not written again with the later time)."""
+    events = [{"cid": f"N{i}", "gender": "kids"} for i in range(10)]
+    assert post(api, events).status_code == 202
+    clock.advance(60_000)
+    assert post(api, events).status_code == 202
+    assert sum(entries(sync_redis, settings).values()) == 10
+
+
+def test_a_request_repeated_without_a_key_is_written_again(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """Without a key a repeat is a new write: at-least-once, as documented."""
+    events = batch_of(clock, 6)
+    assert post(api, events, key=None).status_code == 202
+    assert post(api, events, key=None).status_code == 202
+    assert entries(sync_redis, settings) == Counter({k: 2 for k in once_each(events)})
+    # and a key is only ever stored as its digest
+    assert post(api, events, key="my-secret-key").status_code == 202
+    for name in sync_redis.keys("*"):
+        assert b"my-secret-key" not in name
+        if sync_redis.type(name) == b"string":
+            assert b"my-secret-key" not in (sync_redis.get(name) or b"")
+
+
+def test_a_key_is_remembered_for_the_ttl_then_forgotten(
+    make_api: MakeApi, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    api = make_api(idempotency_ttl_s=1)
+    events = batch_of(clock, 8)
+    assert post(api, events).status_code == 202
+    records = sync_redis.keys(f"genderd:*:idem:{digest(KEY)}")
+    assert records  # one per shard written, the home shard's among them
+    assert all(0 < sync_redis.pttl(record) <= 1000 for record in records)
+    time.sleep(1.1)  # past the records' lifetime: a repeat is a new request
+    assert post(api, events).status_code == 202
+    assert entries(sync_redis, settings) == Counter({k: 2 for k in once_each(events)})
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("", "empty"),
+        ("k" * (MAX_KEY_LENGTH + 1), "256 characters long; at most 255"),
+        ("tab\there", "not printable ASCII"),
+        ("bell\x07", "not printable ASCII"),
+        ("caf\u00e9", "not printable ASCII"),
+    ],
+)
+def test_a_bad_key_is_422_with_the_reason_and_nothing_is_written(
+    api: ApiClient,
+    sync_redis: redis.Redis,
+    settings: Settings,
+    clock: FakeClock,
+    key: str,
+    says: str,
+) -> None:
+    response = api.post(
+        "/v1/events",
+        json={"events": batch_of(clock, 3)},
+        headers=[(b"Idempotency-Key", key.encode("latin-1"))],
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["header", "Idempotency-Key"]
+    assert problem["type"] == "bad_idempotency_key"
+    assert says in problem["msg"]
+    assert sync_redis.keys("*") == [] or not entries(sync_redis, settings)
+
+
+def test_the_longest_key_works_and_a_key_given_twice_is_422(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 3)
+    longest = "~ !" * 85
+    assert len(longest) == MAX_KEY_LENGTH
+    assert post(api, events, key=longest).status_code == 202
+    assert post(api, events, key=longest).status_code == 202
+    twice = api.post(
+        "/v1/events",
+        json={"events": events},
+        headers=[(b"Idempotency-Key", b"a"), (b"Idempotency-Key", b"b")],
+    )
+    assert twice.status_code == 422 and "more than once" in twice.text
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+# -- a shard stream of another type -------------------------------------------------------------
+
+
+def test_a_shard_stream_holding_a_string_is_503_naming_it_and_a_keyed_retry_completes(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 40)
+    broken = stream_key(settings, "E0")
+    sync_redis.set(broken, "not a stream")
+    response = post(api, events)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"]
+    assert broken in response.json()["detail"] and "string" in response.json()["detail"]
+    on_broken = [e for e in events if stream_key(settings, str(e["cid"])) == broken]
+    assert not any(
+        k[0] in {str(e["cid"]) for e in on_broken} for k in entries(sync_redis, settings)
+    )
+
+    # without a key the same: 503, never 500
+    assert post(api, events, key=None).status_code == 503
+    # the operator removes the key; the retry with the key writes what is missing, once each
+    sync_redis.delete(broken)
+    for shard in range(settings.shards):  # forget the unkeyed attempt's writes
+        if Keys().stream(shard) != broken:
+            sync_redis.delete(Keys().stream(shard))
+    sync_redis.delete(*[k for k in sync_redis.keys("*:idem:*") if b"{s" in k] or ["none"])
+    assert post(api, events).status_code == 202
+    assert post(api, events).status_code == 202
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+def test_a_keyed_retry_after_a_wrong_type_writes_only_the_refused_part(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 40)
+    broken = stream_key(settings, "E1")
+    sync_redis.set(broken, "x")
+    assert post(api, events).status_code == 503
+    sync_redis.delete(broken)
+    assert post(api, events).status_code == 202
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+# -- the Python producer -------------------------------------------------------------------------
+
+
+def test_the_producer_sends_a_batch_with_a_key_once(
+    sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 30)
+    producer = make_producer(sync_redis, settings, clock=clock)
+    # an earlier attempt wrote the home shard's part only
+    batch = plan(Deployment.build(settings), as_written(events), "import-1", 60)
+    before = write_sync(sync_redis, dataclasses.replace(batch, rest=[]))
+    assert producer.send_batch(events, key="import-1") == 30
+    assert producer.send_batch(events, key="import-1") == 30
+    assert producer.sent == 60 and producer.written == 30 - before
+    assert entries(sync_redis, settings) == once_each(events)
+    with pytest.raises(IdempotencyKeyError, match="another request body"):
+        producer.send_batch(events[:3], key="import-1")
+    with pytest.raises(IdempotencyKeyError, match="empty"):
+        producer.send_batch(events, key="")
+    # buffered events, flushed with a key
+    for event in events[:5]:
+        producer.send_fields({**event, "cid": f"F{event['cid']}"})
+    assert producer.flush(key="import-2") == 5
+    assert producer.flush(key="import-2") == 0  # nothing buffered
+    assert sum(entries(sync_redis, settings).values()) == 35
+
+
+def test_a_failed_keyed_flush_keeps_its_batch_for_the_retry(
+    sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    events = batch_of(clock, 30)
+    producer = make_producer(sync_redis, settings, clock=clock)
+    broken = stream_key(settings, "E2")
+    sync_redis.set(broken, "x")
+    with pytest.raises(Exception, match=r"holds a string, not a stream") as failed:
+        producer.send_batch(events, key="import-3")
+    assert broken in str(failed.value)
+    sync_redis.delete(broken)
+    assert producer.flush() == 30  # the same batch, with its key
+    assert entries(sync_redis, settings) == once_each(events)
