@@ -10,9 +10,12 @@ its ``XADD``\\ s: a repeat of the request writes exactly the parts no earlier at
 whatever stopped that attempt (a crash, a timeout, a failover), and concurrent repeats write
 each part once.
 
-The key's *home shard* (from its digest) is written first, alone: its record is the key's
-claim, so a different body under a key already used is refused (422) before any of its parts
-is written; the other parts follow in one round trip. A record stores digests only: the key
+A different body under a key already used is refused (422) before any of its parts is written:
+the key has a *claim* holding the body first written under it. On a standalone server every
+part's call checks and sets it (``<prefix>:idem:<digest>``) in its atomic step, so all parts go
+in one round trip. On Cluster a script cannot reach a key of another slot, so the key's *home
+shard* (from its digest) is written first, alone, and its record is the claim; the other
+parts follow in one round trip. A record stores digests only: the key
 itself is never stored. Without a key a batch is written as it comes; a repeat writes it
 again (at-least-once, as for raw ``XADD`` producers: see docs/delivery.md).
 """
@@ -120,10 +123,13 @@ def plan(
     body = body_digest(events)
     ttl_ms = ttl_s * 1000
 
-    def call(shard: int, args: list[str | int]) -> ScriptCall:
+    def call(shard: int, args: list[str | int], *claim: str) -> ScriptCall:
         record = keys.idempotency_record(shard, key_digest)
-        return ScriptCall(INGEST, [keys.stream(shard), record], [body, ttl_ms, *args])
+        return ScriptCall(INGEST, [keys.stream(shard), record, *claim], [body, ttl_ms, *args])
 
+    if not deployment.settings.cluster:  # every part checks the claim: one round trip
+        claim = keys.idempotency_claim(key_digest)
+        return Batch(None, [call(s, a, claim) for s, a in parts.items()], len(events), key)
     home = int(key_digest[:8], 16) % deployment.settings.shards
     first = call(home, parts.pop(home, []))
     return Batch(first, [call(s, a) for s, a in parts.items()], len(events), key)

@@ -134,6 +134,13 @@ class Keys:
         claim (see ``ingest.lua``)."""
         return f"{self.tag(shard)}:idem:{key_digest}"
 
+    def idempotency_claim(self, key_digest: str) -> str:
+        """The claim of an idempotency key on a standalone server (holds the digest of the
+        body first written under it; see ``ingest.lua``): checked by every part's call in the
+        same atomic step, so all parts go in one round trip. Not a shard's key: on Cluster the
+        home shard's record is the claim instead."""
+        return f"{self.prefix}:idem:{key_digest}"
+
 
 def result_field(model: str, part: str = "") -> str:
     """Field of a model's answer in the result hash: ``<model>`` (gender) or ``<model>:<part>``.

@@ -81,11 +81,17 @@ def test_a_repeat_with_the_same_key_writes_nothing_twice_and_answers_the_same(
 def test_a_repeat_after_a_partial_write_writes_exactly_the_missing_parts(
     api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
 ) -> None:
-    """The earlier attempt wrote the home shard's part and one other part, then died (a crash,
-    a timeout, a failover): the repeat writes the other parts, and nothing of those two."""
+    """The earlier attempt wrote some parts (on a standalone server: one, with the key's
+    claim), then died (a crash, a timeout, a failover): the repeat writes the other parts, and
+    nothing of those."""
     events = batch_of(clock)
     batch = plan(Deployment.build(settings), as_written(events), KEY, settings.idempotency_ttl_s)
-    assert batch.first is not None and len(batch.rest) >= 2  # 40 events span every shard
+    # standalone: every part checks the claim, all go in one round trip
+    assert batch.first is None and len(batch.rest) >= 2  # 40 events span every shard
+    assert all(len(call.keys) == 3 for call in batch.rest)
+    on_cluster = Deployment.build(settings.model_copy(update={"cluster": True}))
+    split = plan(on_cluster, as_written(events), KEY, settings.idempotency_ttl_s)
+    assert split.first is not None and all(len(c.keys) == 2 for c in [split.first, *split.rest])
     earlier = dataclasses.replace(batch, rest=batch.rest[:1])
     written_before = write_sync(sync_redis, earlier)
     assert 0 < written_before < len(events)

@@ -5,13 +5,17 @@
 -- and says so. So whatever happens to an attempt (a crash, a timeout, a failover), each part
 -- of a request with a key is written once or not at all.
 --
--- The first part a keyed request writes is the one of the key's home shard (see
--- genderd/ingest.py), sent alone before the others: its record is also the key's claim, so
--- that another body under the same key is refused before any part of it is written. It may
--- hold no events (the home shard has none of the request's): then only the record is set.
+-- Another body under the same key must be refused before any part of it is written: the key
+-- has a claim, holding the body first written under it. On a standalone server it is KEYS[3],
+-- checked and set by every part's call (all parts then go in one round trip; whichever part
+-- runs first claims the key for its body). On Cluster a script cannot reach it from every
+-- shard: the part of the key's home shard (see genderd/ingest.py) is sent alone first, and
+-- its record is the claim. That part may hold no events (the home shard has none of the
+-- request's): then only the record is set.
 --
 -- KEYS[1] = shard stream                       <prefix>:{sN}:events
 -- KEYS[2] = the request's record on the shard  <prefix>:{sN}:idem:<key digest>  (keyed only)
+-- KEYS[3] = the key's claim                    <prefix>:idem:<key digest>  (standalone only)
 -- ARGV[1] = digest of the request's body ('' without a key)
 -- ARGV[2] = the record's lifetime (ms)
 -- ARGV[3..] = cid, gender, ts of each event of the part (none: the claim alone)
@@ -20,7 +24,7 @@
 -- WRONGTYPE that names the key when the stream or the record is not of its type (nothing
 -- written)
 
-local stream, record = KEYS[1], KEYS[2]
+local stream, record, claim = KEYS[1], KEYS[2], KEYS[3]
 local body, ttl = ARGV[1], ARGV[2]
 
 local function wrong_type(key, expected)
@@ -28,6 +32,13 @@ local function wrong_type(key, expected)
     .. ', not a ' .. expected)
 end
 
+if claim then
+  local owner = redis.pcall('GET', claim)
+  if type(owner) == 'table' and owner.err then
+    return wrong_type(claim, 'string')
+  end
+  if owner and owner ~= body then return -1 end
+end
 if record then
   local seen = redis.pcall('GET', record)
   if type(seen) == 'table' and seen.err then
@@ -57,5 +68,8 @@ if #ARGV >= 5 then
 end
 if record then
   redis.call('SET', record, body, 'PX', ttl)
+end
+if claim then
+  redis.call('SET', claim, body, 'PX', ttl)
 end
 return added
