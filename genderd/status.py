@@ -11,6 +11,7 @@ from genderd import health, streams
 from genderd.deployment import Deployment
 from genderd.events import text
 from genderd.health import Health
+from genderd.pause import PauseState, state_of
 from genderd.transport import AsyncClient
 
 
@@ -36,6 +37,9 @@ class ModelStatus:
     #: events and model_error failures of the last few minutes (genderd.health)
     recent: Health = field(default_factory=lambda: Health(0, 0))
     failing: bool = False  # the recent failure rate is over GENDERD_FAILING_RATE
+    #: a replay pauses the model's workers (never STALLED meanwhile), and whether a replay
+    #: died mid-wipe, leaving them paused until a replay of the model runs to its end
+    pause: PauseState = field(default_factory=lambda: PauseState(False, False))
 
     @property
     def lag(self) -> int:
@@ -73,6 +77,8 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
     keys = deployment.keys
     stall_ms = deployment.settings.stall_after_s * 1000
     models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in deployment.registry}
+    for name, status in models.items():
+        status.pause = await state_of(client, keys, name)
     for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
@@ -104,7 +110,7 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                     dead=stats.get(f"{name}:dead", 0),
                     applied=stats.get(f"{name}:applied", 0),
                     consumers=consumers,
-                    stalled=waiting and not alive,
+                    stalled=waiting and not alive and not status.pause.paused,
                     grouped=info is not None,
                     oldest_waiting_ms=oldest,
                 )

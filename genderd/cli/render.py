@@ -18,7 +18,12 @@ def _row(*cells: object) -> str:
 
 
 def model_state(m: ModelStatus) -> str:
-    """STALLED, FAILING (with the rate) or ok; a rate under the threshold is shown too."""
+    """REPLAY INTERRUPTED, paused, STALLED, FAILING (with the rate) or ok; a rate under the
+    threshold is shown too."""
+    if m.pause.interrupted:
+        return f"REPLAY INTERRUPTED: paused until `genderd replay --model {m.name}` ends"
+    if m.pause.paused:
+        return "paused (replay)"
     if m.stalled:
         return "STALLED"
     rate = m.recent.failure_rate
@@ -35,6 +40,8 @@ def status_table(models: list[ModelStatus], per_shard: bool) -> str:
         lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
         for s in m.shards if per_shard else []:
             state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
+            if m.pause.paused:
+                state = "paused"
             if not s.grouped:
                 state = "no group yet"
             lines.append(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
@@ -54,6 +61,8 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "applied": m.applied,
                 "stalled": m.stalled,
                 "failing": m.failing,
+                "paused": m.pause.paused,
+                "replay_interrupted": m.pause.interrupted,
                 "recent_events": m.recent.events,
                 "recent_model_errors": m.recent.model_errors,
                 "failure_rate": m.recent.failure_rate,
