@@ -21,7 +21,7 @@ from genderd.settings import Settings
 from genderd.status import collect
 from genderd.transport import Links
 
-from .support.factories import make_worker
+from .support.factories import make_worker, stopped
 from .support.pymodels import Flaky
 from .support.runtime import FakeClock, Loop
 
@@ -190,10 +190,12 @@ def test_status_and_dead_agree_after_a_replay(flaky_loop: Loop, sync_redis: redi
     )
     sync_redis.hincrby(keys.stats(0), "flaky:dead", 1)
     worker = make_worker(loop.client, "flaky", settings, clock=clock)
+    loop.run(stopped(loop.client, settings, "flaky"))
     loop.run(replay(worker, force=True))  # still broken: the same failures, once each
     assert dead_by_model(loop, deployment) == {"flaky": failed + 1}
     assert_status_agrees_with_dead(loop, deployment)
     Flaky.fixed = True
+    loop.run(stopped(loop.client, settings, "flaky"))
     loop.run(replay(make_worker(loop.client, "flaky", settings, clock=clock), force=True))
     assert dead_by_model(loop, deployment) == {"flaky": 1}
     assert_status_agrees_with_dead(loop, deployment)
