@@ -153,7 +153,7 @@ class Gate:
     @property
     def pausing(self) -> bool:
         """A pause was seen: loops finish the batch in hand and take no next one."""
-        return not self._open.is_set()
+        return self.paused_by is not None
 
     async def enter(self, stop: asyncio.Event) -> bool:
         """Wait while paused; then count one step in hand. False: ``stop`` was set first."""
