@@ -289,7 +289,7 @@ def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
         for cid in bad + good:
             gender = ("female", "male", "kids")[(n + len(cid)) % 3]
             fields = {"cid": cid, "gender": gender, "ts": clock.now_ms - 10_000 + n}
-            pipe.xadd(keys.stream(shard_of(cid, settings.shards)), fields)  # type: ignore[arg-type]
+            pipe.xadd(keys.stream(shard_of(cid, settings.shards)), fields)
     pipe.execute()
     total = (KILL_BAD_CLIENTS + KILL_GOOD_CLIENTS) * KILL_EVENTS_PER_CLIENT
     failed = KILL_BAD_CLIENTS * KILL_EVENTS_PER_CLIENT

@@ -24,5 +24,5 @@ def _paced(move: Any) -> Any:
 
 
 if __name__ == "__main__":
-    deadletters._move = _paced(deadletters._move)  # type: ignore[attr-defined]
+    deadletters._move = _paced(deadletters._move)
     main()
