@@ -120,18 +120,24 @@ def parse_beats(raw: dict[bytes | str, bytes | str]) -> list[Beat]:
 
 @dataclass(frozen=True)
 class PauseState:
-    """What ``status`` shows of a model's pause."""
+    """What ``status`` shows of a model's pause, and of its workers' heartbeats."""
 
     paused: bool  # a replay holds the pause, or an interrupted one left the marker
     interrupted: bool  # the marker without a pause: a replay died mid-wipe
+    #: workers heartbeating within stall_after_s, running or paused (a paused one goes on
+    #: within a second of the pause's end)
+    workers: int = 0
 
 
-async def state_of(client: AsyncClient, keys: Keys, model: str) -> PauseState:
+async def state_of(client: AsyncClient, keys: Keys, model: str, stall_ms: float) -> PauseState:
     pipe = client.pipeline(transaction=False)
     pipe.exists(keys.pause(model))
     pipe.exists(keys.rebuilding(model))
-    held, marked = (bool(n) for n in await pipe.execute())
-    return PauseState(paused=held or marked, interrupted=marked and not held)
+    pipe.hgetall(keys.workers(model))
+    held, marked, raw = await pipe.execute()
+    now = wall_clock_ms()
+    workers = sum(1 for b in parse_beats(raw) if now - b.at_ms <= stall_ms)
+    return PauseState(bool(held or marked), bool(marked and not held), workers)
 
 
 class Gate:

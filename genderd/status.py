@@ -72,13 +72,15 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
     """The status of every model on every shard.
 
     A shard of a model is *stalled* when it has work waiting (lag or pending entries) and no
-    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none).
+    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none, unless
+    the group has no consumer yet and workers of the model heartbeat), and never while a
+    replay pauses the model.
     """
     keys = deployment.keys
     stall_ms = deployment.settings.stall_after_s * 1000
     models = {m.name: ModelStatus(m.name, m.aliases, m.description) for m in deployment.registry}
     for name, status in models.items():
-        status.pause = await state_of(client, keys, name)
+        status.pause = await state_of(client, keys, name, stall_ms)
     for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
@@ -97,6 +99,9 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                 )
             waiting = lag > 0 or pending > 0
             alive = idle is not None and idle <= stall_ms
+            # a group no consumer has read yet (just recreated by a replay) while workers of
+            # the model heartbeat: they join it at their next read
+            alive = alive or (info is not None and consumers == 0 and status.pause.workers > 0)
             oldest = (
                 await _oldest_waiting_ms(client, keys.stream(shard), name, info)
                 if waiting

@@ -4,12 +4,14 @@ the oracle's over the events written (none lost, none counted twice), new events
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from genderd.keys import Keys
 from genderd.settings import Settings
@@ -142,5 +144,64 @@ def test_replay_under_up_pauses_the_workers_and_counts_each_event_once(tmp_path:
         for model in MODELS:
             assert status[model]["applied"] == 5000  # replayed or not: each event once
             assert status[model]["dead"] == 0 and status[model]["paused"] is False
+        assert_answers_are_the_oracles(tmp_path)
+        up.interrupt_and_expect_clean_stop()
+
+
+def test_a_replay_killed_mid_rebuild_under_up_leaves_the_rest_to_the_workers(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of `genderd replay` while it re-applies the history: its pause expires, the
+    workers (never restarted) resume on the recreated groups, reclaim what it held pending and
+    apply the rest, each event once."""
+    total = 12_000
+    quick = {"GENDERD_CLAIM_IDLE_MS": "1000"}  # the replay's batch in hand, reclaimed soon
+    with genderd_up(tmp_path, "--no-api", settings=quick) as up:
+        up.wait_ready()
+        produce(tmp_path, total, 21)
+        wait_caught_up(up, total)
+        workers = up.workers()
+        state = server_state(tmp_path)
+        assert state is not None
+        keys = Keys()
+        client = redis.Redis.from_url(state["url"])
+        shards = Settings().shards
+
+        def top_applied() -> int:
+            return sum(int(client.hget(keys.stats(s), "top:applied") or 0) for s in range(shards))
+
+        process = subprocess.Popen(
+            [sys.executable, "-m", "genderd", "replay", "--model", "top"],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            # re-applying: the pause held, the groups back (no marker), the count rebuilding
+            def rebuilding() -> bool:
+                assert process.poll() is None, "the replay ended before it could be killed"
+                return bool(
+                    client.exists(keys.pause("top"))
+                    and not client.exists(keys.rebuilding("top"))
+                    and 0 < top_applied() < total
+                )
+
+            up.wait_until(rebuilding, "the replay re-applying the history")
+            process.send_signal(signal.SIGKILL)
+            _, said = process.communicate(timeout=REPLAY_TIMEOUT_S)
+            assert process.returncode == -signal.SIGKILL, said
+            assert top_applied() < total
+            assert status_by_model(tmp_path)["top"]["paused"] is True  # until the TTL ends
+            wait_caught_up(up, total)
+            assert not client.exists(keys.pause("top"), keys.rebuilding("top"))
+        finally:
+            client.close()
+        produce(tmp_path, 300, 22)
+        wait_caught_up(up, total + 300)
+        assert up.workers() == workers
+        errors = up.err.read_text()
+        assert "recreating" not in errors and "exited with" not in errors, up.output()
         assert_answers_are_the_oracles(tmp_path)
         up.interrupt_and_expect_clean_stop()

@@ -183,9 +183,12 @@ def free_ports(count: int) -> int:
 
 
 @contextmanager
-def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterator[Up]:
-    """`genderd up --port <free port> ARGS` in ``workdir``; stops it and everything it started
-    (by pid) when the block ends."""
+def genderd_up(
+    workdir: Path, *args: str, api_port: int | None = None, settings: dict[str, str] | None = None
+) -> Iterator[Up]:
+    """`genderd up --port <free port> ARGS` in ``workdir`` (with ``settings``, GENDERD_*
+    variables, for it and its children); stops it and everything it started (by pid) when the
+    block ends."""
     out, err = workdir / "up.out", workdir / "up.err"
     api_port = api_port or free_port()
     with out.open("wb") as out_file, err.open("wb") as err_file:
@@ -202,7 +205,7 @@ def genderd_up(workdir: Path, *args: str, api_port: int | None = None) -> Iterat
                 *args,
             ],
             cwd=workdir,
-            env=clean_env(),
+            env={**clean_env(), **(settings or {})},
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
