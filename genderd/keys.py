@@ -46,6 +46,28 @@ class Keys:
         by each model's workers as they start (see :mod:`genderd.catalog`)."""
         return f"{self.prefix}:models"
 
+    # -- per model: the pause of its workers during a replay (genderd.pause) -----------------
+    def pause_tag(self, model: str) -> str:
+        """Hash tag shared by a model's pause keys (one slot: a script touches them together)."""
+        return f"{self.prefix}:{{pause:{model}}}"
+
+    def pause(self, model: str) -> str:
+        """String holding the token of the replay that pauses the model's workers; it expires
+        unless that replay keeps refreshing it, so a crashed replay releases it by itself."""
+        return self.pause_tag(model)
+
+    def rebuilding(self, model: str) -> str:
+        """Marker (no expiry) that a replay is deleting the model's groups and state: from
+        just before the wipe until the groups are back. Left by a replay that died in between,
+        it keeps the model's workers paused until a replay runs to its end."""
+        return f"{self.pause_tag(model)}:rebuilding"
+
+    def workers(self, model: str) -> str:
+        """Hash of the model's workers: consumer name -> ``<wall ms> running`` or
+        ``<wall ms> paused <token>``, written by each worker about once a second (its
+        heartbeat, and its acknowledgement of a pause)."""
+        return f"{self.pause_tag(model)}:workers"
+
     # -- per shard ---------------------------------------------------------------------------
     def tag(self, shard: int) -> str:
         return f"{self.prefix}:{{s{shard}}}"

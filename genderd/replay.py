@@ -1,9 +1,18 @@
-"""Rebuilding one model's state from the retained streams.
+"""Rebuilding one model's state from the retained streams, while its workers run.
 
-The model's consumer group is destroyed on every shard (so no live worker keeps applying),
-its state keys and result fields are deleted, the group is recreated at id 0 and the retained
-history is applied again. Events already trimmed away are gone: replay rebuilds what the
-streams retain (``GENDERD_RETENTION_DAYS``).
+The replay pauses the model's workers (:mod:`genderd.pause`: they finish their batches in
+hand and wait), then destroys the model's consumer group on every shard, deletes its state
+keys and result fields, recreates the group at id 0, applies the retained history again and
+lifts the pause: the workers go on from where the replay ended. Events already trimmed away
+are gone: replay rebuilds what the streams retain (``GENDERD_RETENTION_DAYS``).
+
+Interrupted (killed) at any step, nothing is applied twice or lost:
+
+- while waiting for the workers to pause: nothing changed; the pause expires and they resume;
+- after the wipe began and before the groups were back: the rebuilding marker keeps the
+  workers paused (``status``: replay interrupted) until a replay of the model runs to its end;
+- while applying the history: the groups are whole; when the pause expires the workers resume
+  on them and apply the rest, each entry once (entries the replay held pending they reclaim).
 """
 
 from __future__ import annotations
@@ -11,9 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from genderd import deadletters, streams
+from genderd import deadletters, pause
 from genderd.deployment import Deployment
-from genderd.errors import GenderdError
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome
@@ -24,16 +32,7 @@ log = logging.getLogger(__name__)
 
 SCAN_COUNT = 1_000
 Progress = Callable[[int], None]
-
-
-class LiveConsumersError(GenderdError, RuntimeError):
-    """Workers of the model are running; replaying under them would race."""
-
-    def __init__(self, model: str, consumers: list[str]) -> None:
-        super().__init__(
-            f"workers of {model} are running ({', '.join(consumers)}); stop them or use --force"
-        )
-        self.consumers = consumers
+Paused = Callable[[list[str]], None]
 
 
 async def wipe(client: AsyncClient, deployment: Deployment, model: Model) -> int:
@@ -80,44 +79,56 @@ async def backlog(client: AsyncClient, deployment: Deployment) -> int:
 
 
 async def replay(
-    worker: Worker, progress: Progress | None = None, *, force: bool = False
+    worker: Worker,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
+    paused: Paused | None = None,
+    wait_s: float | None = None,
 ) -> Outcome:
     """Rebuild ``worker.model`` from the retained streams; ``progress`` gets entries done.
 
-    Raises :class:`LiveConsumersError` (before touching anything) while workers of the model
-    have talked to Redis within ``stall_after_s``, unless ``force``.
+    Takes the model's pause and waits until its live workers have paused (``paused`` gets
+    their names), at most ``wait_s`` (default: ``stall_after_s`` plus
+    :data:`~genderd.pause.ACK_MARGIN_S`, by when every stopped worker counts as gone). Raises
+    :class:`~genderd.pause.NotPausedError` when some did not, and
+    :class:`~genderd.pause.ReplayRunningError` while another replay of the model runs, both
+    before anything changed. ``force`` only lets the replay record this release's data layout
+    while consumers of an earlier release seem alive (:func:`~genderd.layout.claim_layout`).
     """
     model, deployment, client = worker.model, worker.deployment, worker.client
-    if not force:
-        idle_ms = int(deployment.settings.stall_after_s * 1000)
-        live = await streams.live_consumers(
-            client, deployment.keys, deployment.shards, [model.name], idle_ms
-        )
-        if live:
-            raise LiveConsumersError(model.name, live)
+    settings = deployment.settings
+    stall_ms = int(settings.stall_after_s * 1000)
+    timeout_s = settings.stall_after_s + pause.ACK_MARGIN_S if wait_s is None else wait_s
     await claim_layout(client, deployment, force=force)
-    deleted = await wipe(client, deployment, model)
-    # its dead letters of retained entries go: the replay dead-letters again what still fails
-    # (and applies what a fixed model no longer fails on, re-driven or not)
-    dropped, _ = await deadletters.reset_model(worker.links.fast, deployment, model.name)
-    log.info(
-        "replay of %s: deleted %d state keys and %d dead letters; re-reading the streams",
-        model.name,
-        deleted,
-        dropped,
-    )
-    await worker.ensure_groups()
-    total = Outcome()
-    busy = True
-    while busy:
-        busy = False
-        for shard in deployment.shards:
-            outcome = await worker.poll(shard)
-            done = outcome.handled
-            if done:
-                busy = True
-                total += outcome
-                if progress is not None:
-                    progress(done)
-    await worker.forget()
+    async with pause.held(client, worker.links.fast, deployment.keys, model.name) as hold:
+        await hold.wait_for_workers(deployment.shards, stall_ms, timeout_s)
+        if paused is not None:
+            paused(await hold.acknowledged(stall_ms))
+        await hold.step("mark")  # from here until the groups are back: nobody consumes
+        deleted = await wipe(client, deployment, model)
+        # its dead letters of retained entries go: the replay dead-letters again what still
+        # fails (and applies what a fixed model no longer fails on, re-driven or not)
+        dropped, _ = await deadletters.reset_model(worker.links.fast, deployment, model.name)
+        log.info(
+            "replay of %s: deleted %d state keys and %d dead letters; re-reading the streams",
+            model.name,
+            deleted,
+            dropped,
+        )
+        await worker.ensure_groups()
+        await hold.step("unmark")
+        total = Outcome()
+        busy = True
+        while busy:
+            busy = False
+            for shard in deployment.shards:
+                outcome = await worker.poll(shard)
+                done = outcome.handled
+                if done:
+                    busy = True
+                    total += outcome
+                    if progress is not None:
+                        progress(done)
+        await worker.forget()
     return total

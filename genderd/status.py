@@ -11,6 +11,7 @@ from genderd import catalog, health, streams
 from genderd.deployment import Deployment
 from genderd.events import text
 from genderd.health import Health
+from genderd.pause import PauseState, state_of
 from genderd.transport import AsyncClient
 
 
@@ -41,6 +42,9 @@ class ModelStatus:
     #: None when this process serves the model; else why not (genderd.catalog.not_served)
     not_served: str | None = None
     off: bool = False  # switched off: left out by GENDERD_MODELS where `genderd up` runs
+    #: a replay pauses the model's workers (never STALLED meanwhile), and whether a replay
+    #: died mid-wipe, leaving them paused until a replay of the model runs to its end
+    pause: PauseState = field(default_factory=lambda: PauseState(False, False))
 
     @property
     def lag(self) -> int:
@@ -103,13 +107,16 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
     deployment records or has a consumer group for (:mod:`genderd.catalog`).
 
     A shard of a model is *stalled* when it has work waiting (lag or pending entries) and no
-    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none). A
-    model switched off is never stalled nor failing.
+    consumer of the model has talked to Redis for ``stall_after_s`` (or there is none, unless
+    the group has no consumer yet and workers of the model heartbeat), and never while a
+    replay pauses the model. A model switched off is never stalled nor failing.
     """
     keys = deployment.keys
     stall_ms = deployment.settings.stall_after_s * 1000
     records = await catalog.read(client, deployment)
     models = _model_statuses(deployment, records)
+    for name, status in models.items():
+        status.pause = await state_of(client, keys, name, stall_ms)
     for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
@@ -128,6 +135,9 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                 )
             waiting = lag > 0 or pending > 0
             alive = idle is not None and idle <= stall_ms
+            # a group no consumer has read yet (just recreated by a replay) while workers of
+            # the model heartbeat: they join it at their next read
+            alive = alive or (info is not None and consumers == 0 and status.pause.workers > 0)
             oldest = (
                 await _oldest_waiting_ms(client, keys.stream(shard), name, info)
                 if waiting
@@ -141,7 +151,7 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
                     dead=stats.get(f"{name}:dead", 0),
                     applied=stats.get(f"{name}:applied", 0),
                     consumers=consumers,
-                    stalled=waiting and not alive,
+                    stalled=waiting and not alive and not status.pause.paused,
                     grouped=info is not None,
                     oldest_waiting_ms=oldest,
                 )

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from redis.exceptions import ResponseError
 
-from genderd import catalog, streams
+from genderd import catalog, pause, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
@@ -123,6 +123,8 @@ class Worker:
         self.totals = Outcome()
         self.health = HealthRecorder(self.keys, model.name)  # for status's FAILING
         self.stop_event = stop_event or asyncio.Event()
+        # the pause of the model during a replay: looked at once a second, not per batch
+        self.gate = pause.Gate(self.client, self.keys, model.name, self.consumer)
         self._last_reclaim: dict[int, float] = {}
 
     def __repr__(self) -> str:
@@ -210,7 +212,7 @@ class Worker:
                 )
                 total += await self._handle(shard, claimed.entries, claimed.deliveries)
             start = claimed.next_start
-            if start == "0-0" or self.stop_event.is_set():
+            if start == "0-0" or self.stop_event.is_set() or self.gate.pausing:
                 return total
 
     async def resume_own(self, shard: int) -> Outcome:
@@ -241,7 +243,10 @@ class Worker:
     async def _shard_loop(self, shard: int) -> None:
         backoff = Backoff()
         resumed = False
-        while not self.stop_event.is_set():
+        # Each step passes the gate: under a pause the loop finishes the step in hand and
+        # waits there, reading, reclaiming and recreating nothing until the pause is lifted.
+        while await self.gate.enter(self.stop_event):
+            failed = False
             try:
                 if not resumed:
                     await self.resume_own(shard)
@@ -252,7 +257,11 @@ class Worker:
                 await self.poll(shard, self.settings.block_ms)
                 backoff.reset()
             except Exception as raised:
+                failed = True
                 await self._recover(shard, translate(raised))
+            finally:
+                self.gate.leave()
+            if failed:
                 await backoff.sleep(self.stop_event)
 
     async def _recover(self, shard: int, error: BaseException) -> None:
@@ -265,6 +274,10 @@ class Worker:
         if isinstance(error, UnavailableError):
             log.warning("%s: shard %d: %s; retrying", self.model.name, shard, error)
         elif isinstance(error, ResponseError) and "NOGROUP" in str(error):
+            with contextlib.suppress(Exception):
+                if await self.gate.paused_now():  # a replay deleted it and recreates it
+                    log.info("%s: group missing on shard %d under a replay", self.model.name, shard)
+                    return
             log.warning("%s: group missing on shard %d; recreating", self.model.name, shard)
             with contextlib.suppress(Exception):
                 await streams.ensure_group(self.client, self.keys.stream(shard), self.model.name)
@@ -310,11 +323,23 @@ class Worker:
         await claim_layout(self.client, self.deployment)
         await self.ensure_groups()
 
+    async def _prepare_unpaused(self) -> bool:
+        """:meth:`_prepare` once no pause holds the model (a replay may be deleting its
+        groups); False when stopped first."""
+        if not await self.gate.enter(self.stop_event):
+            return False
+        try:
+            await until_served(
+                self._prepare, f"create the groups of {self.model.name}", self.stop_event
+            )
+        finally:
+            self.gate.leave()
+        return True
+
     async def run(self) -> None:
         """Consume until :meth:`stop` is called (or ``stop_event`` is set)."""
-        await until_served(
-            self._prepare, f"create the groups of {self.model.name}", self.stop_event
-        )
+        gate = asyncio.create_task(self.gate.run(self.stop_event, self.settings.stall_after_s))
+        await self._prepare_unpaused()
         log.info(
             "worker %s of model %s consuming %d shards",
             self.consumer,
@@ -322,6 +347,7 @@ class Worker:
             self.settings.shards,
         )
         tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
+        tasks.append(gate)
         tasks.append(asyncio.create_task(self._trim_loop()))
         if self.metrics is not None:
             tasks.append(asyncio.create_task(self._backlog_loop()))

@@ -20,7 +20,7 @@ from genderd.transport import async_client, sync_client
 
 from .support import oracle
 from .support.api_helpers import ApiClient
-from .support.factories import make_producer, make_reader, make_worker
+from .support.factories import make_producer, make_reader, make_worker, stopped
 from .support.runtime import FakeClock
 
 
@@ -56,6 +56,7 @@ def test_pipeline_on_a_three_node_cluster(cluster: str) -> None:
         reader = make_reader(client, settings, clock=clock)
         answers = await reader.lookup_many([f"C{n}" for n in range(1, 61)])
         models = await status.collect(client, Deployment.build(settings))
+        await stopped(client, settings, "top")
         replayed = await replay.replay(
             make_worker(client, registry.get("top"), settings, clock=clock), force=True
         )

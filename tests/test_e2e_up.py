@@ -186,10 +186,14 @@ def free_ports(count: int) -> int:
 
 @contextmanager
 def genderd_up(
-    workdir: Path, *args: str, api_port: int | None = None, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    api_port: int | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Up]:
-    """`genderd up --port <free port> ARGS` in ``workdir`` (``env``: settings added); stops it
-    and everything it started (by pid) when the block ends."""
+    """`genderd up --port <free port> ARGS` in ``workdir`` (with ``settings``, GENDERD_*
+    variables, for it and its children); stops it and everything it started (by pid) when the
+    block ends."""
     out, err = workdir / "up.out", workdir / "up.err"
     api_port = api_port or free_port()
     with out.open("wb") as out_file, err.open("wb") as err_file:
@@ -206,7 +210,7 @@ def genderd_up(
                 *args,
             ],
             cwd=workdir,
-            env=clean_env() | (env or {}),
+            env={**clean_env(), **(settings or {})},
             stdin=subprocess.DEVNULL,
             stdout=out_file,
             stderr=err_file,
@@ -458,7 +462,7 @@ def test_up_runs_and_serves_only_the_models_of_genderd_models(tmp_path: Path) ->
         up.wait_ready()
         up.interrupt_and_expect_clean_stop()
     chosen = {"GENDERD_MODELS": "last,top"}
-    with genderd_up(tmp_path, env=chosen) as up:
+    with genderd_up(tmp_path, settings=chosen) as up:
         up.wait_ready(("last", "top"))
         produced = genderd(tmp_path, "produce", "--count", "200", "--clients", "20", "--quiet")
         assert produced.returncode == 0, produced.stderr

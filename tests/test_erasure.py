@@ -25,7 +25,7 @@ from genderd.transport import Links
 
 from .support import oracle, scenario
 from .support.api_helpers import MakeApi, cid_path
-from .support.factories import make_reader, make_worker
+from .support.factories import make_reader, make_worker, stopped
 from .support.runtime import FakeClock, Loop
 from .test_deadletter import dead_entries
 
@@ -136,6 +136,7 @@ def test_batches_in_hand_reclaims_and_replay_do_not_bring_it_back_and_later_even
 
     for name in ("top", "recency"):  # replay re-reads the stream: the erased stay erased
         worker = make_worker(aio.client, name, settings, clock=clock, consumer="replay")
+        aio.run(stopped(aio.client, settings, name))
         aio.run(replay.replay(worker, force=True))
     got = _answers(aio, clock, GONE)
     assert got["top"].scores == {"female": 1} and got["recency"].gender == "female"
@@ -170,6 +171,7 @@ def test_the_marker_alone_stops_workers_dead_letters_redrive_and_replay(
     assert all((o.applied, o.dead, o.erased) == (0, 0, 2) for o in outcomes.values())
     for name in ("top7d", "recency"):
         worker = make_worker(aio.client, name, settings, clock=clock, consumer="replay")
+        aio.run(stopped(aio.client, settings, name))
         outcome = aio.run(replay.replay(worker, force=True))
         assert (outcome.applied, outcome.dead, outcome.erased) == (0, 0, 3)
     # a re-drive once unicorn is a gender: the entry is valid, its client erased since

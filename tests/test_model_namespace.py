@@ -16,7 +16,7 @@ from genderd.testing import run_model
 
 from .support.api_helpers import MakeApi, gender_url
 from .support.clashing import NAMES, Clash, ClashWindow
-from .support.factories import make_reader, make_worker
+from .support.factories import make_reader, make_worker, stopped
 from .support.runtime import FakeClock, Loop
 
 PLUGINS = ("tests.support.clashing:Clash", "tests.support.clashing:ClashWindow")
@@ -79,6 +79,7 @@ def test_helpers_named_like_the_framework_change_nothing(
         assert _got({c: a[name] for c, a in zip(cids, got, strict=True)}) == want[name]
         # replay rebuilds the same answers
         again = make_worker(aio.client, name, configured, clock=clock)
+        aio.run(stopped(aio.client, configured, name))
         assert aio.run(replay.replay(again, force=True)).applied == len(_events(0))
         got = aio.run(reader.lookup_many(cids, [model]))
         assert _got({c: a[name] for c, a in zip(cids, got, strict=True)}) == want[name]

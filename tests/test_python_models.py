@@ -24,7 +24,7 @@ from genderd.settings import Settings
 from genderd.transport import Links
 
 from .support import oracle, scenario
-from .support.factories import make_reader, make_worker
+from .support.factories import make_reader, make_worker, stopped
 from .support.runtime import FakeClock, Loop
 from .test_deadletter import dead_entries
 
@@ -215,5 +215,6 @@ def test_replay_rebuilds_a_python_model(
     before = py_loop.run(reader.lookup_many(["P0", "P1"], model))
     assert [a["count"].scores for a in before] == [{"n": 3}, {"n": 2}]  # type: ignore[union-attr]
     again = make_worker(py_loop.client, "count", settings, clock=clock)
+    py_loop.run(stopped(py_loop.client, settings, "count"))
     assert py_loop.run(replay.replay(again, force=True)).applied == 5
     assert py_loop.run(reader.lookup_many(["P0", "P1"], model)) == before

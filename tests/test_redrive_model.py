@@ -3,6 +3,11 @@ re-drive is interrupted or repeated, and with an erased client never brought bac
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +26,7 @@ from genderd.settings import Settings
 from genderd.status import collect
 from genderd.transport import Links
 
-from .support.factories import make_worker
+from .support.factories import make_worker, stopped
 from .support.pymodels import Flaky
 from .support.runtime import FakeClock, Loop
 
@@ -30,6 +35,7 @@ GOOD = ["ok1", "ok2", "ok:3"]
 BAD = ["bad1", "bad2", "bad3", "bad4"]
 ERASED = "bad-erased"
 EVENTS_PER_CLIENT = 3
+KILL_WAIT_S = 60.0
 
 
 @pytest.fixture
@@ -190,10 +196,12 @@ def test_status_and_dead_agree_after_a_replay(flaky_loop: Loop, sync_redis: redi
     )
     sync_redis.hincrby(keys.stats(0), "flaky:dead", 1)
     worker = make_worker(loop.client, "flaky", settings, clock=clock)
+    loop.run(stopped(loop.client, settings, "flaky"))
     loop.run(replay(worker, force=True))  # still broken: the same failures, once each
     assert dead_by_model(loop, deployment) == {"flaky": failed + 1}
     assert_status_agrees_with_dead(loop, deployment)
     Flaky.fixed = True
+    loop.run(stopped(loop.client, settings, "flaky"))
     loop.run(replay(make_worker(loop.client, "flaky", settings, clock=clock), force=True))
     assert dead_by_model(loop, deployment) == {"flaky": 1}
     assert_status_agrees_with_dead(loop, deployment)
@@ -223,3 +231,138 @@ def test_redrive_model_leaves_what_it_cannot_redrive(
     assert sync_redis.xlen(keys.dead(shard_of("bad9", loop.settings.shards))) == 2
     none = cli(loop, "dead", "redrive", "--model", "flaky", "--since", "2999-01-01")
     assert "re-drove 0 dead letters" in none.output
+
+
+KILL_BAD_CLIENTS = 300
+KILL_EVENTS_PER_CLIENT = 10
+KILL_GOOD_CLIENTS = 40
+
+
+def redrive_process(loop: Loop, *extra: str) -> list[str]:
+    """The command line of a real `genderd dead redrive --model flaky` process (paced)."""
+    s = loop.settings
+    return [
+        sys.executable,
+        "-m",
+        "tests.support.paced_redrive",
+        "--redis-url",
+        s.redis_url or "",
+        "dead",
+        "redrive",
+        "--model",
+        "flaky",
+        *extra,
+    ]
+
+
+def redrive_env(loop: Loop) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENDERD_")}
+    env.update(
+        GENDERD_SHARDS=str(loop.settings.shards),
+        GENDERD_GENDERS=",".join(loop.settings.genders),
+        GENDERD_PLUGINS=PLUGIN,
+        GENDERD_CLAIM_IDLE_MS=str(loop.settings.claim_idle_ms),
+    )
+    return env
+
+
+def dead_total(sync_redis: redis.Redis, settings: Settings) -> int:
+    keys = Keys(settings.prefix)
+    return sum(int(sync_redis.xlen(keys.dead(s))) for s in range(settings.shards))
+
+
+@pytest.mark.slow
+def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    """kill -9 of a real `dead redrive --model flaky` part-way through thousands of dead
+    letters, then the command again, then flaky's workers: each entry applied once by flaky and
+    not again by any other model; `status` and `dead` agree."""
+    loop, settings = flaky_loop, flaky_loop.settings
+    clock = FakeClock(wall_clock_ms())
+    deployment = Deployment.build(settings, clock)
+    keys = Keys(settings.prefix)
+    bad = [f"bad{n}" for n in range(KILL_BAD_CLIENTS)]
+    good = [f"good{n}" for n in range(KILL_GOOD_CLIENTS)]
+    pipe = sync_redis.pipeline(transaction=False)
+    for n in range(KILL_EVENTS_PER_CLIENT):
+        for cid in bad + good:
+            gender = ("female", "male", "kids")[(n + len(cid)) % 3]
+            fields = {"cid": cid, "gender": gender, "ts": clock.now_ms - 10_000 + n}
+            pipe.xadd(keys.stream(shard_of(cid, settings.shards)), fields)
+    pipe.execute()
+    total = (KILL_BAD_CLIENTS + KILL_GOOD_CLIENTS) * KILL_EVENTS_PER_CLIENT
+    failed = KILL_BAD_CLIENTS * KILL_EVENTS_PER_CLIENT
+    drain_all(loop, clock)
+    assert dead_by_model(loop, deployment) == {"flaky": failed}
+    assert_status_agrees_with_dead(loop, deployment)
+    before = others_applied(loop, deployment)
+    assert before == {name: total for name in before}
+    results_before = {
+        cid: {
+            k: v
+            for k, v in sync_redis.hgetall(keys.result(shard_of(cid, settings.shards), cid)).items()
+            if not k.startswith(b"flaky")
+        }
+        for cid in bad
+    }
+    Flaky.fixed = True
+
+    # 1. a real re-drive, killed -9 once it has moved some pages and not all
+    process = subprocess.Popen(
+        redrive_process(loop),
+        env=redrive_env(loop),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + KILL_WAIT_S
+        while dead_total(sync_redis, settings) > failed // 2:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the re-drive moved nothing"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.communicate(timeout=KILL_WAIT_S)
+    assert process.returncode == -signal.SIGKILL
+    left = dead_total(sync_redis, settings)
+    assert 0 < left < failed  # part-way
+    assert_status_agrees_with_dead(loop, deployment)  # each step moved and counted at once
+
+    # 2. the command again, to its end: only what the killed one had not moved
+    again = subprocess.run(
+        redrive_process(loop, "--reason", "model_error"),
+        env=redrive_env(loop),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=KILL_WAIT_S,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"re-drove {left} dead letters" in again.stdout, again.stdout
+    assert dead_by_model(loop, deployment) == {}
+
+    # 3. flaky's workers take every re-driven entry (pending under genderd-redrive) once
+    time.sleep(settings.claim_idle_ms / 1000 * 1.5)
+    worker = make_worker(loop.client, "flaky", settings, clock=clock)
+    for shard in deployment.shards:
+        loop.run(worker.reclaim(shard))
+    loop.run(worker.drain())
+    assert worker.totals.applied == failed and worker.totals.dead == 0
+    for cid in bad + good:  # the oracle: each of the client's events counted once
+        assert flaky_count(sync_redis, settings, cid) == KILL_EVENTS_PER_CLIENT, cid
+    status = {m.name: m for m in loop.run(collect(loop.client, deployment))}
+    assert status["flaky"].applied == total
+    assert others_applied(loop, deployment) == before  # zero times by the others
+    for cid in bad:
+        after = sync_redis.hgetall(keys.result(shard_of(cid, settings.shards), cid))
+        assert {k: v for k, v in after.items() if not k.startswith(b"flaky")} == results_before[cid]
+    assert all(m.dead == 0 and m.pending == 0 and m.lag == 0 for m in status.values())
+    assert_status_agrees_with_dead(loop, deployment)
+    listed = cli(loop, "dead", "list", "--by-model", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.output) == []
+    shown = cli(loop, "status", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert {m["model"]: m["dead"] for m in json.loads(shown.output)} == dict.fromkeys(status, 0)

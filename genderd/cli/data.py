@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import click
 import orjson
 
+from genderd import pause
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.cli import render
@@ -266,14 +267,15 @@ def status(
     count: int | None,
 ) -> None:
     """Lag, pending and dead letters per model (and shard); exit 1 when a model is stalled
-    or failing.
+    or failing, or a replay of it was interrupted.
 
     A model is stalled when entries wait for it (lag or pending) and none of its workers has
     talked to Redis for GENDERD_STALL_AFTER_S seconds (default 30). It is failing when its
     code failed (model_error) on more than GENDERD_FAILING_RATE (default 1%) of the events it
     handled in the last 5 minutes, over at least 20 events. With --watch, a live view
     until Ctrl-C: events applied per second, lag, pending, dead letters and how long ago the
-    oldest entry still waiting for the model was written.
+    oldest entry still waiting for the model was written. A model whose workers a replay
+    pauses is shown as paused, not stalled.
     """
     settings = settings_of(ctx)
     if watch:
@@ -289,7 +291,7 @@ def status(
     for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
         click.echo(render.ahead_warning(stream), err=True)
     click.echo((render.status_json if as_json else render.status_table)(models, per_shard))
-    if any(m.stalled or m.failing for m in models):
+    if any(m.stalled or m.failing or m.pause.interrupted for m in models):
         sys.exit(1)
 
 
@@ -358,25 +360,41 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
 # -- replay ------------------------------------------------------------------------------------
 @click.command()
 @click.option("--model", "model_name", required=True, help="Model name or alias.")
-@click.option("--force", is_flag=True, help="Replay even while workers of the model seem alive.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Record this release's data layout even while consumers of an earlier release seem "
+    "alive (they were stopped less than GENDERD_STALL_AFTER_S ago). Never replays under live "
+    "workers of the model.",
+)
 @click.pass_context
 def replay(ctx: click.Context, model_name: str, force: bool) -> None:
     """Rebuild one model's state from the retained streams, with progress.
 
-    Stop the model's workers first: replay deletes the model's group, state and answers, then
-    applies every retained entry again. Other models are untouched.
+    Runs next to the model's workers (under `genderd up` or any orchestrator): it pauses them,
+    deletes the model's groups, state and answers, applies every retained entry again, then
+    lets them go on. Workers that do not pause in time (an earlier release, a hung process)
+    make it refuse, naming them, before anything changed. Other models are untouched.
     """
     settings = settings_of(ctx)
+
+    def paused(workers: list[str]) -> None:
+        click.echo(
+            f"paused the workers of the model: {', '.join(workers)}"
+            if workers
+            else "no worker of the model is running"
+        )
 
     async def go() -> Outcome:
         async with opened(settings) as (deployment, links):
             model = await served_model(deployment, links, model_name)
             total = await replay_mod.backlog(links.client, deployment)
-            worker = Worker(deployment, links, model, consumer="replay")
+            worker = Worker(deployment, links, model, consumer=pause.REPLAY_CONSUMER)
+            click.echo(f"pausing the workers of {model.name}")
             with click.progressbar(
                 length=total, label=f"replaying {model.name}", show_pos=True
             ) as bar:
-                return await replay_mod.replay(worker, bar.update, force=force)
+                return await replay_mod.replay(worker, bar.update, force=force, paused=paused)
 
     outcome = run(go())
     click.echo(

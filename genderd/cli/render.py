@@ -18,9 +18,13 @@ def _row(*cells: object) -> str:
 
 
 def model_state(m: ModelStatus) -> str:
-    """off, STALLED, FAILING (with the rate) or ok; a rate under the threshold is shown too,
-    and a model not loaded here says so."""
-    if m.off:
+    """REPLAY INTERRUPTED, paused, off, STALLED, FAILING (with the rate) or ok; a rate under
+    the threshold is shown too, and a model not loaded here says so."""
+    if m.pause.interrupted:
+        state = f"REPLAY INTERRUPTED: paused until `genderd replay --model {m.name}` ends"
+    elif m.pause.paused:
+        state = "paused (replay)"
+    elif m.off:
         state = "off (not in GENDERD_MODELS)"
     elif m.stalled:
         state = "STALLED"
@@ -43,6 +47,8 @@ def status_table(models: list[ModelStatus], per_shard: bool) -> str:
         lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
         for s in m.shards if per_shard else []:
             state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
+            if m.pause.paused:
+                state = "paused"
             if not s.grouped:
                 state = "no group yet"
             lines.append(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
@@ -62,6 +68,8 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "applied": m.applied,
                 "stalled": m.stalled,
                 "failing": m.failing,
+                "paused": m.pause.paused,
+                "replay_interrupted": m.pause.interrupted,
                 "recent_events": m.recent.events,
                 "recent_model_errors": m.recent.model_errors,
                 "failure_rate": m.recent.failure_rate,

@@ -49,3 +49,23 @@ def make_producer(
 ) -> Producer:
     """A producer writing through the blocking ``client``."""
     return Producer(client, Deployment.build(settings, clock), **options)
+
+
+async def stopped(client: Any, settings: Settings, model: str) -> None:
+    """The consumers of ``model`` that a test's steps read with stand for workers that have
+    stopped: remove them from the model's groups, as a stopping worker does (one killed counts
+    as gone after ``stall_after_s``), so that a replay does not wait for them to pause."""
+    keys = Deployment.build(settings).keys
+    for shard in range(settings.shards):
+        stream = keys.stream(shard)
+        if not await client.exists(stream):
+            continue
+        groups = {_text(g["name"]) for g in await client.xinfo_groups(stream)}
+        if model not in groups:
+            continue
+        for consumer in await client.xinfo_consumers(stream, model):
+            await client.xgroup_delconsumer(stream, model, _text(consumer["name"]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
