@@ -78,7 +78,7 @@ def memory_row(url: str, size: int, requests: int) -> tuple[float, float, float,
             write_sync(client, plan(deployment, events, key, TTL_S))
         growth[keyed] = used_memory(client) - before
         if keyed:
-            found = list(client.scan_iter(match="genderd:*:idem:*", count=10_000))
+            found = list(client.scan_iter(match="genderd:*idem:*", count=10_000))
             records = len(found)
             sample = int(client.memory_usage(found[0]) or 0)
     client.close()
