@@ -19,15 +19,12 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from benchlib import bar_chart, machine
+from benchlib import bar_chart, machine, start_api, wait_ready
 
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
@@ -36,7 +33,6 @@ from genderd.settings import Settings
 from genderd.transport import connect
 from genderd.worker import Worker
 
-READY_TIMEOUT_S = 30.0
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -121,20 +117,6 @@ def fill(deployment: Deployment, events: int, clients: int) -> None:
     asyncio.run(apply())
 
 
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the API did not become ready")
-        time.sleep(0.1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10_000)
@@ -160,22 +142,7 @@ def main() -> None:
         fill(deployment, args.events, args.clients)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, GENDERD_REDIS_URL=server.url)
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "genderd",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-            ],
-            env=env,
-        )
+        api = start_api(server.url, port, args.workers)
         try:
             wait_ready(base)
             # Every route's wrk script has the same shape (a random client id and the same

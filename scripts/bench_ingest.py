@@ -25,21 +25,18 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import redis
-from benchlib import machine
+from benchlib import machine, start_api, wait_ready
 
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import open_deployment_sync
 from genderd.ingest import Event, plan, write_sync
 from genderd.settings import Settings
 
-READY_TIMEOUT_S = 30.0
 CLIENTS = 100_000
 TTL_S = 86_400
 GENDERS = ("female", "male")
@@ -132,41 +129,12 @@ def wrk(url: str, script: str, connections: int, duration_s: int) -> tuple[float
     return rate, int(bad.group(1)) if bad else 0
 
 
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the API did not become ready")
-        time.sleep(0.1)
-
-
 def throughput(
     url: str, sizes: list[int], connections: int, duration_s: int, repeat: int
 ) -> dict[int, dict[bool, list[float]]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, GENDERD_REDIS_URL=url)
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "genderd",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-    )
+    api = start_api(url, port, 1)
     rates: dict[int, dict[bool, list[float]]] = {s: {False: [], True: []} for s in sizes}
     try:
         wait_ready(base)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
+import time
+import urllib.request
 from typing import Any
 
 
@@ -67,3 +71,30 @@ def bar_chart(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def wait_ready(base: str, timeout_s: float = 30.0) -> None:
+    """Until the API at ``base`` answers ``/readyz`` with 200 (exit after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the API did not become ready")
+        time.sleep(0.1)
+
+
+def start_api(url: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """`genderd serve` on 127.0.0.1:``port`` over the server at ``url`` (WARNING logs), with
+    ``workers`` uvicorn processes; the caller waits for it (:func:`wait_ready`) and stops it."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "genderd", "--log-level", "WARNING", "serve"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
+        env=dict(os.environ, GENDERD_REDIS_URL=url),
+    )

@@ -10,27 +10,17 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
 
 from genderd import processor, status
-from genderd.cli import main
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, shard_of
 
 from .support.api_helpers import drain
+from .support.commands import cli
 from .support.runtime import FakeClock, Loop
 
 KEYS = Keys()
-
-
-def cli(redis_url: str, settings: Any, *args: str, genders: str | None = None) -> Result:
-    env = {
-        "GENDERD_REDIS_URL": redis_url,
-        "GENDERD_SHARDS": str(settings.shards),
-        "GENDERD_GENDERS": genders or ",".join(settings.genders),
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def _status_dead(aio: Loop, clock: FakeClock) -> Counter[str]:

@@ -8,31 +8,21 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
 
 from genderd import deadletters, erasure, replay, streams
-from genderd.cli import main
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, digest, shard_of
 from genderd.transport import Links
 
 from .support.api_helpers import drain
+from .support.commands import cli
 from .support.factories import make_reader, make_worker
 from .support.runtime import FakeClock, Loop
 from .test_erasure import _raw_mentions
 
 X1 = "X1"
 KEYS = Keys()
-
-
-def cli(redis_url: str, settings: Any, *args: str) -> Result:
-    env = {
-        "GENDERD_REDIS_URL": redis_url,
-        "GENDERD_SHARDS": str(settings.shards),
-        "GENDERD_GENDERS": ",".join(settings.genders),
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def _wrong(settings: Any, cid: str) -> int:

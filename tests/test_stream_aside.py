@@ -8,29 +8,19 @@ import json
 from typing import Any
 
 import redis
-from click.testing import CliRunner, Result
 
 from genderd import status
-from genderd.cli import main
 from genderd.clock import MS_PER_DAY, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.keys import Keys, digest, shard_of
 
 from .support.api_helpers import drain
+from .support.commands import cli
 from .support.factories import make_producer, make_reader
 from .support.runtime import FakeClock, Loop
 
 KEYS = Keys()
 FUTURE = "99999999999999-0"
-
-
-def cli(redis_url: str, settings: Any, *args: str) -> Result:
-    env = {
-        "GENDERD_REDIS_URL": redis_url,
-        "GENDERD_SHARDS": str(settings.shards),
-        "GENDERD_GENDERS": ",".join(settings.genders),
-    }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def _same_shard(cid: str, shards: int, n: int) -> list[str]:

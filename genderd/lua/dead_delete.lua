@@ -7,22 +7,18 @@
 -- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
 -- ARGV[1..] = the dead letters' ids
 -- returns: the number of dead letters deleted
+-- uses: _deadcount.lua
 
 local dead, stats = KEYS[1], KEYS[2]
 
-local per_model, doomed = {}, {}
+local doomed, rows = {}, {}
 for a = 1, #ARGV do
-  local rows = redis.call('XRANGE', dead, ARGV[a], ARGV[a])
-  if #rows == 1 then
+  local found = redis.call('XRANGE', dead, ARGV[a], ARGV[a])
+  if #found == 1 then
     doomed[#doomed + 1] = ARGV[a]
-    local fields = rows[1][2]
-    for f = 1, #fields, 2 do
-      if fields[f] == '_model' then
-        per_model[fields[f + 1]] = (per_model[fields[f + 1]] or 0) + 1
-      end
-    end
+    rows[#rows + 1] = found[1]
   end
 end
 if #doomed > 0 then redis.call('XDEL', dead, unpack(doomed)) end
-for model, n in pairs(per_model) do redis.call('HINCRBY', stats, model .. ':dead', -n) end
+lower_dead_counts(stats, rows)
 return #doomed

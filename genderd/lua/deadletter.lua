@@ -19,7 +19,7 @@
 -- ARGV[3..] = per entry: id, reason, detail, the index in KEYS of its client's marker (0: the
 --             entry names no client), n (field count), then n original field/value pairs
 -- returns: {entries dead-lettered, then the ids of the entries dropped as erased}
--- uses: _basics.lua _erasure.lua
+-- uses: _basics.lua _erasure.lua _deadcount.lua
 
 local TRIM_SLACK = 1000  -- dead letters over the cap deleted per call beyond those added
 
@@ -59,18 +59,10 @@ if done > 0 then
   local excess = redis.call('XLEN', dead) - tonumber(maxlen)
   if excess > 0 then
     local oldest = redis.call('XRANGE', dead, '-', '+', 'COUNT', math.min(excess, done + TRIM_SLACK))
-    local ids, per_model = {}, {}
-    for _, row in ipairs(oldest) do
-      ids[#ids + 1] = row[1]
-      local fields = row[2]
-      for f = 1, #fields, 2 do
-        if fields[f] == '_model' then
-          per_model[fields[f + 1]] = (per_model[fields[f + 1]] or 0) + 1
-        end
-      end
-    end
+    local ids = {}
+    for _, row in ipairs(oldest) do ids[#ids + 1] = row[1] end
     redis.call('XDEL', dead, unpack(ids))
-    for model, n in pairs(per_model) do redis.call('HINCRBY', stats, model .. ':dead', -n) end
+    lower_dead_counts(stats, oldest)
   end
 end
 if #erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', #erased) end
