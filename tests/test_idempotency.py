@@ -19,9 +19,9 @@ from genderd.ingest import MAX_KEY_LENGTH, Event, IdempotencyKeyError, plan, wri
 from genderd.keys import Keys, digest, shard_of
 from genderd.settings import Settings
 
-from .support.api_helpers import ApiClient, MakeApi, stream_key
+from .support.api_helpers import ApiClient, MakeApi, process, stream_key
 from .support.factories import make_producer
-from .support.runtime import FakeClock
+from .support.runtime import FakeClock, Loop
 
 KEY = "order-7f3a/attempt"
 
@@ -321,3 +321,18 @@ def test_a_failed_keyed_flush_keeps_its_batch_for_the_retry(
     sync_redis.delete(broken)
     assert producer.flush() == 30  # the same batch, with its key
     assert entries(sync_redis, settings) == once_each(events)
+
+
+def test_a_raw_entry_written_twice_is_two_events_for_every_model(
+    aio: Loop, api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """A raw XADD producer that retries gets at-least-once (docs/delivery.md): the same
+    fields written twice are two entries, and every model counts both."""
+    fields = {"cid": "R1", "gender": "kids", "ts": str(clock())}
+    for _ in range(2):
+        sync_redis.xadd(stream_key(settings, "R1"), fields)
+    process(aio, clock)
+    answers = api.get("/v1/clients/R1").json()["models"]
+    assert answers["top"]["scores"] == {"kids": 2}
+    assert answers["top7d"]["scores"] == {"kids": 2}
+    assert answers["last"]["gender"] == "kids"
