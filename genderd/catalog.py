@@ -21,6 +21,7 @@ The records live in one hash (:attr:`genderd.keys.Keys.models`), one JSON value 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -38,7 +39,6 @@ from genderd.keys import Keys
 from genderd.models.base import Model
 from genderd.models.python import PythonRuntime
 from genderd.models.window import WindowRuntime
-from genderd.streams import groups
 from genderd.transport import AsyncClient, SyncClient, Transport
 
 log = logging.getLogger(__name__)
@@ -171,42 +171,52 @@ async def record(client: AsyncClient, deployment: Deployment, model: Model) -> M
     return found
 
 
-async def read(client: AsyncClient, deployment: Deployment) -> dict[str, ModelRecord]:
-    """The recorded models, and every other model with a consumer group on a shard stream
-    (``kind="unknown"``, ``recorded=False``), by name."""
-    raw = await client.hgetall(deployment.keys.models)
-    found = {text(name): ModelRecord.from_json(text(name), value) for name, value in raw.items()}
-    for shard in deployment.shards:
-        for info in await groups(client, deployment.keys, shard):
-            if info.group not in found:
-                found[info.group] = ModelRecord(info.group, "unknown", recorded=False)
+def recorded(raw: Mapping[Any, Any]) -> dict[str, ModelRecord]:
+    """The records of an ``HGETALL`` of :attr:`Keys.models`, by name."""
+    return {text(name): ModelRecord.from_json(text(name), value) for name, value in raw.items()}
+
+
+def with_groups(
+    records: Mapping[str, ModelRecord], groups: Iterable[str]
+) -> dict[str, ModelRecord]:
+    """``records`` and a bare record (``kind="unknown"``, ``recorded=False``) for every
+    consumer group in ``groups`` without one, sorted by name."""
+    found = dict(records)
+    for name in groups:
+        found.setdefault(name, ModelRecord(name, "unknown", recorded=False))
     return dict(sorted(found.items()))
 
 
-def left_out(client: SyncClient, deployment: Deployment) -> list[str]:
-    """The recorded models this process's ``GENDERD_MODELS`` leaves out."""
+async def read(transport: Transport, deployment: Deployment) -> dict[str, ModelRecord]:
+    """The recorded models, and every other model with a consumer group on a shard stream, by
+    name: one ``HGETALL`` and each shard's ``XINFO GROUPS``, concurrently."""
+    raw = _mapping(await transport.execute("HGETALL", deployment.keys.models))
+
+    async def names(shard: int) -> list[str]:
+        try:
+            infos = await transport.execute("XINFO", "GROUPS", deployment.keys.stream(shard))
+        except ResponseError as error:
+            if "no such key" in str(error).lower():
+                return []
+            raise
+        return [text(_mapping(info)["name"]) for info in infos]
+
+    per_shard = await asyncio.gather(*(names(shard) for shard in deployment.shards))
+    return with_groups(recorded(raw), (name for found in per_shard for name in found))
+
+
+def switch_off(client: SyncClient, deployment: Deployment) -> list[str]:
+    """Mark off the recorded models this process's ``GENDERD_MODELS`` leaves out (where
+    `genderd up` runs); return those switched off now."""
     served = set(deployment.registry.names())
-    return sorted({text(name) for name in client.hkeys(deployment.keys.models)} - served)
-
-
-def switch_off(client: SyncClient, deployment: Deployment, names: Iterable[str]) -> list[str]:
-    """Mark the recorded ``names`` off (left out by ``GENDERD_MODELS`` where `genderd up`
-    runs); return those switched off now."""
-    raw = client.hgetall(deployment.keys.models)
-    records = {text(name): ModelRecord.from_json(text(name), value) for name, value in raw.items()}
     switched = []
-    for name in names:
-        known = records.get(name)
-        if known is not None and known.on:
-            off = ModelRecord(**{**_fields(known), "on": False})
+    for name, known in recorded(client.hgetall(deployment.keys.models)).items():
+        if name not in served and known.on:
+            off = dataclasses.replace(known, on=False)
             client.hset(deployment.keys.models, name, off.to_json())
             switched.append(name)
             log.info("model %s is switched off (not in GENDERD_MODELS)", name)
     return switched
-
-
-def _fields(found: ModelRecord) -> dict[str, Any]:
-    return {f: getattr(found, f) for f in found.__dataclass_fields__}
 
 
 def others(deployment: Deployment, records: Mapping[str, ModelRecord]) -> list[ModelRecord]:
@@ -239,28 +249,6 @@ def _mapping(reply: Any) -> dict[str, Any]:
     if isinstance(reply, dict):
         return {text(k): v for k, v in reply.items()}
     return {text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
-
-
-async def read_names(transport: Transport, deployment: Deployment) -> dict[str, ModelRecord]:
-    """The records and bare groups of :func:`read`, through a transport, without the groups'
-    progress (what erasure needs: each shard's ``XINFO GROUPS``, concurrently)."""
-    raw = _mapping(await transport.execute("HGETALL", deployment.keys.models))
-    found = {name: ModelRecord.from_json(name, value) for name, value in raw.items()}
-
-    async def names(shard: int) -> list[str]:
-        try:
-            infos = await transport.execute("XINFO", "GROUPS", deployment.keys.stream(shard))
-        except ResponseError as error:
-            if "no such key" in str(error).lower():
-                return []
-            raise
-        return [text(_mapping(info)["name"]) for info in infos]
-
-    for shard_names in await asyncio.gather(*(names(s) for s in deployment.shards)):
-        for name in shard_names:
-            if name not in found:
-                found[name] = ModelRecord(name, "unknown", recorded=False)
-    return dict(sorted(found.items()))
 
 
 def erasure_keys(deployment: Deployment, records: Mapping[str, ModelRecord]) -> list[ClientKeys]:

@@ -172,7 +172,7 @@ async def redrive(
     now = deployment.clock()
     # every model of the deployment (recorded, or with a group), served here or not: an entry
     # one of them applied must not reach it a second time
-    models = set(await catalog.read(client, deployment)) | set(deployment.registry.names())
+    models = set(await catalog.read(transport, deployment)) | set(deployment.registry.names())
     ttl_ms = settings.retention_days * MS_PER_DAY
     by_entry = await _all_copies(client, deployment, letters, models)
     done = Redriven()

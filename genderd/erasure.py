@@ -119,7 +119,7 @@ async def erase(
     """Erase ``cids`` (see the module docstring); one :class:`Erased` per distinct id, in
     the order given. Erasing a client genderd does not know removes nothing (zero counts)."""
     # the keys of the deployment's other models too: recorded, or loaded but left out
-    others = catalog.erasure_keys(deployment, await catalog.read_names(transport, deployment))
+    others = catalog.erasure_keys(deployment, await catalog.read(transport, deployment))
     done = {cid: Erased(cid, digest(cid)) for cid in cids}
     home = {erased: deployment.shard_of(erased.cid) for erased in done.values()}
     cuts: dict[int, list[_Cut]] = defaultdict(list)

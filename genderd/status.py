@@ -41,6 +41,7 @@ class ModelStatus:
     loaded_from: str = ""
     #: None when this process serves the model; else why not (genderd.catalog.not_served)
     not_served: str | None = None
+    loaded: bool = True  # its code is loaded in this process (served, or left out)
     off: bool = False  # switched off: left out by GENDERD_MODELS where `genderd up` runs
     #: a replay pauses the model's workers (never STALLED meanwhile), and whether a replay
     #: died mid-wipe, leaving them paused until a replay of the model runs to its end
@@ -97,6 +98,7 @@ def _model_statuses(
             kind=found.kind,
             loaded_from=found.loaded_from,
             not_served=catalog.not_served(deployment, found),
+            loaded=found.name in deployment.registry.loaded,
             off=not found.on,
         )
     return models
@@ -113,15 +115,18 @@ async def collect(client: AsyncClient, deployment: Deployment) -> list[ModelStat
     """
     keys = deployment.keys
     stall_ms = deployment.settings.stall_after_s * 1000
-    records = await catalog.read(client, deployment)
-    models = _model_statuses(deployment, records)
-    for name, status in models.items():
-        status.pause = await state_of(client, keys, name, stall_ms)
+    shards = []  # per shard: its groups, its stats and its stream's length, read once
     for shard in deployment.shards:
         infos = {info.group: info for info in await streams.groups(client, keys, shard)}
         raw_stats = await client.hgetall(keys.stats(shard))
         stats = {text(k): int(v) for k, v in raw_stats.items()}
-        length = int(await client.xlen(keys.stream(shard)))
+        shards.append((shard, infos, stats, int(await client.xlen(keys.stream(shard)))))
+    groups = (name for _, infos, _, _ in shards for name in infos)
+    records = catalog.with_groups(catalog.recorded(await client.hgetall(keys.models)), groups)
+    models = _model_statuses(deployment, records)
+    for name, status in models.items():
+        status.pause = await state_of(client, keys, name, stall_ms)
+    for shard, infos, stats, length in shards:
         for name, status in models.items():
             info = infos.get(name)
             if info is None:

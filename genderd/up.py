@@ -251,7 +251,7 @@ def start(
         client = sync_client(configured.settings, url)
         deployment = open_deployment_sync(client, configured)
         if deployment.settings.models:  # the recorded models GENDERD_MODELS leaves out are off
-            catalog.switch_off(client, deployment, catalog.left_out(client, deployment))
+            catalog.switch_off(client, deployment)
         tips = ""
         if demo_rate is not None:
             tips = start_demo(supervisor, client, deployment, demo_rate, api_port)

@@ -71,7 +71,7 @@ def test_each_worker_records_its_model(
     _drain(aio, with_plugins, clock, ["count", "top30d", "top", "top7d", "last"])
 
     deployment = Deployment.build(with_plugins, clock)
-    found = aio.run(catalog.read(aio.client, deployment))
+    found = aio.run(catalog.read(Links.over(aio.client).fast, deployment))
     assert set(found) == {"count", "top30d", "top", "top7d", "last"}
     count, top30, top, last = found["count"], found["top30d"], found["top"], found["last"]
     assert (count.kind, count.cls) == ("python", "tests.support.pymodels.Count")
@@ -87,7 +87,7 @@ def test_each_worker_records_its_model(
     assert all(record.on and record.recorded for record in found.values())
     # a group made by anything else is named too, as unknown
     sync_redis.xgroup_create(Keys(with_plugins.prefix).stream(1), "legacy", id="0")
-    legacy = aio.run(catalog.read(aio.client, deployment))["legacy"]
+    legacy = aio.run(catalog.read(Links.over(aio.client).fast, deployment))["legacy"]
     assert (legacy.kind, legacy.recorded) == ("unknown", False)
 
 
@@ -175,15 +175,13 @@ def test_a_model_switched_off_is_neither_stalled_nor_failing(
     _write(sync_redis, settings, "A1", "male", clock())  # waits for every model: no worker
     time.sleep(0.01)  # every consumer idle for longer than stall_after_s
     deployment = Deployment.build(settings, clock)
-    sync_client = redis.Redis.from_url(settings.redis_url or "")
-    try:
-        catalog.switch_off(sync_client, deployment, ["recency", "never-recorded"])
-    finally:
-        sync_client.close()
+    chosen = Deployment.build(settings.model_copy(update={"models": ("last", "top", "top7d")}))
+    # only the recorded models GENDERD_MODELS leaves out: recency (count never ran here)
+    assert catalog.switch_off(sync_redis, chosen) == ["recency"]
+    assert catalog.switch_off(sync_redis, chosen) == []  # off already
     rows = {m.name: m for m in aio.run(status.collect(aio.client, deployment))}
     assert rows["recency"].off and not rows["recency"].stalled and rows["recency"].lag == 1
     assert rows["last"].stalled and not rows["last"].off
-    assert "never-recorded" not in rows
     _drain(aio, settings, clock, ["last", "top", "top7d"])
     shown = CliRunner().invoke(main, ["status"], env=_env(settings, GENDERD_STALL_AFTER_S="0.001"))
     assert shown.exit_code == 0, shown.output
@@ -191,7 +189,7 @@ def test_a_model_switched_off_is_neither_stalled_nor_failing(
     assert "off (not in GENDERD_MODELS)" in row
     # a worker of it that starts switches it on again
     _drain(aio, settings, clock, ["recency"])
-    assert aio.run(catalog.read(aio.client, deployment))["recency"].on
+    assert aio.run(catalog.read(Links.over(aio.client).fast, deployment))["recency"].on
 
 
 def _data_keys(sync_redis: redis.Redis, cid: str) -> list[str]:
@@ -231,7 +229,9 @@ def test_erasure_refuses_when_a_model_with_keys_of_its_own_is_not_loaded(
     stamped = settings.model_copy(update={"plugins": ("tests.support.catalogplugins:Stamped",)})
     _write(sync_redis, stamped, "S1", "male", clock())
     _drain(aio, stamped, clock, ["stamped", "last", "top", "top7d", "recency"])
-    record = aio.run(catalog.read(aio.client, Deployment.build(settings, clock)))["stamped"]
+    record = aio.run(catalog.read(Links.over(aio.client).fast, Deployment.build(settings, clock)))[
+        "stamped"
+    ]
     assert (record.kind, record.shape) == ("lua", catalog.KeyShape(custom=True))
     before = _data_keys(sync_redis, "S1")
     assert before

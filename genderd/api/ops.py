@@ -24,7 +24,7 @@ async def models(request: Request) -> Response:
     api.check_token(request, api.settings.read_token)
     deployment = await api.deployment()
     rows = await status.collect(api.connected().client, deployment)
-    api.records = await catalog.read(api.connected().client, deployment)
+    api.records = await catalog.read(api.connected().fast, deployment)
     return JSON(
         {
             "models": [

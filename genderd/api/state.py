@@ -95,7 +95,7 @@ class Api:
         """The deployment's model records, for messages only: a stream key of another type
         (WRONGTYPE) leaves them empty rather than failing the request that opens it."""
         try:
-            return await catalog.read(links.client, deployment)
+            return await catalog.read(links.fast, deployment)
         except ResponseError as error:
             log.warning("cannot read the deployment's models: %s", error)
             return {}

@@ -119,7 +119,7 @@ async def served_model(deployment: Deployment, links: Links, name: str) -> Model
         return deployment.model(name)
     except UnknownModelError as error:
         if error.left_out is None:
-            found = catalog.find(await catalog.read(links.client, deployment), name)
+            found = catalog.find(await catalog.read(links.fast, deployment), name)
             if found is not None:
                 why = catalog.not_served(deployment, found)
                 raise click.BadParameter(why, param_hint="--model") from None

@@ -34,7 +34,7 @@ def model_state(m: ModelStatus) -> str:
         state = f"ok, {m.recent.failure_rate:.1%} model_error"
     else:
         state = "ok"
-    if m.not_served is not None and "not loaded" in m.not_served:
+    if not m.loaded:
         state += f"; not loaded here ({m.kind}{', ' + m.loaded_from if m.loaded_from else ''})"
     return state
 
