@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from benchlib import bar_chart, machine, start_api, wait_ready
+from benchlib import bar_chart, machine, run_wrk, start_api, wait_ready, wrk_rate
 
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import Deployment, open_deployment_sync
@@ -68,27 +66,8 @@ end
 
 
 def wrk(url: str, script: str, connections: int, duration_s: int) -> Run:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{duration_s}s",
-                "--latency",
-                "-s",
-                handle.name,
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    finally:
-        os.unlink(handle.name)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    out = run_wrk(url, script, connections, duration_s, "--latency")
+    rate = wrk_rate(out)
 
     def percentile(p: str) -> float:
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]

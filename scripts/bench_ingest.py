@@ -20,17 +20,15 @@ Asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import redis
-from benchlib import machine, start_api, wait_ready
+from benchlib import machine, run_wrk, start_api, wait_ready, wrk_rate
 
 from genderd.bundled import BundledServer, find_binary, free_port
 from genderd.deployment import open_deployment_sync
@@ -113,18 +111,8 @@ end
 
 def wrk(url: str, script: str, connections: int, duration_s: int) -> tuple[float, int]:
     """(requests/s, responses other than 2xx) of one wrk run."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "-s", handle.name, url],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    finally:
-        os.unlink(handle.name)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    out = run_wrk(url, script, connections, duration_s)
+    rate = wrk_rate(out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, int(bad.group(1)) if bad else 0
 

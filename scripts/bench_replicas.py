@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 import redis
-from bench_api import Run, median, wait_ready, wrk
-from benchlib import machine
+from bench_api import Run, median, wrk
+from benchlib import machine, wait_ready
 
 from genderd.bundled import BundledServer, find_binary, free_port, replica_of, wait_in_sync
 from genderd.deployment import open_deployment_sync

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -98,3 +100,23 @@ def start_api(url: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
         ],
         env=dict(os.environ, GENDERD_REDIS_URL=url),
     )
+
+
+def run_wrk(url: str, script: str, connections: int, duration_s: int, *flags: str) -> str:
+    """wrk's report of one run (1 thread) of the Lua ``script`` against ``url``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        return subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", *flags, "-s", handle.name, url],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+
+
+def wrk_rate(report: str) -> float:
+    """Requests per second of a wrk report."""
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", report).group(1))  # type: ignore[union-attr]
