@@ -82,13 +82,15 @@ def _simulate(rnd: random.Random, edge: float) -> tuple[list[int], list[int], li
 def test_paired_comparison_finds_a_real_difference_and_not_a_null_one() -> None:
     rnd = random.Random(18)
     a, b, n = _simulate(rnd, -0.08)
-    difference, interval, p_value = paired_difference(a, b, n)
-    assert difference < 0 and p_value < 0.001
-    assert interval.low < difference < interval.high < 0
+    paired = paired_difference(a, b, n)
+    assert paired.difference < 0 and paired.p_value < 0.001
+    assert paired.interval.low < paired.difference < paired.interval.high < 0
+    assert paired.clusters == 300
 
-    nulls = [paired_difference(*_simulate(rnd, 0.0))[2] for _ in range(20)]
+    nulls = [paired_difference(*_simulate(rnd, 0.0)).p_value for _ in range(20)]
     assert sum(p < 0.05 for p in nulls) <= 3  # about 5% false alarms
-    assert paired_difference([], [], []) == (0.0, paired_difference([], [], [])[1], 1.0)
+    empty = paired_difference([], [], [])
+    assert (empty.difference, empty.p_value, empty.clusters) == (0.0, 1.0, 0)
 
 
 # -- evaluate ----------------------------------------------------------------------------------
@@ -214,6 +216,8 @@ def test_report_to_dict_and_empty_input() -> None:
         "predicted": 0,
         "accuracy": None,
         "accuracy_all": None,
+        "accuracy_interval": None,
+        "accuracy_all_interval": None,
     }
 
 
