@@ -17,7 +17,7 @@ import orjson
 
 from genderd.errors import ConfigurationError, InputError
 from genderd.evaluation.report import Bucket, Interval, LabelScore, ModelScore, Report
-from genderd.evaluation.stats import FRAGILE_BELOW
+from genderd.evaluation.stats import ALPHA, FRAGILE_BELOW
 
 PLOT_EXTRA = "pip install 'genderd[plot]'"
 NONE = "none"  # the confusion column of clients a model has no answer for
@@ -101,6 +101,12 @@ def _scores(report: Report) -> list[str]:
         lines.append(
             f"* significantly behind {report.best} after adjustment for the "
             f"{compared[0].pairs} pairs compared (Holm, p < 0.05)"
+        )
+    baseline = report.models[0].versus_best
+    if baseline is not None and baseline.difference > 0 and baseline.p_adjusted < ALPHA:
+        lines.append(
+            f"! {report.models[0].model} (the baseline) is significantly ahead of {report.best}: "
+            "the models do worse than knowing nothing about the shopper"
         )
     if report.fragile:
         lines.append(fragile_note(report.clients))
