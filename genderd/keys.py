@@ -47,21 +47,23 @@ class Keys:
         return f"{self.prefix}:models"
 
     # -- the champion of live grading (genderd.grading.champion, SPEC §14) -------------------
+    # (one hash tag: the script that changes the champion writes the hash and the history)
     @property
     def champion(self) -> str:
         """Hash: the champion (``model``, ``since_ms``, ``pinned``, ``evidence`` JSON) and the
-        latest check's verdict (``checked_ms``, ``behind``: a pinned champion's better model)."""
-        return f"{self.prefix}:champion"
+        latest check's verdict (``checked_ms``, ``check`` JSON, ``behind``: the model a
+        pinned champion is significantly behind, if any)."""
+        return f"{self.prefix}:{{champion}}"
 
     @property
     def champion_history(self) -> str:
         """Stream of champion changes, each with its evidence (capped)."""
-        return f"{self.prefix}:champion:history"
+        return f"{self.prefix}:{{champion}}:history"
 
     @property
     def champion_lock(self) -> str:
         """String held (with a TTL) by the one process checking the champion now."""
-        return f"{self.prefix}:champion:lock"
+        return f"{self.prefix}:{{champion}}:lock"
 
     # -- per model: the pause of its workers during a replay (genderd.pause) -----------------
     def pause_tag(self, model: str) -> str:
