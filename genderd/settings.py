@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from genderd.clock import MS_PER_DAY, MS_PER_MINUTE
 
 DEFAULT_GENDERS = ("female", "male")
+#: GENDERD_DEFAULT_MODEL=best: lookups that name no model answer from the champion (SPEC §14)
+BEST = "best"
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -213,6 +215,11 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("a token that is set must not be empty (unset it to turn it off)")
         return value
+
+    @property
+    def serves_best(self) -> bool:
+        """Whether a lookup that names no model answers from the champion."""
+        return self.default_model.strip().lower() == BEST
 
     def erasure_problem(self) -> str | None:
         """Why the API must not start with these tokens, or None. ``DELETE /v1/clients/{cid}``

@@ -17,6 +17,7 @@ from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
 from genderd.events import cid_problem
+from genderd.grading.champion import Champion
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
 from genderd.reader import Reader
@@ -43,6 +44,8 @@ class Api:
         # names are checked, 422, while Redis is down), then the opened deployment's, built
         # for the oldest data layout it holds (see _serve).
         self.configured = Deployment.build(settings, clock)
+        #: the champion as last read (genderd.api.champion), None before the first read
+        self.champion: Champion | None = None
         self._serve(self.configured)
         self.metrics = Metrics(multiprocess_dir())
         self.links: Links | None = None
@@ -105,6 +108,24 @@ class Api:
         self.serving = deployment
         self.default_model = deployment.registry.default(self.settings)
         self.models = list(deployment.registry)
+        if self.champion is not None:
+            self.follow(self.champion)
+
+    def follow(self, current: Champion) -> None:
+        """Remember the champion; with ``GENDERD_DEFAULT_MODEL=best``, answer lookups that
+        name no model from it (from the start model while it is not served here)."""
+        self.champion = current
+        if not self.settings.serves_best:
+            return
+        try:
+            self.default_model = self.serving.model(current.model)
+        except UnknownModelError:
+            log.warning(
+                "champion %s is not served by this process: answering from %s",
+                current.model,
+                self.settings.champion_start,
+            )
+            self.default_model = self.serving.registry.default(self.settings)
 
     async def reader(self) -> Reader:
         if self._reader is None:

@@ -152,7 +152,10 @@ def serve(
     url = settings.redis_url
     assert url is not None  # resolved by settings_of
     check_url(settings, url)
-    model_of(Deployment.build(settings), settings.default_model)
+    model_of(
+        Deployment.build(settings),
+        settings.champion_start if settings.serves_best else settings.default_model,
+    )
     problem = settings.erasure_problem()
     if problem:  # checked here too, so that it is one line before uvicorn starts
         raise ConfigurationError(problem)

@@ -38,8 +38,6 @@ from genderd.transport import Links
 
 log = logging.getLogger(__name__)
 
-#: ``GENDERD_DEFAULT_MODEL=best``: lookups that name no model answer from the champion
-BEST = "best"
 CHAMPION_SET = Script.from_files("champion_set.lua")
 #: changes kept in the history stream
 HISTORY_CAP = 1_000
@@ -247,7 +245,6 @@ def _compared(champion: str, candidates: Sequence[str]) -> list[str]:
 
 
 __all__ = [
-    "BEST",
     "CHAMPION_SET",
     "HISTORY_CAP",
     "Champion",

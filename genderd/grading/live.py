@@ -215,7 +215,31 @@ def score(window: Window, models: Sequence[str], reference: str | None) -> Grade
     return Grades(window, reference, tuple(rows))
 
 
+#: the default window of the live grades shown (GET /v1/models, genderd grades, status)
+DEFAULT_WINDOW_S = 86_400
+_UNITS_S = {"h": 3_600, "d": 86_400}
+
+
+def parse_window(given: str) -> int:
+    """A window such as ``24h``, ``7d`` or ``3600`` (seconds), between 1 hour and 30 days,
+    as seconds.
+
+    Raises:
+        ValueError: anything else, with a message naming the accepted forms.
+    """
+    text_ = given.strip().lower()
+    unit = _UNITS_S.get(text_[-1:], 1)
+    number = text_[:-1] if unit != 1 else text_
+    if not number.isdigit():
+        raise ValueError(f"window {given!r} must be hours or days, such as 24h or 7d")
+    seconds = int(number) * unit
+    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise ValueError(f"window {given!r} must be between 1h and 30d")
+    return seconds
+
+
 __all__ = [
+    "DEFAULT_WINDOW_S",
     "GRADES_READ",
     "MAX_WINDOW_S",
     "MIN_CLIENTS",
@@ -226,6 +250,7 @@ __all__ = [
     "Versus",
     "Window",
     "compare",
+    "parse_window",
     "read_window",
     "score",
     "window_bounds",

@@ -147,7 +147,7 @@ local function apply_batch(model)
   if erased > 0 then redis.call('HINCRBY', KEYS[2], group .. ':erased', erased) end
   local reply = {applied, erased, 0, 0, 0, #deferred}
   if spec then
-    write_grades(spec)
+    write_grades(spec, KEYS[2], group)
     reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
   end
   for i = 1, #deferred do reply[#reply + 1] = deferred[i] end

@@ -18,7 +18,8 @@
 --
 -- Grades hash <prefix>:{sN}:grades:<model>:<hour>: one field per client group of the shard (the
 -- clusters of the live statistics), "<events> <predicted> <correct>". A call adds its graded
--- entries to it in one HMGET and one HSET per hour, with the hash's EXPIREAT.
+-- entries to it in one HMGET and one HSET per hour, with the hash's EXPIREAT, and to the
+-- shard's stats hash (<model>:graded, :predicted, :correct: all-time totals, for metrics).
 
 -- The grading block: nil when the call grades nothing; and the last ARGV index before it.
 local function grading_block(at)
@@ -70,8 +71,13 @@ local function grade(spec, id, ts, group, prediction, truth)
   return true
 end
 
--- Add the call's grades to the grades hashes (one HMGET and one HSET per hour touched).
-local function write_grades(spec)
+-- Add the call's grades to the grades hashes (one HMGET and one HSET per hour touched) and
+-- the model's totals to the shard's stats hash `stats`.
+local function write_grades(spec, stats, model)
+  if spec.graded == 0 then return end
+  redis.call('HINCRBY', stats, model .. ':graded', spec.graded)
+  if spec.predicted > 0 then redis.call('HINCRBY', stats, model .. ':predicted', spec.predicted) end
+  if spec.correct > 0 then redis.call('HINCRBY', stats, model .. ':correct', spec.correct) end
   for i, groups in ipairs(spec.tally) do
     local fields, counts = {}, {}
     for group, c in pairs(groups) do

@@ -120,7 +120,7 @@ if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) e
 if erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', erased) end
 local reply = {applied, erased, 0, 0, 0, #skipped}
 if spec then
-  write_grades(spec)
+  write_grades(spec, stats, group)
   reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
 end
 for i = 1, #skipped do reply[#reply + 1] = skipped[i] end

@@ -185,7 +185,13 @@ def select(settings: Settings, loaded: Sequence[Model]) -> list[Model]:
             raise PluginError(f"GENDERD_MODELS: {UnknownModelError(name, sorted(names))}")
         chosen.add(canonical)
     default = names.get(settings.default_model.strip().lower())
-    if "default_model" in settings.model_fields_set and default not in chosen:
+    if settings.serves_best:  # the champion starts as GENDERD_CHAMPION_START: served here
+        if names.get(settings.champion_start.strip().lower()) not in chosen:
+            raise PluginError(
+                f"GENDERD_CHAMPION_START {settings.champion_start!r} is not among "
+                "GENDERD_MODELS (GENDERD_DEFAULT_MODEL=best serves it until the champion changes)"
+            )
+    elif "default_model" in settings.model_fields_set and default not in chosen:
         raise PluginError(
             f"GENDERD_DEFAULT_MODEL {settings.default_model!r} is not among GENDERD_MODELS"
         )
@@ -263,7 +269,11 @@ class Registry:
 
     def default(self, settings: Settings) -> Model:
         """The model of a lookup that names none: ``GENDERD_DEFAULT_MODEL``, or, when that is
-        left out by ``GENDERD_MODELS`` without being set, the first model served."""
+        left out by ``GENDERD_MODELS`` without being set, the first model served. With
+        ``best``, the champion's start (``GENDERD_CHAMPION_START``): the API then follows the
+        champion (:mod:`genderd.grading.champion`)."""
+        if settings.serves_best:
+            return self.get(settings.champion_start)
         try:
             return self.get(settings.default_model)
         except UnknownModelError:
