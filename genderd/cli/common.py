@@ -42,7 +42,9 @@ def settings_of(ctx: click.Context, *, find_server: bool = True, **overrides: An
         raise ConfigurationError(f"bad configuration: {problems}") from None
     except SettingsError as error:
         raise ConfigurationError(f"bad configuration: {error}") from None
-    check_models(settings)  # a bad plugin or a name used twice: one line, now
+    found = check_models(settings)  # a bad plugin or a name used twice: one line, now
+    for problem in found.broken.values():  # an installed model that cannot load: warn, go on
+        click.echo(f"warning: {problem}; commands that do not use it go on", err=True)
     return discovery.resolved(settings) if find_server else settings
 
 

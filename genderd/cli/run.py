@@ -152,7 +152,7 @@ def serve(
     url = settings.redis_url
     assert url is not None  # resolved by settings_of
     check_url(settings, url)
-    model_of(Deployment.build(settings), settings.default_model)
+    Deployment.build(settings)  # the models, GENDERD_DEFAULT_MODEL included: one line, now
     problem = settings.erasure_problem()
     if problem:  # checked here too, so that it is one line before uvicorn starts
         raise ConfigurationError(problem)
