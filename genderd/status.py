@@ -68,7 +68,11 @@ class ModelStatus:
 
     @property
     def stalled(self) -> bool:
-        return not self.off and any(s.stalled for s in self.shards)
+        """Any shard stalled; never while off, nor for an unreadable record of a model not
+        loaded here and without a group (nothing says it is a model that runs)."""
+        grouped = any(s.grouped for s in self.shards)
+        unknown = bool(self.unreadable) and not self.loaded and not grouped
+        return not self.off and not unknown and any(s.stalled for s in self.shards)
 
     @property
     def oldest_waiting_ms(self) -> int | None:
