@@ -16,7 +16,7 @@ from genderd import catalog, discovery
 from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.models.base import Model
-from genderd.models.registry import UnknownModelError, check_models
+from genderd.models.registry import PluginError, UnknownModelError, check_models
 from genderd.settings import Settings
 from genderd.transport import Links, connect, translate
 
@@ -107,10 +107,13 @@ async def opened(
 
 
 def model_of(deployment: Deployment, name: str) -> Model:
-    """The model called ``name``, or a usage error naming the known ones."""
+    """The model called ``name``, or a usage error naming the known ones (one line when its
+    installed entry point is broken: not a usage mistake)."""
     try:
         return deployment.model(name)
     except UnknownModelError as error:
+        if error.broken is not None:
+            raise PluginError(str(error)) from None
         raise click.BadParameter(str(error), param_hint="--model") from None
 
 
@@ -120,6 +123,8 @@ async def served_model(deployment: Deployment, links: Links, name: str) -> Model
     try:
         return deployment.model(name)
     except UnknownModelError as error:
+        if error.broken is not None:
+            raise PluginError(str(error)) from None
         if error.left_out is None:
             found = catalog.find(await catalog.read(links.fast, deployment), name)
             if found is not None:

@@ -10,6 +10,7 @@ it in one line and goes on, and a command that needs that model fails in one lin
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -197,8 +198,9 @@ def load_plugin(path: str) -> Registration:
 
 def _entry_point(point: EntryPoint) -> Registration:
     """The model class an installed entry point registers (:class:`PluginError` if none)."""
-    where = f"entry point {point.name!r}"
-    return Registration.of(_imported(point.load, f"{where} ({point.value}): cannot import"), where)
+    named = f"entry point {point.name!r} ({point.value})"  # in messages
+    registered = Registration.of(_imported(point.load, f"{named}: cannot import"), named)
+    return dataclasses.replace(registered, where=f"entry point {point.name!r}")
 
 
 @dataclass(frozen=True)
