@@ -66,9 +66,7 @@ def test_fields_this_release_does_not_know_are_tolerated() -> None:
     plain = catalog.recorded({"top30d": json.dumps(newer)})["top30d"]
     assert plain.unreadable == "" and plain.shape == catalog.KeyShape(window_days=30)
     unset = newer | {"shape": {"window_days": 30, "hll": False}}
-    assert catalog.recorded({"a": json.dumps(unset)})["a"].shape == catalog.KeyShape(
-        window_days=30
-    )
+    assert catalog.recorded({"a": json.dumps(unset)})["a"].shape == catalog.KeyShape(window_days=30)
     keys_of_its_own = newer | {"shape": {"state": True, "hll": True}}
     found = catalog.recorded({"b": json.dumps(keys_of_its_own)})["b"]
     assert found.unreadable == "" and found.shape.custom
