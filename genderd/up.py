@@ -265,7 +265,7 @@ def name_left_out(client: SyncClient, deployment: Deployment) -> list[str]:
     """Name, in one line, the recorded models switched on that ``GENDERD_MODELS`` leaves out
     here, and the operator's choices; switch none off (their workers may run elsewhere)."""
     records = catalog.recorded(client.hgetall(deployment.keys.models))
-    names = catalog.left_out(deployment, records)
+    names = sorted(catalog.left_out(deployment, records))
     if names:
         log.warning(
             "models recorded in this deployment but left out by GENDERD_MODELS here: %s; "
