@@ -89,16 +89,23 @@ def test_up_leaves_a_model_running_elsewhere_on_and_its_dead_worker_shows_stalle
     assert code == 1
 
 
+def _refused_while_running(
+    sync_redis: redis.Redis, redis_url: str, settings: Settings, command: str, model: str
+) -> None:
+    """`genderd models COMMAND MODEL` while a worker of it heartbeats: refused (exit 1),
+    naming it; then the worker stops (it deletes its heartbeat, as a stopping worker does)."""
+    sync_redis.hset(KEYS.workers(model), "host-1", heartbeat("running"))
+    refused = cli(redis_url, settings, "models", command, model)
+    assert refused.exit_code == 1 and f"workers of {model} are alive (host-1)" in refused.output
+    sync_redis.delete(KEYS.workers(model))
+
+
 def test_models_off_and_on_are_refused_while_workers_run(
     aio: Loop, settings: Settings, clock: FakeClock, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     _drain(aio, settings, clock)
-    sync_redis.hset(KEYS.workers("recency"), "host-7", heartbeat("running"))
-    refused = cli(redis_url, settings, "models", "off", "recency")
-    assert refused.exit_code == 1 and "workers of recency are alive (host-7)" in refused.output
+    _refused_while_running(sync_redis, redis_url, settings, "off", "recency")
     assert _records(aio, settings)["recency"].on
-
-    sync_redis.delete(KEYS.workers("recency"))  # it stopped (a stopping worker does this)
     done = cli(redis_url, settings, "models", "off", "recency")
     assert done.exit_code == 0 and "switched off" in done.output
     assert not _records(aio, settings)["recency"].on
@@ -153,10 +160,7 @@ def test_retire_is_refused_while_the_model_runs_and_forgets_what_it_cannot_keep(
     aio: Loop, settings: Settings, clock: FakeClock, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     _drain(aio, settings, clock)
-    sync_redis.hset(KEYS.workers("top7d"), "host-1", heartbeat("running"))
-    refused = cli(redis_url, settings, "models", "retire", "top7d")
-    assert refused.exit_code == 1 and "workers of top7d are alive (host-1)" in refused.output
-    sync_redis.delete(KEYS.workers("top7d"))
+    _refused_while_running(sync_redis, redis_url, settings, "retire", "top7d")
     sync_redis.set(KEYS.pause("top7d"), "a-replay", px=10_000)
     during_replay = cli(redis_url, settings, "models", "retire", "top7d")
     assert during_replay.exit_code == 1 and "a replay of top7d is running" in during_replay.output

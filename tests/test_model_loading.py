@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -23,6 +22,7 @@ from genderd.settings import Settings
 
 from .support import loadplugins
 from .support.api_helpers import MakeApi
+from .test_e2e_up import genderd as run_genderd
 
 #: installed entry points that cannot be loaded, by name: what each one's warning says
 BROKEN = {
@@ -31,7 +31,6 @@ BROKEN = {
     "shout": ("tests.support.loadplugins:Shout", "'Shout' is not a valid model name"),
     "widened": ("tests.support.loadplugins:Widened", "window_days must be a whole number"),
 }
-COMMAND_TIMEOUT_S = 60.0
 
 
 def _genderd(settings: Settings, *args: str, **env: str) -> Result:
@@ -148,22 +147,13 @@ def test_a_really_installed_broken_entry_point_warns_once(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[genderd.models]\nbroken = nosuch_module:Broken\n")
     env = {
-        "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(site),
         "GENDERD_REDIS_URL": settings.redis_url or "",
         "GENDERD_SHARDS": str(settings.shards),
     }
 
     def genderd(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "genderd", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
+        return run_genderd(tmp_path, *args, env=env)
 
     shown = genderd("status")
     assert shown.returncode == 0, shown.stderr
