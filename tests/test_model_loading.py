@@ -5,6 +5,7 @@ checks its default model as the API does, naming GENDERD_DEFAULT_MODEL (finding 
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -124,6 +125,28 @@ def test_genderd_models_naming_a_broken_model_is_refused(
     done = _genderd(settings, "status", GENDERD_MODELS="top,broken")
     assert done.exit_code == 2
     assert "GENDERD_MODELS: model 'broken' cannot be loaded in this process" in done.stderr
+
+
+def test_an_entry_point_that_cannot_be_built_is_left_out_too(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its class loads but its ``__init__`` raises: a warning, the other models go on; named
+    in GENDERD_PLUGINS instead, one line and exit 2 (it was a traceback)."""
+    raising = EntryPoint("raising", "tests.support.loadplugins:Raising", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(
+        registry, "entry_points", lambda **selection: [*entry_points(**selection), raising]
+    )
+    with caplog.at_level(logging.WARNING, logger="genderd.models.registry"):
+        shown = _genderd(settings, "status")
+    assert shown.exit_code == 0, shown.output
+    said = "entry point 'raising': cannot be built: RuntimeError: no config"
+    assert said in caplog.text
+    needed = _genderd(settings, "worker", "--model", "raising")
+    assert needed.exit_code == 2 and said in needed.stderr
+    monkeypatch.undo()
+    named = _genderd(settings, "status", GENDERD_PLUGINS="tests.support.loadplugins:Raising")
+    assert named.exit_code == 2 and len(named.stderr.splitlines()) == 1
+    assert "GENDERD_PLUGINS: tests.support.loadplugins:Raising: cannot be built" in named.stderr
 
 
 def test_the_api_goes_on_without_a_broken_model(installed: None, make_api: MakeApi) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import os
 import re
 import sys
@@ -33,6 +34,8 @@ from genderd.models.window import (
     window_problem,
 )
 from genderd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "genderd.models"
 #: a model's name and each of its aliases: they name its consumer group, its keys and its
@@ -95,6 +98,8 @@ class Registration:
 
     cls: ModelClass
     where: str  # where it was found, for messages
+    #: an installed entry point's: when it cannot be built, the other models go on
+    installed: bool = False
 
     @classmethod
     def of(cls, obj: object, where: str) -> Registration:
@@ -136,7 +141,15 @@ class Registration:
         return None
 
     def build(self, settings: Settings, keys: Keys, oldest_layout: int = 1) -> Model:
-        """The framework's model of this class for a deployment."""
+        """The framework's model of this class for a deployment; :class:`PluginError` (one
+        line) when the class fails to be instantiated (a user's ``__init__`` that raises)."""
+        try:
+            return self._build(settings, keys, oldest_layout)
+        except Exception as error:
+            said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise PluginError(f"{self.where}: cannot be built: {said}") from None
+
+    def _build(self, settings: Settings, keys: Keys, oldest_layout: int) -> Model:
         if issubclass(self.cls, PythonModel):
             return PythonRuntime(self.cls, settings, keys, oldest_layout=oldest_layout)
         if issubclass(self.cls, TopWindow):
@@ -149,6 +162,8 @@ def _lua_problem(cls: type[Model]) -> str | None:
     package that is not there, or a cycle), or None. Loaded once per process: the model built
     from ``cls`` later finds them in the loader's cache."""
     package = getattr(cls, "script_package", "?")
+    if not getattr(cls, "apply_files", ()):
+        return "names no Lua file (apply_files)"
     try:
         for files in (cls.apply_files, cls.refresh_files or ()):
             if files:
@@ -200,7 +215,7 @@ def _entry_point(point: EntryPoint) -> Registration:
     """The model class an installed entry point registers (:class:`PluginError` if none)."""
     named = f"entry point {point.name!r} ({point.value})"  # in messages
     registered = Registration.of(_imported(point.load, f"{named}: cannot import"), named)
-    return dataclasses.replace(registered, where=f"entry point {point.name!r}")
+    return dataclasses.replace(registered, where=f"entry point {point.name!r}", installed=True)
 
 
 @dataclass(frozen=True)
@@ -316,10 +331,18 @@ class Registry:
         data layout (:func:`genderd.layout.oldest_layout`), and select the ones
         ``GENDERD_MODELS`` names."""
         found = check_models(settings)
-        loaded = [registration.build(settings, keys, oldest_layout) for registration in found.found]
+        loaded, broken = [], dict(found.broken)
+        for registration in found.found:
+            try:
+                loaded.append(registration.build(settings, keys, oldest_layout))
+            except PluginError as error:
+                if not registration.installed:
+                    raise
+                broken[registration.name] = str(error)  # left out, as a broken entry point
+                log.warning("%s; the models that do not need it go on", error)
         where = {registration.name: registration.where for registration in found.found}
-        chosen = select(settings, loaded, found.broken)
-        return cls(chosen, loaded=loaded, where=where, broken=found.broken)
+        chosen = select(settings, loaded, broken)
+        return cls(chosen, loaded=loaded, where=where, broken=broken)
 
     def with_layout(self, oldest_layout: int) -> Registry:
         """The same models built again for the oldest data layout a deployment may hold."""

@@ -46,3 +46,15 @@ class Widened(TopWindow):
 
 
 Widened.window_days = 200_000
+
+
+class Raising(PythonModel):
+    """A model whose ``__init__`` fails (its configuration is missing)."""
+
+    name = "raising"
+
+    def __init__(self) -> None:
+        raise RuntimeError("no config")
+
+    def identify_gender(self, state: dict[str, Any], event: Event) -> str | None:
+        return event.gender
