@@ -128,6 +128,7 @@ class _Shard:
 
 
 async def _read_shards(client: AsyncClient, deployment: Deployment) -> list[_Shard]:
+    """Every shard's groups, stats and stream length, read once per :func:`collect`."""
     keys = deployment.keys
     found = []
     for shard in deployment.shards:

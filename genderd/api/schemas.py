@@ -195,7 +195,8 @@ class ModelInfo(BaseModel):
     default: bool
     served: bool = Field(description="this API answers for the model")
     not_served: str | None = Field(
-        description="why not: not loaded in the API's process, or left out by GENDERD_MODELS"
+        description="why not: not loaded in the API's process (or its entry point cannot be "
+        "loaded), left out by GENDERD_MODELS, or its record cannot be read"
     )
     kind: str = Field(
         description="built-in, python, window, lua; unknown: a bare group or an unreadable record"
