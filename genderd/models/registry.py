@@ -275,24 +275,21 @@ def select(
 ) -> list[Model]:
     """The models of ``loaded`` that ``GENDERD_MODELS`` selects (all of them when it is not
     set), in ``loaded``'s order. Raises :class:`PluginError` for a name no loaded model
-    answers to (or one of a ``broken`` entry point), there or in ``GENDERD_DEFAULT_MODEL``
-    when it is set, and for a default model left out."""
-    names = {alias: model.name for model in loaded for alias in (model.name, *model.aliases)}
-
-    def canonical(name: str, setting: str) -> str:
-        wanted = name.strip().lower()
-        if wanted in names:
-            return names[wanted]
-        why = (broken or {}).get(wanted)
-        raise PluginError(f"{setting}: {UnknownModelError(name, sorted(names), broken=why)}")
-
-    default = None
-    if "default_model" in settings.model_fields_set:
-        default = canonical(settings.default_model, "GENDERD_DEFAULT_MODEL")
+    answers to (saying so for one of a ``broken`` entry point), or a default model
+    (``GENDERD_DEFAULT_MODEL``, when set) left out."""
     if not settings.models:
         return list(loaded)
-    chosen = {canonical(name, "GENDERD_MODELS") for name in settings.models}
-    if default is not None and default not in chosen:
+    names = {alias: model.name for model in loaded for alias in (model.name, *model.aliases)}
+    chosen = set()
+    for name in settings.models:
+        canonical = names.get(name.strip().lower())
+        if canonical is None:
+            why = (broken or {}).get(name.strip().lower())
+            unknown = UnknownModelError(name, sorted(names), broken=why)
+            raise PluginError(f"GENDERD_MODELS: {unknown}")
+        chosen.add(canonical)
+    default = names.get(settings.default_model.strip().lower())
+    if "default_model" in settings.model_fields_set and default not in chosen:
         raise PluginError(
             f"GENDERD_DEFAULT_MODEL {settings.default_model!r} is not among GENDERD_MODELS"
         )
@@ -388,10 +385,14 @@ class Registry:
 
     def default(self, settings: Settings) -> Model:
         """The model of a lookup that names none: ``GENDERD_DEFAULT_MODEL``, or, when that is
-        left out by ``GENDERD_MODELS`` without being set, the first model served."""
+        left out by ``GENDERD_MODELS`` without being set, the first model served. A default
+        set to a model not served here is a :class:`PluginError` naming the setting (the API,
+        and `serve` before it starts one, refuse it in one line)."""
         try:
             return self.get(settings.default_model)
-        except UnknownModelError:
-            if "default_model" in settings.model_fields_set or not self._models:
+        except UnknownModelError as error:
+            if "default_model" in settings.model_fields_set:
+                raise PluginError(f"GENDERD_DEFAULT_MODEL: {error}") from None
+            if not self._models:
                 raise
             return next(iter(self._models.values()))
