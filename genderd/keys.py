@@ -28,6 +28,10 @@ def shard_of(cid: str, shards: int) -> int:
     return zlib.crc32(cid.encode("utf-8")) % shards
 
 
+#: the per-model counters of a shard's stats hash (:meth:`Keys.stats`)
+STATS_COUNTERS = ("applied", "dead", "erased")
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key builder bound to one deployment prefix."""
@@ -106,7 +110,8 @@ class Keys:
         return f"{self.prefix}:health:{model}:{minute}"
 
     def stats(self, shard: int) -> str:
-        """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
+        """Hash of per-model counters for the shard: ``<model>:<counter>`` for each of
+        :data:`STATS_COUNTERS`."""
         return f"{self.tag(shard)}:stats"
 
     def grades(self, shard: int, model: str, hour: int) -> str:

@@ -20,6 +20,9 @@ BEST = "best"
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
+#: the longest window of a windowed model, in days (GENDERD_WINDOW_DAYS, a TopWindow's
+#: window_days, a recorded model's key shape): its keys per client grow with it
+MAX_WINDOW_DAYS = 366
 
 
 class Settings(BaseSettings):
@@ -53,7 +56,7 @@ class Settings(BaseSettings):
     genders: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_GENDERS, description="accepted genders, comma separated"
     )
-    window_days: int = Field(default=7, ge=1, le=366)
+    window_days: int = Field(default=7, ge=1, le=MAX_WINDOW_DAYS)
     # GENDERD_RECENCY_HALF_LIFE_DAYS; None: the model's own (RecencyModel.half_life_days)
     recency_half_life_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # At most a day: top7d looks one day past "now" for events that are ahead of the clock.

@@ -250,8 +250,8 @@ def start(
         url = supervisor.start_server()
         client = sync_client(configured.settings, url)
         deployment = open_deployment_sync(client, configured)
-        if deployment.settings.models:  # the recorded models GENDERD_MODELS leaves out are off
-            catalog.switch_off(client, deployment)
+        if deployment.settings.models:
+            name_left_out(client, deployment)
         tips = ""
         if demo_rate is not None:
             tips = start_demo(supervisor, client, deployment, demo_rate, api_port)
@@ -259,6 +259,22 @@ def start(
         supervisor.shutdown()  # never leave a server behind
         raise
     return Started(url, client, deployment, tips)
+
+
+def name_left_out(client: SyncClient, deployment: Deployment) -> list[str]:
+    """Name, in one line, the recorded models switched on that ``GENDERD_MODELS`` leaves out
+    here, and the operator's choices; switch none off (their workers may run elsewhere)."""
+    records = catalog.recorded(client.hgetall(deployment.keys.models))
+    names = sorted(catalog.left_out(deployment, records))
+    if names:
+        log.warning(
+            "models recorded in this deployment but left out by GENDERD_MODELS here: %s; "
+            "status shows each STALLED while events wait for it and no worker of it runs "
+            "elsewhere: `genderd models off NAME` (it keeps its place in the streams) or "
+            "`genderd models retire NAME`",
+            ", ".join(names),
+        )
+    return names
 
 
 DEMO_HISTORY_EVENTS = 20_000

@@ -55,6 +55,7 @@ async def models(request: Request) -> Response:
                     "not_served": r.not_served,
                     "kind": r.kind,
                     "off": r.off,
+                    "unreadable_record": r.unreadable or None,
                     "lag": r.lag,
                     "pending": r.pending,
                     "dead": r.dead,
@@ -83,8 +84,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when Redis answers and has the scripts; else 503 saying what it sees (the server's
-    state and the error: a master down, a cluster failing over, a replica asked to write)."""
+    """200 when Redis answers and has the scripts; else 503 saying what it sees: the server's
+    state, and to a caller that may read (the read token, when one is set) the error itself
+    (a master down, a cluster failing over, a replica asked to write), which can name the
+    Redis server's address."""
     api = api_of(request)
     try:
         reader = await api.reader()
@@ -94,11 +97,16 @@ async def readyz(request: Request) -> Response:
         error = translate(raised)
         if not isinstance(error, RedisUnavailableError):
             raise
+        reason = (
+            str(error)
+            if api.has_token(request, api.settings.read_token)
+            else f"Redis is {error.state} (the error itself with the read token)"
+        )
         return JSON(
             {
                 "status": "unavailable",
                 "detail": f"Redis is {error.state}; retry shortly",
-                "reason": str(error),
+                "reason": reason,
             },
             503,
             headers={"Retry-After": str(RETRY_AFTER_S)},

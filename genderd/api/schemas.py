@@ -197,10 +197,17 @@ class ModelInfo(BaseModel):
     default: bool
     served: bool = Field(description="this API answers for the model")
     not_served: str | None = Field(
-        description="why not: not loaded in the API's process, or left out by GENDERD_MODELS"
+        description="why not: not loaded in the API's process (or its entry point cannot be "
+        "loaded), left out by GENDERD_MODELS, or its record cannot be read"
     )
-    kind: str = Field(description="built-in, python, window, lua; unknown: a bare group")
-    off: bool = Field(description="switched off: left out by GENDERD_MODELS where it runs")
+    kind: str = Field(
+        description="built-in, python, window, lua; unknown: a bare group or an unreadable record"
+    )
+    off: bool = Field(description="switched off by an operator (genderd models off)")
+    unreadable_record: str | None = Field(
+        description="why its record in <prefix>:models cannot be read (null when it can): "
+        "the model is listed, nothing else is taken from the record"
+    )
     lag: int = Field(description="entries not yet delivered to the model's group")
     pending: int = Field(description="entries delivered and not yet acknowledged")
     dead: int = Field(description="entries the model dead-lettered")

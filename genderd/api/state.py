@@ -44,6 +44,8 @@ class Api:
         # names are checked, 422, while Redis is down), then the opened deployment's, built
         # for the oldest data layout it holds (see _serve).
         self.configured = Deployment.build(settings, clock)
+        for problem in self.configured.registry.broken.values():
+            log.warning("%s; the API goes on without that model", problem)
         #: the champion as last read (genderd.api.champion), None before the first read
         self.champion: Champion | None = None
         self._serve(self.configured)
@@ -141,7 +143,7 @@ class Api:
             return self.serving.model(name)
         except UnknownModelError as error:
             found = None if error.left_out else catalog.find(self.records, name)
-            if found is not None or error.left_out is not None:
+            if found is not None or error.left_out is not None or error.broken is not None:
                 why = str(error) if found is None else catalog.not_served(self.serving, found)
                 raise invalid(list(location), why, "model_not_served") from None
             raise invalid(list(location), str(error), "unknown_model") from None
@@ -155,14 +157,19 @@ class Api:
             raise invalid(location, problem, "bad_cid")
 
     @staticmethod
-    def check_token(request: Request, token: str | None) -> None:
+    def has_token(request: Request, token: str | None) -> bool:
+        """Whether ``request`` may pass a guard of ``token`` (any request when it is None)."""
         if token is None:
-            return
+            return True
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
+        return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), token.encode()
-        ):
+        )
+
+    @classmethod
+    def check_token(cls, request: Request, token: str | None) -> None:
+        if not cls.has_token(request, token):
             raise ApiError(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
 
     async def model_status(self) -> list[ModelStatus]:

@@ -16,7 +16,7 @@ from genderd import catalog, discovery
 from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.models.base import Model
-from genderd.models.registry import UnknownModelError, check_models
+from genderd.models.registry import PluginError, UnknownModelError, check_models
 from genderd.settings import Settings
 from genderd.transport import Links, connect, translate
 
@@ -42,7 +42,9 @@ def settings_of(ctx: click.Context, *, find_server: bool = True, **overrides: An
         raise ConfigurationError(f"bad configuration: {problems}") from None
     except SettingsError as error:
         raise ConfigurationError(f"bad configuration: {error}") from None
-    check_models(settings)  # a bad plugin or a name used twice: one line, now
+    found = check_models(settings)  # a bad plugin or a name used twice: one line, now
+    for problem in found.broken.values():  # an installed model that cannot load: warn, go on
+        click.echo(f"warning: {problem}; commands that do not use it go on", err=True)
     return discovery.resolved(settings) if find_server else settings
 
 
@@ -105,10 +107,13 @@ async def opened(
 
 
 def model_of(deployment: Deployment, name: str) -> Model:
-    """The model called ``name``, or a usage error naming the known ones."""
+    """The model called ``name``, or a usage error naming the known ones (one line when its
+    installed entry point is broken: not a usage mistake)."""
     try:
         return deployment.model(name)
     except UnknownModelError as error:
+        if error.broken is not None:
+            raise PluginError(str(error)) from None
         raise click.BadParameter(str(error), param_hint="--model") from None
 
 
@@ -118,6 +123,8 @@ async def served_model(deployment: Deployment, links: Links, name: str) -> Model
     try:
         return deployment.model(name)
     except UnknownModelError as error:
+        if error.broken is not None:
+            raise PluginError(str(error)) from None
         if error.left_out is None:
             found = catalog.find(await catalog.read(links.fast, deployment), name)
             if found is not None:

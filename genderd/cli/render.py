@@ -25,7 +25,7 @@ def model_state(m: ModelStatus) -> str:
     elif m.pause.paused:
         state = "paused (replay)"
     elif m.off:
-        state = "off (not in GENDERD_MODELS)"
+        state = "off (switched off: genderd models on)"
     elif m.stalled:
         state = "STALLED"
     elif m.failing:
@@ -34,7 +34,9 @@ def model_state(m: ModelStatus) -> str:
         state = f"ok, {m.recent.failure_rate:.1%} model_error"
     else:
         state = "ok"
-    if not m.loaded:
+    if m.unreadable:
+        state += f"; unreadable record ({m.unreadable})"
+    elif not m.loaded:
         state += f"; not loaded here ({m.kind}{', ' + m.loaded_from if m.loaded_from else ''})"
     return state
 
@@ -74,6 +76,7 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "recent_model_errors": m.recent.model_errors,
                 "failure_rate": m.recent.failure_rate,
                 "off": m.off,
+                "unreadable_record": m.unreadable or None,
                 "kind": m.kind,
                 "loaded_from": m.loaded_from,
                 "served_here": m.not_served is None,

@@ -152,10 +152,8 @@ def serve(
     url = settings.redis_url
     assert url is not None  # resolved by settings_of
     check_url(settings, url)
-    model_of(
-        Deployment.build(settings),
-        settings.champion_start if settings.serves_best else settings.default_model,
-    )
+    # the default model as the API will take it (GENDERD_DEFAULT_MODEL): one line, now
+    Deployment.build(settings).registry.default(settings)
     problem = settings.erasure_problem()
     if problem:  # checked here too, so that it is one line before uvicorn starts
         raise ConfigurationError(problem)

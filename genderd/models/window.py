@@ -17,7 +17,7 @@ from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.models.base import CountingModel, counter_fields, gender_params
-from genderd.settings import Settings
+from genderd.settings import MAX_WINDOW_DAYS, Settings
 
 if TYPE_CHECKING:
     from genderd.evaluation.predictors import WindowPredictor
@@ -44,10 +44,20 @@ class TopWindow:
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         days = cls.__dict__.get("window_days")
-        if days is not None and not (isinstance(days, int) and 1 <= days <= 366):
-            raise TypeError(f"{cls.__name__}.window_days must be a whole number of days, 1-366")
+        problem = window_days_problem(days)
+        if problem:
+            raise TypeError(f"{cls.__name__}.{problem}")
         if "description" not in cls.__dict__ and days is not None:
             cls.description = f"gender with the most events in the last {days} UTC days"
+
+
+def window_days_problem(days: object) -> str | None:
+    """Why ``days`` cannot be a :class:`TopWindow`'s ``window_days`` (one phrase), or None."""
+    if days is None or (
+        isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= MAX_WINDOW_DAYS
+    ):
+        return None
+    return f"window_days must be a whole number of days, 1-{MAX_WINDOW_DAYS} (got {days!r})"
 
 
 def window_problem(definition: type[TopWindow], settings: Settings) -> str | None:
