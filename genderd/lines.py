@@ -86,11 +86,6 @@ class LineReader:
         self.number += 1
         return Line(self.number, self._lines.popleft())
 
-    @property
-    def partial(self) -> int:
-        """Bytes read of a line not yet complete (they would be lost by stopping now)."""
-        return len(self._partial)
-
     def _ready(self, timeout: float | None) -> bool:
         if self._fd is None or timeout is None:
             return True

@@ -145,11 +145,9 @@ def _import(
                 "line and run again: no line is written twice"
             ) from None
     if stop.requested:
-        cut = f" ({reader.partial} bytes of a line not yet complete were dropped)"
         click.echo(
-            f"interrupted after line {job.line}: {_counts(job)}; the input after it was not "
-            f"read{cut if reader.partial else ''} (run the same command on the same input "
-            "again: it writes only the rest)",
+            f"interrupted after line {job.line}: {_counts(job)}; no line after it was written "
+            "(run the same command on the same input again: it writes only the rest)",
             err=True,
         )
     elif not quiet:
