@@ -165,7 +165,9 @@ class Import:
         limiter = RateLimiter(self.rate)
         try:
             while True:
-                line = reader.held() if stop.requested else reader.poll(self._wait())
+                line = reader.held()  # what was read already, before reading more
+                if line is None and not stop.requested:
+                    line = reader.poll(self._wait())
                 if line is not None:
                     self._take(line, limiter, stop)
                 elif stop.requested or reader.ended:

@@ -62,11 +62,11 @@ def test_a_rerun_with_another_rate_writes_nothing_twice(
     the lines they hold are the same."""
     source = tmp_path / "events.jsonl"
     source.write_text(lines(1, 300))
-    produce(redis_url, source, "--rate", "3000", "--quiet")
+    produce(redis_url, source, "--rate", "1000", "--quiet")
     assert produce(redis_url, source).splitlines()[-1] == (
         "wrote 0 events; 300 more had been written by an earlier run (skipped)"
     )
-    produce(redis_url, source, "--rate", "5000", "--quiet")
+    produce(redis_url, source, "--rate", "2000", "--quiet")
     assert written(sync_redis) == once(1, 300)
 
 
