@@ -77,6 +77,9 @@ REDRIVE_MODEL = Script.from_files("redrive_model.lua")
 DEAD_RESET = Script.from_files("dead_reset.lua")
 DEAD_DELETE = Script.from_files("dead_delete.lua")
 REDRIVE_PAGE = 100  # dead letters moved per redrive_model.lua call (one atomic step)
+#: how long an entry re-driven to one model is remembered as not to be graded: its workers
+#: reclaim it within claim_idle_ms, a week leaves room for workers that are down
+REDRIVEN_KEEP_S = 7 * 86_400
 REDRIVE_CHECKS = 10  # times a cross-shard re-drive checks again while erasures move a marker
 
 
@@ -362,8 +365,18 @@ async def _move(
 ) -> None:
     """One atomic step of :func:`redrive_model` (``redrive_model.lua``), counted in ``done``."""
     keys = deployment.keys
-    script_keys = [keys.stream(shard), keys.dead(shard), keys.stats(shard)]
-    args: list[str | int] = [model, REDRIVE_CONSUMER, deployment.settings.claim_idle_ms]
+    script_keys = [
+        keys.stream(shard),
+        keys.dead(shard),
+        keys.stats(shard),
+        keys.redriven_ids(shard, model),
+    ]
+    args: list[str | int] = [
+        model,
+        REDRIVE_CONSUMER,
+        deployment.settings.claim_idle_ms,
+        REDRIVEN_KEEP_S,
+    ]
     for letter in page:
         args += [letter.dead_id, letter.entry_id]
     reply = await transport.call(REDRIVE_MODEL, script_keys, args)

@@ -46,6 +46,25 @@ class Keys:
         by each model's workers as they start (see :mod:`genderd.catalog`)."""
         return f"{self.prefix}:models"
 
+    # -- the champion of live grading (genderd.grading.champion, SPEC §14) -------------------
+    # (one hash tag: the script that changes the champion writes the hash and the history)
+    @property
+    def champion(self) -> str:
+        """Hash: the champion (``model``, ``since_ms``, ``pinned``, ``evidence`` JSON) and the
+        latest check's verdict (``checked_ms``, ``check`` JSON, ``behind``: the model a
+        pinned champion is significantly behind, if any)."""
+        return f"{self.prefix}:{{champion}}"
+
+    @property
+    def champion_history(self) -> str:
+        """Stream of champion changes, each with its evidence (capped)."""
+        return f"{self.prefix}:{{champion}}:history"
+
+    @property
+    def champion_lock(self) -> str:
+        """String held (with a TTL) by the one process checking the champion now."""
+        return f"{self.prefix}:{{champion}}:lock"
+
     # -- per model: the pause of its workers during a replay (genderd.pause) -----------------
     def pause_tag(self, model: str) -> str:
         """Hash tag shared by a model's pause keys (one slot: a script touches them together)."""
@@ -89,6 +108,17 @@ class Keys:
     def stats(self, shard: int) -> str:
         """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
         return f"{self.tag(shard)}:stats"
+
+    def grades(self, shard: int, model: str, hour: int) -> str:
+        """Hash of one model's live grades in one shard and hour (hours since the epoch of the
+        events' ts): per client group, ``"<events> <predicted> <correct>"`` (``_grades.lua``);
+        expires after the longest grading window."""
+        return f"{self.tag(shard)}:grades:{model}:{hour}"
+
+    def redriven_ids(self, shard: int, model: str) -> str:
+        """Set of entry ids re-driven to one model (``genderd dead redrive --model``): its
+        workers apply them when they reclaim them, and do not grade them."""
+        return f"{self.tag(shard)}:redriven-ids:{model}"
 
     def replicated(self, shard: int) -> str:
         """String: when (ms) an ingest last asked the shard's master to confirm its writes

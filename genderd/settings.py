@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         "(0: never); at least the window plus one day",
     )
 
-    default_model: str = Field(default="top", description="model of a lookup that names none")
+    default_model: str = Field(
+        default="top",
+        description="model of a lookup that names none; `best`: the champion of live grading",
+    )
     plugins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="models to load besides the entry points: comma-separated module:Class",
@@ -156,6 +159,34 @@ class Settings(BaseSettings):
     )
     state_dir: str = Field(default=".genderd", description="where `genderd up` keeps its server")
 
+    # Live grading and the champion (genderd.grading, SPEC §14).
+    grading: bool = Field(
+        default=True,
+        description="workers grade each event they apply against each model's answer "
+        "before it (false/off: no grading, no champion changes)",
+    )
+    grading_max_delay_s: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="events arriving more than this after their time are not graded",
+    )
+    champion_start: str = Field(
+        default="top", description="the champion before any change (GENDERD_DEFAULT_MODEL=best)"
+    )
+    champion_window_s: int = Field(
+        default=86_400,
+        ge=3_600,
+        le=30 * 86_400,
+        description="the live grades a champion change is decided on",
+    )
+    champion_min_events: int = Field(
+        default=10_000, ge=1, description="graded events a champion change needs at least"
+    )
+    champion_check_s: float = Field(
+        default=60.0, ge=1, le=86_400, description="how often the champion is checked"
+    )
+
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -207,6 +238,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"plugin {path!r} must be module:Class")
             return tuple(str(path) for path in value)
         return value
+
+    @field_validator("grading", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        # GENDERD_GRADING=off reads as it is written (pydantic knows on/off, yes/no, 1/0)
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from genderd import catalog, pause, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
+from genderd.grading.plan import Grading
 from genderd.health import HealthRecorder
 from genderd.layout import claim_layout
 from genderd.models.base import Model
@@ -107,7 +108,10 @@ class Worker:
         consumer: str | None = None,
         stop_event: asyncio.Event | None = None,
         metrics: WorkerMetrics | None = None,
+        grading: bool = True,
     ) -> None:
+        """``grading``: grade the events applied (SPEC §14) when the settings say so; a
+        replay's worker does not."""
         self.deployment = deployment
         self.metrics = metrics
         self.links = links
@@ -119,7 +123,13 @@ class Worker:
         self.consumer = consumer or consumer_name()
         self.clock = deployment.clock
         # Script calls go on the fast transport (the pipelined connection when there is one).
-        self.processor = Processor(deployment, links.fast, model, self.consumer)
+        settings = deployment.settings
+        grades = (
+            Grading(deployment.keys, settings.shards, settings.grading_max_delay_s * 1000)
+            if grading and settings.grading
+            else None
+        )
+        self.processor = Processor(deployment, links.fast, model, self.consumer, grades)
         self.totals = Outcome()
         self.health = HealthRecorder(self.keys, model.name)  # for status's FAILING
         self.stop_event = stop_event or asyncio.Event()

@@ -98,13 +98,20 @@ def test_the_table_shows_scores_history_labels_and_a_footer() -> None:
     lines = text.splitlines()
     assert lines[0].split() == [
         "model", "events", "coverage", "accuracy", "[95%", "CI]",
-        "accuracy_all", "[95%", "CI]", "log-loss", "vs", "best",
+        "accuracy_all", "[95%", "CI]", "log-loss", "vs", "best", "[95%", "CI]",
     ]  # fmt: skip
-    assert lines[1].startswith("majority") and "-12.5 pts  p<0.001  *" in lines[1]
-    assert "-1.0 pts  p=0.300" in lines[2] and not lines[2].endswith("*")
+    assert lines[1].startswith("majority") and lines[1].endswith("-12.5 pts [-20.0, -5.0]  *")
+    assert lines[2].endswith("-1.0 pts [-3.0, +1.0]")
     assert lines[3].endswith("0.457  best") and "67.5% [62.5, 72.5]" in lines[3]
-    assert "earlier events      0      1    2-4   5-19    20+" in text
-    assert "events            100     90     80     70     60" in text
+    assert lines[4].startswith("vs best: difference from top") and "3 pairs of rows" in text
+    assert lines[5] == (
+        "* significantly behind top after adjustment for the 3 pairs compared (Holm, p < 0.05)"
+    )
+    assert "fragile" not in text
+    assert "earlier events                   0                   1" in text
+    assert "events                         100                  90" in text
+    assert "top             67.5% [62.5, 72.5]  66.5% [61.5, 71.5]" in text
+    assert "77.8% [45.3, 93.7]" in text  # known labels: Wilson's interval
     assert "2 without events, not scored" in text
     assert "female                   5     0     1" in text  # confusion: female, male, none
     assert lines[-1] == (
@@ -186,7 +193,7 @@ def test_a_file_gives_a_table_with_no_redis(events_file: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = [line.split()[0] for line in result.stdout.splitlines()[1:4]]
     assert rows == ["majority", "last", "top"]
-    assert "accuracy_all by history length" in result.stdout
+    assert "accuracy_all [95% CI] by history length" in result.stdout
     assert "180 events of 30 clients" in result.stdout
     assert "invalid: 2 (malformed 1, unknown_gender 1)" in result.stdout
 

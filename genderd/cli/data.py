@@ -337,7 +337,7 @@ def replay(ctx: click.Context, model_name: str, force: bool) -> None:
         async with opened(settings) as (deployment, links):
             model = await served_model(deployment, links, model_name)
             total = await replay_mod.backlog(links.client, deployment)
-            worker = Worker(deployment, links, model, consumer=pause.REPLAY_CONSUMER)
+            worker = Worker(deployment, links, model, consumer=pause.REPLAY_CONSUMER, grading=False)
             click.echo(f"pausing the workers of {model.name}")
             with click.progressbar(
                 length=total, label=f"replaying {model.name}", show_pos=True

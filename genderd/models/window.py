@@ -21,6 +21,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.evaluation.predictors import WindowPredictor
+    from genderd.grading.plan import Grading
 
 
 class TopWindow:
@@ -65,6 +66,7 @@ class WindowRuntime(CountingModel):
     apply_files = ("top7d.lua",)
     # the valid-answer fast path runs before the chunks it uses (its "uses here" line)
     refresh_files = ("top7d_read.lua",)
+    grades = True
 
     def __init__(
         self,
@@ -116,6 +118,17 @@ class WindowRuntime(CountingModel):
             self.keys.result(shard, cid),
             *(bucket(shard, self.name, day_of(e.ts), cid) for e in events),
         ]
+
+    def grading_keys(
+        self, shard: int, cid: str, events: Sequence[Event], grading: Grading
+    ) -> list[str]:
+        # the buckets of every window an entry to grade is read in: days lo-W+1 .. hi, lo and
+        # hi the earliest and latest day of those entries (top7d.lua's read_window)
+        days = [day_of(e.ts) for e in events if grading.gradable(e)]
+        if not days:
+            return []
+        span = range(min(days) - self.window + 1, max(days) + 1)
+        return self.keys.day_buckets(shard, self.name, span, cid)
 
     def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         # a bucket of day d lives until the end of day d+W-1; one may be a day ahead
