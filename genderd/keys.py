@@ -198,6 +198,13 @@ class Keys:
         home shard's record is the claim instead."""
         return f"{self.prefix}:idem:{key_digest}"
 
+    # -- per block of lines of a `produce --file` import (genderd.imports) -----------------------
+    def lines_record(self, shard: int, block_digest: str) -> str:
+        """Set of the ids of the lines of one block of an import whose events on the shard are
+        written; named by a digest of the block's first line, expires on its own (see
+        ``ingest_lines.lua``)."""
+        return f"{self.tag(shard)}:lines:{block_digest}"
+
 
 def result_field(model: str, part: str = "") -> str:
     """Field of a model's answer in the result hash: ``<model>`` (gender) or ``<model>:<part>``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -17,6 +17,19 @@ from genderd.ingest import Event, IdempotencyKeyError, check_key, plan, write_sy
 from genderd.transport import SyncClient
 
 DEFAULT_BATCH = 500
+PACED_FLUSH_S = 0.1  # paced traffic (a --rate) is sent this often rather than a batch at a time
+PACE_SLICE_S = 0.1  # a paced wait that may be cut short looks this often whether it should
+
+
+def checked(deployment: Deployment, fields: Mapping[str, Any]) -> Event:
+    """The event of producer fields, validated (raises ``EventError``) at the deployment's
+    clock; a missing ``ts`` is written as now."""
+    now = deployment.clock()
+    settings = deployment.settings
+    cid, gender, ts = check_event(fields, settings.genders, now, settings.max_future_ms)
+    # An explicit ts always: the entry id's time (the server's clock) can be wrong (an entry
+    # written with an explicit future id pushes every later id into the future).
+    return cid, gender, ts, now if ts is None else ts
 
 
 class Producer:
@@ -67,13 +80,7 @@ class Producer:
     def check(self, fields: Mapping[str, Any]) -> Event:
         """The event of producer fields, validated (raises ``EventError``), as :meth:`write`
         takes it; a missing ``ts`` is now, by the producer's clock."""
-        now = self.clock()
-        cid, gender, ts = check_event(
-            fields, self.settings.genders, now, self.settings.max_future_ms
-        )
-        # An explicit ts always: the entry id's time (the server's clock) can be wrong (an
-        # entry written with an explicit future id pushes every later id into the future).
-        return cid, gender, ts, now if ts is None else ts
+        return checked(self.deployment, fields)
 
     def flush(self, key: str | None = None) -> int:
         """Send the buffered events as one batch, with the idempotency ``key`` when given;
@@ -333,12 +340,15 @@ class RateLimiter:
         self.interval = 1.0 / rate if rate else 0.0
         self.next_at = time.monotonic()
 
-    def wait(self) -> None:
+    def wait(self, stopped: Callable[[], bool] | None = None) -> None:
+        """Wait for the next iteration's turn; with ``stopped``, return early once it says
+        so (looked at every PACE_SLICE_S)."""
         if not self.interval:
             return
         self.next_at += self.interval
         delay = self.next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1.0:  # far behind (e.g. after a stall): do not burst to catch up
+        if delay < -1.0:  # far behind (e.g. after a stall): do not burst to catch up
             self.next_at = time.monotonic()
+        while delay > 0 and not (stopped and stopped()):
+            time.sleep(min(delay, PACE_SLICE_S) if stopped else delay)
+            delay = self.next_at - time.monotonic()

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from redis.exceptions import InvalidResponse, RedisError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 
 from genderd import catalog, discovery
 from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
+from genderd.events import text
 from genderd.models.base import Model
 from genderd.models.registry import PluginError, UnknownModelError, check_models
 from genderd.settings import Settings
-from genderd.transport import Links, connect, translate
+from genderd.transport import AsyncClient, Links, WrongTypeError, connect, translate, wrong_type
 
 T = TypeVar("T")
 
@@ -48,6 +50,17 @@ def settings_of(ctx: click.Context, *, find_server: bool = True, **overrides: An
     return discovery.resolved(settings) if find_server else settings
 
 
+class FiniteRange(click.FloatRange):
+    """A number in a range, as :class:`click.FloatRange`, that is also finite: ``nan`` (which
+    no range comparison refuses) and ``inf`` are a usage error, one line."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def _mistake(message: str) -> click.ClickException:
     """A configuration or input mistake: exit 2, like a usage error. Without a context, click
     prints it as the one line "Error: ..." (no usage text)."""
@@ -75,6 +88,8 @@ def friendly_errors() -> Iterator[None]:
     except (RedisError, ConnectionError, TimeoutError) as raised:
         state = translate(raised)
         if not isinstance(state, UnavailableError):
+            state = wrong_type(raised) or state  # a key of another type (opened() names it)
+        if not isinstance(state, UnavailableError):
             raise
         raise _one_line(state) from None
 
@@ -101,9 +116,40 @@ async def opened(
     links = connect(settings)
     try:
         open_ = read_deployment if read_only else open_deployment
-        yield await open_(links.client, settings), links
+        deployment = await open_(links.client, settings)
+        try:
+            yield deployment, links
+        except ResponseError as error:
+            wrong = wrong_type(error)
+            if wrong is None:
+                raise
+            raise await _named(wrong, links.client, deployment) from None
     finally:
         await links.close()
+
+
+async def _named(error: WrongTypeError, client: AsyncClient, deployment: Deployment) -> Exception:
+    """``error`` (a command's WRONGTYPE, which names no key) naming the keys of the deployment
+    that hold another type than genderd keeps there (its streams and their counters, the meta
+    and models hashes), when it finds one."""
+    keys = deployment.keys
+    expected = {keys.meta: "hash", keys.models: "hash"}
+    for shard in deployment.shards:
+        expected |= {keys.stream(shard): "stream", keys.dead(shard): "stream"}
+        expected[keys.stats(shard)] = "hash"
+    pipe = client.pipeline(transaction=False)
+    for key in expected:
+        pipe.type(key)
+    try:
+        found = await pipe.execute()
+    except RedisError:
+        return error
+    wrong = [
+        f"{key} holds a {text(kind)}, not a {want}"
+        for (key, want), kind in zip(expected.items(), found, strict=True)
+        if text(kind) not in (want, "none")
+    ]
+    return WrongTypeError("; ".join(wrong)) if wrong else error
 
 
 def model_of(deployment: Deployment, name: str) -> Model:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import click
 
-from genderd.cli.common import opened, run, settings_of
+from genderd.cli.common import FiniteRange, opened, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.evaluation import render
@@ -175,7 +175,7 @@ def _scored(
 @click.option("--models", "names", metavar="A,B", help="Models to score [default: all].")
 @click.option(
     "--session-gap",
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteRange(0, min_open=True),
     metavar="MINUTES",
     help="Score only a client's first event after this much inactivity [default: every event].",
 )

@@ -8,7 +8,7 @@ import os
 import click
 
 from genderd.bundled import find_cli, port_is_free
-from genderd.cli.common import model_of, run, settings_of
+from genderd.cli.common import FiniteRange, model_of, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import ConfigurationError
 from genderd.transport.connect import check_url
@@ -39,7 +39,7 @@ SERVE_GRACE_S = 10
     "--rate",
     default=DEMO_RATE,
     show_default=True,
-    type=click.FloatRange(0.1),
+    type=FiniteRange(0.1),
     help="Demo events per second after the initial history.",
 )
 @click.option(
