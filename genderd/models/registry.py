@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -23,8 +23,21 @@ from genderd.settings import Settings
 ENTRY_POINT_GROUP = "genderd.models"
 
 
+def labelled(name: str, aliases: Sequence[str]) -> str:
+    """A model as messages name it, its aliases as aliases: ``top (alias model2)``."""
+    if not aliases:
+        return name
+    return f"{name} (alias{'es' if len(aliases) > 1 else ''} {', '.join(aliases)})"
+
+
+def labels(models: Iterable[Model | Registration]) -> list[str]:
+    """Each model :func:`labelled`, sorted by name."""
+    return [labelled(m.name, m.aliases) for m in sorted(models, key=lambda m: m.name)]
+
+
 class UnknownModelError(InputError, KeyError):
-    """A model name or alias that no installed model answers to."""
+    """A model name or alias that no installed model answers to; ``known``: the models it
+    could have named, :func:`labelled`."""
 
     def __init__(self, name: str, known: list[str], *, left_out: str | None = None) -> None:
         super().__init__(name)
@@ -182,7 +195,7 @@ def select(settings: Settings, loaded: Sequence[Model]) -> list[Model]:
     for name in settings.models:
         canonical = names.get(name.strip().lower())
         if canonical is None:
-            raise PluginError(f"GENDERD_MODELS: {UnknownModelError(name, sorted(names))}")
+            raise PluginError(f"GENDERD_MODELS: {UnknownModelError(name, labels(loaded))}")
         chosen.add(canonical)
     default = names.get(settings.default_model.strip().lower())
     if "default_model" in settings.model_fields_set and default not in chosen:
@@ -258,7 +271,7 @@ class Registry:
             left_out = next(
                 (m.name for m in self.loaded.values() if wanted in (m.name, *m.aliases)), None
             )
-            raise UnknownModelError(name_or_alias, sorted(self._names), left_out=left_out)
+            raise UnknownModelError(name_or_alias, labels(self), left_out=left_out)
         return self._models[canonical]
 
     def default(self, settings: Settings) -> Model:
