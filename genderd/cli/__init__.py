@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from genderd.cli import data, dead, evaluate, lifecycle, run, stream
+from genderd.cli import data, dead, evaluate, export, lifecycle, run, stream
 from genderd.cli.common import Group
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
@@ -64,6 +64,7 @@ for command in (
     dead.dead,
     stream.stream,
     evaluate.evaluate,
+    export.export,
     run.redis_cli,
 ):
     main.add_command(command)

@@ -1,5 +1,8 @@
-"""The docs' examples of the demo reproduce (issue 28): the README's lookups (and those of the
-other pages that show the demo's clients) are what the seeded history gives on every machine.
+"""The docs' examples are real (issue 28).
+
+The README's lookups (and those of the other pages that show the demo's clients) are what the
+seeded history gives on every machine; docs/lua-models.md shows the example package's files as
+they are.
 
 The history of `genderd up --demo` is anchored at the start of the UTC day it is written, so
 the answers on that day are the same whatever the day: the same genders and scores, and
@@ -22,6 +25,11 @@ from genderd.up import DEMO_HISTORY_EVENTS
 from .support.demo_history import MODELS, demo_answers, demo_events, shown_lookups
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_FILES = {
+    "examples/lua-model/genderd_first/model.py": "python",
+    "examples/lua-model/genderd_first/first.lua": "lua",
+    "examples/lua-model/pyproject.toml": "toml",
+}
 PAGES = ("README.md", "docs/index.md", "docs/getting-started.md", "docs/running.md")
 DAY = day_start(1_800_000_000_000)  # any day: the answers are the same on every one
 _STATUS_ROW = re.compile(r"^(\w+)\s+all\s+\d+\s+\d+\s+\d+\s+([\d,]+)\s+ok$", re.MULTILINE)
@@ -64,3 +72,9 @@ def test_the_history_is_the_same_whatever_the_day_it_is_written() -> None:
     assert all(e.ts < DAY for e in first)
     shifted = [(e.cid, e.gender, e.ts + 9 * MS_PER_DAY) for e in first]
     assert shifted == [(e.cid, e.gender, e.ts) for e in later]
+
+
+@pytest.mark.parametrize(("path", "language"), EXAMPLE_FILES.items())
+def test_lua_models_md_shows_the_example_packages_files_whole(path: str, language: str) -> None:
+    shown = (ROOT / "docs" / "lua-models.md").read_text()
+    assert f"```{language}\n{(ROOT / path).read_text()}```" in shown, path
