@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
 from genderd.errors import ConfigurationError, InputError
@@ -126,6 +126,23 @@ def _import_plugin(module_name: str) -> ModuleType:
     return importlib.import_module(module_name)
 
 
+def _said(error: BaseException) -> str:
+    """An import's error in one line: its type, and its message when it has one."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _entry_point(point: EntryPoint) -> Registration:
+    """The class an installed ``genderd.models`` entry point names; any problem importing it
+    (a package installed without a module it needs, a stale install) is one
+    :class:`PluginError` line, as for ``GENDERD_PLUGINS``."""
+    where = f"entry point {point.name!r}"
+    try:
+        obj = point.load()
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        raise PluginError(f"{where}: cannot import {point.value!r}: {_said(error)}") from None
+    return Registration.of(obj, where)
+
+
 def load_plugin(path: str) -> Registration:
     """The class named by ``module:Class`` (modules in the current directory are found too,
     after the installed ones). Any problem, even a module that raises ``SystemExit`` or
@@ -138,7 +155,7 @@ def load_plugin(path: str) -> Registration:
     except PluginError:
         raise
     except (Exception, SystemExit, KeyboardInterrupt) as error:  # the module's own error too
-        said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        said = _said(error)
         raise PluginError(f"GENDERD_PLUGINS: cannot import {module_name!r}: {said}") from None
     obj = getattr(module, class_name, None)
     if obj is None:
@@ -151,10 +168,7 @@ def discover(plugins: Sequence[str] = ()) -> list[Registration]:
     (``module:Class``), sorted by name. Raises :class:`PluginError` for a bad plugin, or a
     name or alias that two models use."""
     classes: dict[str, Registration] = {}
-    found = [
-        Registration.of(point.load(), f"entry point {point.name!r}")
-        for point in entry_points(group=ENTRY_POINT_GROUP)
-    ]
+    found = [_entry_point(point) for point in entry_points(group=ENTRY_POINT_GROUP)]
     found += [load_plugin(path) for path in plugins]
     owner: dict[str, str] = {}
     for registration in found:
