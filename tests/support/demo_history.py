@@ -74,12 +74,12 @@ def demo_answers(cids: set[str], anchor_ms: int) -> dict[str, dict[str, Shown]]:
 
 _LOOKUP = re.compile(r"^\$ genderd lookup (C\d+)\b")
 _LINE = re.compile(r"^(\w+)\s+(\w+)(?:\s+scores (\{.*\}))?\s+last_event_ts (\d+)$")
-_CURL = re.compile(r'^\{"cid":"(C\d+)","model":"(\w+)".*\}$')
+_CURL = re.compile(r'^\{"cid":"C\d+","models?":.*\}$')
 
 
 def shown_lookups(markdown: str) -> dict[str, dict[str, Shown]]:
     """The answers of each ``$ genderd lookup CID`` example of a page (the lines after it
-    that name a model), and of each single-model answer the API printed (``{"cid": ...}``)."""
+    that name a model), and of each answer the API printed (``{"cid": ...}``)."""
     shown: dict[str, dict[str, Shown]] = defaultdict(dict)
     cid: str | None = None
     for line in markdown.splitlines():
@@ -94,10 +94,11 @@ def shown_lookups(markdown: str) -> dict[str, dict[str, Shown]]:
             shown[cid][model] = Shown(gender, scores and json.loads(scores), int(ts))
             continue
         cid = None
-        served = _CURL.match(line)
-        if served is not None:
-            answer = json.loads(line)
-            shown[answer["cid"]][answer["model"]] = Shown(
-                answer["gender"], answer["scores"], answer["last_event_ts"]
-            )
+        if _CURL.match(line):
+            served = json.loads(line)
+            answers = served.get("models") or {served["model"]: served}
+            for model, answer in answers.items():
+                shown[served["cid"]][model] = Shown(
+                    answer["gender"], answer["scores"], answer["last_event_ts"]
+                )
     return dict(shown)
