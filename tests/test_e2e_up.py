@@ -27,9 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from genderd.bundled import free_port, port_is_free
+from genderd.clock import MS_PER_DAY, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.producer import synthetic
 from genderd.settings import Settings
+
+from .support.demo_history import shown_lookups
 
 pytestmark = pytest.mark.slow
 
@@ -329,7 +332,9 @@ def test_up_serves_produce_lookup_status_and_stops_on_ctrl_c(tmp_path: Path) -> 
 
 
 def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
-    with genderd_up(tmp_path, "--demo") as up:
+    """`--rate 0`: the demo's history alone, whose answers the README shows (issue 28)."""
+    day = wall_clock_ms() // MS_PER_DAY
+    with genderd_up(tmp_path, "--demo", "--rate", "0") as up:
         up.wait_until(lambda: "Ctrl-C stops it all" in up.out.read_text(), "the demo banner")
         banner = up.out.read_text()
         # The banner comes once everything answers: the API is ready and every model's
@@ -340,21 +345,28 @@ def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
         assert genderd(tmp_path, "status").returncode == 0  # nothing stalled
         groups = genderd(tmp_path, "redis-cli", "XINFO", "GROUPS", "genderd:{s0}:events")
         assert groups.returncode == 0 and all(m in groups.stdout for m in MODELS), groups
-        assert "demo: wrote 20000 events" in banner
+        assert "demo: wrote 20000 events (seed 0) of the 10 days before today" in banner
+        assert "no live traffic (--rate 0)" in banner
         assert "genderd lookup C42" in banner
         assert "genderd status" in banner
+        assert "pids: worker last #1 " in banner and "demo traffic" not in banner
         up.wait_ready()
+        up.wait_until(lambda: caught_up(tmp_path, 20_000), "the history applied by every model")
 
-        found: dict[str, Any] = {}
-
-        def c42_answered() -> bool:
-            found.update(lookup_json(tmp_path, "C42") or {})
-            return found.get("top") is not None and found.get("last") is not None
-
-        up.wait_until(c42_answered, "an answer for demo client C42")
-        assert found["top"]["gender"] in GENDERS
-        assert sum(found["top"]["scores"].values()) >= 1
-        assert found["last"]["gender"] in GENDERS
+        # the README's lookups, as the service gives them (the same UTC day: top7d's window)
+        shown = shown_lookups((Path(__file__).parents[1] / "README.md").read_text())
+        for cid, models in shown.items():
+            found = lookup_json(tmp_path, cid)
+            assert found is not None, cid
+            for model, answer in models.items():
+                if model == "top7d" and wall_clock_ms() // MS_PER_DAY != day:
+                    continue  # midnight passed during the test: the window moved
+                served = found[model]
+                assert (served["gender"], served["scores"]) == (answer.gender, answer.scores)
+                same_time = (
+                    served["last_event_ts"] % MS_PER_DAY == answer.last_event_ts % MS_PER_DAY
+                )
+                assert same_time, (cid, model)
 
         # The API runs too, and the banner shows how to call it.
         base = f"http://127.0.0.1:{up.api_port}"

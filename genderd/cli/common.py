@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import math
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
@@ -18,11 +19,20 @@ from genderd.deployment import Deployment, open_deployment, read_deployment
 from genderd.errors import ConfigurationError, GenderdError, InputError, UnavailableError
 from genderd.events import text
 from genderd.models.base import Model
-from genderd.models.registry import PluginError, UnknownModelError, check_models
+from genderd.models.registry import (
+    PluginError,
+    UnknownModelError,
+    check_models,
+    discover,
+    labels,
+)
 from genderd.settings import Settings
 from genderd.transport import AsyncClient, Links, WrongTypeError, connect, translate, wrong_type
 
 T = TypeVar("T")
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_ONE_MS = dt.timedelta(milliseconds=1)
 
 
 def settings_of(ctx: click.Context, *, find_server: bool = True, **overrides: Any) -> Settings:
@@ -152,6 +162,29 @@ async def _named(error: WrongTypeError, client: AsyncClient, deployment: Deploym
     return WrongTypeError("; ".join(wrong)) if wrong else error
 
 
+def loaded_models() -> str:
+    """Every model this environment loads (the installed ones and ``GENDERD_PLUGINS``), its
+    aliases as aliases, for a command's help: read when the help is shown."""
+    try:
+        found = discover(Settings().plugins)
+    except (GenderdError, ValidationError, SettingsError):
+        return "see `genderd status` (GENDERD_PLUGINS or the settings have a problem)"
+    return ", ".join(labels(found.found))
+
+
+class ModelOption(click.Option):
+    """An option that names models: its help ends with every model loaded, plug-ins
+    included (:func:`loaded_models`, built when the help is shown, not when imported)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        given = self.help or ""
+        self.help = f"{given} Models: {loaded_models()}."
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = given
+
+
 def model_of(deployment: Deployment, name: str) -> Model:
     """The model called ``name``, or a usage error naming the known ones (one line when its
     installed entry point is broken: not a usage mistake)."""
@@ -177,3 +210,35 @@ async def served_model(deployment: Deployment, links: Links, name: str) -> Model
                 why = catalog.not_served(deployment, found)
                 raise click.BadParameter(why, param_hint="--model") from None
         raise click.BadParameter(str(error), param_hint="--model") from None
+
+
+class Instant(click.ParamType[int]):
+    """A time: milliseconds since the epoch, or an ISO date or datetime (UTC unless it says
+    otherwise), as milliseconds since the epoch."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        given = str(value).strip()
+        if given.isdigit():
+            return int(given)
+        try:
+            # Python 3.10's fromisoformat knows neither "Z" nor a bare date with a time part
+            parsed = dt.datetime.fromisoformat(given.removesuffix("Z").removesuffix("z"))
+        except ValueError:
+            self.fail(
+                f"{given!r} is neither milliseconds since the epoch nor an ISO date or "
+                "datetime (2026-01-31, 2026-01-31T12:00:00)",
+                param,
+                ctx,
+            )
+        if parsed.tzinfo is None or given[-1:] in ("Z", "z"):
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return (parsed - _EPOCH) // _ONE_MS
+
+
+INSTANT = Instant()

@@ -16,7 +16,15 @@ from genderd import pause
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.cli import render
-from genderd.cli.common import FiniteRange, opened, run, served_model, settings_of
+from genderd.cli.common import (
+    INSTANT,
+    FiniteRange,
+    ModelOption,
+    opened,
+    run,
+    served_model,
+    settings_of,
+)
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.events import EventError
 from genderd.imports import BadInputError, Import, Stop
@@ -60,6 +68,13 @@ def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str,
 )
 @click.option("--seed", type=int, help="Random seed for reproducible synthetic traffic.")
 @click.option(
+    "--anchor",
+    type=INSTANT,
+    help="Anchor synthetic traffic at this time (ms or ISO, UTC; not ahead of now): a history "
+    "ends there and drifting shoppers move at the same times relative to it, so that a seeded "
+    "history is the same, shifted, whatever the day [default: none, a history ends now].",
+)
+@click.option(
     "--file",
     "source",
     type=click.File("rb"),
@@ -74,6 +89,7 @@ def produce(
     rate: float | None,
     days: int,
     seed: int | None,
+    anchor: int | None,
     source: BinaryIO | None,
     quiet: bool,
 ) -> None:
@@ -96,7 +112,11 @@ def produce(
         finally:
             client.close()
         return
-    events = _numbered(synthetic(count or None, clients, settings.genders, days=days, seed=seed))
+    if anchor is not None and anchor > deployment.clock():
+        raise click.BadParameter("the anchor is ahead of now", param_hint="--anchor")
+    events = _numbered(
+        synthetic(count or None, clients, settings.genders, days=days, seed=seed, anchor_ms=anchor)
+    )
     length = count or None
     bar: Any
     with (
@@ -265,7 +285,12 @@ async def _watch(settings: Settings, interval: float, count: int | None) -> None
 # -- lookup ------------------------------------------------------------------------------------
 @click.command()
 @click.argument("cid")
-@click.option("--model", "model_name", help="Model name or alias [default: every model].")
+@click.option(
+    "--model",
+    "model_name",
+    cls=ModelOption,
+    help="Model name or alias [default: every model].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) -> None:
@@ -307,7 +332,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
 
 # -- replay ------------------------------------------------------------------------------------
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name or alias.")
+@click.option("--model", "model_name", cls=ModelOption, required=True, help="Model name or alias.")
 @click.option(
     "--force",
     is_flag=True,

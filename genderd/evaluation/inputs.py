@@ -43,7 +43,7 @@ from genderd.transport import AsyncClient
 MALFORMED = "malformed"  # a line that is not a JSON object, or a CSV row of the wrong width
 STREAM_PAGE = 10_000  # entries per XRANGE call
 STDIN = "-"
-_CSV_COLUMNS = ("cid", "gender", "ts")
+CSV_COLUMNS = ("cid", "gender", "ts")  # a file's columns, the last optional
 _LABEL_COLUMNS = ("cid", "gender")
 
 
@@ -145,7 +145,7 @@ def _file_events(
     stream: BinaryIO, owned: bool, settings: Settings, now_ms: int, summary: InputSummary
 ) -> Iterator[Event]:
     with stream if owned else contextlib.nullcontext(stream):
-        for number, fields in _rows(stream, _CSV_COLUMNS):
+        for number, fields in _rows(stream, CSV_COLUMNS):
             summary.read += 1
             if isinstance(fields, str):
                 summary.count(fields)
@@ -170,7 +170,26 @@ async def read_streams(
     until_ms: int | None = None,
     summary: InputSummary,
 ) -> list[Event]:
-    """The valid events retained in every shard's stream, read-only (no group, no write).
+    """The valid events retained in every shard's stream, read-only (no group, no write): the
+    events of :func:`stream_events`, in a list."""
+    return [
+        event
+        async for event in stream_events(
+            client, deployment, since_ms=since_ms, until_ms=until_ms, summary=summary
+        )
+    ]
+
+
+async def stream_events(
+    client: AsyncClient,
+    deployment: Deployment,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    summary: InputSummary,
+) -> AsyncIterator[Event]:
+    """The valid events retained in every shard's stream, read-only (no group, no write), one
+    shard after the other, each in arrival (entry id) order, read a page at a time.
 
     Each entry is validated as a worker does (:func:`genderd.events.parse_entry` at the
     deployment's clock, and ``wrong_shard`` for a client of another shard); invalid ones are
@@ -179,7 +198,6 @@ async def read_streams(
     """
     settings = deployment.settings
     now = deployment.clock()
-    events: list[Event] = []
     for shard in deployment.shards:
         async for entry_id, fields in _entries(client, deployment.keys.stream(shard)):
             summary.read += 1
@@ -191,8 +209,7 @@ async def read_streams(
             elif (since_ms is None or parsed.ts >= since_ms) and (
                 until_ms is None or parsed.ts < until_ms
             ):
-                events.append(parsed)
-    return events
+                yield parsed
 
 
 async def _entries(client: AsyncClient, stream: str) -> AsyncIterator[tuple[str, Any]]:

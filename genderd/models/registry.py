@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -61,8 +61,21 @@ def name_problem(name: object) -> str | None:
     return f"{name!r} is not a valid model name ({NAME_RULE})"
 
 
+def labelled(name: str, aliases: Sequence[str]) -> str:
+    """A model as messages name it, its aliases as aliases: ``top (alias model2)``."""
+    if not aliases:
+        return name
+    return f"{name} (alias{'es' if len(aliases) > 1 else ''} {', '.join(aliases)})"
+
+
+def labels(models: Iterable[Model | Registration]) -> list[str]:
+    """Each model :func:`labelled`, sorted by name."""
+    return [labelled(m.name, m.aliases) for m in sorted(models, key=lambda m: m.name)]
+
+
 class UnknownModelError(InputError, KeyError):
-    """A model name or alias that no installed model answers to."""
+    """A model name or alias that no installed model answers to; ``known``: the models it
+    could have named, :func:`labelled`."""
 
     def __init__(
         self,
@@ -295,7 +308,7 @@ def select(
         canonical = names.get(name.strip().lower())
         if canonical is None:
             why = (broken or {}).get(name.strip().lower())
-            unknown = UnknownModelError(name, sorted(names), broken=why)
+            unknown = UnknownModelError(name, labels(loaded), broken=why)
             raise PluginError(f"GENDERD_MODELS: {unknown}")
         chosen.add(canonical)
     default = names.get(settings.default_model.strip().lower())
@@ -393,7 +406,7 @@ class Registry:
             )
             raise UnknownModelError(
                 name_or_alias,
-                sorted(self._names),
+                labels(self),
                 left_out=left_out,
                 broken=self.broken.get(wanted),
             )
