@@ -27,6 +27,9 @@ class ShardStatus:
     stalled: bool
     grouped: bool  # the model's consumer group exists on this shard
     oldest_waiting_ms: int | None = None  # id time of the oldest entry not yet applied
+    #: all-time live grades (SPEC §14, the stats hash's <model>:graded, :predicted, :correct
+    #: of ``_grades.lua``): events graded, of which predicted, of which correct
+    graded: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass
@@ -65,6 +68,15 @@ class ModelStatus:
     @property
     def applied(self) -> int:
         return sum(s.applied for s in self.shards)
+
+    @property
+    def graded(self) -> tuple[int, int, int]:
+        """All-time live grades over the shards: events graded, predicted, correct."""
+        return (
+            sum(s.graded[0] for s in self.shards),
+            sum(s.graded[1] for s in self.shards),
+            sum(s.graded[2] for s in self.shards),
+        )
 
     @property
     def stalled(self) -> bool:
@@ -166,6 +178,11 @@ async def _shard_status(
         stalled=waiting and not alive and not model.pause.paused,
         grouped=info is not None,
         oldest_waiting_ms=await _oldest_waiting_ms(client, stream, name, info) if waiting else None,
+        graded=(
+            read.stats.get(f"{name}:graded", 0),
+            read.stats.get(f"{name}:predicted", 0),
+            read.stats.get(f"{name}:correct", 0),
+        ),
     )
 
 

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,11 @@ LATENCY_BUCKETS_S = (
 
 
 class PipelineCollector(Collector):
-    """Exports the last snapshot of the pipeline's per-model status."""
+    """Exports the last snapshot of the pipeline's per-model status, and the champion."""
 
     def __init__(self) -> None:
         self.snapshot: Sequence[ModelStatus] = ()
+        self.champion: ChampionSnapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
         applied = CounterMetricFamily(
@@ -102,6 +104,59 @@ class PipelineCollector(Collector):
             pending.add_metric([model.name], model.pending)
             stalled.add_metric([model.name], int(model.stalled))
         yield from (applied, dead, lag, pending, stalled)
+        yield from self._grading()
+
+    def _grading(self) -> Iterator[Metric]:
+        """Live grading (SPEC §14): all-time grades per model, and the champion."""
+        graded = CounterMetricFamily(
+            "genderd_graded_events",
+            "Events graded live: applied within the delay limit, per model",
+            labels=["model"],
+        )
+        predicted = CounterMetricFamily(
+            "genderd_predicted_events",
+            "Graded events the model had an answer for just before, per model",
+            labels=["model"],
+        )
+        correct = CounterMetricFamily(
+            "genderd_correct_predictions",
+            "Graded events whose answer just before was the event's gender, per model",
+            labels=["model"],
+        )
+        for model in self.snapshot:
+            events, answered, right = model.graded
+            graded.add_metric([model.name], events)
+            predicted.add_metric([model.name], answered)
+            correct.add_metric([model.name], right)
+        yield from (graded, predicted, correct)
+        champion = self.champion
+        if champion is None:
+            return
+        leader = GaugeMetricFamily(
+            "genderd_champion", "1 for the champion of live grading", labels=["model"]
+        )
+        behind = GaugeMetricFamily(
+            "genderd_champion_behind",
+            "1 for a model the champion was significantly behind at the last check",
+            labels=["model"],
+        )
+        changes = CounterMetricFamily(
+            "genderd_champion_changes", "Champion changes recorded (evidence, pins, unpins)"
+        )
+        for model in self.snapshot:
+            leader.add_metric([model.name], int(model.name == champion.model))
+            behind.add_metric([model.name], int(model.name == champion.behind))
+        changes.add_metric([], champion.changes)
+        yield from (leader, behind, changes)
+
+
+@dataclass(frozen=True)
+class ChampionSnapshot:
+    """What /metrics says of the champion: who, which model it is behind, how many changes."""
+
+    model: str
+    behind: str | None
+    changes: int
 
 
 # Request durations: from a fraction of a millisecond (lookups) to the body timeout.
@@ -397,6 +452,9 @@ class Metrics:
             child = self._lookup_children[endpoint] = self.lookup_seconds.labels(endpoint)
         return child
 
-    def render(self, snapshot: Sequence[ModelStatus]) -> bytes:
+    def render(
+        self, snapshot: Sequence[ModelStatus], champion: ChampionSnapshot | None = None
+    ) -> bytes:
         self.pipeline.snapshot = snapshot
+        self.pipeline.champion = champion
         return generate_latest(self.registry)

@@ -123,7 +123,8 @@ async def metrics(request: Request) -> Response:
             raise
         snapshot = []
     return Response(
-        api.metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8"
+        api.metrics.render(snapshot, api.champion_snapshot()),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )
 
 

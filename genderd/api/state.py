@@ -12,7 +12,7 @@ from fastapi import Request
 from redis.exceptions import ResponseError
 
 from genderd import catalog, status
-from genderd.api.metrics import Metrics, multiprocess_dir
+from genderd.api.metrics import ChampionSnapshot, Metrics, multiprocess_dir
 from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
@@ -112,6 +112,13 @@ class Api:
         self.models = list(deployment.registry)
         if self.champion is not None:
             self.follow(self.champion)
+
+    def champion_snapshot(self) -> ChampionSnapshot | None:
+        """The champion as /metrics shows it (None before the first read)."""
+        current = self.champion
+        if current is None:
+            return None
+        return ChampionSnapshot(current.model, current.behind, current.changes)
 
     def follow(self, current: Champion) -> None:
         """Remember the champion; with ``GENDERD_DEFAULT_MODEL=best``, answer lookups that

@@ -59,6 +59,7 @@ class Champion:
     checked_ms: int | None  # the last check
     behind: str | None  # at the last check: a model it is significantly behind, if any
     recorded: bool = True  # False: nothing stored yet, the start model
+    changes: int = 0  # changes, pins and unpins recorded so far (all time)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +95,7 @@ async def read_champion(links: Links, deployment: Deployment) -> Champion:
         checked_ms=_int(stored.get(b"checked_ms")),
         behind=None if not behind else text(behind),
         recorded=model is not None,
+        changes=_int(stored.get(b"changes")) or 0,
     )
 
 

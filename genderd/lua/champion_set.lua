@@ -9,6 +9,7 @@
 -- ARGV[3] = the new champion ("unpin": the current one, written only if none is stored)
 -- ARGV[4] = now (ms);  ARGV[5] = the evidence or reason (JSON);  ARGV[6] = history cap
 -- returns: 1 when the champion hash changed, 0 when a "change" found it changed or pinned
+-- (every change, pin and unpin also counts in the hash's `changes`: the metric's counter)
 
 local champion, history = KEYS[1], KEYS[2]
 local what, expected, model, now, evidence, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
@@ -30,6 +31,7 @@ else  -- unpin
   redis.call('HSET', champion, 'pinned', '0')
   redis.call('HDEL', champion, 'behind')
 end
+redis.call('HINCRBY', champion, 'changes', 1)
 redis.call('XADD', history, 'MAXLEN', '~', cap, '*', 'what', what, 'from', current,
   'to', what == 'unpin' and (current ~= '' and current or model) or model, 'evidence', evidence)
 return 1
