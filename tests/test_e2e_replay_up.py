@@ -123,7 +123,12 @@ def test_replay_under_up_pauses_the_workers_and_counts_each_event_once(tmp_path:
         try:
             done = replay(tmp_path, "top")
         finally:
-            _, traffic_err = traffic.communicate(timeout=REPLAY_TIMEOUT_S)
+            try:
+                _, traffic_err = traffic.communicate(timeout=REPLAY_TIMEOUT_S)
+            finally:  # reaped, its pipe closed, whatever happened
+                if traffic.poll() is None:
+                    traffic.kill()
+                    traffic.communicate()
         assert traffic.returncode == 0, traffic_err
         assert done.returncode == 0, done.stdout + done.stderr + up.output()
         host = socket.gethostname()

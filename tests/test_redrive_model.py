@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -26,6 +27,7 @@ from genderd.settings import Settings
 from genderd.status import collect
 from genderd.transport import Links
 
+from .support import paced_redrive
 from .support.factories import make_worker, stopped
 from .support.pymodels import Flaky
 from .support.runtime import FakeClock, Loop
@@ -238,13 +240,15 @@ KILL_EVENTS_PER_CLIENT = 10
 KILL_GOOD_CLIENTS = 40
 
 
-def redrive_process(loop: Loop, *extra: str) -> list[str]:
-    """The command line of a real `genderd dead redrive --model flaky` process (paced)."""
+def redrive_process(loop: Loop, *extra: str, hold: str | None = None) -> list[str]:
+    """The command line of a real `genderd dead redrive --model flaky` process (paced;
+    ``hold``: paced_redrive's --hold-after=N)."""
     s = loop.settings
     return [
         sys.executable,
         "-m",
         "tests.support.paced_redrive",
+        *([hold] if hold else []),
         "--redis-url",
         s.redis_url or "",
         "dead",
@@ -273,7 +277,7 @@ def dead_total(sync_redis: redis.Redis, settings: Settings) -> int:
 
 @pytest.mark.slow
 def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
-    flaky_loop: Loop, sync_redis: redis.Redis
+    flaky_loop: Loop, sync_redis: redis.Redis, tmp_path: Path
 ) -> None:
     """kill -9 of a real `dead redrive --model flaky` part-way through thousands of dead
     letters, then the command again, then flaky's workers: each entry applied once by flaky and
@@ -308,23 +312,28 @@ def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
     }
     Flaky.fixed = True
 
-    # 1. a real re-drive, killed -9 once it has moved some pages and not all
-    process = subprocess.Popen(
-        redrive_process(loop),
-        env=redrive_env(loop),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # 1. a real re-drive, killed -9 once it has moved some pages and not all (held there)
+    said = tmp_path / "redrive.out"
+    hold = f"{paced_redrive.HOLD_FLAG}{failed // deadletters.REDRIVE_PAGE // 2}"
+    with said.open("wb") as out:
+        process = subprocess.Popen(
+            redrive_process(loop, hold=hold),
+            env=redrive_env(loop),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + KILL_WAIT_S
-        while dead_total(sync_redis, settings) > failed // 2:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the re-drive moved nothing"
-            time.sleep(0.01)
+        while paced_redrive.HELD not in said.read_text():
+            assert process.poll() is None, said.read_text()
+            assert time.monotonic() < deadline, "the re-drive was not held part-way"
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
     finally:
-        process.communicate(timeout=KILL_WAIT_S)
+        if process.poll() is None:
+            process.kill()
+        process.wait(KILL_WAIT_S)
     assert process.returncode == -signal.SIGKILL
     left = dead_total(sync_redis, settings)
     assert 0 < left < failed  # part-way
