@@ -27,9 +27,15 @@ WORKERS = 2
 CONNECTIONS = 40  # new connections, so that the kernel hands some to each process
 PER_CONNECTION = 5
 SCRAPES = 8
-START_TIMEOUT_S = 60.0
+# Starting an API process (a new Python, FastAPI, the models) takes seconds; on a busy machine
+# over a minute was seen. A generous bound: it catches a process that never comes up.
+START_TIMEOUT_S = 180.0
 # the parent watch polls each second; a worker then shuts down (open connections: 10 s)
 ORPHAN_EXIT_S = 30.0
+# a stop: uvicorn's graceful shutdown of each process (up to 10 s), slower on a busy machine
+STOP_TIMEOUT_S = 60.0
+# three starts of `serve` and its processes, each within START_TIMEOUT_S at worst
+pytestmark = pytest.mark.timeout(3 * (START_TIMEOUT_S + STOP_TIMEOUT_S))
 HEALTHZ = re.compile(
     r'^genderd_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', re.M
 )
@@ -63,7 +69,7 @@ def stop(pid: int, also: Iterable[int] = ()) -> None:
         process = psutil.Process(pid)
         with_children = [process, *process.children(recursive=True)]
         process.terminate()
-        process.wait(20)
+        process.wait(STOP_TIMEOUT_S)
     except psutil.NoSuchProcess:
         pass
     except psutil.TimeoutExpired:

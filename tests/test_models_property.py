@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from genderd.clock import MS_PER_DAY
 
 from .support import scenario
-from .support.runtime import FakeClock, Loop
+from .support.runtime import PROPERTY_TIMEOUT_S, FakeClock, Loop
 
 HOUR_MS = 3_600_000
 CIDS = ["C1", "C2", "C3", "user:with:colons", "Ω-7"]
@@ -74,6 +75,7 @@ PROPERTY_SETTINGS = hsettings(
 )
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers(
@@ -84,6 +86,7 @@ def test_any_schedule_gives_the_oracle_answers(
     check_schedule(aio, clock, data)
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers_fast_tier(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -77,7 +76,7 @@ def die_with(parent: int) -> bool:
     ``PR_SET_PDEATHSIG``); else the caller watches. A parent that died already: SIGTERM now."""
     armed = False
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # this process: libc is loaded, no search
         armed = bool(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0)
         if not armed:
             log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
