@@ -47,9 +47,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genderd import catalog
+from genderd import catalog, pause
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.errors import UnavailableError
 from genderd.events import Event, Invalid, Reason, parse_entry, text
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Event",
     "ModelRedriven",
     "Redriven",
+    "ReplayUnderwayError",
     "parse_entry",
     "purge",
     "redrive",
@@ -304,6 +306,8 @@ class ModelRedriven:
     redriven: list[str] = field(default_factory=list)  # original ids pending again for M
     invalid: dict[str, str] = field(default_factory=dict)  # still invalid: id -> why
     gone: list[str] = field(default_factory=list)  # no longer in the stream (trimmed, erased)
+    #: the model has no consumer group on the entry's shard: original id -> shard
+    no_group: dict[str, int] = field(default_factory=dict)
     missing: int = 0  # dead letters that went meanwhile (another run, a purge, an erasure)
 
 
@@ -332,7 +336,10 @@ async def redrive_model(
 ) -> ModelRedriven:
     """Make the original entries of ``model``'s ``letters`` pending again in ``model``'s
     group, each atomically with the deletion of its dead letter (see the module docstring).
-    Entries still invalid are left where they are."""
+    Entries still invalid, and those of a shard where the model has no group, are left where
+    they are. Raises :class:`ReplayUnderwayError`, before each step, while a replay of
+    ``model`` runs or an interrupted one left it half rebuilt."""
+    await refuse_during_replay(transport, deployment, model)
     now = deployment.clock()
     done = ModelRedriven()
     by_shard: dict[int, list[DeadLetter]] = defaultdict(list)
@@ -349,6 +356,7 @@ async def redrive_model(
             done.redriven += [letter.entry_id for letter in chosen]
             continue
         for start in range(0, len(chosen), REDRIVE_PAGE):
+            await refuse_during_replay(transport, deployment, model)
             await _move(
                 transport, deployment, model, shard, chosen[start : start + REDRIVE_PAGE], done
             )
@@ -387,8 +395,37 @@ async def _move(
             done.redriven.append(letter.entry_id)
         elif why == "gone":
             done.gone.append(letter.entry_id)
+        elif why == "nogroup":
+            done.no_group[letter.entry_id] = shard
         else:
             done.missing += 1
+
+
+class ReplayUnderwayError(UnavailableError, RuntimeError):
+    """A replay of the model runs, or an interrupted one left it half rebuilt: the replay
+    applies the model's retained entries again, those of its dead letters included, and
+    deletes those dead letters; a re-drive meanwhile is refused (it would race the replay's
+    deletion of the model's groups and dead letters)."""
+
+    def __init__(self, model: str, holder: str) -> None:
+        if holder == pause.MARKER_ONLY:
+            why = (
+                f"an interrupted replay left {model} half rebuilt: run `genderd replay --model "
+                f"{model}`, which applies the retained entries of its dead letters again"
+            )
+        else:
+            why = (
+                f"a replay of {model} is running ({holder}): it applies the retained entries "
+                f"of {model}'s dead letters again; re-drive what is left once it has ended"
+            )
+        super().__init__(why)
+
+
+async def refuse_during_replay(transport: Transport, deployment: Deployment, model: str) -> None:
+    """Raise :class:`ReplayUnderwayError` while ``model`` is paused for a replay."""
+    holder = await pause.replay_of(transport, deployment.keys, model)
+    if holder is not None:
+        raise ReplayUnderwayError(model, holder)
 
 
 def since_ms(letter: DeadLetter) -> int:

@@ -26,7 +26,7 @@ from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
 from genderd.errors import UnavailableError
 from genderd.grading.plan import Grading
-from genderd.health import HealthRecorder
+from genderd.health import FLUSH_INTERVAL_S, HealthRecorder
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
@@ -299,6 +299,17 @@ class Worker:
                 exc_info=error,
             )
 
+    async def _health_loop(self) -> None:
+        """Write the model's failure counts every :data:`~genderd.health.FLUSH_INTERVAL_S`,
+        whether batches come or not: after a burst of failures and no event since, ``status``
+        still shows the model FAILING within seconds (the batches write them too, at most as
+        often)."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), FLUSH_INTERVAL_S)
+                return  # stopping: run() writes what is left
+            await self.health.flush(self.client, force=True)
+
     async def _backlog_loop(self) -> None:
         """Read the model's lag and pending every REFRESH_S for the metrics' gauges."""
         assert self.metrics is not None
@@ -359,6 +370,7 @@ class Worker:
         tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
         tasks.append(gate)
         tasks.append(asyncio.create_task(self._trim_loop()))
+        tasks.append(asyncio.create_task(self._health_loop()))
         if self.metrics is not None:
             tasks.append(asyncio.create_task(self._backlog_loop()))
         await self.stop_event.wait()

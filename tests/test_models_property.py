@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from genderd.clock import MS_PER_DAY
 
 from .support import scenario
-from .support.runtime import FakeClock, Loop
+from .support.runtime import PROPERTY_TIMEOUT_S, FakeClock, Loop
 
 HOUR_MS = 3_600_000
 CIDS = ["C1", "C2", "C3", "user:with:colons", "Ω-7"]
@@ -72,10 +72,6 @@ def check_schedule(loop: Loop, clock: FakeClock, data: st.DataObject) -> None:
             assert not problems, f"{cid} read at +{days}d: {problems}"
 
 
-#: 200 examples of a crashy schedule each: over a minute on a busy 2-core machine, so the
-#: per-test timeout (meant to catch a hang) is raised for these two
-LONG_RUN = pytest.mark.timeout(600)
-
 PROPERTY_SETTINGS = hsettings(
     max_examples=200,
     deadline=None,
@@ -83,7 +79,7 @@ PROPERTY_SETTINGS = hsettings(
 )
 
 
-@LONG_RUN
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers(
@@ -94,7 +90,7 @@ def test_any_schedule_gives_the_oracle_answers(
     check_schedule(aio, clock, data)
 
 
-@LONG_RUN
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers_fast_tier(

@@ -153,6 +153,7 @@ def serve(
     import uvicorn
 
     from genderd.api.metrics import shared_metrics
+    from genderd.api.parent import PARENT_ENV
     from genderd.api.protocol import BoundedHttpToolsProtocol
 
     settings = settings_of(
@@ -171,6 +172,8 @@ def serve(
     # uvicorn's worker processes build their own app from the environment.
     os.environ["GENDERD_REDIS_URL"] = url
     os.environ["GENDERD_PREFIX"] = settings.prefix
+    if workers > 1:  # they stop by themselves if this process is killed (genderd.api.parent)
+        os.environ[PARENT_ENV] = str(os.getpid())
     # One scrape must see every process's counts: a fresh shared directory per start.
     with shared_metrics(workers):
         uvicorn.run(

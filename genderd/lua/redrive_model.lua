@@ -6,7 +6,9 @@
 -- usual state change + XACK in one call, so it is applied once; the other models' groups are
 -- not touched. A dead letter already gone (re-driven, purged or erased meanwhile) is skipped,
 -- so a repeated or concurrent run re-drives nothing twice. An original entry no longer in the
--- stream (trimmed past the retention, or erased) cannot be re-driven: its dead letter stays.
+-- stream (trimmed past the retention, or erased) cannot be re-driven: its dead letter stays,
+-- and so does one of a shard where the model has no consumer group (never created there, or
+-- deleted by a replay): the group its workers create reads the stream from the start anyway.
 -- Erasure needs nothing here: the entry keeps its id, which the apply scripts compare with
 -- the client's erasure marker (_erasure.lua).
 --
@@ -21,7 +23,8 @@
 -- ARGV[4] = how long the re-driven ids are kept (s)
 -- ARGV[5..] = pairs: dead letter id, original entry id
 -- returns: {entries re-driven, then per dead letter left: its id, why ("gone": no longer in
---           the stream; "missing": the dead letter itself is gone or not the model's)}
+--           the stream; "missing": the dead letter itself is gone or not the model's;
+--           "nogroup": the model has no consumer group on this shard)}
 -- stats: <model>:dead goes down by the entries re-driven (it counts the model's dead letters)
 
 local stream, dead, stats, redriven = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -48,11 +51,24 @@ for a = 5, #ARGV, 2 do
     left[#left + 1] = dead_id
     left[#left + 1] = 'gone'
   else
-    redis.call('XCLAIM', stream, group, consumer, 0, id,
+    local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, id,
       'IDLE', idle, 'RETRYCOUNT', 0, 'FORCE', 'JUSTID')
-    redis.call('XDEL', dead, dead_id)
-    redis.call('SADD', redriven, id)
-    done = done + 1
+    if type(claimed) == 'table' and claimed.err then
+      if not string.find(claimed.err, 'NOGROUP', 1, true) then
+        -- count what this call moved before the error, as it stays moved
+        if done > 0 then
+          redis.call('HINCRBY', stats, group .. ':dead', -done)
+          redis.call('EXPIRE', redriven, keep)
+        end
+        return redis.error_reply(claimed.err)
+      end
+      left[#left + 1] = dead_id
+      left[#left + 1] = 'nogroup'
+    else
+      redis.call('XDEL', dead, dead_id)
+      redis.call('SADD', redriven, id)
+      done = done + 1
+    end
   end
 end
 if done > 0 then
