@@ -27,6 +27,8 @@ from genderd.cli.common import (
 )
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.events import EventError
+from genderd.grading.live import DEFAULT_WINDOW_S
+from genderd.grading.view import LiveView, live_view
 from genderd.imports import BadInputError, Import, Stop
 from genderd.lines import LineReader
 from genderd.models.base import Answer
@@ -250,15 +252,19 @@ def status(
         run(_watch(settings, interval, count))
         return
 
-    async def go() -> tuple[list[status_mod.ModelStatus], list[status_mod.StreamAhead]]:
+    async def go() -> tuple[
+        list[status_mod.ModelStatus], list[status_mod.StreamAhead], LiveView | None
+    ]:
         async with opened(settings) as (deployment, links):
             models = await status_mod.collect(links.client, deployment)
-            return models, await status_mod.streams_ahead(links.client, deployment)
+            ahead = await status_mod.streams_ahead(links.client, deployment)
+            view = await live_view(links, deployment, DEFAULT_WINDOW_S, deployment.clock())
+            return models, ahead, view
 
-    models, ahead = run(go())
+    models, ahead, view = run(go())
     for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
         click.echo(render.ahead_warning(stream), err=True)
-    click.echo((render.status_json if as_json else render.status_table)(models, per_shard))
+    click.echo((render.status_json if as_json else render.status_table)(models, per_shard, view))
     if any(m.stalled or m.failing or m.pause.interrupted for m in models):
         sys.exit(1)
 
