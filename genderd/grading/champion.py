@@ -106,9 +106,10 @@ async def history(links: Links, deployment: Deployment, count: int) -> list[dict
     changes = []
     for entry_id, fields in rows:
         values = {text(k): v for k, v in fields.items()}
+        at = values.get("at")
         changes.append(
             {
-                "at": int(text(entry_id).split("-", 1)[0]),
+                "at": int(text(at)) if at else int(text(entry_id).split("-", 1)[0]),
                 "what": text(values.get("what", b"")),
                 "from": text(values.get("from", b"")) or None,
                 "to": text(values.get("to", b"")),
@@ -119,22 +120,30 @@ async def history(links: Links, deployment: Deployment, count: int) -> list[dict
 
 
 async def _set(
-    links: Links, deployment: Deployment, what: str, expected: str, model: str, now: int, why: Any
+    links: Links,
+    deployment: Deployment,
+    what: str,
+    current: Champion,
+    model: str,
+    now: int,
+    why: Any,
 ) -> bool:
     keys = [deployment.keys.champion, deployment.keys.champion_history]
+    expected = current.model if current.recorded else ""
     args = [what, expected, model, str(now), orjson.dumps(why).decode(), str(HISTORY_CAP)]
-    return bool(await links.fast.call(CHAMPION_SET, keys, args))
+    return bool(await links.fast.call(CHAMPION_SET, keys, [*args, current.model]))
 
 
 async def pin(links: Links, deployment: Deployment, model: str, now: int, reason: str) -> None:
     """Make ``model`` the champion and keep it until :func:`unpin`."""
-    await _set(links, deployment, "pin", "", model, now, {"reason": reason})
+    current = await read_champion(links, deployment)
+    await _set(links, deployment, "pin", current, model, now, {"reason": reason})
 
 
 async def unpin(links: Links, deployment: Deployment, now: int, reason: str) -> Champion:
     """Let checks change the champion again (it stays the champion until then)."""
     current = await read_champion(links, deployment)
-    await _set(links, deployment, "unpin", "", current.model, now, {"reason": reason})
+    await _set(links, deployment, "unpin", current, current.model, now, {"reason": reason})
     return await read_champion(links, deployment)
 
 
@@ -226,9 +235,8 @@ async def check(
         },
     )
     if decision.winner is not None and not current.pinned:
-        expected = current.model if current.recorded else ""
         changed = await _set(
-            links, deployment, "change", expected, decision.winner, now, decision.evidence
+            links, deployment, "change", current, decision.winner, now, decision.evidence
         )
         if changed:
             log.warning(

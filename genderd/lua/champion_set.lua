@@ -8,12 +8,15 @@
 -- ARGV[2] = the champion the caller read ("" for none stored): "change" only
 -- ARGV[3] = the new champion ("unpin": the current one, written only if none is stored)
 -- ARGV[4] = now (ms);  ARGV[5] = the evidence or reason (JSON);  ARGV[6] = history cap
+-- ARGV[7] = the champion the caller knows (the start model when none is stored), for the
+--           history's "from"
 -- returns: 1 when the champion hash changed, 0 when a "change" found it changed or pinned
 -- (every change, pin and unpin also counts in the hash's `changes`: the metric's counter)
 
 local champion, history = KEYS[1], KEYS[2]
 local what, expected, model, now, evidence, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
   ARGV[6]
+local known = ARGV[7]
 local stored = redis.call('HMGET', champion, 'model', 'pinned')
 local current, pinned = stored[1] or '', stored[2] == '1'
 
@@ -32,6 +35,7 @@ else  -- unpin
   redis.call('HDEL', champion, 'behind')
 end
 redis.call('HINCRBY', champion, 'changes', 1)
-redis.call('XADD', history, 'MAXLEN', '~', cap, '*', 'what', what, 'from', current,
-  'to', what == 'unpin' and (current ~= '' and current or model) or model, 'evidence', evidence)
+local before = current ~= '' and current or known
+redis.call('XADD', history, 'MAXLEN', '~', cap, '*', 'at', now, 'what', what, 'from', before,
+  'to', what == 'unpin' and before or model, 'evidence', evidence)
 return 1
