@@ -225,15 +225,7 @@ async def check(
     graded_here = {m.name for m in deployment.registry if m.grades}
     grades = score(window, models, current.model if current.model in graded_here else None)
     decision = decide(grades, settings)
-    verdict = {"checked_ms": now, "models": models, "beaten_by": decision.beaten_by}
-    await links.client.hset(
-        keys.champion,
-        mapping={
-            "checked_ms": now,
-            "check": orjson.dumps(verdict),
-            "behind": decision.winner or "",
-        },
-    )
+    changed = False
     if decision.winner is not None and not current.pinned:
         changed = await _set(
             links, deployment, "change", current, decision.winner, now, decision.evidence
@@ -246,6 +238,16 @@ async def check(
                 100 * (decision.evidence or {}).get("difference", 0.0),
                 f"{(decision.evidence or {}).get('events', 0):,}",
             )
+    verdict = {"checked_ms": now, "models": models, "beaten_by": decision.beaten_by}
+    await links.client.hset(
+        keys.champion,
+        mapping={
+            "checked_ms": now,
+            "check": orjson.dumps(verdict),
+            # the model the champion stays behind (pinned, or changed by someone else meanwhile)
+            "behind": "" if changed else decision.winner or "",
+        },
+    )
     return await read_champion(links, deployment)
 
 
