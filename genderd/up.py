@@ -364,11 +364,13 @@ def _tips(deployment: Deployment, history: str, api_port: int | None) -> str:
         "  genderd lookup C42",
         "  genderd lookup C42 --model top7d",
         "  genderd status",
+        "  genderd grades      # how well each model predicts the next visit, live",
     ]
     if api_port is not None:
         base = f"http://127.0.0.1:{api_port}"
         json_header = "-H 'content-type: application/json'"
         lines += [
+            f"  curl -s {base}/v1/clients/C42/gender   # the champion's answer (genderd champion)",
             f"  curl -s '{base}/v1/clients/C42/gender?model=top7d'",
             f"  curl -s {base}/v1/clients/C42",
             f"  curl -s -XPOST {base}/v1/lookup {json_header} "

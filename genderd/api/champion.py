@@ -74,6 +74,8 @@ class ChampionKeeper:
             if await champion.check(links, deployment, unfit, api.clock()) is not None:
                 self.checks += 1
                 log.debug("champion: checked in %.3f s", time.perf_counter() - started)
+        if api.settings.serves_best:
+            await champion.served(links, deployment, api.clock())
         current = await champion.read_champion(links, deployment)
         api.follow(current)
         return current

@@ -18,14 +18,15 @@ def _row(*cells: object) -> str:
     return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}{live:>10}  {state}"
 
 
-def _live(view: LiveView | None, model: str) -> str:
-    """The model's live accuracy_all over the view's window ("-": not graded, no events)."""
+def _live(view: LiveView | None, m: ModelStatus) -> str:
+    """The model's live accuracy_all over the view's window: "-" without graded events (or
+    not loaded here), "not graded" for a model loaded here whose Lua gives no prediction."""
     if view is None:
         return "-"
     try:
-        value = view.grades.grade(model).accuracy_all
+        value = view.grades.grade(m.name).accuracy_all
     except KeyError:
-        return "-"
+        return "not graded" if m.loaded and m.not_served is None else "-"
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
@@ -60,7 +61,7 @@ def status_table(models: list[ModelStatus], per_shard: bool, view: LiveView | No
     lines = [_row("model", "shard", "lag", "pending", "dead", "applied", "live acc", "state")]
     for m in models:
         state = model_state(m)
-        live = _live(view, m.name)
+        live = _live(view, m)
         lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, live, state))
         for s in m.shards if per_shard else []:
             state = "STALLED" if s.stalled else f"consumers: {s.consumers}"

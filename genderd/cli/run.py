@@ -11,6 +11,7 @@ from genderd.bundled import find_cli, port_is_free
 from genderd.cli.common import FiniteRange, ModelOption, model_of, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import ConfigurationError
+from genderd.settings import BEST
 from genderd.transport.connect import check_url
 from genderd.up import DEMO_SEED, Demo, Supervisor, everything_answers, plan, start
 from genderd.worker import run_worker
@@ -80,8 +81,11 @@ def up(
     Starts a Redis-compatible server from the bundled binary (unless GENDERD_REDIS_URL is
     set), with its data and AOF under ./.genderd/, a worker per model and the HTTP API on
     127.0.0.1:8000. Other genderd commands run from this directory find the server by
-    themselves.
+    themselves. With --demo, lookups that name no model answer from the champion of live
+    grading (GENDERD_DEFAULT_MODEL=best, unless it is set).
     """
+    if demo:  # the demo serves the champion of live grading, unless told otherwise
+        os.environ.setdefault("GENDERD_DEFAULT_MODEL", BEST)
     settings = settings_of(ctx, find_server=False)  # no URL: up starts the server
     configured = Deployment.build(settings)
     names = configured.registry.names()

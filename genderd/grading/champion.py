@@ -60,6 +60,8 @@ class Champion:
     behind: str | None  # at the last check: a model it is significantly behind, if any
     recorded: bool = True  # False: nothing stored yet, the start model
     changes: int = 0  # changes, pins and unpins recorded so far (all time)
+    #: when an API process serving it by default (GENDERD_DEFAULT_MODEL=best) last said so
+    served_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,7 +98,15 @@ async def read_champion(links: Links, deployment: Deployment) -> Champion:
         behind=None if not behind else text(behind),
         recorded=model is not None,
         changes=_int(stored.get(b"changes")) or 0,
+        served_ms=_int(stored.get(b"served_ms")),
     )
+
+
+async def served(links: Links, deployment: Deployment, now: int) -> None:
+    """Say that this process answers lookups that name no model from the champion (an API
+    process with ``GENDERD_DEFAULT_MODEL=best``, every check interval), so that the CLI, whose
+    own settings may differ, can tell whether the champion is served."""
+    await links.client.hset(deployment.keys.champion, "served_ms", now)
 
 
 async def history(links: Links, deployment: Deployment, count: int) -> list[dict[str, Any]]:
@@ -268,5 +278,6 @@ __all__ = [
     "history",
     "pin",
     "read_champion",
+    "served",
     "unpin",
 ]

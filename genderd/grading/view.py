@@ -17,6 +17,10 @@ from genderd.grading.champion import Champion, read_champion
 from genderd.grading.live import Grade, Grades, read_window, score
 from genderd.transport import Links
 
+#: an API process that serves the champion says so every check interval: seen within this
+#: many intervals, it still does
+SERVED_INTERVALS = 3
+
 
 @dataclass(frozen=True)
 class LiveView:
@@ -24,16 +28,21 @@ class LiveView:
 
     grades: Grades
     champion: Champion
-    serving_best: bool  # GENDERD_DEFAULT_MODEL=best
+    #: lookups that name no model answer from the champion: this process's setting
+    #: (GENDERD_DEFAULT_MODEL=best), or an API process said so lately
+    serving_best: bool
 
 
 async def live_view(links: Links, deployment: Deployment, window_s: int, now: int) -> LiveView:
     """Read the champion and the window's grades (one call per shard), and compare."""
+    settings = deployment.settings
     champion = await read_champion(links, deployment)
     models = [m.name for m in deployment.registry if m.grades]
     window = await read_window(links.fast, deployment, models, window_s, now)
     reference = champion.model if champion.model in models else None
-    return LiveView(score(window, models, reference), champion, deployment.settings.serves_best)
+    lately = now - SERVED_INTERVALS * settings.champion_check_s * 1000
+    serving = settings.serves_best or (champion.served_ms or 0) >= lately
+    return LiveView(score(window, models, reference), champion, serving)
 
 
 def _interval(interval: Interval | None) -> dict[str, float] | None:
@@ -113,9 +122,9 @@ def champion_line(view: LiveView) -> str:
     since = "" if champion.since_ms is None else f" since {_when(champion.since_ms)}"
     pinned = ", pinned" if champion.pinned else ""
     served = (
-        "lookups without a model answer from it"
+        "lookups that name no model answer from it"
         if view.serving_best
-        else "not served by default (GENDERD_DEFAULT_MODEL is not best)"
+        else "not served by default (no API with GENDERD_DEFAULT_MODEL=best seen lately)"
     )
     behind = (
         f"; at the last check it was significantly behind {champion.behind}"
