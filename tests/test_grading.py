@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -27,8 +28,10 @@ from .support.runtime import FakeClock, Loop
 
 MINUTE = 60_000
 MAX_DELAY_MS = 300_000
-PLUGINS = "tests.support.pymodels:Count,tests.support.pymodels:Top3"
-MODELS = ("last", "top", "top7d", "count", "top3d")
+# a PythonModel, a TopWindow, and the example package's Lua-backed model that grades
+PLUGINS = "tests.support.pymodels:Count,tests.support.pymodels:Top3,genderd_first.model:First"
+MODELS = ("last", "top", "top7d", "count", "top3d", "first")
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lua-model"
 WINDOWS = {"top7d": 7, "top3d": 3}
 GENDERS = ("female", "kids", "male")
 
@@ -86,6 +89,9 @@ class Reference:
             return _top(self.applied)
         if model == "count":
             return self.count_answer
+        if model == "first":
+            earliest = min(self.applied, key=lambda e: (e.ts, e.arrival), default=None)
+            return None if earliest is None else earliest.gender
         day, window = ev.ts // MS_PER_DAY, WINDOWS[model]
         return _top([e for e in self.counted[model] if day - window < e.ts // MS_PER_DAY <= day])
 
@@ -171,7 +177,8 @@ def graded_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def gaio(graded_settings: Settings) -> Loop:
+def gaio(graded_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Loop:
+    monkeypatch.syspath_prepend(str(EXAMPLE))  # genderd_first, as if installed
     loop = Loop(graded_settings)
     yield loop  # type: ignore[misc]
     loop.close()

@@ -7,6 +7,8 @@
 -- result fields: first (the answer), first:ts (the newest event's ts: served as
 --   last_event_ts), first:at (when written: served as as_of), first:ft and first:fid (the
 --   first event's ts and entry id)
+-- grades (live grading, `grades = true`): the answer before each entry is the gender of the
+--   earliest (ts, id) applied so far
 -- uses: _basics.lua _expiry.lua _frame.lua
 
 -- (ts, id) of a is less than that of b
@@ -22,15 +24,22 @@ local first_ts_field, first_id_field = group .. ':ft', group .. ':fid'
 return apply_batch({
   nkeys = 1,
   nparams = 0,
+  grades = true,
   read = function(k)
-    local have = read_hash('HMGET', KEYS[k], first_ts_field, first_id_field, ts_field, EXPIRES)
+    local have = read_hash('HMGET', KEYS[k], first_ts_field, first_id_field, ts_field, EXPIRES,
+      group)
     if have == nil then return false end -- a key of another type: nothing is written
     return have, have[4]
   end,
-  apply = function(k, have, acked, m, expiry)
+  apply = function(k, have, acked, m, expiry, predictions)
     local first, newest = nil, have[3]
+    local first_ts, first_id, answer = have[1], have[2], have[5] -- the earliest so far
     for j = 1, m do
       local i = acked[j] -- ARGV[i], ARGV[i + 1], ARGV[i + 2]: the entry's id, gender, ts
+      if predictions then predictions[j] = answer or false end -- the answer before it
+      if not first_ts or earlier(ARGV[i + 2], ARGV[i], first_ts, first_id) then
+        first_ts, first_id, answer = ARGV[i + 2], ARGV[i], ARGV[i + 1]
+      end
       if first == nil or earlier(ARGV[i + 2], ARGV[i], ARGV[first + 2], ARGV[first]) then
         first = i
       end

@@ -4,27 +4,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from genderd.events import Event
 from genderd.keys import result_field
 from genderd.models import Model
+from genderd.streams import parse_id
 
 
 class FirstPredictor:
-    """``first`` in Python, for ``genderd evaluate``: the gender of the first event applied.
+    """``first`` in Python, for ``genderd evaluate``: the gender of the event with the least
+    (ts, entry id) applied so far, whatever the order they come in (``--order time`` or
+    ``arrival``); state: ``[(ts, id) of that event, its gender]``."""
 
-    The evaluation applies a client's events in (ts, entry id) order, so the first one it
-    applies is the client's first visit; state: ``[gender or None]``."""
+    def new(self) -> list[Any]:
+        return [None, None]
 
-    def new(self) -> list[str | None]:
-        return [None]
+    def predict(self, state: list[Any], t: int) -> tuple[str | None, None]:
+        return state[1], None  # (None, None): no answer yet (the service answers 404)
 
-    def predict(self, state: list[str | None], t: int) -> tuple[str | None, None]:
-        return state[0], None  # (None, None): no answer yet (the service answers 404)
-
-    def apply(self, state: list[str | None], event: Event) -> None:
-        if state[0] is None:
-            state[0] = event.gender
+    def apply(self, state: list[Any], event: Event) -> None:
+        key = (event.ts, parse_id(event.id))
+        if state[0] is None or key < state[0]:
+            state[0], state[1] = key, event.gender
 
 
 class First(Model):
@@ -34,6 +36,7 @@ class First(Model):
     description = "gender of the client's first visit (least ts, then entry id)"
     script_package = "genderd_first"  # where apply_files are found (package data)
     apply_files = ("first.lua",)
+    grades = True  # first.lua fills the frame's predictions: it is graded live
 
     def client_keys(self, shard: int, cid: str, events: Sequence[Event], now_ms: int) -> list[str]:
         # KEYS of one client, in the order of first.lua's contract: its result hash
