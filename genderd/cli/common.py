@@ -19,6 +19,7 @@ from genderd.models.base import Model
 from genderd.models.registry import UnknownModelError, check_models
 from genderd.settings import Settings
 from genderd.transport import Links, connect, translate
+from genderd.transport.unavailable import wrong_type
 
 T = TypeVar("T")
 
@@ -61,9 +62,10 @@ def _one_line(error: GenderdError) -> click.ClickException:
 
 @contextlib.contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Every error genderd raises on purpose, and every "Redis cannot serve this now" state,
-    as one line on stderr instead of a traceback: exit 2 for a configuration or input
-    mistake (like a usage error), 1 otherwise. The command group runs every command in it."""
+    """Every error genderd raises on purpose, every "Redis cannot serve this now" state, and a
+    key of the wrong type, as one line on stderr instead of a traceback: exit 2 for a
+    configuration or input mistake (a key of the wrong type is one), like a usage error, 1
+    otherwise. The command group runs every command in it."""
     try:
         yield
     except GenderdError as error:
@@ -72,9 +74,12 @@ def friendly_errors() -> Iterator[None]:
         raise _mistake(f"the server at the Redis URL does not answer like Redis: {error}") from None
     except (RedisError, ConnectionError, TimeoutError) as raised:
         state = translate(raised)
-        if not isinstance(state, UnavailableError):
+        if isinstance(state, UnavailableError):
+            raise _one_line(state) from None
+        wrong = wrong_type(raised)
+        if wrong is None:
             raise
-        raise _one_line(state) from None
+        raise _one_line(wrong) from None
 
 
 class Group(click.Group):

@@ -6,7 +6,9 @@ request itself is fine and will work later. Each of those states is a subclass o
 :class:`RedisUnavailableError`, of the :class:`~genderd.errors.UnavailableError` family, which
 the API turns into 503 with ``Retry-After`` (in one exception handler) and the CLI into one
 line. Anything else (a wrong type, a script bug) stays the error it was. :func:`translate` is
-the one place where the mapping is written.
+the one place where the mapping is written. A key of the wrong type is not a server state but
+a broken deployment: :func:`wrong_type` says so as a :class:`WrongTypeKeyError` (a
+configuration error: one line, exit 2 on the command line).
 """
 
 from __future__ import annotations
@@ -107,6 +109,32 @@ def translate(error: BaseException) -> BaseException:
                 return kind(f"cannot reach Redis: {what}")
             return kind(f"Redis is {kind.state}: {what}")
     return error
+
+
+class WrongTypeKeyError(ConfigurationError):
+    """A genderd key holds another type of value than genderd keeps there (a ``SET`` over a
+    stream key, say): nothing that needs it can work until an operator removes it."""
+
+
+def wrong_type(error: BaseException) -> WrongTypeKeyError | None:
+    """``error`` as a :class:`WrongTypeKeyError` when it is a WRONGTYPE reply, else None. A
+    script that checks its keys names the key (``expect_type`` in ``_basics.lua``); a command
+    does not, and the message says where to look."""
+    message = str(error)
+    if not isinstance(error, redis_errors.ResponseError) or not message.startswith("WRONGTYPE"):
+        return None
+    said = message.removeprefix("WRONGTYPE").split(" script:", 1)[0].strip()
+    if said.startswith("Operation against a key"):  # a command's reply: no key named
+        said = "a key genderd uses holds another type of value (look for one with TYPE)"
+    return WrongTypeKeyError(f"{said}; remove or rename it, then run this again")
+
+
+def wrong_key(key: str, found: str, expected: str) -> WrongTypeKeyError:
+    """The :class:`WrongTypeKeyError` of ``key``, which holds a ``found`` (a Redis type name)
+    where genderd keeps a ``expected``, said as :func:`wrong_type` says a script's."""
+    return WrongTypeKeyError(
+        f"{key} holds a {found}, not a {expected}; remove or rename it, then run this again"
+    )
 
 
 def is_no_script(error: BaseException) -> bool:
