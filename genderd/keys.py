@@ -128,16 +128,18 @@ class Keys:
         return f"{self.tag(shard)}:redriven:{source_shard}:{entry_id}"
 
     def erasures(self, shard: int) -> str:
-        """Sentinel that exists while an erasure marker of the shard may exist (it expires
-        with the newest of them): the apply scripts look markers up only while it does."""
+        """Sentinel that exists while an erasure marker of the shard may exist, holding the
+        greatest marker id (no expiry while the shard's scrub has clients to go, then it
+        outlives the newest marker): the apply scripts look markers up only while it does."""
         return f"{self.tag(shard)}:erasures"
 
     def erased(self, shard: int, client_digest: str) -> str:
         """Erasure marker of a client (by :func:`digest`): the last id of the shard stream
-        when the client was erased; its entries up to that id are never applied."""
+        when the client was erased; its entries up to that id are never applied. No expiry
+        until the shard's scrub has deleted them, then the retention plus a day."""
         return f"{self.tag(shard)}:erased:{client_digest}"
 
-    # -- erasure across shards, and a stream set aside (genderd/erasure.py, genderd/aside.py) --
+    # -- erasure across shards, and a stream set aside (genderd/erasure/, genderd/aside.py) --
     def stream_aside(self, shard: int) -> str:
         """The shard's event stream as ``genderd stream set-aside`` left it (a stream whose
         last id was in the future), kept for the retention; erasure still scans it."""

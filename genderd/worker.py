@@ -322,8 +322,7 @@ class Worker:
     def _scrubber(self) -> Scrubber:
         """This process's scrubber of erased clients' entries (genderd.erasure.scrub): it
         steps the scrubs while it holds their lease, one process of the deployment at a time."""
-        counted = self.metrics.scrubbed.inc if self.metrics is not None else None
-        return Scrubber(self.links.fast, self.deployment, self.consumer, counted)
+        return Scrubber(self.links.fast, self.deployment, self.consumer)
 
     async def _prepare(self) -> None:
         """Claim the data layout and create the groups (once, at start)."""

@@ -103,11 +103,6 @@ class WorkerMetrics:
             ["model"],
             registry=self.registry,
         ).labels(model)
-        self.scrubbed = Counter(
-            "genderd_scrubbed_entries",
-            "Stream entries and dead letters of erased clients this process's scrubber deleted",
-            registry=self.registry,
-        )
         self.failed = Counter(
             "genderd_events_failed",
             "Entries left pending after a script error (retried, dead-lettered after "

@@ -32,7 +32,7 @@ async def erase(request: Request) -> Response:
     api.check_cid(cid, ["path", "cid"], request)
     deployment = await api.deployment()
     try:
-        done = await erasure.erase(api.connected().pool, deployment, [cid])
+        done = await erasure.erase(api.connected().fast, deployment, [cid])
     except catalog.ErasureRefused as refused:  # before anything was deleted; the operator's
         return JSON({"detail": str(refused)}, 500)
     api.metrics.erased(done)
@@ -49,7 +49,7 @@ async def progress(request: Request) -> Response:
     api = api_of(request)
     api.check_token(request, api.settings.api_token)
     erasure_id = request.path_params["erasure_id"]
-    found = await erasure.status(api.connected().pool, await api.deployment(), erasure_id)
+    found = await erasure.status(api.connected().fast, await api.deployment(), erasure_id)
     if found is None:
         raise ApiError(404, "no such erasure (never made, or its record expired)")
     return JSON(found.as_dict())

@@ -17,7 +17,7 @@ from genderd.erasure import records
 from genderd.events import text
 from genderd.keys import digest, scrub_digest
 from genderd.lua import Script
-from genderd.transport import ScriptCall, Transport
+from genderd.transport import Command, ScriptCall, Transport
 from genderd.transport.unavailable import wrong_key, wrong_type
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,10 @@ async def erase(
     erasure = Erasure(records.new_id())
     done = {cid: Erased(cid, digest(cid)) for cid in cids}
     erasure.clients = list(done.values())
-    await records.open_record(transport, deployment, erasure.id, [e.digest for e in done.values()])
+    # the record goes with the first markers (one round trip less before the answer)
+    first: list[Command] = records.opening(
+        deployment, erasure.id, [e.digest for e in done.values()]
+    )
     home = {erased: deployment.shard_of(erased.cid) for erased in erasure.clients}
     marked = 0
     # every other shard first, the client's own shard (its keys) last: see the package docs
@@ -85,7 +88,8 @@ async def erase(
                 calls.append((_mark(deployment, erasure.id, shard, chunk, others, own), chunk))
         for start in range(0, len(calls), MARK_CALLS):
             batch = calls[start : start + MARK_CALLS]
-            replies = await transport.execute_many([call for call, _ in batch])
+            replies = await transport.execute_many([*first, *(call for call, _ in batch)])
+            replies, first = replies[len(first) :], []
             for (_, part), reply in zip(batch, replies, strict=True):
                 for erased, deleted in zip(part, reply[3:], strict=True):
                     erased.keys += int(deleted)

@@ -21,7 +21,7 @@ from typing import Any
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.events import text
-from genderd.transport import Transport
+from genderd.transport import Command, Transport
 
 #: an erasure's id: 16 hex digits (64 random bits)
 ID_PATTERN = re.compile(r"[0-9a-f]{16}")
@@ -118,23 +118,21 @@ class ErasureStatus:
         }
 
 
-async def open_record(
-    transport: Transport, deployment: Deployment, erasure_id: str, digests: Sequence[str]
-) -> None:
-    """Write the record of a new erasure of clients of ``digests`` (before any marker)."""
+def opening(deployment: Deployment, erasure_id: str, digests: Sequence[str]) -> list[Command]:
+    """The commands that write the record of a new erasure of clients of ``digests``. Sent
+    with its first markers: a scrubber that records a shard done before they arrive finds no
+    record and makes one (see :func:`shard_done`), which these complete."""
     keys, now = deployment.keys, deployment.clock()
     fields: list[Any] = ["created_ms", now, "clients", len(digests)]
     if len(digests) == 1:
         fields += ["digest", digests[0]]
     lifetime = lifetime_ms(deployment)
-    await transport.execute_many(
-        [
-            ("HSET", keys.erasure(erasure_id), *fields),
-            ("PEXPIRE", keys.erasure(erasure_id), lifetime),
-            ("ZADD", keys.erasure_ids, now, erasure_id),
-            ("ZREMRANGEBYSCORE", keys.erasure_ids, "-inf", now - lifetime),
-        ]
-    )
+    return [
+        ("HSET", keys.erasure(erasure_id), *fields),
+        ("PEXPIRE", keys.erasure(erasure_id), lifetime),
+        ("ZADD", keys.erasure_ids, now, erasure_id),
+        ("ZREMRANGEBYSCORE", keys.erasure_ids, "-inf", now - lifetime),
+    ]
 
 
 async def close_marking(

@@ -47,7 +47,10 @@ SCRUB_STEP = Script.from_files("scrub_step.lua")
 SCRUB_TIDY = Script.from_files("scrub_tidy.lua")
 SCRUB_LEASE = Script.from_files("scrub_lease.lua")
 
-STEP_COUNT = 1_000  # entries read per step (about a millisecond of server time)
+STEP_COUNT = 500  # entries read per step (about a millisecond of server time)
+#: after each step, a pause of this many times the step's round trip: a scrub takes at most
+#: about half the server's time, leaving the rest to ingest and lookups however long it runs
+PAUSE_RATIO = 1.0
 TIDY_COUNT = 500  # pending clients looked at per tidy call
 FINISH_COUNT = 100  # erasures recorded done per read of a shard's pending erasures
 LEASE_MS = 3_000  # how long the lease outlives its holder
@@ -92,18 +95,11 @@ class Step:
 class Scrubber:
     """Steps the shards' scrubs (see the module docstring); one per process."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        deployment: Deployment,
-        name: str,
-        on_deleted: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, transport: Transport, deployment: Deployment, name: str) -> None:
         self.transport = transport
         self.deployment = deployment
         self.keys = deployment.keys
         self.name = name  # the lease holder's name: host-pid, as consumers are named
-        self.on_deleted = on_deleted
         self.steps = 0  # scrub_step.lua calls made (peeks not counted)
         self.deleted = 0  # entries and dead letters deleted
 
@@ -139,10 +135,7 @@ class Scrubber:
         call = self._call(shard)
         step = Step.of(await self.transport.call(call.script, call.keys, call.args))
         self.steps += 1
-        if step.deleted:
-            self.deleted += step.deleted
-            if self.on_deleted is not None:
-                self.on_deleted(step.deleted)
+        self.deleted += step.deleted
         if step.phase == TIDY:
             phase = await self._tidy(shard, step.number)
             if phase == TIDY:
@@ -221,8 +214,10 @@ class Scrubber:
         worked = bool(busy)
         while busy and time.monotonic() < deadline:
             for shard in list(busy):
+                started = time.monotonic()
                 if (await self.step(shard)).idle:
                     busy.remove(shard)
+                await asyncio.sleep((time.monotonic() - started) * PAUSE_RATIO)
         return worked
 
     async def drain(self) -> None:

@@ -34,6 +34,7 @@ local streams = {events = KEYS[1], aside = KEYS[2], dead = KEYS[3]}
 local stats, scrub, clients, erasures = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local count, peek = tonumber(ARGV[1]), ARGV[2] == 'peek'
 local NEXT = {events = 'aside', aside = 'dead', dead = 'tidy'}
+local FEW = 256  -- pending clients read whole per step up to this many
 
 expect_type(scrub, 'hash')
 expect_type(clients, 'hash')
@@ -64,33 +65,36 @@ local upto = phase == 'aside' and '+' or (redis.call('HGET', scrub, 'upto:' .. p
 local entries = redis.call('XRANGE', stream, after == '-' and '-' or '(' .. after, upto,
   'COUNT', count)
 
--- each id once per step: its pending record split in fields, or false
-local pending = {}
+-- the pending clients, read whole when they are few (one HGETALL instead of an HGET per id)
+local few = nil
+if redis.call('HLEN', clients) <= FEW then
+  few = {}
+  local flat = redis.call('HGETALL', clients)
+  for i = 1, #flat, 2 do few[flat[i]] = flat[i + 1] end
+end
+
+-- the pending record of a client id, or nil
 local function pending_of(cid)
-  local found = pending[cid]
-  if found == nil then
-    local raw = redis.call('HGET', clients, redis.sha1hex(cid))
-    found = false
-    if raw then
-      local events, dead, _, erasure = string.match(raw, '^(%S+) (%S+) (%S+) (%S+)')
-      found = {events = events, dead = dead, erasure = erasure}
-    end
-    pending[cid] = found
-  end
-  return found
+  local scrub_digest = redis.sha1hex(cid)
+  if few then return few[scrub_digest] end
+  return redis.call('HGET', clients, scrub_digest) or nil
 end
 
 local doomed, per_erasure, per_model = {}, {}, {}
 for _, entry in ipairs(entries) do
-  local fields, client, model = entry[2], nil, nil
+  local fields, found, model = entry[2], nil, nil
   for f = 1, #fields, 2 do
-    if fields[f] == 'cid' and not client then client = pending_of(fields[f + 1]) or nil end
+    if fields[f] == 'cid' and not found then found = pending_of(fields[f + 1]) end
     if fields[f] == '_model' then model = fields[f + 1] end
   end
-  if client and (phase == 'aside' or not id_after(entry[1], client[phase])) then
-    doomed[#doomed + 1] = entry[1]
-    per_erasure[client.erasure] = (per_erasure[client.erasure] or 0) + 1
-    if model and phase == 'dead' then per_model[model] = (per_model[model] or 0) + 1 end
+  if found then
+    local events, dead, _, erasure = string.match(found, '^(%S+) (%S+) (%S+) (%S+)')
+    local cutoff = phase == 'dead' and dead or events
+    if phase == 'aside' or not id_after(entry[1], cutoff) then
+      doomed[#doomed + 1] = entry[1]
+      per_erasure[erasure] = (per_erasure[erasure] or 0) + 1
+      if model and phase == 'dead' then per_model[model] = (per_model[model] or 0) + 1 end
+    end
   end
 end
 if #doomed > 0 then redis.call('XDEL', stream, unpack(doomed)) end
