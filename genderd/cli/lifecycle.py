@@ -96,7 +96,7 @@ def erase(
         else:
             click.echo(f"erased {erased.cid!r} (digest {erased.digest}): {erased.keys} keys")
     click.echo(
-        f"erasure {done.id}: {len(done.clients)} clients, {done.keys} keys deleted", err=True
+        f"erasure {done.id}: {_clients(len(done.clients))}, {done.keys} keys deleted", err=True
     )
     if final is None:
         click.echo(
@@ -191,13 +191,13 @@ def _print_status(found: erasure.ErasureStatus, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found.as_dict()))
         return
-    who = f"1 client (digest {found.digest})" if found.digest else f"{found.clients} clients"
-    done = f", done {_utc(found.done_ms)}" if found.done_ms else ""
+    who = f"1 client (digest {found.digest})" if found.digest else _clients(found.clients)
+    done = f", done {_utc(found.done_ms)} UTC" if found.done_ms else ""
     click.echo(
         "\n".join(
             [
                 _progress_line(found),
-                f"  made {_utc(found.created_ms)}{done}",
+                f"  made {_utc(found.created_ms)} UTC{done}",
                 f"  {who}: {found.keys} keys, {found.entries} stream entries, "
                 f"{found.dead_letters} dead letters deleted",
             ]
@@ -235,6 +235,10 @@ def _utc(ms: int | None) -> str:
     if ms is None:
         return "-"
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _clients(n: int) -> str:
+    return f"{n} client" if n == 1 else f"{n} clients"
 
 
 @click.command("backfill-expiry")
