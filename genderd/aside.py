@@ -10,7 +10,10 @@ future id, so every new entry of the client would look written before its erasur
 dropped until the marker expires (the retention plus a day), and the shard's sentinel would
 make the workers look every client's marker up meanwhile.
 
-So the set-aside is one command, in two steps:
+So the set-aside is one command, in two steps, after a check: a model the deployment records
+(or has a group of on another shard) without a group on this one would have the whole stream
+still to read, and never see it once set aside, so the command refuses, naming it, while the
+stream holds entries.
 
 1. ``stream_aside.lua``, atomically: refuse while any consumer group has entries pending or
    not yet delivered (they would be lost with the old stream); rename the stream to its
@@ -35,7 +38,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from genderd import status
+from genderd import catalog, status, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.erasure import scrub
@@ -82,6 +85,7 @@ async def set_aside(
         raise InputError(
             f"the stream of shard {shard} is not ahead of the clock: nothing to set aside"
         )
+    await _refuse_models_without_group(client, transport, deployment, shard)
     retention_ms = deployment.settings.retention_days * MS_PER_DAY
     reply = await transport.call(
         STREAM_ASIDE,
@@ -115,6 +119,26 @@ async def set_aside(
         done.rebased,
     )
     return done
+
+
+async def _refuse_models_without_group(
+    client: AsyncClient, transport: Transport, deployment: Deployment, shard: int
+) -> None:
+    """:class:`StreamBusyError` while the shard's stream holds entries and models of the
+    deployment (recorded, or with a group on another shard; not retired) have no group on
+    it: the stream set aside, those entries would never reach them."""
+    stream = deployment.keys.stream(shard)
+    length = int(await client.xlen(stream))
+    here = {info.group for info in await streams.groups(client, deployment.keys, shard)}
+    records = await catalog.read(transport, deployment)
+    missing = [n for n, r in records.items() if n not in here and not r.retired]
+    if length and missing:
+        raise StreamBusyError(
+            f"models {', '.join(missing)} have no group on shard {shard}: the {length} "
+            "entries of its stream would never reach them once set aside. Start their "
+            "workers and let them catch up (genderd status: lag and pending 0), or retire the "
+            "ones that no longer run (genderd models retire NAME), then run this again"
+        )
 
 
 async def rebase_markers(

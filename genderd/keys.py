@@ -35,6 +35,10 @@ def shard_of(cid: str, shards: int) -> int:
     return zlib.crc32(cid.encode("utf-8")) % shards
 
 
+#: the per-model counters of a shard's stats hash (:meth:`Keys.stats`)
+STATS_COUNTERS = ("applied", "dead", "erased")
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key builder bound to one deployment prefix."""
@@ -52,6 +56,25 @@ class Keys:
         """Hash of the models the deployment runs, one JSON record per model name, written
         by each model's workers as they start (see :mod:`genderd.catalog`)."""
         return f"{self.prefix}:models"
+
+    # -- the champion of live grading (genderd.grading.champion, SPEC §14) -------------------
+    # (one hash tag: the script that changes the champion writes the hash and the history)
+    @property
+    def champion(self) -> str:
+        """Hash: the champion (``model``, ``since_ms``, ``pinned``, ``evidence`` JSON) and the
+        latest check's verdict (``checked_ms``, ``check`` JSON, ``behind``: the model a
+        pinned champion is significantly behind, if any)."""
+        return f"{self.prefix}:{{champion}}"
+
+    @property
+    def champion_history(self) -> str:
+        """Stream of champion changes, each with its evidence (capped)."""
+        return f"{self.prefix}:{{champion}}:history"
+
+    @property
+    def champion_lock(self) -> str:
+        """String held (with a TTL) by the one process checking the champion now."""
+        return f"{self.prefix}:{{champion}}:lock"
 
     # -- erasures (genderd/erasure/): their records and the scrubber's lease -------------------
     def erasure(self, erasure_id: str) -> str:
@@ -112,8 +135,20 @@ class Keys:
         return f"{self.prefix}:health:{model}:{minute}"
 
     def stats(self, shard: int) -> str:
-        """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
+        """Hash of per-model counters for the shard: ``<model>:<counter>`` for each of
+        :data:`STATS_COUNTERS`."""
         return f"{self.tag(shard)}:stats"
+
+    def grades(self, shard: int, model: str, hour: int) -> str:
+        """Hash of one model's live grades in one shard and hour (hours since the epoch of the
+        events' ts): per client group, ``"<events> <predicted> <correct>"`` (``_grades.lua``);
+        expires after the longest grading window."""
+        return f"{self.tag(shard)}:grades:{model}:{hour}"
+
+    def redriven_ids(self, shard: int, model: str) -> str:
+        """Set of entry ids re-driven to one model (``genderd dead redrive --model``): its
+        workers apply them when they reclaim them, and do not grade them."""
+        return f"{self.tag(shard)}:redriven-ids:{model}"
 
     def replicated(self, shard: int) -> str:
         """String: when (ms) an ingest last asked the shard's master to confirm its writes
@@ -208,6 +243,13 @@ class Keys:
         same atomic step, so all parts go in one round trip. Not a shard's key: on Cluster the
         home shard's record is the claim instead."""
         return f"{self.prefix}:idem:{key_digest}"
+
+    # -- per block of lines of a `produce --file` import (genderd.imports) -----------------------
+    def lines_record(self, shard: int, block_digest: str) -> str:
+        """Set of the ids of the lines of one block of an import whose events on the shard are
+        written; named by a digest of the block's first line, expires on its own (see
+        ``ingest_lines.lua``)."""
+        return f"{self.tag(shard)}:lines:{block_digest}"
 
 
 def result_field(model: str, part: str = "") -> str:

@@ -6,6 +6,8 @@ straight from what Redis holds (see :mod:`genderd.api`); the models describe tha
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_LOOKUP_CIDS = 1_000
@@ -253,19 +255,74 @@ class ModelInfo(BaseModel):
     default: bool
     served: bool = Field(description="this API answers for the model")
     not_served: str | None = Field(
-        description="why not: not loaded in the API's process, or left out by GENDERD_MODELS"
+        description="why not: not loaded in the API's process (or its entry point cannot be "
+        "loaded), left out by GENDERD_MODELS, or its record cannot be read"
     )
-    kind: str = Field(description="built-in, python, window, lua; unknown: a bare group")
-    off: bool = Field(description="switched off: left out by GENDERD_MODELS where it runs")
+    kind: str = Field(
+        description="built-in, python, window, lua; unknown: a bare group or an unreadable record"
+    )
+    off: bool = Field(description="switched off by an operator (genderd models off)")
+    unreadable_record: str | None = Field(
+        description="why its record in <prefix>:models cannot be read (null when it can): "
+        "the model is listed, nothing else is taken from the record"
+    )
     lag: int = Field(description="entries not yet delivered to the model's group")
     pending: int = Field(description="entries delivered and not yet acknowledged")
     dead: int = Field(description="entries the model dead-lettered")
     applied: int = Field(description="entries the model applied")
     stalled: bool
+    grading: Grading | None = Field(
+        description="live grades over the window asked for (null: not graded here)"
+    )
+
+
+class Bounds(BaseModel):
+    low: float
+    high: float
+
+
+class VersusChampion(BaseModel):
+    champion: str
+    difference: float = Field(description="accuracy_all of the model minus the champion's")
+    interval: Bounds = Field(description="95%, simultaneous over the challengers")
+    p_value: float
+    p_adjusted: float = Field(description="Holm over the challengers")
+    significant: bool
+    challengers: int
+
+
+class Grading(BaseModel):
+    """A model's live grades over the window (SPEC §14)."""
+
+    window_s: int
+    events: int = Field(description="events graded: applied within the delay limit")
+    predicted: int = Field(description="of which the model had an answer before")
+    correct: int = Field(description="of which the answer was the event's gender")
+    client_groups: int = Field(description="client groups with graded events (the clusters)")
+    accuracy: float | None
+    accuracy_interval: Bounds | None
+    accuracy_all: float | None = Field(description="correct over all events graded")
+    accuracy_all_interval: Bounds | None
+    versus_champion: VersusChampion | None
+
+
+class ChampionInfo(BaseModel):
+    """The champion of live grading: lookups that name no model answer from it with
+    GENDERD_DEFAULT_MODEL=best."""
+
+    model: str
+    since_ms: int | None
+    pinned: bool
+    evidence: dict[str, Any] | None = Field(description="why it is the champion")
+    checked_ms: int | None
+    behind: str | None = Field(description="at the last check, a model it is significantly behind")
+    recorded: bool = Field(description="false: no change yet, the start model")
+    served_by_default: bool
 
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    champion: ChampionInfo
 
 
 class Problem(BaseModel):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import click
 
-from genderd.cli.common import opened, run, settings_of
+from genderd.cli.common import INSTANT, FiniteRange, ModelOption, opened, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.evaluation import render
@@ -28,41 +27,7 @@ from genderd.settings import Settings
 
 MS_PER_MINUTE = 60_000
 UNKNOWN_LABELS_SHOWN = 3  # examples named when labelled clients have no events
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_ONE_MS = dt.timedelta(milliseconds=1)
 Progress = Callable[[int, int], None]
-
-
-class Instant(click.ParamType[int]):
-    """A time: milliseconds since the epoch, or an ISO date or datetime (UTC unless it says
-    otherwise), as milliseconds since the epoch."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        given = str(value).strip()
-        if given.isdigit():
-            return int(given)
-        try:
-            # Python 3.10's fromisoformat knows neither "Z" nor a bare date with a time part
-            parsed = dt.datetime.fromisoformat(given.removesuffix("Z").removesuffix("z"))
-        except ValueError:
-            self.fail(
-                f"{given!r} is neither milliseconds since the epoch nor an ISO date or "
-                "datetime (2026-01-31, 2026-01-31T12:00:00)",
-                param,
-                ctx,
-            )
-        if parsed.tzinfo is None or given[-1:] in ("Z", "z"):
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return (parsed - _EPOCH) // _ONE_MS
-
-
-INSTANT = Instant()
 
 
 def chosen_models(deployment: Deployment, names: str | None) -> tuple[list[Model], bool]:
@@ -172,10 +137,16 @@ def _scored(
 )
 @click.option("--since", type=INSTANT, help="Events at or after this time (ms or ISO, UTC).")
 @click.option("--until", type=INSTANT, help="Events before this time (ms or ISO, UTC).")
-@click.option("--models", "names", metavar="A,B", help="Models to score [default: all].")
+@click.option(
+    "--models",
+    "names",
+    cls=ModelOption,
+    metavar="A,B",
+    help="Models to score, names or aliases [default: all].",
+)
 @click.option(
     "--session-gap",
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteRange(0, min_open=True),
     metavar="MINUTES",
     help="Score only a client's first event after this much inactivity [default: every event].",
 )

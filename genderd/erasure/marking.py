@@ -9,16 +9,12 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from redis.exceptions import ResponseError
-
 from genderd import catalog
 from genderd.deployment import Deployment
 from genderd.erasure import records
-from genderd.events import text
 from genderd.keys import digest, scrub_digest
 from genderd.lua import Script
 from genderd.transport import Command, ScriptCall, Transport
-from genderd.transport.unavailable import wrong_key, wrong_type
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +60,7 @@ async def erase(
     (:class:`catalog.ErasureRefused`) before anything is written when a model's keys cannot be
     named here. Erasing a client genderd does not know deletes no key."""
     # the keys of the deployment's other models too: recorded, or loaded but left out
-    try:
-        recorded = await catalog.read(transport, deployment)
-    except ResponseError as error:
-        raise await _named(transport, deployment, error) from error
-    others = catalog.erasure_keys(deployment, recorded)
+    others = catalog.erasure_keys(deployment, await catalog.read(transport, deployment))
     erasure = Erasure(records.new_id())
     done = {cid: Erased(cid, digest(cid)) for cid in cids}
     erasure.clients = list(done.values())
@@ -107,24 +99,6 @@ async def erase(
             erased.keys,
         )
     return erasure
-
-
-async def _named(
-    transport: Transport, deployment: Deployment, error: ResponseError
-) -> BaseException:
-    """``error`` of reading the deployment's models; when it is a WRONGTYPE reply (which does
-    not name the key), the key of the wrong type it was about, named (looked up only now)."""
-    if wrong_type(error) is None:
-        return error
-    keys = deployment.keys
-    expected = [(keys.models, "hash"), *((keys.stream(s), "stream") for s in deployment.shards)]
-    found = await transport.execute_many([("TYPE", key) for key, _ in expected])
-    for (key, kind), reply in zip(expected, found, strict=True):
-        # a status reply: redis-py gives it as text or bytes, the pipelined transport as is
-        held = text(getattr(reply, "ok", reply))
-        if held not in ("none", kind):
-            return wrong_key(key, held, kind)
-    return error
 
 
 def _mark(

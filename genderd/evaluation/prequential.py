@@ -26,26 +26,13 @@ event's predictions by model, and :func:`evaluate` scores them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from genderd.evaluation.predictors import MajorityPredictor, NotEvaluable, Prediction, Predictor
-from genderd.evaluation.report import (
-    HISTORY_BUCKETS,
-    MAJORITY,
-    Bucket,
-    Comparison,
-    LabelScore,
-    ModelScore,
-    Report,
-)
-from genderd.evaluation.stats import (
-    ALPHA,
-    COMPARISON_METHOD,
-    clustered_interval,
-    paired_difference,
-)
+from genderd.evaluation.report import MAJORITY, Report
+from genderd.evaluation.scoring import Step, Tally, label_scores, model_scores
+from genderd.evaluation.stats import FRAGILE_BELOW
 from genderd.events import Event
 from genderd.streams import parse_id
 
@@ -53,16 +40,9 @@ if TYPE_CHECKING:
     from genderd.models.base import Model
 
 Progress = Callable[[int, int], None]
-#: one scored event: (event, the client's earlier events, each predictor's prediction)
-Step = tuple[Event, int, tuple[Prediction, ...]]
 
 #: how often :func:`steps` reports progress (events)
 PROGRESS_EVERY = 10_000
-#: the history bucket (index into HISTORY_BUCKETS) of 0..19 earlier events; 20+ is the last
-_BUCKET_OF = (0, 1, 2, 2, 2, *(3,) * 15)
-_LAST_BUCKET = len(HISTORY_BUCKETS) - 1
-#: scores smoothing of the log-loss: p(true) = (score_true + S) / (sum of scores + S * genders)
-LOG_LOSS_SMOOTHING = 0.5
 
 
 def event_order(event: Event) -> tuple[int, tuple[int, int]]:
@@ -202,160 +182,6 @@ def predictions(
         )
 
 
-class _Tally:
-    """Per model: counts per history bucket, log-loss sums; per client: events scored, and
-    per model events predicted and correct (the clusters of :mod:`genderd.evaluation.stats`)."""
-
-    def __init__(self, models: int, genders: Sequence[str]) -> None:
-        self.models = models
-        self.genders = tuple(genders)
-        self.per_client: dict[str, list[int]] = {}  # [scored, predicted..., correct...]
-        self.bucket_events = [0] * len(HISTORY_BUCKETS)
-        self.bucket_predicted = [[0] * len(HISTORY_BUCKETS) for _ in range(models)]
-        self.bucket_correct = [[0] * len(HISTORY_BUCKETS) for _ in range(models)]
-        self.log_loss = [0.0] * models
-        self.log_loss_events = [0] * models
-
-    def add(self, steps: Iterable[Step]) -> None:
-        """Score every step."""
-        m = self.models
-        per_client, bucket_events = self.per_client, self.bucket_events
-        predicted_in, correct_in = self.bucket_predicted, self.bucket_correct
-        surprise = self._surprise
-        for event, history, answers in steps:
-            truth = event.gender
-            bucket = _BUCKET_OF[history] if history < 20 else _LAST_BUCKET
-            counts = per_client.get(event.cid)
-            if counts is None:
-                counts = per_client[event.cid] = [0] * (1 + 2 * m)
-            counts[0] += 1
-            bucket_events[bucket] += 1
-            for i, (gender, scores) in enumerate(answers):
-                if gender is None:
-                    continue
-                counts[1 + i] += 1
-                predicted_in[i][bucket] += 1
-                if gender == truth:
-                    counts[1 + m + i] += 1
-                    correct_in[i][bucket] += 1
-                if scores is not None:
-                    surprise(i, scores, truth)
-
-    def _surprise(self, model: int, scores: Mapping[str, Any], truth: str) -> None:
-        """Add ``-log p(truth)`` from smoothed scores of the configured genders (scores that
-        name none of them are no probabilities: not counted)."""
-        total = own = 0.0
-        named = False
-        for gender in self.genders:
-            value = scores.get(gender)
-            if value is not None:
-                named = True
-                if value > 0:
-                    total += value
-                    if gender == truth:
-                        own = value
-        if named:
-            p = (own + LOG_LOSS_SMOOTHING) / (total + LOG_LOSS_SMOOTHING * len(self.genders))
-            self.log_loss[model] -= math.log(p)
-            self.log_loss_events[model] += 1
-
-    def column(self, index: int) -> list[int]:
-        """One per-client column: 0 = events scored, 1.. = predicted, 1+m.. = correct."""
-        return [counts[index] for counts in self.per_client.values()]
-
-
-def _divide(a: float, b: int) -> float | None:
-    return a / b if b else None
-
-
-def _buckets(tally: _Tally, i: int) -> tuple[Bucket, ...]:
-    return tuple(
-        Bucket(
-            history,
-            events,
-            tally.bucket_predicted[i][b],
-            _divide(tally.bucket_correct[i][b], tally.bucket_predicted[i][b]),
-            _divide(tally.bucket_correct[i][b], events),
-        )
-        for b, (history, events) in enumerate(
-            zip(HISTORY_BUCKETS, tally.bucket_events, strict=True)
-        )
-    )
-
-
-def _scores(tally: _Tally, names: Sequence[str]) -> tuple[tuple[ModelScore, ...], str | None]:
-    """Every model's scores, compared with the best evaluated model (index >= 1: not the
-    baseline; the first by name among equals), and the best one's name."""
-    m = tally.models
-    scored = tally.column(0)
-    events = sum(scored)
-    correct = [tally.column(1 + m + i) for i in range(m)]
-    predicted = [sum(tally.column(1 + i)) for i in range(m)]
-    hits = [sum(column) for column in correct]
-    best = max(range(1, m), key=lambda i: hits[i], default=None) if events else None
-    result = []
-    for i, name in enumerate(names):
-        versus = None
-        if best is not None and i != best:
-            difference, interval, p_value = paired_difference(correct[i], correct[best], scored)
-            versus = Comparison(
-                names[best], difference, interval, p_value, p_value < ALPHA, COMPARISON_METHOD
-            )
-        result.append(
-            ModelScore(
-                model=name,
-                events=events,
-                predicted=predicted[i],
-                coverage=predicted[i] / events if events else 0.0,
-                accuracy=_divide(hits[i], predicted[i]),
-                accuracy_interval=clustered_interval(correct[i], tally.column(1 + i)),
-                accuracy_all=_divide(hits[i], events),
-                accuracy_all_interval=clustered_interval(correct[i], scored),
-                log_loss=_divide(tally.log_loss[i], tally.log_loss_events[i]),
-                by_history=_buckets(tally, i),
-                versus_best=versus,
-            )
-        )
-    return tuple(result), None if best is None else names[best]
-
-
-def _label_scores(
-    run: Prequential, names: Sequence[str], labels: Mapping[str, str]
-) -> tuple[tuple[LabelScore, ...], int]:
-    """Each model's answer at the end of the history against ``labels``; and the labelled
-    clients with no event."""
-    unknown = 0
-    clients = [0] * len(names)
-    answered = [0] * len(names)
-    right = [0] * len(names)
-    confusion: list[dict[str, dict[str, int]]] = [{} for _ in names]
-    read_at = run.last_ts or 0
-    for cid, truth in labels.items():
-        answers = run.answers_at(cid, read_at)
-        if answers is None:
-            unknown += 1
-            continue
-        for i, (gender, _) in enumerate(answers):
-            clients[i] += 1
-            row = confusion[i].setdefault(truth, {})
-            row[gender or "none"] = row.get(gender or "none", 0) + 1
-            if gender is not None:
-                answered[i] += 1
-                right[i] += gender == truth
-    scores = tuple(
-        LabelScore(
-            name,
-            clients[i],
-            answered[i],
-            answered[i] / clients[i] if clients[i] else 0.0,
-            _divide(right[i], answered[i]),
-            confusion[i],
-        )
-        for i, name in enumerate(names)
-    )
-    return scores, unknown
-
-
 def evaluate(
     events: Iterable[Event],
     models: Sequence[Model],
@@ -383,29 +209,33 @@ def evaluate(
     run = Prequential(
         [MajorityPredictor(), *(p for _, p in evaluable)], session_gap_ms=session_gap_ms
     )
-    tally = _Tally(len(names), genders)
+    tally = Tally(len(names), genders)
     tally.add(run.steps(events, progress))
-    scores, best = _scores(tally, names)
-    label_scores, unknown = (None, 0) if labels is None else _label_scores(run, names, labels)
+    scores, best = model_scores(tally, names)
+    read_at = run.last_ts or 0
+    labelled, unknown = (
+        (None, 0)
+        if labels is None
+        else label_scores(lambda cid: run.answers_at(cid, read_at), names, labels)
+    )
     return Report(
         events=run.events,
         clients=run.clients,
+        fragile=run.clients < FRAGILE_BELOW,
         first_ts=run.first_ts,
         last_ts=run.last_ts,
         session_gap_ms=session_gap_ms,
         models=scores,
         best=best,
         refused=refused,
-        labels=label_scores,
+        labels=labelled,
         labels_unknown=unknown,
     )
 
 
 __all__ = [
-    "LOG_LOSS_SMOOTHING",
     "PROGRESS_EVERY",
     "Prequential",
-    "Step",
     "evaluate",
     "event_order",
     "predictions",

@@ -9,32 +9,41 @@ known labels, when given; and what was read (the footer).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
 from genderd.errors import ConfigurationError, InputError
-from genderd.evaluation.report import Interval, LabelScore, ModelScore, Report
+from genderd.evaluation.report import Bucket, Interval, LabelScore, ModelScore, Report
+from genderd.evaluation.stats import ALPHA, FRAGILE_BELOW
 
 PLOT_EXTRA = "pip install 'genderd[plot]'"
 NONE = "none"  # the confusion column of clients a model has no answer for
-P_SHOWN_BELOW = 0.001  # smaller p-values are shown as "p<0.001"
 PLOT_SIZE_IN = (8.0, 4.5)
 PLOT_DPI = 120
+PLOT_DODGE = 0.06  # how far apart the models' points sit within a history bucket (x units)
+NO_HISTORY = "0"  # the history bucket of a client's first event
 
 
 # -- cells ---------------------------------------------------------------------------------------
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _with_interval(value: float | None, interval: Interval | None) -> str:
+def with_interval(value: float | None, interval: Interval | None) -> str:
     if value is None:
         return "-"
     if interval is None:
-        return _percent(value)
-    return f"{_percent(value)} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+        return percent(value)
+    return f"{percent(value)} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def difference(value: float, interval: Interval, significant: bool) -> str:
+    """A difference of accuracies in points with its interval, and ``*`` when significant."""
+    star = "  *" if significant else ""
+    return f"{100 * value:+.1f} pts [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]{star}"
 
 
 def _versus(score: ModelScore, best: str | None) -> str:
@@ -43,11 +52,10 @@ def _versus(score: ModelScore, best: str | None) -> str:
     versus = score.versus_best
     if versus is None:
         return ""
-    p = f"p<{P_SHOWN_BELOW:g}" if versus.p_value < P_SHOWN_BELOW else f"p={versus.p_value:.3f}"
-    return f"{100 * versus.difference:+.1f} pts  {p}{'  *' if versus.significant else ''}"
+    return difference(versus.difference, versus.interval, versus.significant)
 
 
-def _aligned(rows: Sequence[Sequence[str]], text_last: bool = False) -> list[str]:
+def aligned(rows: Sequence[Sequence[str]], text_last: bool = False) -> list[str]:
     """``rows`` as lines of columns two spaces apart: the first column (and the last, with
     ``text_last``) aligned left, the others right (numbers)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -71,7 +79,7 @@ def _scores(report: Report) -> list[str]:
         "accuracy [95% CI]",
         "accuracy_all [95% CI]",
         "log-loss",
-        "vs best",
+        "vs best [95% CI]",
     ]
     rows = [header]
     for score in report.models:
@@ -79,19 +87,42 @@ def _scores(report: Report) -> list[str]:
             [
                 score.model,
                 f"{score.events:,}",
-                _percent(score.coverage),
-                _with_interval(score.accuracy, score.accuracy_interval),
-                _with_interval(score.accuracy_all, score.accuracy_all_interval),
+                percent(score.coverage),
+                with_interval(score.accuracy, score.accuracy_interval),
+                with_interval(score.accuracy_all, score.accuracy_all_interval),
                 "" if score.log_loss is None else f"{score.log_loss:.3f}",
                 _versus(score, report.best),
             ]
         )
-    lines = _aligned(rows, text_last=True)
-    if any(s.versus_best and s.versus_best.significant for s in report.models):
+    lines = aligned(rows, text_last=True)
+    compared = [s.versus_best for s in report.models if s.versus_best is not None]
+    if compared:
         lines.append(
-            f"* significantly behind {report.best} (p < 0.05, paired, clustered by client)"
+            f"vs best: difference from {report.best} on the same events, paired and clustered "
+            f"by client; intervals hold together over the {compared[0].pairs} pairs of rows"
         )
+    if any(versus.significant for versus in compared):
+        lines.append(
+            f"* significantly behind {report.best} after adjustment for the "
+            f"{compared[0].pairs} pairs compared (Holm, p < 0.05)"
+        )
+    baseline = report.models[0].versus_best
+    if baseline is not None and baseline.difference > 0 and baseline.p_adjusted < ALPHA:
+        lines.append(
+            f"! {report.models[0].model} (the baseline) is significantly ahead of {report.best}: "
+            "the models do worse than knowing nothing about the shopper"
+        )
+    if report.fragile:
+        lines.append(fragile_note(report.clients))
     return lines
+
+
+def fragile_note(clients: int) -> str:
+    """The warning of an evaluation on too few clients."""
+    return (
+        f"fragile: only {clients:,} client{'s' if clients != 1 else ''} (fewer than "
+        f"{FRAGILE_BELOW}): the intervals and verdicts rest on too few shoppers to be trusted"
+    )
 
 
 def _by_history(report: Report) -> list[str]:
@@ -102,26 +133,35 @@ def _by_history(report: Report) -> list[str]:
         ["events", *(f"{b.events:,}" for b in first.by_history)],
     ]
     for score in report.models:
-        rows.append([score.model, *(_percent(b.accuracy_all) for b in score.by_history)])
-    return ["accuracy_all by history length (the client's earlier events):", *_aligned(rows)]
+        buckets = score.by_history
+        rows.append(
+            [
+                score.model,
+                *(with_interval(b.accuracy_all, b.accuracy_all_interval) for b in buckets),
+            ]
+        )
+    return [
+        "accuracy_all [95% CI] by history length (the client's earlier events):",
+        *aligned(rows),
+    ]
 
 
 def _labels(report: Report, labels: Sequence[LabelScore]) -> list[str]:
-    rows = [["model", "clients", "answered", "coverage", "accuracy"]]
+    rows = [["model", "clients", "answered", "coverage", "accuracy [95% CI]"]]
     for label in labels:
         rows.append(
             [
                 label.model,
                 f"{label.clients:,}",
                 f"{label.answered:,}",
-                _percent(label.coverage),
-                _percent(label.accuracy),
+                percent(label.coverage),
+                with_interval(label.accuracy, label.accuracy_interval),
             ]
         )
     unknown = (
         f"; {report.labels_unknown:,} without events, not scored" if report.labels_unknown else ""
     )
-    lines = [f"known labels, answers at the end of the history{unknown}:", *_aligned(rows)]
+    lines = [f"known labels, answers at the end of the history{unknown}:", *aligned(rows)]
     for label in labels:
         lines += ["", *_confusion(label)]
     return lines
@@ -133,10 +173,10 @@ def _confusion(label: LabelScore) -> list[str]:
     rows = [[f"{label.model}: true \\ answer", *columns]]
     for true, counts in sorted(label.confusion.items()):
         rows.append([true, *(f"{counts.get(column, 0):,}" for column in columns)])
-    return _aligned(rows)
+    return aligned(rows)
 
 
-def _date(ts: int | None) -> str:
+def date(ts: int | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -145,7 +185,7 @@ def _date(ts: int | None) -> str:
 def _footer(report: Report) -> str:
     parts = [
         f"{report.events:,} events of {report.clients:,} clients, "
-        f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
+        f"{date(report.first_ts)} to {date(report.last_ts)} UTC"
     ]
     if report.session_gap_ms is not None:
         parts.append(
@@ -178,8 +218,32 @@ def to_json(report: Report) -> str:
 
 
 # -- plot ----------------------------------------------------------------------------------------
+def plot_title(report: Report) -> str:
+    """The plot's title: what is drawn, the events scored and the settings that shaped them."""
+    scored = report.models[0].events if report.models else 0
+    settings = [f"{scored:,} scored events of {report.clients:,} clients"]
+    if report.session_gap_ms is not None:
+        settings.append(f"session gap {report.session_gap_ms / 60_000:g} min")
+    else:
+        settings.append("every event scored")
+    settings.append(f"{date(report.first_ts)} to {date(report.last_ts)} UTC")
+    return "next-visit accuracy_all by history length, 95% CI\n" + ", ".join(settings)
+
+
+def _error_bar(bucket: Bucket) -> tuple[float, float, float]:
+    """A bucket's accuracy_all in percent and its interval's extent below and above it."""
+    value, interval = bucket.accuracy_all, bucket.accuracy_all_interval
+    if value is None:
+        return math.nan, 0.0, 0.0
+    if interval is None:
+        return 100 * value, 0.0, 0.0
+    return 100 * value, 100 * (value - interval.low), 100 * (interval.high - value)
+
+
 def plot(report: Report, path: str | Path) -> None:
-    """A PNG of accuracy_all by history length, one line per model (the baseline dashed).
+    """A PNG of accuracy_all by history length with 95% intervals as error bars, one line per
+    model (the baseline dashed). Clients' first events (no earlier event) are left out: no
+    model can answer them, and their 0% would squash the scale.
 
     Needs matplotlib (``pip install 'genderd[plot]'``), imported only here.
     """
@@ -192,22 +256,26 @@ def plot(report: Report, path: str | Path) -> None:
         raise ConfigurationError(f"--plot needs matplotlib: {PLOT_EXTRA}") from None
     figure, axes = pyplot.subplots(figsize=PLOT_SIZE_IN)
     try:
+        rows = len(report.models)
         for index, score in enumerate(report.models):
-            histories = [bucket.history for bucket in score.by_history]
-            values = [
-                float("nan") if b.accuracy_all is None else 100 * b.accuracy_all
-                for b in score.by_history
-            ]
-            axes.plot(
-                histories,
+            shown = [b for b in score.by_history if b.history != NO_HISTORY]
+            # side by side within a bucket, so that the error bars do not hide each other
+            offset = (index - (rows - 1) / 2) * PLOT_DODGE
+            xs = [position + offset for position in range(len(shown))]
+            values, below, above = zip(*(_error_bar(bucket) for bucket in shown), strict=True)
+            axes.errorbar(
+                xs,
                 values,
+                yerr=[below, above],
                 marker="o",
+                capsize=3,
                 label=score.model,
                 linestyle="--" if index == 0 else "-",
             )
-        axes.set_xlabel("earlier events of the client")
+            axes.set_xticks(range(len(shown)), [bucket.history for bucket in shown])
+        axes.set_xlabel("earlier events of the client (first events left out: no model answers)")
         axes.set_ylabel("next-visit accuracy_all (%)")
-        axes.set_title(f"next-visit accuracy by history length ({report.events:,} events)")
+        axes.set_title(plot_title(report), fontsize="medium")
         axes.grid(True, alpha=0.3)
         axes.legend()
         figure.tight_layout()

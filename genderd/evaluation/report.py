@@ -31,6 +31,8 @@ class Bucket:
     predicted: int
     accuracy: float | None  # over predicted events (None when predicted == 0)
     accuracy_all: float | None  # no prediction counts as a miss (None when events == 0)
+    accuracy_interval: Interval | None = None  # 95%, clustered by client
+    accuracy_all_interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,12 @@ class Comparison:
     """A model against the best one, on the same events (see :mod:`genderd.evaluation.stats`)."""
 
     best: str
-    difference: float  # accuracy_all(this) - accuracy_all(best), <= 0
-    interval: Interval  # 95% CI of the difference, clustered by client
-    p_value: float  # two-sided, paired, clustered by client
-    significant: bool  # p_value < 0.05
+    difference: float  # accuracy_all(this) - accuracy_all(best); > 0 only for the baseline
+    interval: Interval  # 95% simultaneous over every pair of rows, clustered by client
+    p_value: float  # two-sided, paired, clustered by client, not adjusted
+    p_adjusted: float  # Holm over every pair of rows
+    significant: bool  # behind the best: difference < 0 and p_adjusted < 0.05
+    pairs: int  # the pairs of rows the adjustment is over
     method: str
 
 
@@ -71,6 +75,7 @@ class LabelScore:
     answered: int  # of which the model has an answer
     coverage: float
     accuracy: float | None  # over answered clients
+    accuracy_interval: Interval | None  # 95%, Wilson's over answered clients
     confusion: dict[str, dict[str, int]]  # true gender -> predicted gender (or "none") -> clients
 
 
@@ -80,6 +85,7 @@ class Report:
 
     events: int  # valid events evaluated
     clients: int
+    fragile: bool  # fewer clients than FRAGILE_BELOW: intervals and verdicts are unreliable
     first_ts: int | None
     last_ts: int | None
     session_gap_ms: int | None

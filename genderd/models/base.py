@@ -25,6 +25,7 @@ from genderd.settings import Settings
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
     from genderd.evaluation.predictors import Predictor
+    from genderd.grading.plan import Grading
     from genderd.transport import Transport
 
 ResultHash = Mapping[bytes, bytes]
@@ -81,6 +82,9 @@ class Model(abc.ABC):
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     #: the package holding the model's own Lua files
     script_package: ClassVar[str] = "genderd.lua"
+    #: whether the model is graded live (SPEC §14): its apply script fills the frame's
+    #: ``predictions`` (see ``_frame.lua``). A Lua-backed plug-in opts in by setting it
+    grades: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, keys: Keys, *, oldest_layout: int = 1) -> None:
         self.settings = settings
@@ -120,6 +124,13 @@ class Model(abc.ABC):
         """The class registered for this model (the user's class, for the kinds the
         registry wraps)."""
         return type(self)
+
+    def grading_keys(
+        self, shard: int, cid: str, events: Sequence[Event], grading: Grading
+    ) -> list[str]:
+        """The extra keys the apply script needs to grade ``events`` of ``cid`` when its read
+        deferred the client (``defer`` in ``_frame.lua``): none unless the script defers."""
+        return []
 
     def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> Applier:
         """How a worker applies this model's batches: its apply script on the shared batch

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class LastModel(Model):
     """The gender of the event with the greatest (``ts``, entry id)."""
 
+    grades = True
     name = "last"
     aliases = ("model1",)
     description = "gender of the client's latest event (greatest ts, then entry id)"

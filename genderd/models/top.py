@@ -21,6 +21,7 @@ class TopModel(CountingModel):
     touches such a client (where the deployment may hold layout 1).
     """
 
+    grades = True
     name = "top"
     aliases = ("model2",)
     description = "gender with the most events of all time (ties: newest event, then name)"

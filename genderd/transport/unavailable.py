@@ -6,9 +6,13 @@ request itself is fine and will work later. Each of those states is a subclass o
 :class:`RedisUnavailableError`, of the :class:`~genderd.errors.UnavailableError` family, which
 the API turns into 503 with ``Retry-After`` (in one exception handler) and the CLI into one
 line. Anything else (a wrong type, a script bug) stays the error it was. :func:`translate` is
-the one place where the mapping is written. A key of the wrong type is not a server state but
-a broken deployment: :func:`wrong_type` says so as a :class:`WrongTypeKeyError` (a
-configuration error: one line, exit 2 on the command line).
+the one place where the mapping is written.
+
+A key of the wrong type (a shard's stream holding a string: written by something else than
+genderd) is no server state, but the request is fine too, and works once an operator has
+removed the key: the edges that meet one (ingest, the command line) say so with
+:func:`wrong_type`, a :class:`WrongTypeError` of the same family. :func:`translate` leaves it
+as it is, so that a script's WRONGTYPE error stays the script error its callers handle.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from redis import exceptions as redis_errors
 from genderd.errors import ConfigurationError, UnavailableError
 
 RETRY_AFTER_S = 1
+WRONGTYPE = "WRONGTYPE "  # the first word of a reply about a key of another type
 
 
 class RedisUnavailableError(UnavailableError):
@@ -66,6 +71,27 @@ class RedisClusterDownError(RedisUnavailableError):
     state = "cluster down"
 
 
+class WrongTypeError(RedisUnavailableError):
+    """A genderd key holds another type (e.g. a shard's stream key holding a string): what
+    needed it was not done (an ingest part: nothing of it written). Not a server state that
+    passes by itself, but like one the request is fine, and works once an operator has
+    removed the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.state = f"holding the wrong type of key: {message}"
+
+
+def wrong_type(error: BaseException) -> WrongTypeError | None:
+    """``error`` as a :class:`WrongTypeError` when it is a WRONGTYPE reply, else None. A
+    genderd script's reply names the key (``WRONGTYPE <key> holds a string, not a stream``);
+    a command's says only what the server says."""
+    message = str(error)
+    if isinstance(error, redis_errors.ResponseError) and message.startswith(WRONGTYPE):
+        return WrongTypeError(message[len(WRONGTYPE) :].split(" script:", 1)[0].strip())
+    return None
+
+
 # The first word of an error reply -> its genderd error.
 _BY_CODE: dict[str, type[RedisUnavailableError]] = {
     "LOADING": RedisLoadingError,
@@ -109,32 +135,6 @@ def translate(error: BaseException) -> BaseException:
                 return kind(f"cannot reach Redis: {what}")
             return kind(f"Redis is {kind.state}: {what}")
     return error
-
-
-class WrongTypeKeyError(ConfigurationError):
-    """A genderd key holds another type of value than genderd keeps there (a ``SET`` over a
-    stream key, say): nothing that needs it can work until an operator removes it."""
-
-
-def wrong_type(error: BaseException) -> WrongTypeKeyError | None:
-    """``error`` as a :class:`WrongTypeKeyError` when it is a WRONGTYPE reply, else None. A
-    script that checks its keys names the key (``expect_type`` in ``_basics.lua``); a command
-    does not, and the message says where to look."""
-    message = str(error)
-    if not isinstance(error, redis_errors.ResponseError) or not message.startswith("WRONGTYPE"):
-        return None
-    said = message.removeprefix("WRONGTYPE").split(" script:", 1)[0].strip()
-    if said.startswith("Operation against a key"):  # a command's reply: no key named
-        said = "a key genderd uses holds another type of value (look for one with TYPE)"
-    return WrongTypeKeyError(f"{said}; remove or rename it, then run this again")
-
-
-def wrong_key(key: str, found: str, expected: str) -> WrongTypeKeyError:
-    """The :class:`WrongTypeKeyError` of ``key``, which holds a ``found`` (a Redis type name)
-    where genderd keeps a ``expected``, said as :func:`wrong_type` says a script's."""
-    return WrongTypeKeyError(
-        f"{key} holds a {found}, not a {expected}; remove or rename it, then run this again"
-    )
 
 
 def is_no_script(error: BaseException) -> bool:

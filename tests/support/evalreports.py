@@ -18,7 +18,15 @@ def _score(
     model: str, accuracy_all: float, versus: Comparison | None, log_loss: float | None
 ) -> ModelScore:
     buckets = tuple(
-        Bucket(history, 100 - 10 * i, 90 - 10 * i, accuracy_all, accuracy_all - 0.01 * i)
+        Bucket(
+            history,
+            100 - 10 * i,
+            90 - 10 * i,
+            accuracy_all,
+            accuracy_all - 0.01 * i,
+            Interval(accuracy_all - 0.04, accuracy_all + 0.04),
+            Interval(accuracy_all - 0.01 * i - 0.05, accuracy_all - 0.01 * i + 0.05),
+        )
         for i, history in enumerate(HISTORIES)
     )
     return ModelScore(
@@ -38,8 +46,8 @@ def _score(
 
 def sample_report(labels: bool = True) -> Report:
     """A report of a baseline and two models, ``top`` the best."""
-    behind = Comparison("top", -0.125, Interval(-0.2, -0.05), 0.0004, True, "paired (z)")
-    close = Comparison("top", -0.01, Interval(-0.03, 0.01), 0.3, False, "paired (z)")
+    behind = Comparison("top", -0.125, Interval(-0.2, -0.05), 0.0004, 0.0012, True, 3, "paired")
+    close = Comparison("top", -0.01, Interval(-0.03, 0.01), 0.3, 0.3, False, 3, "paired")
     label_scores = (
         LabelScore(
             "top",
@@ -47,12 +55,14 @@ def sample_report(labels: bool = True) -> Report:
             9,
             0.9,
             7 / 9,
+            Interval(0.4531, 0.9370),
             {"female": {"female": 5, "none": 1}, "male": {"female": 2, "male": 2}},
         ),
     )
     return Report(
         events=400,
         clients=30,
+        fragile=False,
         first_ts=1704067200000,
         last_ts=1704153600000,
         session_gap_ms=None,

@@ -24,6 +24,13 @@ class Count(PythonModel):
         return {"n": state["n"]}
 
 
+class CountToo(Count):
+    """The same answers as :class:`Count` under another name: a twin for the champion."""
+
+    name = "count-too"
+    description = "the same as count"
+
+
 class Picky(PythonModel):
     """Fails on kids' pages, and answers a gender that is not configured for a client called
     ``odd``: both are the model's errors, dead-lettered ``model_error``."""
