@@ -26,9 +26,10 @@ stream holds entries.
    ``0-0``, keeping its lifetime. A marker set by an erasure after step 1 holds an id of the
    new stream and is left alone. An erasure running meanwhile sets its markers itself; the
    writers are stopped during the recovery, so no entry of a client is waiting between the
-   two steps.
+   two steps. The cutoffs of the clients still waiting for the shard's scrub are re-based the
+   same way (``scrub_rebase.lua``).
 
-The aside stream keeps the old entries until it expires: erasure still scans it
+The aside stream keeps the old entries until it expires: the erasures' scrub still reads it
 (:mod:`genderd.erasure`), ``replay`` no longer sees it.
 """
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from genderd import catalog, status, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.erasure import scrub
 from genderd.errors import InputError, UnavailableError
 from genderd.events import text
 from genderd.lua import Script
@@ -108,6 +110,7 @@ async def set_aside(
         )
     done = SetAside(shard, keys.stream_aside(shard), text(reply[1]), [text(g) for g in reply[2:]])
     done.rebased = await rebase_markers(client, transport, deployment, shard)
+    await scrub.rebase(transport, deployment, shard)  # the pending scrub's cutoffs alike
     log.info(
         "set aside the stream of shard %d (last id %s) as %s; re-based %d erasure markers",
         shard,

@@ -164,7 +164,7 @@ class Processor:
             cid = _cid_in(pairs)
             marker = 0
             # every erased client has a marker in every shard, in this shard's ids: an entry
-            # written to the wrong shard is compared with it too (see genderd/erasure.py)
+            # written to the wrong shard is compared with it too (see genderd/erasure/__init__.py)
             if cid is not None:
                 if cid not in markers:
                     keys.append(self.keys.erased(shard, digest(cid)))

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from genderd import catalog, pause, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
+from genderd.erasure import Scrubber
 from genderd.errors import UnavailableError
 from genderd.grading.plan import Grading
 from genderd.health import FLUSH_INTERVAL_S, HealthRecorder
@@ -339,6 +340,11 @@ class Worker:
                 if removed:
                     log.info("trimmed %d entries from shard %d", removed, shard)
 
+    def _scrubber(self) -> Scrubber:
+        """This process's scrubber of erased clients' entries (genderd.erasure.scrub): it
+        steps the scrubs while it holds their lease, one process of the deployment at a time."""
+        return Scrubber(self.links.fast, self.deployment, self.consumer)
+
     async def _prepare(self) -> None:
         """Claim the data layout and create the groups (once, at start)."""
         await claim_layout(self.client, self.deployment)
@@ -371,6 +377,7 @@ class Worker:
         tasks.append(gate)
         tasks.append(asyncio.create_task(self._trim_loop()))
         tasks.append(asyncio.create_task(self._health_loop()))
+        tasks.append(asyncio.create_task(self._scrubber().run(self.stop_event)))
         if self.metrics is not None:
             tasks.append(asyncio.create_task(self._backlog_loop()))
         await self.stop_event.wait()

@@ -252,4 +252,4 @@ def test_erasure_refuses_when_a_model_with_keys_of_its_own_is_not_loaded(
     done = aio.run(
         erasure.erase(Links.over(aio.client).fast, Deployment.build(stamped, clock), ["S1"])
     )
-    assert done[0].keys >= 1 and _data_keys(sync_redis, "S1") == []
+    assert done.keys >= 1 and _data_keys(sync_redis, "S1") == []

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from genderd import replay, status
+from genderd import erasure, replay, status
 from genderd.api import create_app
 from genderd.bundled import LocalCluster, find_binary
 from genderd.deployment import Deployment, open_deployment_sync
@@ -18,7 +18,7 @@ from genderd.ingest import IdempotencyKeyError, plan, write_sync
 from genderd.models import Answer
 from genderd.producer import synthetic
 from genderd.settings import Settings
-from genderd.transport import async_client, sync_client
+from genderd.transport import Links, async_client, sync_client
 
 from .support import oracle
 from .support.api_helpers import ApiClient
@@ -118,11 +118,21 @@ def test_http_api_on_the_cluster(cluster: str) -> None:
         models = {m["name"]: m for m in client.request("GET", "/v1/models").json()["models"]}
         assert all(m["applied"] == 30 and m["lag"] == 0 for m in models.values())
         assert client.request("GET", "/readyz").status_code == 200
-        # erasure: every script's keys share the shard's tag (markers, scans, dead streams)
+        # erasure: every script's keys share the shard's tag (markers, scrub, dead streams)
         erased = client.request("DELETE", "/v1/clients/K3")
-        assert erased.json() == {"cid": "K3", "keys": 2, "entries": 1, "dead_letters": 0}
+        assert erased.status_code == 202 and erased.json()["keys"] == 2
         assert client.request("GET", "/v1/clients/K3").status_code == 404
         assert client.request("GET", "/v1/clients/K4").status_code == 200
+
+        async def scrub() -> None:
+            redis_client = async_client(settings)
+            deployment = Deployment.build(settings)
+            await erasure.Scrubber(Links.over(redis_client).fast, deployment, "test").drain()
+            await redis_client.aclose()
+
+        loop.run_until_complete(scrub())
+        done = client.request("GET", erased.json()["status"]).json()
+        assert (done["state"], done["entries"], done["dead_letters"]) == ("done", 1, 0)
     finally:
         client.close()
         loop.close()

@@ -113,7 +113,7 @@ def _every_call_answers(api: object, cid: str) -> None:
         ("GET", "/readyz", {}, 200),
         ("POST", "/v1/events", {"json": {"cid": "N1", "gender": "kids"}}, 202),
         ("GET", "/v1/models", {}, 200),
-        ("DELETE", "/v1/clients/gone", {}, 200),
+        ("DELETE", "/v1/clients/gone", {}, 202),
     ]
     for method, url, kwargs, status in calls:
         response = api.request(method, url, **kwargs)

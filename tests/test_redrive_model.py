@@ -139,7 +139,8 @@ def test_redrive_applies_a_models_failures_to_it_once_and_to_no_other(
         )
         taken += len(claimed.entries)
     assert taken == 5
-    # 3. The erased client: some of its failures re-driven (pending), some still dead letters.
+    # 3. The erased client: some of its failures re-driven (pending), some still dead letters;
+    # its scrub waits (no worker runs here).
     loop.run(erasure.erase(links.fast, deployment, [ERASED]))
     # 4. The command repeated (twice): each remaining dead letter re-driven once.
     done = cli(loop, "dead", "redrive", "--model", "flaky", "--reason", "model_error")
@@ -163,7 +164,10 @@ def test_redrive_applies_a_models_failures_to_it_once_and_to_no_other(
         assert others == {
             k: v for k, v in results_before[cid].items() if not k.startswith(b"flaky")
         }
+    # the erased client's scrub had not run: its re-driven entries were dropped all the same
     assert not sync_redis.exists(Keys().result(shard_of(ERASED, settings.shards), ERASED))
+    # 6. The scrub runs: no entry of the erased client is left anywhere.
+    loop.run(erasure.Scrubber(links.fast, deployment, "test").drain())
     for key in sync_redis.scan_iter():
         if sync_redis.type(key) == b"stream":
             for _, fields in sync_redis.xrange(key):

@@ -168,16 +168,74 @@ class Accepted(BaseModel):
 
 
 class Erasure(BaseModel):
+    """What DELETE /v1/clients/{cid} did before answering; the scrub of the client's stream
+    entries and dead letters follows (its counts come with the erasure's status)."""
+
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"cid": "c-123", "keys": 3, "entries": 41, "dead_letters": 0}]
+            "examples": [
+                {
+                    "id": "3f9c2a7d51e04b86",
+                    "cid": "c-123",
+                    "keys": 3,
+                    "state": "scrubbing",
+                    "status": "/v1/erasures/3f9c2a7d51e04b86",
+                }
+            ]
         }
     )
 
+    id: str = Field(description="the erasure's id: GET /v1/erasures/{id} says how far it is")
     cid: str
     keys: int = Field(description="keys deleted: result hash, counters, day buckets")
-    entries: int = Field(description="entries of the client deleted from its shard stream")
-    dead_letters: int = Field(description="dead letters of the client deleted")
+    state: str = Field(description="`scrubbing`: stream entries and dead letters still to go")
+    status: str = Field(description="where the erasure's status is (also the Location header)")
+
+
+class ShardScrubbing(BaseModel):
+    shard: int
+    pass_: int = Field(alias="pass", description="the shard's scrub pass running (or the last)")
+    waits_for_pass: int = Field(description="the pass that completes the erasure in the shard")
+    phase: str = Field(description="events, aside, dead, tidy; `waiting` between passes")
+    read: int = Field(description="entries read by the running pass so far")
+
+
+class ErasureProgress(BaseModel):
+    """An erasure's record and the progress of its scrub (no client id: SPEC 9)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f9c2a7d51e04b86",
+                    "state": "done",
+                    "created_ms": EXAMPLE_TS,
+                    "done_ms": EXAMPLE_TS + 41_870,
+                    "clients": 1,
+                    "digest": "9f86d081884c7d659a2feaa0c55ad015",
+                    "keys": 3,
+                    "entries": 41,
+                    "dead_letters": 0,
+                    "shards": 16,
+                    "shards_scrubbed": 16,
+                    "scrubbing": [],
+                }
+            ]
+        }
+    )
+
+    id: str
+    state: str = Field(description="`marking`, `scrubbing` or `done`")
+    created_ms: int
+    done_ms: int | None = Field(description="when the last shard's scrub completed it")
+    clients: int = Field(description="clients the erasure erased (one for DELETE)")
+    digest: str | None = Field(description="the client's digest, as logged; null for several")
+    keys: int = Field(description="keys deleted when the erasure was made")
+    entries: int = Field(description="stream entries of the clients deleted so far")
+    dead_letters: int = Field(description="dead letters of the clients deleted so far")
+    shards: int
+    shards_scrubbed: int = Field(description="shards whose scrub has completed the erasure")
+    scrubbing: list[ShardScrubbing] = Field(description="the shards still scrubbing for it")
 
 
 class BadEvent(BaseModel):
