@@ -32,7 +32,8 @@ EXAMPLE_FILES = {
 }
 PAGES = ("README.md", "docs/index.md", "docs/getting-started.md", "docs/running.md")
 DAY = day_start(1_800_000_000_000)  # any day: the answers are the same on every one
-_STATUS_ROW = re.compile(r"^(\w+)\s+all\s+\d+\s+\d+\s+\d+\s+([\d,]+)\s+ok$", re.MULTILINE)
+# model, applied; the live accuracy is "-": the history's events arrived long after their time
+_STATUS_ROW = re.compile(r"^(\w+)\s+all\s+\d+\s+\d+\s+\d+\s+([\d,]+)\s+-\s+ok$", re.MULTILINE)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -201,8 +201,8 @@ def score(window: Window, models: Sequence[str], reference: str | None) -> Grade
     of ``models``), adjusted over the challengers (the other models)."""
     clusters = window.clusters()
     grades = [_grade(window, model, clusters) for model in models]
-    if reference is None or reference not in models:
-        return Grades(window, None, tuple(grades))
+    if reference is None or reference not in models or not clusters:  # nothing to compare
+        return Grades(window, reference, tuple(grades))
     others = [m for m in models if m != reference]
     versus = {m: compare(window, m, reference, len(others)) for m in others}
     adjusted = dict(zip(others, holm([versus[m].p_value for m in others]), strict=True))

@@ -153,7 +153,12 @@ def table(view: LiveView) -> str:
         )
     if any(v.significant for v in compared):
         lines.append(f"* significantly different from {view.champion.model} after adjustment")
-    if grades.fragile:
+    if not window.clusters():
+        lines.append(
+            "no event graded in this window: events are graded as workers apply them, when "
+            "they arrive within GENDERD_GRADING_MAX_DELAY_S of their time"
+        )
+    elif grades.fragile:
         lines.append(
             f"fragile: graded events from only {len(window.clusters())} client groups (fewer "
             f"than {FRAGILE_BELOW}): the intervals and verdicts are not to be trusted"
