@@ -54,6 +54,8 @@ from genderd.transport.interface import ScriptCall
 from genderd.worker import Worker
 
 NOW = 1_795_821_183_420
+#: --champion: how long the API may take to follow the pinned champion
+FOLLOW_TIMEOUT_S = 30.0
 TS = b"1795821183383"
 #: every field a result hash of one client may hold, as this and earlier layouts write them
 STORED = {
@@ -212,8 +214,11 @@ async def champion_lookups(url: str, args: argparse.Namespace) -> None:
     async with app.router.lifespan_context(app):
         api = app.state.api
         await api.deployment()
-        while api.default_model.name != args.champion_model:
-            await asyncio.sleep(0.05)  # until the keeper follows the pinned champion
+        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+        while api.default_model.name != args.champion_model:  # the keeper follows the pin
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API did not follow the champion {args.champion_model}")
+            await asyncio.sleep(0.05)
         await route.get(cids[0], b"")
         print(f"a lookup naming no model answers: {route.status} {route.body.decode()}")
         await alternate(route, cids, named, 2)  # warm-up

@@ -1,0 +1,227 @@
+"""Where live grading's cost goes inside the apply scripts: variants of the scripts, each
+leaving out one more part of grading, measured from the server's own counters.
+
+For each model and variant, on a server flushed before each run (the bundled binary, a free
+loopback port), this writes N live events over C clients (each ``ts`` the time it is written,
+so that every event is graded), then an in-process worker of the model drains them with the
+variant's apply script, and reads the server's ``INFO commandstats`` (``EVALSHA``: µs and
+calls) and main-thread CPU (``INFO cpu``) over the drain. The variants, each one the one before
+it less one part (the product's Lua files, changed as they are read, never on disk):
+
+- ``off``: the product's script, the worker not grading (``GENDERD_GRADING=off``);
+- ``on``: the product's script, grading;
+- ``-writes``: ``write_grades`` does nothing (no ``HINCRBY`` of the totals, no ``HMGET`` /
+  ``HSET`` / ``EXPIREAT`` of the grades hashes);
+- ``-grade``: ``grade`` is not called per entry either (no delay check, hour, tally);
+- ``-predict``: the model's apply gets no ``predictions`` table (no answer per entry);
+- ``-gradable``: no client is found to have an entry to grade (``any_gradable``): what is left
+  is the grading block and the two ARGV per client (group, x) the worker sends.
+
+The change from one row to the next is what the part left out costs. ``--yesterday S`` first
+gives a share S of the clients one event of yesterday, applied on a clock one day behind (as
+``bench_engine.py --yesterday``): ``top7d`` then grades their entries from the window's day
+buckets, deferring them to a second call. Everything is measured ``--repeat`` times, the
+variants taking turns to go first; medians. Prints a table; asserts nothing about speed.
+
+    python scripts/bench_grading_lua.py --events 30000 --clients 3000 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from bench_engine import age_clients
+from benchlib import machine, server_cpu_s
+
+from genderd.bundled import BundledServer, find_binary, free_port
+from genderd.deployment import Deployment, open_deployment_sync
+from genderd.lua import Script, read_resource
+from genderd.producer import Producer, synthetic
+from genderd.settings import Settings
+from genderd.transport import connect
+from genderd.worker import Worker
+
+#: per variant: whether the worker grades, and the (file, text, replacement) edits made to
+#: the product's Lua as it is read; each variant keeps the edits of the ones before it
+STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
+    ("off", False, []),
+    ("on", True, []),
+    (
+        "-writes",
+        True,
+        [
+            (
+                "_grades.lua",
+                "local function write_grades(spec, stats, model)\n",
+                "local function write_grades(spec, stats, model)\n  do return end\n",
+            )
+        ],
+    ),
+    (
+        "-grade",
+        True,
+        [
+            (
+                "_frame.lua",
+                "grade(spec, ARGV[i], ARGV[i + 2], client_group, told[j], ARGV[i + 1])",
+                "local _ = nil",
+            )
+        ],
+    ),
+    (
+        "-predict",
+        True,
+        [("_frame.lua", "local told = grading and predictions or nil", "local told = nil")],
+    ),
+    (
+        "-gradable",
+        True,
+        [
+            (
+                "_frame.lua",
+                "local grading = any_gradable(spec, first, stop)",
+                "local grading = false",
+            )
+        ],
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    grading: bool
+    edits: tuple[tuple[str, str, str], ...]
+
+    def reader(self) -> Callable[[str, str], str]:
+        """How the variant reads a Lua file: the product's, with its edits."""
+
+        def read(package: str, name: str) -> str:
+            text = read_resource(package, name)
+            for file, old, new in self.edits:
+                if file == name:
+                    if old not in text:
+                        raise SystemExit(f"{self.name}: {file} no longer holds {old!r}")
+                    text = text.replace(old, new)
+            return text
+
+        return read
+
+
+def variants() -> list[Variant]:
+    made, edits = [], []
+    for name, grading, more in STEPS:
+        edits += more
+        made.append(Variant(name, grading, tuple(edits)))
+    return made
+
+
+@dataclass
+class Run:
+    evalsha_us: float  # µs inside EVALSHA per event
+    calls: float  # EVALSHA calls per 1,000 events
+    cpu_us: float  # server main-thread CPU per event over the drain
+    graded: int
+
+
+def run(
+    server: redis.Redis, url: str, model: str, variant: Variant, args: argparse.Namespace
+) -> Run:
+    server.flushall()
+    deployment = open_deployment_sync(server, Settings(redis_url=url))
+    age_clients(deployment, model, server, round(args.yesterday * args.clients))
+    genders = deployment.settings.genders
+    with Producer(server, deployment) as producer:
+        for event in synthetic(args.events, args.clients, genders, seed=1):
+            producer.send_fields(event)
+    chosen = deployment.model(model)
+    chosen.apply_script = Script.from_files(
+        *chosen.apply_files, package=chosen.script_package, read=variant.reader()
+    )
+    server.config_resetstat()
+    cpu = server_cpu_s(server)
+    graded = asyncio.run(drain(deployment, chosen, variant.grading))
+    cpu = server_cpu_s(server) - cpu
+    stats = server.info("commandstats").get("cmdstat_evalsha", {"usec": 0, "calls": 0})
+    n = args.events
+    return Run(stats["usec"] / n, stats["calls"] / n * 1000, cpu / n * 1e6, graded)
+
+
+async def drain(deployment: Deployment, model: object, grading: bool) -> int:
+    """An in-process worker of ``model`` drains the streams: the events it graded."""
+    links = connect(deployment.settings)
+    try:
+        worker = Worker(deployment, links, model, grading=grading)  # type: ignore[arg-type]
+        await worker.ensure_groups()
+        await worker.drain()
+        return worker.totals.graded
+    finally:
+        await links.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--clients", type=int, default=3_000)
+    parser.add_argument("--models", default="last,top,top7d")
+    parser.add_argument("--yesterday", type=float, default=0.0, help="share of aged clients")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (medians)")
+    parser.add_argument(
+        "--variants",
+        default=",".join(name for name, _, _ in STEPS),
+        help="the variants to measure, comma-separated (each keeps the edits of those above)",
+    )
+    args = parser.parse_args()
+    models = args.models.split(",")
+    wanted = args.variants.split(",")
+    kinds = [v for v in variants() if v.name in wanted]
+    results: dict[tuple[str, str], list[Run]] = {(m, v.name): [] for m in models for v in kinds}
+    with (
+        tempfile.TemporaryDirectory() as data,
+        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as bundled,
+    ):
+        server = redis.Redis.from_url(bundled.url)
+        for r in range(args.repeat):
+            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+            for model in models:
+                for variant in order:
+                    results[model, variant.name].append(
+                        run(server, bundled.url, model, variant, args)
+                    )
+        server.close()
+    print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
+    aged = f"; {args.yesterday:.0%} of the clients with yesterday's state" if args.yesterday else ""
+    print(
+        f"{args.events:,} live events over {args.clients:,} clients{aged}; one in-process "
+        f"worker; {args.repeat} rounds, medians; each variant is the one above it less one part\n"
+    )
+    print(
+        "| model | variant | graded | EVALSHA µs per event (range) | change from the row above "
+        "| EVALSHA calls per 1,000 events | server CPU µs per event |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for model in models:
+        above = None
+        for variant in kinds:
+            runs = results[model, variant.name]
+            us = statistics.median(x.evalsha_us for x in runs)
+            less = "" if above is None else f"{us - above:+.2f}"
+            above = us
+            spread = sorted(x.evalsha_us for x in runs)
+            print(
+                f"| `{model}` | {variant.name} | {statistics.median(x.graded for x in runs):,.0f} "
+                f"| {us:.2f} ({spread[0]:.2f}-{spread[-1]:.2f}) | {less} | "
+                f"{statistics.median(x.calls for x in runs):.1f} | "
+                f"{statistics.median(x.cpu_us for x in runs):.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
