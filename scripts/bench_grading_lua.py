@@ -17,7 +17,12 @@ it less one part (the product's Lua files, changed as they are read, never on di
 - ``-gradable``: no client is found to have an entry to grade (``any_gradable``): what is left
   is the grading block and the two ARGV per client (group, x) the worker sends.
 
-The change from one row to the next is what the part left out costs. ``--yesterday S`` first
+The change from one row to the next is what the part left out costs.
+
+A second table gives the worker's side: the Python work of one apply call per event (the
+model's ``LuaApplier`` building the call's KEYS and ARGV, with a transport that answers at once:
+no I/O, no server), grading off and on, over the same events cut into per-shard batches as a
+worker reads them; the best of ``--repeat`` timings. ``--yesterday S`` first
 gives a share S of the clients one event of yesterday, applied on a clock one day behind (as
 ``bench_engine.py --yesterday``): ``top7d`` then grades their entries from the window's day
 buckets, deferring them to a second call. Everything is measured ``--repeat`` times, the
@@ -32,7 +37,8 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +46,20 @@ import redis
 from bench_engine import age_clients
 from benchlib import machine, server_cpu_s
 
+from genderd.apply.batch_frame import LuaApplier
 from genderd.bundled import BundledServer, find_binary, free_port
+from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment, open_deployment_sync
+from genderd.events import Event
+from genderd.grading.plan import Grading
 from genderd.lua import Script, read_resource
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
 from genderd.transport import connect
 from genderd.worker import Worker
+
+#: the Python side: apply calls timed per repeat, over the batches in turn
+PYTHON_CALLS = 2_000
 
 #: per variant: whether the worker grades, and the (file, text, replacement) edits made to
 #: the product's Lua as it is read; each variant keeps the edits of the ones before it
@@ -166,6 +179,58 @@ async def drain(deployment: Deployment, model: object, grading: bool) -> int:
         await links.close()
 
 
+class Answering:
+    """A transport that answers every apply call at once: all applied, nothing deferred."""
+
+    async def call(self, script: object, keys: Sequence[str], args: Sequence[str]) -> list[int]:
+        return [1, 0, 0, 0, 0, 0]
+
+
+def batches(deployment: Deployment, args: argparse.Namespace) -> list[tuple[int, list[Event]]]:
+    """The run's events as a worker reads them: per shard, in batches of the batch size, each
+    with an entry id of its time."""
+    now, shards = wall_clock_ms(), deployment.settings.shards
+    per_shard: dict[int, list[Event]] = {}
+    live = synthetic(args.events, args.clients, deployment.settings.genders, seed=1)
+    for seq, fields in enumerate(live):
+        cid = fields["cid"]
+        own = per_shard.setdefault(deployment.shard_of(cid), [])
+        own.append(Event(f"{now}-{seq}", cid, fields["gender"], now))
+    size = deployment.settings.batch_size
+    return [
+        (shard, own[i : i + size])
+        for shard in range(shards)
+        for own in [per_shard.get(shard, [])]
+        for i in range(0, len(own), size)
+    ]
+
+
+def python_side(model: str, args: argparse.Namespace) -> tuple[float, float]:
+    """The worker's µs per event of building the model's apply calls, grading off and on."""
+    deployment = Deployment.build(Settings())
+    work = batches(deployment, args)
+    applier = LuaApplier(deployment, Answering(), deployment.model(model))  # type: ignore[arg-type]
+    settings = deployment.settings
+    grading = Grading(deployment.keys, settings.shards, settings.grading_max_delay_s * 1000)
+    events = sum(len(own) for _, own in work[:PYTHON_CALLS]) or 1
+    now = wall_clock_ms()
+
+    async def timed(chosen: Grading | None) -> float:
+        started = time.perf_counter()
+        for shard, own in work[:PYTHON_CALLS]:
+            await applier.apply(shard, own, now, chosen)
+        return (time.perf_counter() - started) / events * 1e6
+
+    async def both() -> tuple[float, float]:
+        off, on = [], []
+        for _ in range(args.repeat):
+            off.append(await timed(None))
+            on.append(await timed(grading))
+        return min(off), min(on)
+
+    return asyncio.run(both())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -221,6 +286,13 @@ def main() -> None:
                 f"{statistics.median(x.calls for x in runs):.1f} | "
                 f"{statistics.median(x.cpu_us for x in runs):.2f} |"
             )
+    print(
+        "\n| model | worker's Python per event, grading off (µs) | on (µs) | on - off | on / off |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for model in models:
+        off, on = python_side(model, args)
+        print(f"| `{model}` | {off:.2f} | {on:.2f} | {on - off:+.2f} | {on / off:.2f} |")
 
 
 if __name__ == "__main__":
