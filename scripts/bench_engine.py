@@ -41,7 +41,6 @@ the same round. Prints tables; asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import os
 import statistics
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import bar_chart, machine, server_cpu_s
+from benchlib import bar_chart, drain_worker, machine, server_cpu_s
 
 from genderd.bundled import BundledServer, LocalCluster, find_binary, free_port
 from genderd.clock import MS_PER_DAY, wall_clock_ms
@@ -66,8 +65,6 @@ from genderd.grading.plan import hour_of
 from genderd.keys import result_field
 from genderd.producer import Producer, RateLimiter, synthetic
 from genderd.settings import Settings
-from genderd.transport import connect
-from genderd.worker import Worker
 
 POLL_S = 0.02
 DRAIN_TIMEOUT_S = 600.0
@@ -229,17 +226,7 @@ def age_clients(deployment: Deployment, model: str, client: Any, count: int) -> 
                 {"cid": f"C{n}", "gender": genders[n % len(genders)], "ts": yesterday}
             )
     behind = dataclasses.replace(deployment, clock=lambda: wall_clock_ms() - MS_PER_DAY)
-
-    async def drain() -> None:
-        links = connect(deployment.settings)
-        try:
-            worker = Worker(behind, links, behind.model(model))
-            await worker.ensure_groups()
-            await worker.drain()
-        finally:
-            await links.close()
-
-    asyncio.run(drain())
+    drain_worker(behind, behind.model(model))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import redis
 from bench_engine import age_clients
-from benchlib import machine, server_cpu_s
+from benchlib import drain_worker, machine, server_cpu_s
 
 from genderd.apply.batch_frame import LuaApplier
 from genderd.bundled import BundledServer, find_binary, free_port
@@ -55,8 +55,6 @@ from genderd.grading.plan import Grading
 from genderd.lua import Script, read_resource
 from genderd.producer import Producer, synthetic
 from genderd.settings import Settings
-from genderd.transport import connect
-from genderd.worker import Worker
 
 #: the Python side: apply calls timed per repeat, over the batches in turn
 PYTHON_CALLS = 2_000
@@ -160,23 +158,11 @@ def run(
     )
     server.config_resetstat()
     cpu = server_cpu_s(server)
-    graded = asyncio.run(drain(deployment, chosen, variant.grading))
+    graded = drain_worker(deployment, chosen, variant.grading).graded
     cpu = server_cpu_s(server) - cpu
     stats = server.info("commandstats").get("cmdstat_evalsha", {"usec": 0, "calls": 0})
     n = args.events
     return Run(stats["usec"] / n, stats["calls"] / n * 1000, cpu / n * 1e6, graded)
-
-
-async def drain(deployment: Deployment, model: object, grading: bool) -> int:
-    """An in-process worker of ``model`` drains the streams: the events it graded."""
-    links = connect(deployment.settings)
-    try:
-        worker = Worker(deployment, links, model, grading=grading)  # type: ignore[arg-type]
-        await worker.ensure_groups()
-        await worker.drain()
-        return worker.totals.graded
-    finally:
-        await links.close()
 
 
 class Answering:

@@ -36,7 +36,7 @@ from typing import Any
 import hiredis
 import orjson
 import redis
-from benchlib import machine
+from benchlib import drain_worker, machine
 
 import genderd
 from genderd.api.app import create_app
@@ -51,7 +51,6 @@ from genderd.reader import Reader
 from genderd.settings import Settings
 from genderd.transport import connect
 from genderd.transport.interface import ScriptCall
-from genderd.worker import Worker
 
 NOW = 1_795_821_183_420
 #: --champion: how long the API may take to follow the pinned champion
@@ -176,17 +175,16 @@ def fill(url: str, clients: int, model: str) -> None:
             producer.send_fields(event)
     sync.close()
 
-    async def apply() -> None:
+    drain_worker(deployment, deployment.model(model))
+
+    async def pin() -> None:
         links = connect(deployment.settings)
         try:
-            worker = Worker(deployment, links, deployment.model(model))
-            await worker.ensure_groups()
-            await worker.drain()
             await champion.pin(links, deployment, model, wall_clock_ms(), "benchmark")
         finally:
             await links.close()
 
-    asyncio.run(apply())
+    asyncio.run(pin())
 
 
 async def alternate(
