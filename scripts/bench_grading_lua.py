@@ -12,10 +12,10 @@ it less one part (the product's Lua files, changed as they are read, never on di
 - ``on``: the product's script, grading;
 - ``-writes``: ``write_grades`` does nothing (no ``HINCRBY`` of the totals, no ``HMGET`` /
   ``HSET`` / ``EXPIREAT`` of the grades hashes);
-- ``-grade``: ``grade`` is not called per entry either (no delay check, hour, tally);
+- ``-grade``: ``grade_all`` is not called either (no tally of the client's entries);
 - ``-predict``: the model's apply gets no ``predictions`` table (no answer per entry);
-- ``-gradable``: no client is found to have an entry to grade (``any_gradable``): what is left
-  is the grading block and the two ARGV per client (group, x) the worker sends.
+- ``-gradable``: no client is found to have an entry to grade (``graded_in``): what is left
+  is the grading block and the three ARGV per client (group, x, marks) the worker sends.
 
 The change from one row to the next is what the part left out costs.
 
@@ -81,8 +81,8 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "grade(spec, ARGV[i], ARGV[i + 2], client_group, told[j], ARGV[i + 1])",
-                "local _ = nil",
+                "grade_all(spec, marks, client_group, m, function(j)",
+                "local _ = (function(j)",
             )
         ],
     ),
@@ -97,8 +97,8 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "local grading = any_gradable(spec, first, stop)",
-                "local grading = false",
+                "local grading = marks ~= nil and graded_in(marks) and marks or nil",
+                "local grading = nil",
             )
         ],
     ),

@@ -233,3 +233,24 @@ def test_a_windowed_answer_is_read_at_the_events_time_across_midnight(
     # male at 23:58 (predicted kids: wrong), kids at 23:59 (kids: right), male at 00:01 (the
     # window of today: male 1 and kids 1, kids newer: wrong)
     assert got.counts() == (3, 3, 1)
+
+
+def test_a_deferred_client_gets_todays_window_so_it_is_deferred_once_a_day(
+    gaio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    yesterday = FakeClock(clock.now_ms - MS_PER_DAY)
+    write(
+        sync_redis, gaio.settings, [Ev("s1", "kids", yesterday.now_ms - MINUTE, yesterday.now_ms)]
+    )
+    process(gaio, yesterday, ["top7d"])
+    keys = Keys(gaio.settings.prefix)
+    result = keys.result(shard_of("s1", gaio.settings.shards), "s1")
+    assert sync_redis.hget(result, "top7d:w") == f"{yesterday.day},7".encode()
+
+    write(sync_redis, gaio.settings, [Ev("s1", "male", clock.now_ms - MINUTE, clock.now_ms)])
+    got = process(gaio, clock, ["top7d"])["top7d"]
+    assert got.counts() == (1, 1, 0)  # predicted kids (yesterday's, in today's window): wrong
+    # the deferred call stored today's counters, as a lookup would: the next batches add to them
+    assert sync_redis.hget(result, "top7d:w") == f"{clock.day},7".encode()
+    assert sync_redis.hget(result, "top7d") == b"male"  # kids 1, male 1: male is newer
+    assert sync_redis.hget(result, "top7d:u") == str((clock.day + 1) * MS_PER_DAY).encode()

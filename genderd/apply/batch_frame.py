@@ -76,7 +76,9 @@ class LuaApplier:
         more for the clients the frame deferred (their grading needs the model's extra keys)."""
         per_client = by_client(events)
         block = (
-            NO_BLOCK if grading is None else grading.call(shard, self.model.name, events, reclaimed)
+            NO_BLOCK
+            if grading is None
+            else grading.call(shard, self.model.name, per_client, now, reclaimed)
         )
         outcome, deferred = await self._frame(shard, per_client, now, grading, block, False)
         if deferred:
@@ -167,7 +169,7 @@ class LuaApplier:
             else:
                 args.append(str(len(own)))
             if block.grades and grading is not None:
-                args += (grading.group(cid), str(len(more)))
+                args += (grading.group(cid), str(len(more)), block.marks[cid])
             keys += model.client_keys(shard, cid, own, now)
             keys += more
             for event in own:

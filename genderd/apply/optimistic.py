@@ -38,14 +38,19 @@ _Computed = tuple["Applied", tuple[list[str], list[str]] | None]
 _REPLY_HEAD = 6
 
 
-def _graded_args(grading: Grading, cid: str, done: Applied) -> list[str]:
-    """A committed client's grading ARGV (``python_commit.lua``): its group, then each applied
-    event's ts and how the answer before it went (r: right, w: wrong, n: none)."""
-    args = [grading.group(cid)]
-    for event, before in zip(done.applied, done.before, strict=True):
-        outcome = "n" if before is None else "r" if before == event.gender else "w"
-        args += (str(event.ts), outcome)
-    return args
+def _graded_args(
+    grading: Grading, block: Block, cid: str, own: list[Event], done: Applied, now: int
+) -> list[str]:
+    """A committed client's grading ARGV (``python_commit.lua``): its group, the marks of its
+    applied events (the block's, unless the model failed on some of ``own``) and how the
+    answer before each went (r: right, w: wrong, n: none)."""
+    outcomes = "".join(
+        "n" if before is None else "r" if before == event.gender else "w"
+        for event, before in zip(done.applied, done.before, strict=True)
+    )
+    whole = len(done.applied) == len(own)
+    marks = block.marks[cid] if whole else grading.marks(block, done.applied, now)
+    return [grading.group(cid), marks, outcomes]
 
 
 @dataclass
@@ -95,15 +100,9 @@ class PythonApplier:
             block = (
                 NO_BLOCK
                 if grading is None
-                else grading.call(
-                    shard,
-                    self.model.name,
-                    (e for own in per_client.values() for e in own),
-                    reclaimed,
-                )
+                else grading.call(shard, self.model.name, per_client, now, reclaimed)
             )
-            commit = await self._compute(shard, per_client, now, grading if block.grades else None)
-            commit.block = block
+            commit = await self._compute(shard, per_client, now, grading, block)
             retry = await self._commit(shard, commit, per_client, outcome)
             outcome.done += [
                 e for cid in commit.cids if cid not in retry for e in commit.applied[cid]
@@ -124,6 +123,7 @@ class PythonApplier:
         per_client: dict[str, list[Event]],
         now: int,
         grading: Grading | None,
+        block: Block,
     ) -> _Commit:
         """Read the clients' stored states and run the model over each client's events (in
         the worker's model thread: an event whose call overruns the limit is skipped and the
@@ -144,9 +144,7 @@ class PythonApplier:
             if not isinstance(computed, Overrun):
                 break
             skip[computed.event.id] = f"{timeout_detail(self.thread.timeout_s)}: abandoned"
-        commit = _Commit(
-            NO_BLOCK, [model.name, self.consumer, expiry_arg(now, self.client_ttl_days)]
-        )
+        commit = _Commit(block, [model.name, self.consumer, expiry_arg(now, self.client_ttl_days)])
         for n, (cid, key) in enumerate(zip(cids, keys, strict=True)):
             done, fields = computed[n]
             commit.failed += done.failed
@@ -157,8 +155,8 @@ class PythonApplier:
             ids = [e.id for e in done.applied]
             commit.args += ["" if version is None else text(version), str(len(ids)), *ids]
             commit.args += [str(len(set_) // 2), *set_, str(len(delete)), *delete]
-            if grading is not None:
-                commit.args += _graded_args(grading, cid, done)
+            if grading is not None and block.grades:
+                commit.args += _graded_args(grading, block, cid, per_client[cid], done, now)
             commit.keys += (self.keys.erased(shard, digest(cid)), key)
             commit.cids.append(cid)
             commit.applied[cid] = done.applied

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from genderd.clock import MS_PER_DAY
 from genderd.events import Event, entry_ms
 from genderd.keys import Keys
 
@@ -27,6 +28,12 @@ from genderd.keys import Keys
 #: per shard, so that a shard's grades hash stays a compact listpack
 CLIENT_GROUPS = 128
 MS_PER_HOUR = 3_600_000
+#: a mark's byte is this plus the hour's slot: "1" for the first hour; at most 78 slots keep it
+#: printable ASCII ("~"), and a call's graded events span at most 51 hours (the delay limit
+#: and the future an event may be in, a day each, and the hours they straddle)
+MARK_ZERO = 48
+#: the hour of an event that is not graded, among a client's hours
+NOT_GRADED = -1
 #: how long a grades hash outlives its hour: the longest window that can be asked for
 GRADES_KEEP_S = 30 * 86_400
 
@@ -62,31 +69,81 @@ class Grading:
         """The client's group, as the grades hash names it."""
         return str(client_group(cid, self.shards))
 
-    def call(self, shard: int, model: str, events: Iterable[Event], reclaimed: bool) -> Block:
-        """The grading block of one call applying ``events`` of ``shard`` to ``model``
-        (``reclaimed``: entries taken over from other consumers, possibly re-driven)."""
-        hours = sorted({hour_of(e.ts) for e in events if self.gradable(e)})
-        if not hours:
+    def call(
+        self,
+        shard: int,
+        model: str,
+        per_client: Mapping[str, Sequence[Event]],
+        now: int,
+        reclaimed: bool,
+    ) -> Block:
+        """The grading block of one call applying ``per_client``'s events of ``shard`` to
+        ``model`` at ``now`` (``reclaimed``: entries taken over from other consumers, possibly
+        re-driven), with each client's marks. One pass over the events: a worker pays it on
+        every event it applies."""
+        limit = self.max_delay_ms
+        hours_of: dict[str, list[int]] = {}
+        seen: set[int] = set()
+        for cid, own in per_client.items():
+            hours = hours_of[cid] = []
+            for event in own:
+                entry = event.id
+                if int(entry[: entry.index("-")]) - event.ts <= limit:  # gradable(), inline
+                    hour = event.ts // MS_PER_HOUR
+                    hours.append(hour)
+                    seen.add(hour)
+                else:
+                    hours.append(NOT_GRADED)
+        if not seen:
             return NO_BLOCK
-        keys = [self.keys.grades(shard, model, hour) for hour in hours]
+        ordered = sorted(seen)
+        slots = {hour: n for n, hour in enumerate(ordered, 1)}
+        chars = {hour: chr(MARK_ZERO + n) for hour, n in slots.items()}
+        chars[NOT_GRADED] = "0"
+        today = now // MS_PER_DAY
+        other_day = {hour for hour in ordered if hour * MS_PER_HOUR // MS_PER_DAY != today}
+        marks = {
+            cid: ("1" if other_day and other_day.intersection(hours) else "0")
+            + "".join(map(chars.__getitem__, hours))
+            for cid, hours in hours_of.items()
+        }
+        keys = [self.keys.grades(shard, model, hour) for hour in ordered]
         if reclaimed:
             keys.append(self.keys.redriven_ids(shard, model))
         args = [
             "1" if reclaimed else "0",
             str(GRADES_KEEP_S),
-            str(self.max_delay_ms),
-            *(str(hour) for hour in hours),
-            str(len(hours)),
+            *(str(hour) for hour in ordered),
+            str(len(ordered)),
         ]
-        return Block(keys, args)
+        return Block(keys, args, slots, marks)
+
+    def marks(self, block: Block, events: Sequence[Event], now: int) -> str:
+        """The marks (``_grades.lua``) of some of a client's events (the Python models'
+        commit, when the model failed on some of them): "1" when a graded event is of another
+        UTC day than ``now``, then per event "0" (not graded) or the byte 48 + its hour's slot
+        in ``block``."""
+        today = now // MS_PER_DAY
+        other = False
+        marks = []
+        for event in events:
+            if not self.gradable(event):
+                marks.append("0")
+                continue
+            other = other or event.ts // MS_PER_DAY != today
+            marks.append(chr(MARK_ZERO + block.slots[event.ts // MS_PER_HOUR]))
+        return ("1" if other else "0") + "".join(marks)
 
 
 @dataclass(frozen=True)
 class Block:
-    """A call's grading block: its keys (right after the frame's own) and its ARGV (last)."""
+    """A call's grading block: its keys (right after the frame's own), its ARGV (last), the
+    slot of each hour (from 1) that the clients' marks name, and each client's marks."""
 
     keys: Sequence[str]
     args: Sequence[str]
+    slots: dict[int, int]
+    marks: dict[str, str]
 
     @property
     def grades(self) -> bool:
@@ -95,13 +152,15 @@ class Block:
 
 
 #: the block of a call that grades nothing
-NO_BLOCK = Block((), ("0",))
+NO_BLOCK = Block((), ("0",), {}, {})
 
 
 __all__ = [
     "CLIENT_GROUPS",
     "GRADES_KEEP_S",
+    "MARK_ZERO",
     "MS_PER_HOUR",
+    "NOT_GRADED",
     "NO_BLOCK",
     "Block",
     "Grading",

@@ -1,6 +1,6 @@
 -- Shared chunk: counters of the configured genders, for the counting models (top, top7d and
 -- every TopWindow model). Defines genders_at, counter_fields, add_events, count_event, argmax,
--- changed_counters.
+-- lead, changed_counters.
 -- uses: _basics.lua
 --
 -- The counting models get the configured genders, sorted, as parameters (ARGV: their number G,
@@ -56,10 +56,21 @@ local function count_event(t, c, ts, set, fields)
   end
 end
 
--- The answer for the counters t[at..] of `names`: the gender with the most events; ties to the
--- newest event, then the alphabetically smallest name (the names are sorted). nil when
--- nothing is counted.
-local function argmax(names, t, at)
+-- The answer (a gender number, nil: none) after gender i's counters in t[at..] grew, when it was
+-- `best` before: only i can overtake it (argmax's order: more events, a newer event, then the
+-- smaller name), so this is argmax without going over every gender.
+local function lead(t, at, best, i)
+  if best == nil or best == i then return i end
+  local c, b = at + 2 * i - 2, at + 2 * best - 2
+  local mine, theirs = tonumber(t[c]) or 0, tonumber(t[b]) or 0
+  if mine ~= theirs then return mine > theirs and i or best end
+  local ts, their_ts = t[c + 1] or '', t[b + 1] or ''
+  if ts ~= their_ts then return greater(ts, their_ts) and i or best end
+  return i < best and i or best
+end
+
+-- The gender number of argmax (see there), nil when nothing is counted.
+local function argmax_index(names, t, at)
   local best, best_n, best_t = nil, 0, ''
   for i = 1, #names do
     local c = tonumber(t[at + 2 * i - 2])
@@ -68,7 +79,14 @@ local function argmax(names, t, at)
       if c > best_n or (c == best_n and greater(ts, best_t)) then best, best_n, best_t = i, c, ts end
     end
   end
-  return names[best]
+  return best
+end
+
+-- The answer for the counters t[at..] of `names`: the gender with the most events; ties to the
+-- newest event, then the alphabetically smallest name (the names are sorted). nil when
+-- nothing is counted.
+local function argmax(names, t, at)
+  return names[argmax_index(names, t, at)]
 end
 
 -- Append to `set` (a flat HSET list) the counter fields (`fields`) of the genders marked in

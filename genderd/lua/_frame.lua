@@ -23,7 +23,8 @@
 --   ARGV[4] = the sentinel's value as the caller knows it ("" for none)
 --   ARGV[5 .. 4+model.nparams] = the model's parameters
 --   then per client, in the order of its keys: n (-n when its marker is passed); when the
---   call grades, its client group and x; then n entries of (id, gender, ts)
+--   call grades, its client group, x and its marks (_grades.lua); then n entries of
+--   (id, gender, ts)
 --   then the grading block (_grades.lua): "0" when the call grades nothing
 --   returns: {entries applied, entries dropped as erased, entries graded, of which predicted,
 --            of which correct, D, the D clients deferred (their numbers in the call, from 1),
@@ -63,8 +64,8 @@
 --          nparams = parameters after ARGV[4],
 --          read = function(k, first, n, grading, extra, x) -> state, or false when a key has
 --                 a wrong type; the result hash's :expires field; and, only when `grading`
---                 is given (the call's grading block, when the client has an entry to grade:
---                 `gradable(grading, id, ts)` tells which) and it got no extra keys (x = 0),
+--                 is given (the client's marks, when it has an entry to grade: slot_of and
+--                 other_day in _grades.lua read them) and it got no extra keys (x = 0),
 --                 `defer` when it needs them to predict (see "Grading"); KEYS[extra ..
 --                 extra+x-1] are the x extra keys the caller passed (extra: nil when none),
 --          apply = function(k, state, acked, m, expiry, predictions) -> whether the client's
@@ -78,15 +79,6 @@
 -- indexes of the ids acknowledged by this call and not erased (m >= 1).
 local defer = 'defer'
 
--- Whether any of the client's entries (ARGV first, first+3, .., stop) is to be graded.
-local function any_gradable(spec, first, stop)
-  if spec == nil then return false end
-  for i = first, stop, 3 do
-    if gradable(spec, ARGV[i], ARGV[i + 2]) then return true end
-  end
-  return false
-end
-
 local function apply_batch(model)
   local stream, group, expires = KEYS[1], ARGV[1], ARGV[3]
   local sentinel = redis.call('GET', KEYS[3]) or ''
@@ -96,8 +88,10 @@ local function apply_batch(model)
   local k, a, c = 4 + (spec and spec.keys or 0), 5 + model.nparams, 0
   while a <= last do
     c = c + 1
-    local n, cutoff, client_group, x = tonumber(ARGV[a]), nil, nil, 0
-    if spec then client_group, x, a = ARGV[a + 1], tonumber(ARGV[a + 2]), a + 2 end
+    local n, cutoff, client_group, x, marks = tonumber(ARGV[a]), nil, nil, 0, nil
+    if spec then
+      client_group, x, marks, a = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], a + 3
+    end
     if n < 0 then  -- its marker is passed
       n = -n
       cutoff = redis.call('GET', KEYS[k]) or nil
@@ -105,9 +99,9 @@ local function apply_batch(model)
     end
     local first, stop = a + 1, a + 3 * n
     local own = model.per_event_keys and 1 + n or model.nkeys
-    local grading = any_gradable(spec, first, stop)
+    local grading = marks ~= nil and graded_in(marks) and marks or nil
     local extra = x > 0 and k + own or nil
-    local state, stored_expiry, wants = model.read(k, first, n, grading and spec or nil, extra, x)
+    local state, stored_expiry, wants = model.read(k, first, n, grading, extra, x)
     if state == false then
       for i = first, stop, 3 do skipped[#skipped + 1] = ARGV[i] end
     elseif wants == defer and x == 0 then
@@ -132,11 +126,12 @@ local function apply_batch(model)
           told)
         if exists and change then expire_client(KEYS[k], change, written) end
         if told and model.grades then
-          for j = 1, m do
+          grade_all(spec, marks, client_group, m, function(j)
             local i = acked[j]
-            grade(spec, ARGV[i], ARGV[i + 2], client_group, told[j], ARGV[i + 1])
+            local prediction = told[j]
             told[j] = nil
-          end
+            return ARGV[i], (i - first) / 3 + 1, prediction, ARGV[i + 1]
+          end)
         end
       end
     end

@@ -1,5 +1,6 @@
 -- Shared chunk: live grading (SPEC §14), for the scripts that apply events (the batch frame and
--- python_commit.lua). Defines grading_block, gradable, grade, write_grades.
+-- python_commit.lua). Defines grading_block, slot_of, graded_in, other_day, tally, grade_all,
+-- write_grades.
 -- uses: _basics.lua
 --
 -- A script that grades gets a grading block at the END of its ARGV (so that everything before
@@ -9,12 +10,17 @@
 --                                  block is then that one value)
 --   ARGV[#ARGV-H .. #ARGV-1]     = the H hours (hours since the epoch of an event's ts), whose
 --                                  grades hashes are KEYS[at .. at+H-1] (`at` is the caller's)
---   ARGV[#ARGV-H-1]              = the grading delay limit (ms): an entry whose arrival (its id's
---                                  ms) is later than its ts by more is not graded
---   ARGV[#ARGV-H-2]              = how long a grades hash outlives its hour (s)
---   ARGV[#ARGV-H-3]              = "1" when KEYS[at+H] is the model's set of re-driven entry ids
+--   ARGV[#ARGV-H-1]              = how long a grades hash outlives its hour (s)
+--   ARGV[#ARGV-H-2]              = "1" when KEYS[at+H] is the model's set of re-driven entry ids
 --                                  of the shard (a batch of reclaimed entries): an entry found
 --                                  there (and removed) is not graded; "0" otherwise
+--
+-- The worker decides which entries are graded (those that arrived within the delay limit,
+-- genderd.grading.plan) and tells each client's in one string of marks: its first character is
+-- "1" when a graded entry's ts is of another UTC day than the processing time's ("0"
+-- otherwise), then one character per entry, in the client's order: "0" not graded, else the
+-- byte 48 + s for the hour slot s (1: the first hour of the block). Reading a mark is one
+-- string.byte: no parsing of ids or times per entry.
 --
 -- Grades hash <prefix>:{sN}:grades:<model>:<hour>: one field per client group of the shard (the
 -- clusters of the live statistics), "<events> <predicted> <correct>". A call adds its graded
@@ -26,49 +32,68 @@ local function grading_block(at)
   local h = tonumber(ARGV[#ARGV])
   if h == 0 then return nil, #ARGV - 1 end
   local top = #ARGV - 1
-  local spec = {hours = {}, index = {}, tally = {}, at = at, graded = 0, predicted = 0,
-    correct = 0}
+  local spec = {hours = {}, tally = {}, at = at, graded = 0, predicted = 0, correct = 0}
   for i = 1, h do
-    local hour = tonumber(ARGV[top - h + i])
-    spec.hours[i], spec.index[hour], spec.tally[i] = hour, i, {}
+    spec.hours[i], spec.tally[i] = tonumber(ARGV[top - h + i]), {}
   end
-  spec.max_delay = tonumber(ARGV[top - h])
-  spec.keep = tonumber(ARGV[top - h - 1])
-  if ARGV[top - h - 2] == '1' then spec.redriven = KEYS[at + h] end
+  spec.keep = tonumber(ARGV[top - h])
+  if ARGV[top - h - 1] == '1' then spec.redriven = KEYS[at + h] end
   spec.keys = h + (spec.redriven and 1 or 0)  -- KEYS the block takes from `at`
-  return spec, top - h - 3
+  return spec, top - h - 2
 end
 
--- Whether the entry `id` with event time `ts` (strings) arrived within the delay limit.
-local function gradable(spec, id, ts)
-  local arrival = tonumber(string.match(id, '^(%d+)'))
-  return arrival - tonumber(ts) <= spec.max_delay
+-- The hour slot of a client's `position`-th entry (from 1) in its marks, nil: not graded.
+local function slot_of(marks, position)
+  local slot = string.byte(marks, position + 1) - 48
+  if slot == 0 then return nil end
+  return slot
 end
 
--- Grade the entry `id` (event time `ts`, of client group `group`): `prediction` is the model's
--- answer just before it was applied (false: none), `truth` the event's gender. Returns whether
--- it was graded (an entry outside the block's hours, or re-driven, is not).
-local function grade(spec, id, ts, group, prediction, truth)
-  if not gradable(spec, id, ts) then return false end
-  local i = spec.index[math.floor(tonumber(ts) / 3600000)]
-  if i == nil then return false end
-  if spec.redriven and redis.call('SREM', spec.redriven, id) == 1 then return false end
-  local counts = spec.tally[i][group]
+-- Whether the marks grade any entry, and whether one of those is of another day.
+local function graded_in(marks)
+  return string.find(marks, '[^0]', 2) ~= nil
+end
+
+local function other_day(marks)
+  return string.byte(marks, 1) == 49
+end
+
+-- Add `e` graded entries of client group `group` in hour slot `slot`, of which `p` predicted
+-- and `c` predicted right, to the call's tally.
+local function tally(spec, slot, group, e, p, c)
+  local counts = spec.tally[slot][group]
   if counts == nil then
-    counts = {0, 0, 0}
-    spec.tally[i][group] = counts
+    spec.tally[slot][group] = {e, p, c}
+  else
+    counts[1], counts[2], counts[3] = counts[1] + e, counts[2] + p, counts[3] + c
   end
-  counts[1] = counts[1] + 1
-  spec.graded = spec.graded + 1
-  if prediction then
-    counts[2] = counts[2] + 1
-    spec.predicted = spec.predicted + 1
-    if prediction == truth then
-      counts[3] = counts[3] + 1
-      spec.correct = spec.correct + 1
+  spec.graded, spec.predicted, spec.correct = spec.graded + e, spec.predicted + p,
+    spec.correct + c
+end
+
+-- Grade a client's entries (`count` of them; `entry(j)` gives the j-th one's id, its position
+-- among the client's entries, its prediction (false: none) and its gender) of client group
+-- `group` with its `marks`: each entry in its hour slot unless it is not graded or re-driven.
+-- The counts are summed per run of one slot (a client's entries are nearly always of one
+-- hour) before they reach the tally.
+local function grade_all(spec, marks, group, count, entry)
+  local run, e, p, c = nil, 0, 0, 0
+  for j = 1, count do
+    local id, position, prediction, truth = entry(j)
+    local slot = string.byte(marks, position + 1) - 48
+    if slot > 0 and not (spec.redriven and redis.call('SREM', spec.redriven, id) == 1) then
+      if slot ~= run then
+        if run then tally(spec, run, group, e, p, c) end
+        run, e, p, c = slot, 0, 0, 0
+      end
+      e = e + 1
+      if prediction then
+        p = p + 1
+        if prediction == truth then c = c + 1 end
+      end
     end
   end
-  return true
+  if run then tally(spec, run, group, e, p, c) end
 end
 
 -- Add the call's grades to the grades hashes (one HMGET and one HSET per hour touched) and

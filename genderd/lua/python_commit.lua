@@ -35,8 +35,9 @@
 -- then per client c, in the order of its keys:
 --   the version read ("" for none), n, the n entry ids,
 --   s, then s field/value pairs to set, d, then d fields to delete,
---   and when the call grades: the client's group, then per entry its ts and how its
---   prediction went: "r" right, "w" wrong, "n" no answer
+--   and when the call grades: the client's group, its marks (_grades.lua: one per entry id
+--   above) and how each entry's prediction went, one character per entry: "r" right,
+--   "w" wrong, "n" no answer
 -- then the grading block (_grades.lua): "0" when the call grades nothing
 -- returns: {applied, erased, graded, predicted, correct, number of skipped ids, skipped ids...,
 --           then per client in conflict: c, k, its k entry ids still pending}
@@ -50,7 +51,7 @@ local sentinel = redis.call('EXISTS', KEYS[3]) == 1
 local spec, last = grading_block(4)
 local offset = spec and spec.keys or 0
 -- "r", "w", "n" as (prediction, truth) for grade()
-local OUTCOMES = {r = {'1', '1'}, w = {'0', '1'}, n = {false, '1'}}
+local OUTCOMES = {[114] = {'1', '1'}, [119] = {'0', '1'}, [110] = {false, '1'}}  -- r, w, n
 
 local applied, erased, skipped, conflicts = 0, 0, {}, {}
 local a, c = 4, 0
@@ -67,8 +68,8 @@ while a <= last do
   local d = tonumber(ARGV[a])
   local del_at = a + 1
   a = a + 1 + d
-  local graded_at = a + 1
-  if spec then a = a + 1 + 2 * n end
+  local graded_at = a
+  if spec then a = a + 3 end
 
   local stored = read_hash('HMGET', result, version_field, EXPIRES)
   if stored == nil then
@@ -107,11 +108,11 @@ while a <= last do
       if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
       if change then expire_client(result, change, true) end
       if spec then
-        local client_group = ARGV[graded_at - 1]
-        for i = 1, n do
-          local outcome = OUTCOMES[ARGV[graded_at + 2 * i - 1]]
-          grade(spec, ids[i], ARGV[graded_at + 2 * i - 2], client_group, outcome[1], outcome[2])
-        end
+        local outcomes = ARGV[graded_at + 2]
+        grade_all(spec, ARGV[graded_at + 1], ARGV[graded_at], n, function(i)
+          local outcome = OUTCOMES[string.byte(outcomes, i)]
+          return ids[i], i, outcome[1], outcome[2]
+        end)
       end
     end
   end

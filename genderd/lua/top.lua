@@ -12,7 +12,8 @@
 -- ARGV[5] = the oldest data layout the deployment may hold ("1", "2" or "3"; see layout.py)
 -- ARGV[6] = G, the number of configured genders;  ARGV[7 .. 6+G] = their names, sorted
 -- result fields: top (the answer), top:at (when it was written), top:n:<g>, top:t:<g>
--- grades: the answer before an entry is the argmax of the counters so far
+-- grades: the answer before an entry is the argmax of the counters so far (kept as the entries
+-- are counted: `lead`)
 --
 -- Upgrades, where the deployment may hold them:
 -- - layout 1 kept the counters in KEYS[k+1] as <g> / <g>:t fields. A client answered under it
@@ -77,10 +78,15 @@ return apply_batch({
     -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end  -- moved
+    local best = predictions and argmax_index(names, have, 1)  -- the answer before each entry
     for j = 1, m do
       local a = acked[j]
-      if predictions then predictions[j] = argmax(names, have, 1) or false end
-      count_event(have, 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2], set, fields)
+      local i = index[ARGV[a + 1]]
+      count_event(have, 2 * i - 1, ARGV[a + 2], set, fields)
+      if predictions then
+        predictions[j] = best and names[best] or false
+        if i ~= best then best = lead(have, 1, best, i) end  -- the leader's own event keeps it
+      end
     end
     set[2] = argmax(names, have, 1)
     redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))

@@ -29,7 +29,9 @@
 -- entry's day D. For entries of today with today's counters in the result hash, those counters
 -- (as the entries are added); otherwise the window's buckets, which the read asks the caller
 -- for (defer): the x extra keys are the buckets of days hi-x+1 .. hi, hi the latest day of an
--- entry to grade and x = hi - lo + W, lo the earliest (TopWindow.grading_keys).
+-- entry to grade and x = hi - lo + W, lo the earliest (TopWindow.grading_keys). With them, a
+-- client whose stored counters were of another day gets today's (as a lookup would give it),
+-- so that it is deferred once a day, not in every batch.
 -- uses: _basics.lua _expiry.lua _grades.lua _frame.lua _counters.lua _window.lua
 
 local group, now, oldest, window = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -50,19 +52,18 @@ local old_fields = {group .. ':s', group .. ':ts'}
 local ADD, STALE = 1, 2
 local touched = {}  -- gender numbers whose window counters the client's entries changed
 
--- Grading: whether the entries to grade (of `spec`) need the window's buckets, and the latest
--- day of one of them.
-local function needs_window(spec, have, first, n)
-  local needs, hi = have.mode ~= ADD, nil
+-- Grading: whether the entries to grade (marked in `marks`) need the window's buckets (the
+-- stored counters are of another day, or an entry is), and the latest day of one of them.
+local function needs_window(marks, have, first, n)
+  if have.mode == ADD and not other_day(marks) then return false, nil end
+  local hi = nil
   for j = 1, n do
-    local a = first + 3 * j - 3
-    if gradable(spec, ARGV[a], ARGV[a + 2]) then
-      local day = math.floor(tonumber(ARGV[a + 2]) / MS_PER_DAY)
-      needs = needs or day ~= today
+    if slot_of(marks, j) then
+      local day = math.floor(tonumber(ARGV[first + 3 * j - 1]) / MS_PER_DAY)
       if hi == nil or day > hi then hi = day end
     end
   end
-  return needs, hi
+  return true, hi
 end
 
 -- The buckets KEYS[at .. at+x-1] of days hi-x+1 .. hi: their counters by day (flat, from 1),
@@ -77,8 +78,8 @@ local function read_window(at, x, hi)
   return by_day
 end
 
--- The answer at a time of day `day` from the buckets by day: the window D-W+1 .. D summed.
-local function window_answer(by_day, day)
+-- The window D-W+1 .. D summed from the buckets by day (flat counters, from 1).
+local function sums_of(by_day, day)
   local sums = {}
   for d = day - window + 1, day do
     local counters = by_day[d]
@@ -89,7 +90,7 @@ local function window_answer(by_day, day)
       end
     end
   end
-  return argmax(names, sums, 1) or false
+  return sums
 end
 
 return apply_batch({
@@ -138,14 +139,16 @@ return apply_batch({
     -- is listed again each time: HSET keeps the last value, the final one)
     local writes = {}
     local ahead = have.mode == ADD and have[3] and not have[2]  -- a bucket after today exists
+    -- grading from today's counters: the answer before each entry, kept as they are counted
+    local best = predictions and not by_day and argmax_index(names, have, 4)
     for j = 1, m do
       local a = acked[j]
       local i, ts = index[ARGV[a + 1]], ARGV[a + 2]
       local day = math.floor(tonumber(ts) / MS_PER_DAY)
       if predictions and by_day then
-        predictions[j] = window_answer(by_day, day)
+        predictions[j] = argmax(names, sums_of(by_day, day), 1) or false
       elseif predictions then
-        predictions[j] = argmax(names, have, 4) or false
+        predictions[j] = best and names[best] or false
       end
       if by_day and by_day[day] and day >= first_day then add_events(by_day[day], 1, i, 1, ts) end
       if day >= first_day then
@@ -159,6 +162,7 @@ return apply_batch({
         elseif have.mode == ADD then
           add_events(have, 4, i, 1, ts)
           touched[i] = true
+          if predictions and not by_day and i ~= best then best = lead(have, 4, best, i) end
         end
       end
     end
@@ -173,6 +177,16 @@ return apply_batch({
       return have[EXPIRY] or have[1] or have[2] or have[3], false
     end
     if have[OLD_SCORES] then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
+    if have.mode == STALE and by_day and by_day[first_day] and by_day[today] then
+      -- the window's buckets were read to grade (a deferred client): store today's counters,
+      -- as a lookup would (top7d_read.lua), so that the client's next batches add to them
+      local set, del = window_fields(group, names, fields, sums_of(by_day, today), 1, ahead,
+        today, window, now, have[1], {})
+      if #del > 0 then redis.call('HDEL', KEYS[k], unpack(del)) end
+      with_expiry(set, expiry)
+      if #set > 0 then redis.call('HSET', KEYS[k], unpack(set)) end
+      return true, expiry ~= nil
+    end
     if have.mode == STALE then
       if have[3] ~= '0' or expiry then
         redis.call('HSET', KEYS[k], unpack(with_expiry({u_field, '0'}, expiry)))
