@@ -14,8 +14,8 @@ it less one part (the product's Lua files, changed as they are read, never on di
   ``HSET`` / ``EXPIREAT`` of the grades hashes);
 - ``-grade``: ``grade_all`` is not called either (no tally of the client's entries);
 - ``-predict``: the model's apply gets no ``predictions`` table (no answer per entry);
-- ``-gradable``: no client is found to have an entry to grade (``graded_in``): what is left
-  is the grading block and the three ARGV per client (group, x, marks) the worker sends.
+- ``-gradable``: no client is found to have an entry to grade: what is left is the grading
+  block and the one ARGV per client (its grading: group and marks) the worker sends.
 
 The change from one row to the next is what the part left out costs.
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,8 @@ from genderd.settings import Settings
 
 #: the Python side: apply calls timed per repeat, over the batches in turn
 PYTHON_CALLS = 2_000
+#: how long callgrind may take to write a dump (it is slow)
+CALLGRIND_DUMP_TIMEOUT_S = 60.0
 
 #: per variant: whether the worker grades, and the (file, text, replacement) edits made to
 #: the product's Lua as it is read; each variant keeps the edits of the ones before it
@@ -81,8 +84,8 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "grade_all(spec, marks, client_group, m, function(j)",
-                "local _ = (function(j)",
+                "        if told and model.grades then\n",
+                "        if false then\n",
             )
         ],
     ),
@@ -97,7 +100,7 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "local grading = marks ~= nil and graded_in(marks) and marks or nil",
+                "local grading = graded and ARGV[first - 1] or nil",
                 "local grading = nil",
             )
         ],
@@ -140,10 +143,55 @@ class Run:
     calls: float  # EVALSHA calls per 1,000 events
     cpu_us: float  # server main-thread CPU per event over the drain
     graded: int
+    instructions: float = 0.0  # with --callgrind: the server's instructions per event
+
+
+class Callgrind:
+    """The server run under valgrind's callgrind (``--callgrind``): instructions counted, the
+    same for the same work whatever else the machine does. Counted between :meth:`zero` and
+    :meth:`count` (``callgrind_control``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def wrapper(self, binary: str) -> str:
+        """An executable that runs ``binary`` under callgrind, its dumps in ``out``."""
+        path = self.out / "valkey-under-callgrind"
+        dumps = self.out / "callgrind.out.%p"
+        path.write_text(
+            "#!/bin/sh\n"
+            f"exec valgrind --tool=callgrind --callgrind-out-file={dumps} "
+            f'--dump-instr=no --compress-strings=no "{binary}" "$@"\n'
+        )
+        path.chmod(0o755)
+        return str(path)
+
+    def zero(self, pid: int) -> None:
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+
+    def count(self, pid: int) -> int:
+        """The instructions since :meth:`zero`: a dump's totals."""
+        before = set(self.out.glob(f"callgrind.out.{pid}*"))
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        deadline = time.monotonic() + CALLGRIND_DUMP_TIMEOUT_S
+        while True:
+            fresh = sorted(set(self.out.glob(f"callgrind.out.{pid}*")) - before)
+            for dump in fresh:
+                for line in dump.read_text(errors="replace").splitlines():
+                    if line.startswith(("summary:", "totals:")):
+                        return int(line.split()[1])
+            if time.monotonic() > deadline:
+                raise SystemExit("callgrind wrote no dump in time")
+            time.sleep(0.1)
 
 
 def run(
-    server: redis.Redis, url: str, model: str, variant: Variant, args: argparse.Namespace
+    server: redis.Redis,
+    url: str,
+    model: str,
+    variant: Variant,
+    args: argparse.Namespace,
+    meter: tuple[Callgrind, int] | None = None,
 ) -> Run:
     server.flushall()
     deployment = open_deployment_sync(server, Settings(redis_url=url))
@@ -157,12 +205,15 @@ def run(
         *chosen.apply_files, package=chosen.script_package, read=variant.reader()
     )
     server.config_resetstat()
+    if meter is not None:
+        meter[0].zero(meter[1])
     cpu = server_cpu_s(server)
     graded = drain_worker(deployment, chosen, variant.grading).graded
     cpu = server_cpu_s(server) - cpu
+    counted = 0 if meter is None else meter[0].count(meter[1])
     stats = server.info("commandstats").get("cmdstat_evalsha", {"usec": 0, "calls": 0})
     n = args.events
-    return Run(stats["usec"] / n, stats["calls"] / n * 1000, cpu / n * 1e6, graded)
+    return Run(stats["usec"] / n, stats["calls"] / n * 1000, cpu / n * 1e6, graded, counted / n)
 
 
 class Answering:
@@ -217,6 +268,26 @@ def python_side(model: str, args: argparse.Namespace) -> tuple[float, float]:
     return asyncio.run(both())
 
 
+def print_instructions(
+    models: Sequence[str], kinds: Sequence[Variant], results: dict[tuple[str, str], list[Run]]
+) -> None:
+    """The table of ``--callgrind``: the server's instructions per event (the same from run to
+    run: the minimum is shown), and each variant's change from the one above."""
+    print(
+        "| model | variant | graded | server instructions per event | change from the row above |"
+    )
+    print("|---|---|---:|---:|---:|")
+    for model in models:
+        above = None
+        for variant in kinds:
+            runs = results[model, variant.name]
+            instructions = min(x.instructions for x in runs)
+            less = "" if above is None else f"{instructions - above:+,.0f}"
+            above = instructions
+            graded = statistics.median(x.graded for x in runs)
+            print(f"| `{model}` | {variant.name} | {graded:,.0f} | {instructions:,.0f} | {less} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -229,30 +300,41 @@ def main() -> None:
         default=",".join(name for name, _, _ in STEPS),
         help="the variants to measure, comma-separated (each keeps the edits of those above)",
     )
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the server under valgrind's callgrind and count its instructions per event "
+        "(the same for the same work, whatever else the machine does; about 50x slower)",
+    )
     args = parser.parse_args()
     models = args.models.split(",")
     wanted = args.variants.split(",")
     kinds = [v for v in variants() if v.name in wanted]
     results: dict[tuple[str, str], list[Run]] = {(m, v.name): [] for m in models for v in kinds}
-    with (
-        tempfile.TemporaryDirectory() as data,
-        BundledServer(find_binary(), free_port(), Path(data), persistent=False) as bundled,
-    ):
-        server = redis.Redis.from_url(bundled.url)
-        for r in range(args.repeat):
-            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
-            for model in models:
-                for variant in order:
-                    results[model, variant.name].append(
-                        run(server, bundled.url, model, variant, args)
-                    )
-        server.close()
+    with tempfile.TemporaryDirectory() as data:
+        callgrind = Callgrind(Path(data)) if args.callgrind else None
+        binary = find_binary() if callgrind is None else callgrind.wrapper(find_binary())
+        with BundledServer(binary, free_port(), Path(data), persistent=False) as bundled:
+            server = redis.Redis.from_url(bundled.url)
+            assert bundled.process is not None
+            meter = None if callgrind is None else (callgrind, bundled.process.pid)
+            for r in range(args.repeat):
+                order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+                for model in models:
+                    for variant in order:
+                        results[model, variant.name].append(
+                            run(server, bundled.url, model, variant, args, meter)
+                        )
+            server.close()
     print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
     aged = f"; {args.yesterday:.0%} of the clients with yesterday's state" if args.yesterday else ""
     print(
         f"{args.events:,} live events over {args.clients:,} clients{aged}; one in-process "
         f"worker; {args.repeat} rounds, medians; each variant is the one above it less one part\n"
     )
+    if args.callgrind:
+        print_instructions(models, kinds, results)
+        return
     print(
         "| model | variant | graded | EVALSHA µs per event (range) | change from the row above "
         "| EVALSHA calls per 1,000 events | server CPU µs per event |"

@@ -168,8 +168,8 @@ class LuaApplier:
                 args.append(str(-len(own)))
             else:
                 args.append(str(len(own)))
-            if block.grades and grading is not None:
-                args += (grading.group(cid), str(len(more)), block.marks[cid])
+            if block.grades:
+                args.append(block.client(cid, len(more)))
             keys += model.client_keys(shard, cid, own, now)
             keys += more
             for event in own:

@@ -34,6 +34,8 @@ MS_PER_HOUR = 3_600_000
 MARK_ZERO = 48
 #: the hour of an event that is not graded, among a client's hours
 NOT_GRADED = -1
+#: a client grading's flags (its first byte is 48 plus them)
+OTHER_DAY, EXTRA, GRADED, UNIFORM = 1, 2, 4, 8
 #: how long a grades hash outlives its hour: the longest window that can be asked for
 GRADES_KEEP_S = 30 * 86_400
 
@@ -64,10 +66,6 @@ class Grading:
     def gradable(self, event: Event) -> bool:
         """Whether ``event`` arrived within the delay limit (``_grades.lua``'s ``gradable``)."""
         return entry_ms(event.id) - event.ts <= self.max_delay_ms
-
-    def group(self, cid: str) -> str:
-        """The client's group, as the grades hash names it."""
-        return str(client_group(cid, self.shards))
 
     def call(
         self,
@@ -102,11 +100,18 @@ class Grading:
         chars[NOT_GRADED] = "0"
         today = now // MS_PER_DAY
         other_day = {hour for hour in ordered if hour * MS_PER_HOUR // MS_PER_DAY != today}
-        marks = {
-            cid: ("1" if other_day and other_day.intersection(hours) else "0")
-            + "".join(map(chars.__getitem__, hours))
-            for cid, hours in hours_of.items()
-        }
+        marks = {}
+        for cid, hours in hours_of.items():
+            first = hours[0]
+            if first != NOT_GRADED and hours.count(first) == len(hours):  # nearly always
+                flags = GRADED | UNIFORM | (OTHER_DAY if first in other_day else 0)
+                marks[cid] = (flags, chars[first])
+                continue
+            graded = [hour for hour in hours if hour != NOT_GRADED]
+            flags = (GRADED if graded else 0) | (
+                OTHER_DAY if other_day and other_day.intersection(graded) else 0
+            )
+            marks[cid] = (flags, "".join(map(chars.__getitem__, hours)))
         keys = [self.keys.grades(shard, model, hour) for hour in ordered]
         if reclaimed:
             keys.append(self.keys.redriven_ids(shard, model))
@@ -116,39 +121,55 @@ class Grading:
             *(str(hour) for hour in ordered),
             str(len(ordered)),
         ]
-        return Block(keys, args, slots, marks)
+        return Block(keys, args, slots, marks, self)
 
-    def marks(self, block: Block, events: Sequence[Event], now: int) -> str:
-        """The marks (``_grades.lua``) of some of a client's events (the Python models'
-        commit, when the model failed on some of them): "1" when a graded event is of another
-        UTC day than ``now``, then per event "0" (not graded) or the byte 48 + its hour's slot
-        in ``block``."""
+    def group_chars(self, cid: str) -> str:
+        """The client's group as its grading names it: two characters, the grades hash's field
+        (:func:`client_group` in base 64 from "0")."""
+        group = client_group(cid, self.shards)
+        return chr(MARK_ZERO + group // 64) + chr(MARK_ZERO + group % 64)
+
+    def marks(self, block: Block, events: Sequence[Event], now: int) -> tuple[int, str]:
+        """The flags and marks of some of a client's events (the Python models' commit, when
+        the model failed on some of them): per event "0" (not graded) or the byte 48 + its
+        hour's slot in ``block``."""
         today = now // MS_PER_DAY
-        other = False
-        marks = []
+        flags, marks = 0, []
         for event in events:
             if not self.gradable(event):
                 marks.append("0")
                 continue
-            other = other or event.ts // MS_PER_DAY != today
+            flags |= GRADED | (OTHER_DAY if event.ts // MS_PER_DAY != today else 0)
             marks.append(chr(MARK_ZERO + block.slots[event.ts // MS_PER_HOUR]))
-        return ("1" if other else "0") + "".join(marks)
+        return flags, "".join(marks)
 
 
 @dataclass(frozen=True)
 class Block:
     """A call's grading block: its keys (right after the frame's own), its ARGV (last), the
-    slot of each hour (from 1) that the clients' marks name, and each client's marks."""
+    slot of each hour (from 1) that the clients' marks name, and each client's flags and
+    marks."""
 
     keys: Sequence[str]
     args: Sequence[str]
     slots: dict[int, int]
-    marks: dict[str, str]
+    marks: dict[str, tuple[int, str]]
+    grading: Grading | None = None
 
     @property
     def grades(self) -> bool:
-        """Whether the call grades anything (the scripts then expect each client's group)."""
+        """Whether the call grades anything (the scripts then expect each client's grading)."""
         return bool(self.keys)
+
+    def client(self, cid: str, extra: int = 0, marks: tuple[int, str] | None = None) -> str:
+        """The client's grading (``_grades.lua``): its flags, group, ``extra`` keys when there
+        are some, and its marks (the block's, or ``marks``)."""
+        assert self.grading is not None
+        flags, chars = self.marks[cid] if marks is None else marks
+        head = chr(MARK_ZERO + (flags | (EXTRA if extra else 0))) + self.grading.group_chars(cid)
+        if extra:
+            head += chr(MARK_ZERO + extra // 64) + chr(MARK_ZERO + extra % 64)
+        return head + chars
 
 
 #: the block of a call that grades nothing

@@ -23,8 +23,8 @@
 --   ARGV[4] = the sentinel's value as the caller knows it ("" for none)
 --   ARGV[5 .. 4+model.nparams] = the model's parameters
 --   then per client, in the order of its keys: n (-n when its marker is passed); when the
---   call grades, its client group, x and its marks (_grades.lua); then n entries of
---   (id, gender, ts)
+--   call grades, its grading (_grades.lua: its group, x, and its entries' marks); then n
+--   entries of (id, gender, ts)
 --   then the grading block (_grades.lua): "0" when the call grades nothing
 --   returns: {entries applied, entries dropped as erased, entries graded, of which predicted,
 --            of which correct, D, the D clients deferred (their numbers in the call, from 1),
@@ -64,8 +64,8 @@
 --          nparams = parameters after ARGV[4],
 --          read = function(k, first, n, grading, extra, x) -> state, or false when a key has
 --                 a wrong type; the result hash's :expires field; and, only when `grading`
---                 is given (the client's marks, when it has an entry to grade: slot_of and
---                 other_day in _grades.lua read them) and it got no extra keys (x = 0),
+--                 is given (the client's grading, when it has an entry to grade: slot_of and
+--                 other_day in _grades.lua read it) and it got no extra keys (x = 0),
 --                 `defer` when it needs them to predict (see "Grading"); KEYS[extra ..
 --                 extra+x-1] are the x extra keys the caller passed (extra: nil when none),
 --          apply = function(k, state, acked, m, expiry, predictions) -> whether the client's
@@ -88,9 +88,10 @@ local function apply_batch(model)
   local k, a, c = 4 + (spec and spec.keys or 0), 5 + model.nparams, 0
   while a <= last do
     c = c + 1
-    local n, cutoff, client_group, x, marks = tonumber(ARGV[a]), nil, nil, 0, nil
+    local n, cutoff, client_group, x, graded, marks, uniform = tonumber(ARGV[a]), nil, nil, 0
     if spec then
-      client_group, x, marks, a = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], a + 3
+      a = a + 1
+      client_group, x, graded, marks, uniform = client_grading(ARGV[a])
     end
     if n < 0 then  -- its marker is passed
       n = -n
@@ -99,7 +100,7 @@ local function apply_batch(model)
     end
     local first, stop = a + 1, a + 3 * n
     local own = model.per_event_keys and 1 + n or model.nkeys
-    local grading = marks ~= nil and graded_in(marks) and marks or nil
+    local grading = graded and ARGV[first - 1] or nil
     local extra = x > 0 and k + own or nil
     local state, stored_expiry, wants = model.read(k, first, n, grading, extra, x)
     if state == false then
@@ -125,13 +126,46 @@ local function apply_batch(model)
         local exists, written = model.apply(k, state, acked, m, change ~= '' and change or nil,
           told)
         if exists and change then expire_client(KEYS[k], change, written) end
-        if told and model.grades then
-          grade_all(spec, marks, client_group, m, function(j)
+        if told and model.grades and uniform and not spec.redriven then
+          -- every entry graded, in one slot (nearly always): count the predictions only
+          local p, r = 0, 0
+          for j = 1, m do
+            local prediction = told[j]
+            if prediction then
+              told[j] = nil
+              p = p + 1
+              if prediction == ARGV[acked[j] + 1] then r = r + 1 end
+            end
+          end
+          local groups = spec.tally[uniform]  -- tally (_grades.lua) inline
+          local counts = groups[client_group]
+          if counts == nil then
+            groups[client_group] = {m, p, r}
+          else
+            counts[1], counts[2], counts[3] = counts[1] + m, counts[2] + p, counts[3] + r
+          end
+        elseif told and model.grades then
+          -- grade_all (_grades.lua) inline: entries in several slots, or re-driven ones
+          local run, e, p, r = nil, 0, 0, 0
+          for j = 1, m do
             local i = acked[j]
             local prediction = told[j]
             told[j] = nil
-            return ARGV[i], (i - first) / 3 + 1, prediction, ARGV[i + 1]
-          end)
+            local slot = string.byte(grading, marks + (i - first) / 3) - 48
+            if slot > 0 and not (spec.redriven and redis.call('SREM', spec.redriven, ARGV[i]) == 1)
+            then
+              if slot ~= run then
+                if run then tally(spec, run, client_group, e, p, r) end
+                run, e, p, r = slot, 0, 0, 0
+              end
+              e = e + 1
+              if prediction then
+                p = p + 1
+                if prediction == ARGV[i + 1] then r = r + 1 end
+              end
+            end
+          end
+          if run then tally(spec, run, client_group, e, p, r) end
         end
       end
     end
@@ -142,8 +176,7 @@ local function apply_batch(model)
   if erased > 0 then redis.call('HINCRBY', KEYS[2], group .. ':erased', erased) end
   local reply = {applied, erased, 0, 0, 0, #deferred}
   if spec then
-    write_grades(spec, KEYS[2], group)
-    reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
+    reply[3], reply[4], reply[5] = write_grades(spec, KEYS[2], group)
   end
   for i = 1, #deferred do reply[#reply + 1] = deferred[i] end
   for i = 1, #skipped do reply[#reply + 1] = skipped[i] end

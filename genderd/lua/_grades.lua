@@ -1,6 +1,6 @@
 -- Shared chunk: live grading (SPEC §14), for the scripts that apply events (the batch frame and
--- python_commit.lua). Defines grading_block, slot_of, graded_in, other_day, tally, grade_all,
--- write_grades.
+-- python_commit.lua). Defines grading_block, client_grading, other_day, slot_of, tally,
+-- grade_all, write_grades.
 -- uses: _basics.lua
 --
 -- A script that grades gets a grading block at the END of its ARGV (so that everything before
@@ -16,12 +16,20 @@
 --                                  there (and removed) is not graded; "0" otherwise
 --
 -- The worker decides which entries are graded (those that arrived within the delay limit,
--- genderd.grading.plan) and tells each client's in one string of marks: its first character is
--- "1" when a graded entry's ts is of another UTC day than the processing time's ("0"
--- otherwise), then one character per entry, in the client's order: "0" not graded, else the
--- byte 48 + s for the hour slot s (1: the first hour of the block). Reading a mark is one
--- string.byte: no parsing of ids or times per entry.
+-- genderd.grading.plan) and tells each client's in one string, its *grading*:
 --
+--   byte 1         48 + flags: 1 a graded entry's ts is of another UTC day than the processing
+--                  time's, 2 extra keys follow (x, see _frame.lua), 4 an entry is graded,
+--                  8 every entry is graded, in one hour slot (the marks are that one slot)
+--   bytes 2-3      the client's group, the field of the grades hash (two characters)
+--   bytes 4-5      with flag 2: x = (byte 4 - 48) * 64 + (byte 5 - 48)
+--   then           one mark per entry, in the client's order: "0" not graded, else the byte
+--                  48 + s for the hour slot s (1: the first hour of the block); with flag 8,
+--                  the one slot of them all
+--
+-- Reading it is a few string.byte calls: no parsing of ids or times per entry, and one ARGV
+-- per client.
+
 -- Grades hash <prefix>:{sN}:grades:<model>:<hour>: one field per client group of the shard (the
 -- clusters of the live statistics), "<events> <predicted> <correct>". A call adds its graded
 -- entries to it in one HMGET and one HSET per hour, with the hash's EXPIREAT, and to the
@@ -32,7 +40,7 @@ local function grading_block(at)
   local h = tonumber(ARGV[#ARGV])
   if h == 0 then return nil, #ARGV - 1 end
   local top = #ARGV - 1
-  local spec = {hours = {}, tally = {}, at = at, graded = 0, predicted = 0, correct = 0}
+  local spec = {hours = {}, tally = {}, at = at}
   for i = 1, h do
     spec.hours[i], spec.tally[i] = tonumber(ARGV[top - h + i]), {}
   end
@@ -42,45 +50,60 @@ local function grading_block(at)
   return spec, top - h - 2
 end
 
--- The hour slot of a client's `position`-th entry (from 1) in its marks, nil: not graded.
-local function slot_of(marks, position)
-  local slot = string.byte(marks, position + 1) - 48
+-- A client's grading: its group (a number: the tally's key), x (its extra keys), whether an
+-- entry is graded, where its marks start, and the one slot of all its entries (flag 8; else
+-- nil).
+local function client_grading(grading)
+  local flags, g1, g2 = string.byte(grading, 1, 3)
+  flags = flags - 48
+  local x, marks = 0, 4
+  if flags % 4 >= 2 then
+    local x1, x2 = string.byte(grading, 4, 5)
+    x, marks = (x1 - 48) * 64 + (x2 - 48), 6
+  end
+  local uniform = nil
+  if flags >= 8 then uniform = string.byte(grading, marks) - 48 end
+  return (g1 - 48) * 64 + g2 - 48, x, flags % 8 >= 4, marks, uniform
+end
+
+-- Whether a graded entry of the client is of another day than the processing time's.
+local function other_day(grading)
+  return (string.byte(grading, 1) - 48) % 2 == 1
+end
+
+-- The hour slot of the client's `position`-th entry (from 1), nil when it is not graded.
+local function slot_of(grading, position)
+  local flags = string.byte(grading, 1) - 48
+  local marks = flags % 4 >= 2 and 6 or 4
+  local slot = string.byte(grading, flags >= 8 and marks or marks + position - 1) - 48
   if slot == 0 then return nil end
   return slot
 end
 
--- Whether the marks grade any entry, and whether one of those is of another day.
-local function graded_in(marks)
-  return string.find(marks, '[^0]', 2) ~= nil
-end
-
-local function other_day(marks)
-  return string.byte(marks, 1) == 49
-end
-
 -- Add `e` graded entries of client group `group` in hour slot `slot`, of which `p` predicted
--- and `c` predicted right, to the call's tally.
+-- and `c` predicted right, to the call's tally (the totals are summed when it is written).
 local function tally(spec, slot, group, e, p, c)
-  local counts = spec.tally[slot][group]
+  local groups = spec.tally[slot]
+  local counts = groups[group]
   if counts == nil then
-    spec.tally[slot][group] = {e, p, c}
+    groups[group] = {e, p, c}
   else
     counts[1], counts[2], counts[3] = counts[1] + e, counts[2] + p, counts[3] + c
   end
-  spec.graded, spec.predicted, spec.correct = spec.graded + e, spec.predicted + p,
-    spec.correct + c
 end
 
 -- Grade a client's entries (`count` of them; `entry(j)` gives the j-th one's id, its position
 -- among the client's entries, its prediction (false: none) and its gender) of client group
--- `group` with its `marks`: each entry in its hour slot unless it is not graded or re-driven.
--- The counts are summed per run of one slot (a client's entries are nearly always of one
--- hour) before they reach the tally.
-local function grade_all(spec, marks, group, count, entry)
+-- `group`, whose marks start at byte `marks` of its `grading`: each entry in its hour slot
+-- unless it is not graded or re-driven. The counts are summed per run of one slot (a client's
+-- entries are nearly always of one hour) before they reach the tally. (The batch frame, on the
+-- hot path, does the same without a closure per client.)
+local function grade_all(spec, grading, marks, group, count, entry)
   local run, e, p, c = nil, 0, 0, 0
+  local uniform = (string.byte(grading, 1) - 48) >= 8
   for j = 1, count do
     local id, position, prediction, truth = entry(j)
-    local slot = string.byte(marks, position + 1) - 48
+    local slot = string.byte(grading, uniform and marks or marks + position - 1) - 48
     if slot > 0 and not (spec.redriven and redis.call('SREM', spec.redriven, id) == 1) then
       if slot ~= run then
         if run then tally(spec, run, group, e, p, c) end
@@ -97,17 +120,16 @@ local function grade_all(spec, marks, group, count, entry)
 end
 
 -- Add the call's grades to the grades hashes (one HMGET and one HSET per hour touched) and
--- the model's totals to the shard's stats hash `stats`.
+-- the model's totals to the shard's stats hash `stats`; returns the call's totals (graded,
+-- predicted, correct).
 local function write_grades(spec, stats, model)
-  if spec.graded == 0 then return end
-  redis.call('HINCRBY', stats, model .. ':graded', spec.graded)
-  if spec.predicted > 0 then redis.call('HINCRBY', stats, model .. ':predicted', spec.predicted) end
-  if spec.correct > 0 then redis.call('HINCRBY', stats, model .. ':correct', spec.correct) end
+  local graded, predicted, correct = 0, 0, 0
   for i, groups in ipairs(spec.tally) do
     local fields, counts = {}, {}
-    for group, c in pairs(groups) do
-      fields[#fields + 1] = group
+    for group, c in pairs(groups) do  -- the field: the group's two characters again
+      fields[#fields + 1] = string.char(48 + math.floor(group / 64), 48 + group % 64)
       counts[#counts + 1] = c
+      graded, predicted, correct = graded + c[1], predicted + c[2], correct + c[3]
     end
     if #fields > 0 then
       local key = KEYS[spec.at + i - 1]
@@ -128,4 +150,10 @@ local function write_grades(spec, stats, model)
       end
     end
   end
+  if graded > 0 then
+    redis.call('HINCRBY', stats, model .. ':graded', graded)
+    if predicted > 0 then redis.call('HINCRBY', stats, model .. ':predicted', predicted) end
+    if correct > 0 then redis.call('HINCRBY', stats, model .. ':correct', correct) end
+  end
+  return graded, predicted, correct
 end

@@ -35,8 +35,8 @@
 -- then per client c, in the order of its keys:
 --   the version read ("" for none), n, the n entry ids,
 --   s, then s field/value pairs to set, d, then d fields to delete,
---   and when the call grades: the client's group, its marks (_grades.lua: one per entry id
---   above) and how each entry's prediction went, one character per entry: "r" right,
+--   and when the call grades: the client's grading (_grades.lua: its group and a mark per
+--   entry id above) and how each entry's prediction went, one character per entry: "r" right,
 --   "w" wrong, "n" no answer
 -- then the grading block (_grades.lua): "0" when the call grades nothing
 -- returns: {applied, erased, graded, predicted, correct, number of skipped ids, skipped ids...,
@@ -69,7 +69,7 @@ while a <= last do
   local del_at = a + 1
   a = a + 1 + d
   local graded_at = a
-  if spec then a = a + 3 end
+  if spec then a = a + 2 end
 
   local stored = read_hash('HMGET', result, version_field, EXPIRES)
   if stored == nil then
@@ -108,8 +108,9 @@ while a <= last do
       if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
       if change then expire_client(result, change, true) end
       if spec then
-        local outcomes = ARGV[graded_at + 2]
-        grade_all(spec, ARGV[graded_at + 1], ARGV[graded_at], n, function(i)
+        local grading, outcomes = ARGV[graded_at], ARGV[graded_at + 1]
+        local client_group, _, _, marks = client_grading(grading)
+        grade_all(spec, grading, marks, client_group, n, function(i)
           local outcome = OUTCOMES[string.byte(outcomes, i)]
           return ids[i], i, outcome[1], outcome[2]
         end)
@@ -121,8 +122,7 @@ if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) e
 if erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', erased) end
 local reply = {applied, erased, 0, 0, 0, #skipped}
 if spec then
-  write_grades(spec, stats, group)
-  reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
+  reply[3], reply[4], reply[5] = write_grades(spec, stats, group)
 end
 for i = 1, #skipped do reply[#reply + 1] = skipped[i] end
 for i = 1, #conflicts do reply[#reply + 1] = conflicts[i] end

@@ -28,13 +28,14 @@ local oldest = tonumber(ARGV[5])
 local names, index, g = genders_at(6)
 local fields = counter_fields(names, group .. ':n:', group .. ':t:', '')
 local at_field = group .. ':at'
--- have[1 .. 2G]: the counters (see _counters.lua); then :expires; then, where
--- layouts 1-2 may be held, their scores field; where layout 1 may be, the answer
+-- have[1 .. 2G]: the counters (see _counters.lua); then :expires; then the answer (the argmax
+-- of the counters: where grading starts from, and layout 1's sign of an old client); then,
+-- where layouts 1-2 may be held, their scores field
 local read_fields = {unpack(fields)}
-local EXPIRY, OLD_SCORES, ANSWER = 2 * g + 1, 2 * g + 2, 2 * g + 3
+local EXPIRY, ANSWER, OLD_SCORES = 2 * g + 1, 2 * g + 2, 2 * g + 3
 read_fields[EXPIRY] = EXPIRES
+read_fields[ANSWER] = group
 if oldest < 3 then read_fields[OLD_SCORES] = group .. ':s' end
-if oldest < 2 then read_fields[ANSWER] = group end
 local old_fields = {group .. ':s', group .. ':ts'}
 
 -- layout 1's counters of KEYS[k+1], as a flat HSET list of the result hash's fields (every
@@ -78,7 +79,9 @@ return apply_batch({
     -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end  -- moved
-    local best = predictions and argmax_index(names, have, 1)  -- the answer before each entry
+    -- the answer before each entry: the stored one (counters moved from layout 1: computed)
+    local best = predictions
+      and (have.upgrade and argmax_index(names, have, 1) or index[have[ANSWER] or ''])
     for j = 1, m do
       local a = acked[j]
       local i = index[ARGV[a + 1]]

@@ -140,7 +140,8 @@ return apply_batch({
     local writes = {}
     local ahead = have.mode == ADD and have[3] and not have[2]  -- a bucket after today exists
     -- grading from today's counters: the answer before each entry, kept as they are counted
-    local best = predictions and not by_day and argmax_index(names, have, 4)
+    -- (today's counters' stored answer is their argmax; fresh counters have none)
+    local best = predictions and not by_day and index[have[2] or '']
     for j = 1, m do
       local a = acked[j]
       local i, ts = index[ARGV[a + 1]], ARGV[a + 2]
