@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from genderd.apply import ModelErrors, Outcome, expiry_arg
 from genderd.apply.model_thread import ModelThread, Overrun, Progress, timeout_detail
 from genderd.events import Event, by_client, text
-from genderd.grading.plan import NO_BLOCK, Block, Grading
+from genderd.grading.plan import NO_BLOCK, UNIFORM, Block, Grading
 from genderd.keys import digest, result_field
 from genderd.lua import Script
 
@@ -33,6 +33,8 @@ COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflictin
 _Computed = tuple["Applied", tuple[list[str], list[str]] | None]
 
 
+#: the order of a uniform client's outcomes (python_commit.lua counts them with two finds)
+OUTCOME_ORDER = {"r": 0, "w": 1, "n": 2}
 #: the commit's reply before its variable parts: applied, erased, graded, predicted, correct,
 #: skipped ids
 _REPLY_HEAD = 6
@@ -50,6 +52,9 @@ def _graded_args(
     )
     whole = len(done.applied) == len(own)
     marks = None if whole else grading.marks(block, done.applied, now)
+    flags = (block.marks[cid] if marks is None else marks)[0]
+    if flags & UNIFORM:  # one slot for all: only the numbers count (python_commit.lua)
+        outcomes = "".join(sorted(outcomes, key=OUTCOME_ORDER.__getitem__))
     return [block.client(cid, marks=marks), outcomes]
 
 

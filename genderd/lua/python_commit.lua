@@ -37,7 +37,8 @@
 --   s, then s field/value pairs to set, d, then d fields to delete,
 --   and when the call grades: the client's grading (_grades.lua: its group and a mark per
 --   entry id above) and how each entry's prediction went, one character per entry: "r" right,
---   "w" wrong, "n" no answer
+--   "w" wrong, "n" no answer (sorted so, when the grading has one slot for all: then only
+--   their numbers matter)
 -- then the grading block (_grades.lua): "0" when the call grades nothing
 -- returns: {applied, erased, graded, predicted, correct, number of skipped ids, skipped ids...,
 --           then per client in conflict: c, k, its k entry ids still pending}
@@ -109,11 +110,18 @@ while a <= last do
       if change then expire_client(result, change, true) end
       if spec then
         local grading, outcomes = ARGV[graded_at], ARGV[graded_at + 1]
-        local client_group, _, _, marks = client_grading(grading)
-        grade_all(spec, grading, marks, client_group, n, function(i)
-          local outcome = OUTCOMES[string.byte(outcomes, i)]
-          return ids[i], i, outcome[1], outcome[2]
-        end)
+        local client_group, _, _, marks, uniform = client_grading(grading)
+        if uniform and not spec.redriven then
+          -- all in one slot, the outcomes sorted (rights, wrongs, then no answers): two finds
+          local other = string.find(outcomes, '[^r]') or n + 1
+          local none = string.find(outcomes, 'n', other, true) or n + 1
+          tally(spec, uniform, client_group, n, none - 1, other - 1)
+        else
+          grade_all(spec, grading, marks, client_group, n, function(i)
+            local outcome = OUTCOMES[string.byte(outcomes, i)]
+            return ids[i], i, outcome[1], outcome[2]
+          end)
+        end
       end
     end
   end
