@@ -15,10 +15,11 @@ shard count), so that the deployment has about :data:`CLIENT_GROUPS` groups what
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from genderd.clock import MS_PER_DAY
 from genderd.events import Event, entry_ms
@@ -32,10 +33,13 @@ MS_PER_HOUR = 3_600_000
 #: printable ASCII ("~"), and a call's graded events span at most 51 hours (the delay limit
 #: and the future an event may be in, a day each, and the hours they straddle)
 MARK_ZERO = 48
+#: clients whose group a worker remembers (about 100 bytes each)
+GROUPS_REMEMBERED = 100_000
 #: the hour of an event that is not graded, among a client's hours
 NOT_GRADED = -1
 #: a client grading's flags (its first byte is 48 plus them)
 OTHER_DAY, EXTRA, GRADED, UNIFORM = 1, 2, 4, 8
+FLAG_CHARS = tuple(chr(MARK_ZERO + flags) for flags in range(16))
 #: how long a grades hash outlives its hour: the longest window that can be asked for
 GRADES_KEEP_S = 30 * 86_400
 
@@ -62,9 +66,12 @@ class Grading:
     keys: Keys
     shards: int
     max_delay_ms: int
+    #: the group of the clients seen lately (a worker sees the same ones again and again)
+    _known: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def gradable(self, event: Event) -> bool:
-        """Whether ``event`` arrived within the delay limit (``_grades.lua``'s ``gradable``)."""
+        """Whether ``event`` arrived within the delay limit: the rule the marks of
+        :meth:`call` carry to the scripts."""
         return entry_ms(event.id) - event.ts <= self.max_delay_ms
 
     def call(
@@ -77,33 +84,49 @@ class Grading:
     ) -> Block:
         """The grading block of one call applying ``per_client``'s events of ``shard`` to
         ``model`` at ``now`` (``reclaimed``: entries taken over from other consumers, possibly
-        re-driven), with each client's marks. One pass over the events: a worker pays it on
-        every event it applies."""
+        re-driven), with each client's marks. A worker pays this on every event it applies: a
+        batch all graded in one hour (nearly every batch) costs a pass over its events' times
+        and ids and nothing per client; any other, a pass per client."""
         limit = self.max_delay_ms
+        today = now // MS_PER_DAY
+        stamps = [event.ts for own in per_client.values() for event in own]
+        low, high = min(stamps), max(stamps)
+        newest = max(
+            int(entry[: entry.index("-")])
+            for entry in (event.id for own in per_client.values() for event in own)
+        )
+        if newest - low <= limit and low // MS_PER_HOUR == high // MS_PER_HOUR:
+            # every event graded, all in one hour (nearly always): every client's marks alike
+            hour = low // MS_PER_HOUR
+            flags = (
+                GRADED | UNIFORM | (OTHER_DAY if hour * MS_PER_HOUR // MS_PER_DAY != today else 0)
+            )
+            return self._block(shard, model, [hour], reclaimed, {}, (flags, chr(MARK_ZERO + 1)))
         hours_of: dict[str, list[int]] = {}
         seen: set[int] = set()
         for cid, own in per_client.items():
-            hours = hours_of[cid] = []
+            hours: list[int] = []
             for event in own:
-                entry = event.id
-                if int(entry[: entry.index("-")]) - event.ts <= limit:  # gradable(), inline
-                    hour = event.ts // MS_PER_HOUR
-                    hours.append(hour)
-                    seen.add(hour)
+                # gradable(), inline: a worker pays this on the events of such a batch
+                entry, ts = event.id, event.ts
+                if int(entry[: entry.index("-")]) - ts <= limit:
+                    hours.append(ts // MS_PER_HOUR)
                 else:
                     hours.append(NOT_GRADED)
+            hours_of[cid] = hours
+            seen.update(hours)
+        seen.discard(NOT_GRADED)
         if not seen:
             return NO_BLOCK
         ordered = sorted(seen)
         slots = {hour: n for n, hour in enumerate(ordered, 1)}
         chars = {hour: chr(MARK_ZERO + n) for hour, n in slots.items()}
         chars[NOT_GRADED] = "0"
-        today = now // MS_PER_DAY
         other_day = {hour for hour in ordered if hour * MS_PER_HOUR // MS_PER_DAY != today}
         marks = {}
         for cid, hours in hours_of.items():
             first = hours[0]
-            if first != NOT_GRADED and hours.count(first) == len(hours):  # nearly always
+            if first != NOT_GRADED and hours.count(first) == len(hours):
                 flags = GRADED | UNIFORM | (OTHER_DAY if first in other_day else 0)
                 marks[cid] = (flags, chars[first])
                 continue
@@ -112,6 +135,19 @@ class Grading:
                 OTHER_DAY if other_day and other_day.intersection(graded) else 0
             )
             marks[cid] = (flags, "".join(map(chars.__getitem__, hours)))
+        return self._block(shard, model, ordered, reclaimed, marks, None)
+
+    def _block(
+        self,
+        shard: int,
+        model: str,
+        ordered: list[int],
+        reclaimed: bool,
+        marks: dict[str, tuple[int, str]],
+        common: tuple[int, str] | None,
+    ) -> Block:
+        """The block of the hours ``ordered``, with the clients' ``marks`` (or ``common`` for
+        every client)."""
         keys = [self.keys.grades(shard, model, hour) for hour in ordered]
         if reclaimed:
             keys.append(self.keys.redriven_ids(shard, model))
@@ -121,13 +157,28 @@ class Grading:
             *(str(hour) for hour in ordered),
             str(len(ordered)),
         ]
-        return Block(keys, args, slots, marks, self)
+        slots = {hour: n for n, hour in enumerate(ordered, 1)}
+        return Block(keys, args, slots, marks, self, common)
+
+    @functools.cached_property
+    def _group_chars(self) -> tuple[int, tuple[str, ...]]:
+        """Groups per shard, and each group's two characters."""
+        groups = groups_per_shard(self.shards)
+        return groups, tuple(
+            chr(MARK_ZERO + g // 64) + chr(MARK_ZERO + g % 64) for g in range(groups)
+        )
 
     def group_chars(self, cid: str) -> str:
         """The client's group as its grading names it: two characters, the grades hash's field
-        (:func:`client_group` in base 64 from "0")."""
-        group = client_group(cid, self.shards)
-        return chr(MARK_ZERO + group // 64) + chr(MARK_ZERO + group % 64)
+        (:func:`client_group` in base 64 from "0"); remembered for the clients seen lately."""
+        known = self._known
+        found = known.get(cid)
+        if found is None:
+            if len(known) >= GROUPS_REMEMBERED:
+                known.clear()
+            groups, chars = self._group_chars
+            found = known[cid] = chars[zlib.crc32(cid.encode("utf-8")) // self.shards % groups]
+        return found
 
     def marks(self, block: Block, events: Sequence[Event], now: int) -> tuple[int, str]:
         """The flags and marks of some of a client's events (the Python models' commit, when
@@ -155,6 +206,8 @@ class Block:
     slots: dict[int, int]
     marks: dict[str, tuple[int, str]]
     grading: Grading | None = None
+    #: every client's flags and marks, when they are all alike (then ``marks`` is empty)
+    common: tuple[int, str] | None = None
 
     @property
     def grades(self) -> bool:
@@ -165,11 +218,14 @@ class Block:
         """The client's grading (``_grades.lua``): its flags, group, ``extra`` keys when there
         are some, and its marks (the block's, or ``marks``)."""
         assert self.grading is not None
-        flags, chars = self.marks[cid] if marks is None else marks
-        head = chr(MARK_ZERO + (flags | (EXTRA if extra else 0))) + self.grading.group_chars(cid)
-        if extra:
-            head += chr(MARK_ZERO + extra // 64) + chr(MARK_ZERO + extra % 64)
-        return head + chars
+        if marks is None:
+            marks = self.common if self.common is not None else self.marks[cid]
+        flags, chars = marks
+        group = self.grading.group_chars(cid)
+        if not extra:
+            return FLAG_CHARS[flags] + group + chars
+        more = chr(MARK_ZERO + extra // 64) + chr(MARK_ZERO + extra % 64)
+        return FLAG_CHARS[flags | EXTRA] + group + more + chars
 
 
 #: the block of a call that grades nothing

@@ -151,7 +151,7 @@ local function apply_batch(model)
             local i = acked[j]
             local prediction = told[j]
             told[j] = nil
-            local slot = string.byte(grading, marks + (i - first) / 3) - 48
+            local slot = uniform or string.byte(grading, marks + (i - first) / 3) - 48
             if slot > 0 and not (spec.redriven and redis.call('SREM', spec.redriven, ARGV[i]) == 1)
             then
               if slot ~= run then
