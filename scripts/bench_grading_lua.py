@@ -74,7 +74,7 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
             (
                 "_grades.lua",
                 "local function write_grades(spec, stats, model)\n",
-                "local function write_grades(spec, stats, model)\n  do return end\n",
+                "local function write_grades(spec, stats, model)\n  do return 0, 0, 0 end\n",
             )
         ],
     ),
@@ -84,9 +84,10 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "        if told and model.grades then\n",
-                "        if false then\n",
-            )
+                "if told and model.grades and uniform and not spec.redriven then",
+                "if false then",
+            ),
+            ("_frame.lua", "elseif told and model.grades then", "elseif false then"),
         ],
     ),
     (

@@ -54,16 +54,12 @@ end
 -- entry is graded, where its marks start, and the one slot of all its entries (flag 8; else
 -- nil).
 local function client_grading(grading)
-  local flags, g1, g2 = string.byte(grading, 1, 3)
+  local flags, g1, g2, b4, b5, b6 = string.byte(grading, 1, 6)  -- one call for all of them
   flags = flags - 48
-  local x, marks = 0, 4
-  if flags % 4 >= 2 then
-    local x1, x2 = string.byte(grading, 4, 5)
-    x, marks = (x1 - 48) * 64 + (x2 - 48), 6
-  end
-  local uniform = nil
-  if flags >= 8 then uniform = string.byte(grading, marks) - 48 end
-  return (g1 - 48) * 64 + g2 - 48, x, flags % 8 >= 4, marks, uniform
+  local x, marks, first_mark = 0, 4, b4
+  if flags % 4 >= 2 then x, marks, first_mark = (b4 - 48) * 64 + (b5 - 48), 6, b6 end
+  return (g1 - 48) * 64 + g2 - 48, x, flags % 8 >= 4, marks,
+    flags >= 8 and first_mark - 48 or nil
 end
 
 -- Whether a graded entry of the client is of another day than the processing time's.
