@@ -2,27 +2,38 @@
 
 The built-in models run as Lua on the hot path; a :class:`Predictor` says, in Python, what the
 live service answers for one client at read time ``t`` from the client's events applied so far.
-Each model kind returns one from :meth:`genderd.models.base.Model.predictor`.
+Each model kind returns one from :meth:`genderd.models.base.Model.predictor`, for an
+:data:`Order`: the order in which the evaluation applies each client's events.
 
-The contract of a predictor, which :func:`genderd.evaluation.prequential.steps` keeps:
+The contract of a predictor, which :class:`genderd.evaluation.prequential.Prequential` keeps:
 
 - ``new()`` makes the state of a client with no events;
-- ``predict(state, t)`` is the answer at read time ``t``: ``(gender, scores)``, or
+- ``predict(state, t, now)`` is the answer served at read time ``t`` by a service whose clock
+  reads ``now`` (when it processes the event about to be applied): ``(gender, scores)``, or
   ``(None, None)`` when the service would answer 404; ``scores`` is the predictor's own dict
   (read it before the next ``apply``, copy it to keep it);
-- ``apply(state, event)`` adds an event;
-- each client's events come in ascending ``(ts, entry id)`` order, and read times never go
-  back (``t`` >= the ts of every event applied so far). So the greatest ``(ts, id)`` is the
-  latest event applied, and a day that has left a window never comes back into it.
+- ``apply(state, event)`` adds an event, which the service processes at
+  ``entry_ms(event.id)`` (its arrival; a file's line: the newest ``ts`` read so far).
+
+In :data:`TIME` order (``predictor()``) each client's events come in ascending
+``(ts, entry id)`` order, read times never go back (``t`` >= the ts of every event applied so
+far) and ``now == t``: so the greatest ``(ts, id)`` is the latest event applied, and a day that
+has left a window never comes back into it. In :data:`ARRIVAL` order (``predictor(ARRIVAL)``)
+each client's events come in the order the workers applied them (stream ids; a file's lines): an
+event may come after one with a greater ``ts`` (a late event), ``t`` is the ts of the event
+about to be applied (it may go back), and ``now`` never goes back for a client. A predictor
+whose ``apply`` and ``predict`` hold in both orders is returned for both (``last``, ``top``,
+the Python models).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from genderd.clock import MS_PER_DAY
 from genderd.errors import InputError
-from genderd.events import Event
+from genderd.events import Event, entry_ms
+from genderd.streams import parse_id
 
 if TYPE_CHECKING:
     from genderd.models.python import PythonRuntime
@@ -31,6 +42,14 @@ if TYPE_CHECKING:
 Prediction = tuple[str | None, dict[str, Any] | None]
 
 NO_ANSWER: Prediction = (None, None)
+
+#: the order in which an evaluation applies each client's events
+Order = Literal["time", "arrival"]
+#: event time, ``(ts, entry id)``: what the model would answer had every event arrived on time
+TIME: Final[Order] = "time"
+#: arrival, stream id order (a file's line order): what the workers applied, and served
+ARRIVAL: Final[Order] = "arrival"
+ORDERS: Final[tuple[Order, ...]] = (TIME, ARRIVAL)
 
 
 class NotEvaluable(InputError):
@@ -43,28 +62,35 @@ class Predictor(Protocol):
     def new(self) -> Any:
         """The state of a client with no events."""
 
-    def predict(self, state: Any, t: int) -> Prediction:
-        """The answer served at read time ``t``."""
+    def predict(self, state: Any, t: int, now: int) -> Prediction:
+        """The answer served at read time ``t``, the service's clock at ``now``."""
 
     def apply(self, state: Any, event: Event) -> None:
-        """Add ``event`` (the client's newest by ``(ts, id)``) to ``state``."""
+        """Add ``event`` to ``state``."""
 
 
 class LastPredictor:
     """``last``: the gender of the event with the greatest ``(ts, entry id)``; no scores.
 
-    Events come in ``(ts, id)`` order, so that event is the latest one applied."""
+    State: ``[gender, ts, entry id]`` of that event. In time order it is the latest event
+    applied; in arrival order a late event leaves it as it is. Both orders."""
 
     __slots__ = ()
 
-    def new(self) -> list[str | None]:
-        return [None]
+    def new(self) -> list[Any]:
+        return [None, 0, ""]
 
-    def predict(self, state: list[str | None], t: int) -> Prediction:
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
         return state[0], None
 
-    def apply(self, state: list[str | None], event: Event) -> None:
-        state[0] = event.gender
+    def apply(self, state: list[Any], event: Event) -> None:
+        ts = event.ts
+        if (
+            state[0] is None
+            or ts > state[1]
+            or (ts == state[1] and parse_id(event.id) > parse_id(state[2]))
+        ):
+            state[0], state[1], state[2] = event.gender, ts, event.id
 
 
 class TopPredictor:
@@ -72,14 +98,15 @@ class TopPredictor:
     the greatest ``ts``, then to the alphabetically smallest name. ``scores``: the counts.
 
     State: ``[answer, counts, newest ts per gender]``. Only the event's gender can overtake
-    the answer: its count grew and its newest event is now the newest of all."""
+    the answer: its count grew and its newest ts (the greatest, whatever the order the events
+    came in) did not go down. Both orders."""
 
     __slots__ = ()
 
     def new(self) -> list[Any]:
         return [None, {}, {}]
 
-    def predict(self, state: list[Any], t: int) -> Prediction:
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
         best = state[0]
         return (best, state[1]) if best is not None else NO_ANSWER
 
@@ -88,7 +115,10 @@ class TopPredictor:
         counts, newest = state[1], state[2]
         count = counts.get(gender, 0) + 1
         counts[gender] = count
-        newest[gender] = ts
+        if newest.get(gender, -1) < ts:
+            newest[gender] = ts
+        else:
+            ts = newest[gender]
         best = state[0]
         if best is None or best == gender:
             state[0] = gender
@@ -100,10 +130,20 @@ class TopPredictor:
             state[0] = gender
 
 
+def _top_of(counts: dict[str, int], newest: dict[str, int]) -> str:
+    """The gender with the most events (ties: the newest event, then the smallest name)."""
+    best, best_n, best_ts = "", 0, 0
+    for gender, n in counts.items():
+        ts = newest[gender]
+        if n > best_n or (n == best_n and (ts > best_ts or (ts == best_ts and gender < best))):
+            best, best_n, best_ts = gender, n, ts
+    return best
+
+
 class WindowPredictor:
-    """Windowed ``top`` (``top7d``, every ``TopWindow``): at read time ``t``, with
-    ``D = floor(t / 86_400_000)``, the events whose UTC day lies in ``D-W+1 .. D``; the answer
-    as in ``top`` over them (ties: the newest event in the window, then the name).
+    """Windowed ``top`` (``top7d``, every ``TopWindow``) in time order: at read time ``t``,
+    with ``D = floor(t / 86_400_000)``, the events whose UTC day lies in ``D-W+1 .. D``; the
+    answer as in ``top`` over them (ties: the newest event in the window, then the name).
 
     State: ``[days, genders, counts, newest ts per gender]``: the day and gender of each event
     still in the window, oldest first (two flat lists: far less memory than a dict per day),
@@ -121,7 +161,7 @@ class WindowPredictor:
     def new(self) -> list[Any]:
         return [[], [], {}, {}]
 
-    def predict(self, state: list[Any], t: int) -> Prediction:
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
         days, genders, counts, newest = state
         first = t // MS_PER_DAY - self.window + 1
         if days and days[0] < first:
@@ -139,12 +179,7 @@ class WindowPredictor:
             del days[:gone], genders[:gone]
         if not counts:
             return NO_ANSWER
-        best, best_n, best_ts = "", 0, 0
-        for gender, n in counts.items():
-            ts = newest[gender]
-            if n > best_n or (n == best_n and (ts > best_ts or (ts == best_ts and gender < best))):
-                best, best_n, best_ts = gender, n, ts
-        return best, counts
+        return _top_of(counts, newest), counts
 
     def apply(self, state: list[Any], event: Event) -> None:
         days, genders, counts, newest = state
@@ -155,12 +190,72 @@ class WindowPredictor:
         newest[gender] = ts
 
 
+#: the fields of one (day, gender) counter in :class:`ArrivalWindowPredictor`'s flat state
+_STRIDE = 4
+
+
+class ArrivalWindowPredictor:
+    """Windowed ``top`` in arrival order: what ``top7d.lua`` counts and a read at ``t`` sums.
+
+    The worker counts an event in its day's bucket unless the day is already older than the
+    window when it processes the event (``now``: the entry id's time), and a bucket expires at
+    the end of the last day it can be inside a window. A read at ``t`` with the clock at
+    ``now`` sums the buckets of days ``D-W+1 .. D`` (``D`` the day of ``t``) that have not
+    expired by ``now``: a bucket after ``D`` (an event with a greater ts, applied earlier) is
+    not in it, and ties go to the newest ts of each gender in those buckets, then to the name.
+
+    State: a flat list of ``[day, gender, count, newest ts]`` per bucket and gender (a few per
+    client: the buckets of ``W`` days at most, plus one ahead). ``now`` never goes back for a
+    client (a shard's entry ids grow), so an expired bucket is dropped for good."""
+
+    __slots__ = ("window",)
+
+    def __init__(self, window: int) -> None:
+        #: the window's length in UTC days
+        self.window = window
+
+    def new(self) -> list[Any]:
+        return []
+
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+        day = t // MS_PER_DAY
+        first = max(day, now // MS_PER_DAY) - self.window + 1
+        counts: dict[str, int] = {}
+        newest: dict[str, int] = {}
+        for at in range(0, len(state), _STRIDE):
+            if first <= state[at] <= day:
+                gender = state[at + 1]
+                counts[gender] = counts.get(gender, 0) + state[at + 2]
+                if newest.get(gender, -1) < state[at + 3]:
+                    newest[gender] = state[at + 3]
+        if not counts:
+            return NO_ANSWER
+        return _top_of(counts, newest), counts
+
+    def apply(self, state: list[Any], event: Event) -> None:
+        first = entry_ms(event.id) // MS_PER_DAY - self.window + 1
+        if state and min(state[::_STRIDE]) < first:  # expired by now: gone for good
+            kept = [state[at : at + _STRIDE] for at in range(0, len(state), _STRIDE)]
+            state[:] = [value for row in kept if row[0] >= first for value in row]
+        day, gender, ts = event.ts // MS_PER_DAY, event.gender, event.ts
+        if day < first:  # older than the window when processed: not counted
+            return
+        for at in range(0, len(state), _STRIDE):
+            if state[at] == day and state[at + 1] == gender:
+                state[at + 2] += 1
+                if state[at + 3] < ts:
+                    state[at + 3] = ts
+                return
+        state += (day, gender, 1, ts)
+
+
 class PythonPredictor:
     """A :class:`~genderd.models.PythonModel` (``recency`` and the users' models): the answer
     and scores stored after the worker's own code (:meth:`PythonRuntime.run`) ran over the
-    client's events in order, one event per run, so that the state is JSON-normalised between
-    events. An event the model fails on leaves the state and the stored answer as they were;
-    an answer of None removes the stored answer (and its scores).
+    client's events in the order given (stream order, as the worker does, in arrival order),
+    one event per run, so that the state is JSON-normalised between events. An event the model
+    fails on leaves the state and the stored answer as they were; an answer of None removes
+    the stored answer (and its scores). Both orders.
 
     State: ``[state JSON, answer, scores]``."""
 
@@ -172,7 +267,7 @@ class PythonPredictor:
     def new(self) -> list[Any]:
         return [None, None, None]
 
-    def predict(self, state: list[Any], t: int) -> Prediction:
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
         return state[1], state[2]
 
     def apply(self, state: list[Any], event: Event) -> None:
@@ -188,7 +283,7 @@ class PythonPredictor:
 class MajorityPredictor:
     """The baseline: the most frequent gender of all earlier events of all clients (ties: the
     alphabetically smallest name); no answer before the first event. ``scores``: the global
-    counts. Every client shares one state."""
+    counts. Every client shares one state. Both orders."""
 
     __slots__ = ("_shared",)
 
@@ -198,7 +293,7 @@ class MajorityPredictor:
     def new(self) -> list[Any]:
         return self._shared
 
-    def predict(self, state: list[Any], t: int) -> Prediction:
+    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
         best = state[0]
         return (best, state[1]) if best is not None else NO_ANSWER
 
@@ -212,10 +307,15 @@ class MajorityPredictor:
 
 
 __all__ = [
+    "ARRIVAL",
     "NO_ANSWER",
+    "ORDERS",
+    "TIME",
+    "ArrivalWindowPredictor",
     "LastPredictor",
     "MajorityPredictor",
     "NotEvaluable",
+    "Order",
     "Prediction",
     "Predictor",
     "PythonPredictor",

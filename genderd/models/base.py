@@ -24,7 +24,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
-    from genderd.evaluation.predictors import Predictor
+    from genderd.evaluation.predictors import Order, Predictor
     from genderd.transport import Transport
 
 ResultHash = Mapping[bytes, bytes]
@@ -126,11 +126,14 @@ class Model(abc.ABC):
         frame (``consumer``: the worker's consumer name)."""
         return LuaApplier(deployment, transport, self)
 
-    def predictor(self) -> Predictor:
-        """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`).
+    def predictor(self, order: Order = "time") -> Predictor:
+        """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`), when
+        each client's events are applied in ``order`` (``"time"``: by ``(ts, entry id)``;
+        ``"arrival"``: as the workers applied them; see :mod:`genderd.evaluation.predictors`).
 
         A model with its own Lua has none unless its class overrides this method with a Python
-        reference of what its script computes.
+        reference of what its script computes (docs/lua-models.md); it raises
+        :class:`~genderd.evaluation.NotEvaluable` for an order it has no reference for.
 
         Raises:
             NotEvaluable: the model cannot be evaluated (the reason in one line).

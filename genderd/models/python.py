@@ -35,7 +35,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
-    from genderd.evaluation.predictors import PythonPredictor
+    from genderd.evaluation.predictors import Order, PythonPredictor
     from genderd.transport import Transport
 
 #: Largest state a client may keep per model, as JSON (bytes).
@@ -119,7 +119,8 @@ class PythonRuntime(Model):
     def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> PythonApplier:
         return PythonApplier(deployment, transport, self, consumer)
 
-    def predictor(self) -> PythonPredictor:
+    def predictor(self, order: Order = "time") -> PythonPredictor:
+        # the worker's own code, run over the events in the order given: both orders
         from genderd.evaluation.predictors import PythonPredictor
 
         return PythonPredictor(self)

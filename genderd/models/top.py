@@ -9,7 +9,7 @@ from genderd.events import Event
 from genderd.models.base import CountingModel, counter_fields, gender_params
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import TopPredictor
+    from genderd.evaluation.predictors import Order, TopPredictor
 
 
 class TopModel(CountingModel):
@@ -42,7 +42,8 @@ class TopModel(CountingModel):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]
 
-    def predictor(self) -> TopPredictor:
+    def predictor(self, order: Order = "time") -> TopPredictor:
+        # order-independent: the same reference in both orders
         from genderd.evaluation.predictors import TopPredictor
 
         return TopPredictor()

@@ -20,7 +20,7 @@ from genderd.models.base import CountingModel, counter_fields, gender_params
 from genderd.settings import Settings
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import WindowPredictor
+    from genderd.evaluation.predictors import ArrivalWindowPredictor, Order, WindowPredictor
 
 
 class TopWindow:
@@ -133,7 +133,13 @@ class WindowRuntime(CountingModel):
             *counter_fields(self.name, self.settings),
         ]
 
-    def predictor(self) -> WindowPredictor:
-        from genderd.evaluation.predictors import WindowPredictor
+    def predictor(self, order: Order = "time") -> WindowPredictor | ArrivalWindowPredictor:
+        from genderd.evaluation.predictors import (
+            ARRIVAL,
+            ArrivalWindowPredictor,
+            WindowPredictor,
+        )
 
+        if order == ARRIVAL:
+            return ArrivalWindowPredictor(self.window)
         return WindowPredictor(self.window)

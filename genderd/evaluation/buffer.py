@@ -1,0 +1,105 @@
+"""Holding events to replay them in event-time order, in little memory.
+
+An evaluation in time order over input that does not come in time order (the streams, whose
+arrivals are not sorted by ``ts``; a file whose lines are not) must see every event before it
+applies the first. :class:`EventBuffer` keeps each event as numbers in typed arrays (ts, the
+entry id's two parts, the client's and the gender's number: 30 bytes an event, against some
+250 for an :class:`~genderd.events.Event` and its strings), sorts their positions by
+``(ts, entry id)`` and rebuilds each event as it is replayed.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+
+from genderd.events import Event
+from genderd.streams import parse_id
+
+#: array type codes: signed 64-bit (ts, entry id ms), unsigned 64-bit (entry id sequence),
+#: unsigned 32-bit (client number), unsigned 16-bit (gender number)
+_INT64, _UINT64, _UINT32, _UINT16 = "q", "Q", "I", "H"
+#: shifts the entry id's ms part above its sequence number in one sort key
+_SEQ_BITS = 64
+
+
+class EventBuffer:
+    """Events kept compactly until :meth:`replay` gives them back in ``(ts, id)`` order."""
+
+    __slots__ = (
+        "_cid_numbers",
+        "_cids",
+        "_client",
+        "_gender",
+        "_gender_numbers",
+        "_genders",
+        "_id_ms",
+        "_id_seq",
+        "_ids_ascending",
+        "_last_id",
+        "_ts",
+    )
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ts = array(_INT64)
+        self._id_ms = array(_INT64)
+        self._id_seq = array(_UINT64)
+        self._client = array(_UINT32)
+        self._gender = array(_UINT16)
+        self._cids: list[str] = []
+        self._cid_numbers: dict[str, int] = {}
+        self._genders: list[str] = []
+        self._gender_numbers: dict[str, int] = {}
+        self._ids_ascending = True  # entry ids added in ascending order (files, merged streams)
+        self._last_id = (-1, -1)
+
+    def __len__(self) -> int:
+        return len(self._ts)
+
+    def add(self, event: Event) -> None:
+        """Keep ``event``."""
+        entry = parse_id(event.id)
+        if entry <= self._last_id:
+            self._ids_ascending = False
+        self._last_id = entry
+        client = self._cid_numbers.get(event.cid)
+        if client is None:
+            client = self._cid_numbers[event.cid] = len(self._cids)
+            self._cids.append(event.cid)
+        gender = self._gender_numbers.get(event.gender)
+        if gender is None:
+            gender = self._gender_numbers[event.gender] = len(self._genders)
+            self._genders.append(event.gender)
+        self._ts.append(event.ts)
+        self._id_ms.append(entry[0])
+        self._id_seq.append(entry[1])
+        self._client.append(client)
+        self._gender.append(gender)
+
+    def _order(self) -> list[int]:
+        """The positions in ``(ts, entry id)`` order: stable sorts by id (unless the ids came
+        in order), then by ts, with plain ints as keys (a tuple key per event would take
+        several times the memory)."""
+        positions: list[int] = list(range(len(self._ts)))
+        if not self._ids_ascending:
+            ms, seq = self._id_ms, self._id_seq
+            positions.sort(key=lambda at: (ms[at] << _SEQ_BITS) | seq[at])
+        positions.sort(key=self._ts.__getitem__)
+        return positions
+
+    def replay(self) -> Iterator[Event]:
+        """Every event kept, in ``(ts, entry id)`` order; the buffer is emptied as the replay
+        starts (its arrays are released when it ends)."""
+        order = self._order()
+        ts, ms, seq = self._ts, self._id_ms, self._id_seq
+        client, gender = self._client, self._gender
+        cids, genders = self._cids, self._genders
+        self._reset()  # the buffer is empty again; the replay keeps the data
+        for at in order:
+            yield Event(f"{ms[at]}-{seq[at]}", cids[client[at]], genders[gender[at]], ts[at])
+
+
+__all__ = ["EventBuffer"]
