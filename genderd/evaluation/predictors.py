@@ -275,7 +275,8 @@ class PythonPredictor:
         done = runtime.run(state[0], (event,))
         if not done.applied:
             return
-        state[0] = done.state
+        # a copy: orjson's bytes keep the capacity they were written with (about 4 KiB)
+        state[0] = memoryview(done.state).tobytes()
         state[1] = answer = done.answer
         state[2] = None if answer is None else runtime.served_scores(done.value)
 

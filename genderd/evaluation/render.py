@@ -176,7 +176,10 @@ def _footer(report: Report) -> str:
     parts = [
         f"{report.events:,} events of {report.clients:,} clients, "
         f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
+        + ("" if report.order == "time" else f", in {report.order} order")
     ]
+    if report.warmup_events:
+        parts.append(f"warm-up: {report.warmup_events:,} events before --since, not scored")
     if report.session_gap_ms is not None:
         parts.append(
             f"scored: first event of each session (gap {report.session_gap_ms / 60_000:g} min)"
@@ -216,8 +219,15 @@ def plot_title(report: Report) -> str:
         settings.append(f"session gap {report.session_gap_ms / 60_000:g} min")
     else:
         settings.append("every event scored")
-    settings.append(f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC")
-    return "next-visit accuracy_all by history length, 95% CI\n" + ", ".join(settings)
+    settings.append(f"{report.order} order")
+    if report.provenance is not None:
+        settings.append(f"window {report.provenance.window_days} d")
+    period = f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
+    if report.warmup_events:
+        period += f" ({report.warmup_events:,} events before it: warm-up, not scored)"
+    return "\n".join(
+        ["next-visit accuracy_all by history length, 95% CI", ", ".join(settings), period]
+    )
 
 
 def _error_bar(bucket: Bucket) -> tuple[float, float, float]:
