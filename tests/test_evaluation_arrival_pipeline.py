@@ -143,7 +143,8 @@ async def _stored(client: Any, settings: Settings, now_ms: int) -> list[Event]:
     """The streams as the evaluation reads them (validated at ``now_ms``, merged by id)."""
     deployment = Deployment.build(settings, FakeClock(now_ms))
     summary = InputSummary()
-    events = [e async for chunk in stream_events(client, deployment, summary=summary) for e in chunk]
+    chunks = stream_events(client, deployment, summary=summary)
+    events = [event async for chunk in chunks for event in chunk]
     assert summary.invalid == 0
     return events
 
