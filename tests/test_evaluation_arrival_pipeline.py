@@ -4,8 +4,9 @@ late: hours or days after their ts, some older than a window when they arrive), 
 every model's worker with its clock at the entry's arrival; before each one, the live answer for
 its client is read at the event's time. ``predictions(..., order="arrival")`` over the streams
 as stored (read by the evaluation's own reader) equals those answers for every built-in model, a
-PythonModel whose answer depends on the order (``streak``) and a TopWindow plug-in; time order
-does not, and a window read without the service's clock is caught.
+PythonModel whose answer depends on the order (``streak``), a TopWindow plug-in and the
+Lua-backed plug-in of docs/lua-models.md (``first``, with its ``predictor()``); time order does
+not, and a window read without the service's clock is caught.
 
 The live answer of ``last``, ``top`` and the Python models is the stored answer the API serves.
 A windowed model's is what SPEC §14 grades: the sum of the day buckets D-W+1 .. D of the event's
@@ -37,6 +38,7 @@ PLUGINS = (
     "tests.support.pymodels:Count",
     "tests.support.pymodels:Top3",
     "tests.support.pymodels:Streak",
+    "tests.support.luafirst:First",
 )
 WINDOWS = {"top7d": 7, "top3d": 3}
 GENDERS = ("female", "kids", "male")
@@ -181,7 +183,7 @@ def test_arrival_order_predicts_what_the_workers_served(
     stored = plugin_loop.run(_stored(plugin_loop.client, plugin_loop.settings, 2**62))
     assert [e.id for e in stored] == [e.id for e in events]  # the arrival order, merged
     models = {name for answers in served.values() for name in answers}
-    assert models == {"last", "top", "top7d", "recency", "count", "top3d", "streak"}
+    assert models == {"last", "top", "top7d", "recency", "count", "top3d", "streak", "first"}
 
     # the history is one where the order matters: late events, windows, a streak that forms
     newest: dict[str, int] = {}
@@ -197,7 +199,8 @@ def test_arrival_order_predicts_what_the_workers_served(
 
     # time order gives other answers than the workers served (so the comparison can fail) ...
     in_time = mismatches(served, stored, TIME)
-    assert any(" last:" in p for p in in_time) and any(" streak:" in p for p in in_time)
+    for model in ("last", "streak", "first"):
+        assert any(f" {model}:" in p for p in in_time), model
     # ... and so does a window read at the event's time without the service's clock
     monkeypatch.setattr(
         WindowRuntime, "predictor", lambda self, order="time": WindowPredictor(self.window)

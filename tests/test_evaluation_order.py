@@ -42,7 +42,10 @@ def ev(cid: str, gender: str, ts: int, arrival: int | None = None, seq: int = 0)
 
 def models(*names: str) -> list[Model]:
     deployment = Deployment.build(
-        Settings(genders=",".join(GENDERS), plugins=("tests.support.pymodels:Streak",))
+        Settings(
+            genders=",".join(GENDERS),
+            plugins=("tests.support.pymodels:Streak", "tests.support.luafirst:First"),
+        )
     )
     return [deployment.model(name) for name in names]
 
@@ -137,7 +140,7 @@ def test_on_a_history_that_arrived_in_time_order_both_orders_agree(
         ev(cid, gender, T0 + hours * HOUR, seq=n)
         for n, (cid, gender, hours) in enumerate(sorted(raw, key=lambda e: e[2]))
     ]
-    names = ("last", "top", "top7d", "recency", "streak")
+    names = ("last", "top", "top7d", "recency", "streak", "first")
     by_time = evaluate(events, models(*names), genders=GENDERS, order=TIME)
     by_arrival = evaluate(events, models(*names), genders=GENDERS, order=ARRIVAL)
     assert by_arrival.order == ARRIVAL

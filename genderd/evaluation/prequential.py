@@ -138,7 +138,13 @@ class Prequential:
         buffer = EventBuffer()
         for event in events:
             buffer.add(event)
-        return self.run(buffer.replay(), progress, len(buffer))
+        return self.replay(buffer, progress)
+
+    def replay(self, buffer: EventBuffer, progress: Progress | None = None) -> Iterator[Step]:
+        """:meth:`run` over the events of ``buffer`` (in time order: sorted there, so not
+        checked again)."""
+        total = len(buffer)
+        return self._loop(self._counted(buffer.replay(), progress, total))
 
     def run(
         self, events: Iterable[Event], progress: Progress | None = None, total: int = 0
@@ -320,8 +326,7 @@ class Evaluation:
         """Score what was fed (see :func:`evaluate`); with ``labels``, each row's answer at
         the end of the history (the greatest ts) against them."""
         if self._buffer is not None:
-            total = len(self._buffer)
-            self._score(self.run.run(self._buffer.replay(), self._progress, total))
+            self._score(self.run.replay(self._buffer, self._progress))
         run = self.run
         scores, best = model_scores(self.tally, self.names)
         clients = len(self.tally.per_client)

@@ -57,8 +57,6 @@ class Tally:
         self.models = models
         self.width = 1 + 2 * models  # [scored, predicted..., correct...] per bucket
         self.genders = tuple(genders)
-        self._configured = frozenset(genders)
-        self._spread = LOG_LOSS_SMOOTHING * len(self.genders)
         self.per_client: dict[str, array[int]] = {}
         self.log_loss = [0.0] * models
         self.log_loss_events = [0] * models
@@ -68,13 +66,12 @@ class Tally:
         m, width = self.models, self.width
         per_client, surprise = self.per_client, self._surprise
         empty = array(_COUNT_TYPE, bytes(4 * width * _BUCKETS))
-        last_bucket = len(_BUCKET_OF)
         for event, history, answers in steps:
             truth = event.gender
             counts = per_client.get(event.cid)
             if counts is None:
                 counts = per_client[event.cid] = array(_COUNT_TYPE, empty)
-            base = (_BUCKET_OF[history] if history < last_bucket else _LAST_BUCKET) * width
+            base = history_bucket(history) * width
             counts[base] += 1
             for i, (gender, scores) in enumerate(answers):
                 if gender is None:
@@ -88,26 +85,20 @@ class Tally:
     def _surprise(self, model: int, scores: Mapping[str, Any], truth: str) -> None:
         """Add ``-log p(truth)`` from smoothed scores of the configured genders (scores that
         name none of them are no probabilities: not counted)."""
-        if scores and scores.keys() <= self._configured and min(scores.values()) > 0:
-            # the usual scores (the counting models', the baseline's): every one a configured
-            # gender's, all positive: the sums below in C
-            total, own = sum(scores.values()), scores.get(truth, 0)
-        else:
-            total = own = 0.0
-            named = False
-            for gender in self.genders:
-                value = scores.get(gender)
-                if value is not None:
-                    named = True
-                    if value > 0:
-                        total += value
-                        if gender == truth:
-                            own = value
-            if not named:
-                return
-        p = (own + LOG_LOSS_SMOOTHING) / (total + self._spread)
-        self.log_loss[model] -= math.log(p)
-        self.log_loss_events[model] += 1
+        total = own = 0.0
+        named = False
+        for gender in self.genders:
+            value = scores.get(gender)
+            if value is not None:
+                named = True
+                if value > 0:
+                    total += value
+                    if gender == truth:
+                        own = value
+        if named:
+            p = (own + LOG_LOSS_SMOOTHING) / (total + LOG_LOSS_SMOOTHING * len(self.genders))
+            self.log_loss[model] -= math.log(p)
+            self.log_loss_events[model] += 1
 
     def column(self, index: int, bucket: int | None = None) -> list[int]:
         """One count per client: 0 = events scored, 1.. = predicted, 1+m.. = correct; in one
