@@ -11,7 +11,7 @@ entry id's two parts, the client's and the gender's number: 30 bytes an event, a
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from genderd.events import Event
 from genderd.streams import parse_id
@@ -61,23 +61,34 @@ class EventBuffer:
 
     def add(self, event: Event) -> None:
         """Keep ``event``."""
-        entry = parse_id(event.id)
-        if entry <= self._last_id:
-            self._ids_ascending = False
-        self._last_id = entry
-        client = self._cid_numbers.get(event.cid)
-        if client is None:
-            client = self._cid_numbers[event.cid] = len(self._cids)
-            self._cids.append(event.cid)
-        gender = self._gender_numbers.get(event.gender)
-        if gender is None:
-            gender = self._gender_numbers[event.gender] = len(self._genders)
-            self._genders.append(event.gender)
-        self._ts.append(event.ts)
-        self._id_ms.append(entry[0])
-        self._id_seq.append(entry[1])
-        self._client.append(client)
-        self._gender.append(gender)
+        self.extend((event,))
+
+    def extend(self, events: Iterable[Event]) -> None:
+        """Keep every event of ``events`` (one loop, its lookups hoisted: it runs per event)."""
+        cid_numbers, cids = self._cid_numbers, self._cids
+        gender_numbers, genders = self._gender_numbers, self._genders
+        add_ts, add_ms, add_seq = self._ts.append, self._id_ms.append, self._id_seq.append
+        add_client, add_gender = self._client.append, self._gender.append
+        last, ascending = self._last_id, self._ids_ascending
+        for event in events:
+            entry = parse_id(event.id)
+            if entry <= last:
+                ascending = False
+            last = entry
+            client = cid_numbers.get(event.cid)
+            if client is None:
+                client = cid_numbers[event.cid] = len(cids)
+                cids.append(event.cid)
+            gender = gender_numbers.get(event.gender)
+            if gender is None:
+                gender = gender_numbers[event.gender] = len(genders)
+                genders.append(event.gender)
+            add_ts(event.ts)
+            add_ms(entry[0])
+            add_seq(entry[1])
+            add_client(client)
+            add_gender(gender)
+        self._last_id, self._ids_ascending = last, ascending
 
     def _order(self) -> list[int]:
         """The positions in ``(ts, entry id)`` order: stable sorts by id (unless the ids came

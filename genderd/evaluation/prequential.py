@@ -136,8 +136,7 @@ class Prequential:
             total = len(events) if isinstance(events, Sequence) else 0
             return self.run(events, progress, total)
         buffer = EventBuffer()
-        for event in events:
-            buffer.add(event)
+        buffer.extend(events)
         return self.replay(buffer, progress)
 
     def replay(self, buffer: EventBuffer, progress: Progress | None = None) -> Iterator[Step]:
@@ -314,8 +313,7 @@ class Evaluation:
         applies, in the order given."""
         applied = self.selection.within(events)
         if self._buffer is not None:
-            for event in applied:
-                self._buffer.add(event)
+            self._buffer.extend(applied)
             return
         self._score(self.run.run(applied, self._progress, self._expected))
 
