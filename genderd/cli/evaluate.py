@@ -135,6 +135,8 @@ class _Bar:
         self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
+        if not total:
+            return
         if self._bar is None:
             self._bar = self._stack.enter_context(
                 click.progressbar(length=total, label="evaluating", file=sys.stderr, show_pos=True)

@@ -4,7 +4,8 @@ Applied: the events whose time lies in ``[since, until)``, and with ``warmup`` e
 before ``since`` too. Scored: an applied event at or after ``since`` that is the client's first
 event, or with a session gap the first after a pause longer than the gap, and, with a maximum
 delay, processed no more than that after its time. :meth:`Selection.scored` is the one place
-that decides whether an event is scored: the prequential loop calls it for every event.
+that decides whether an event is scored: the prequential loop calls it for every event unless
+:attr:`Selection.scores_every_event` says no rule is set (a new rule goes in both).
 """
 
 from __future__ import annotations
