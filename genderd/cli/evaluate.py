@@ -21,15 +21,14 @@ from genderd.cli.common import opened, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.evaluation import render
+from genderd.evaluation.digest import file_digest, spooled_stdin
 from genderd.evaluation.export import format_of, prediction_file
 from genderd.evaluation.inputs import (
     STDIN,
     InputSummary,
-    file_digest,
     in_time_order,
     read_file,
     read_labels,
-    spooled_stdin,
     stream_events,
 )
 from genderd.evaluation.invalid import invalid_warning

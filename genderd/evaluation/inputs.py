@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import heapq
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -46,7 +44,6 @@ from genderd.transport import AsyncClient
 MALFORMED = "malformed"  # a line that is not a JSON object, or a CSV row of the wrong width
 STREAM_PAGE = 10_000  # entries per XRANGE call
 STDIN = "-"
-HASH_CHUNK = 1 << 20  # bytes read at a time to hash a file or spool stdin
 UNKNOWN_GENDERS_KEPT = 20  # distinct unknown genders counted (the rest: not named)
 TS_LIMIT = 10**TS_MAX_DIGITS  # a ts has at most TS_MAX_DIGITS digits
 _CSV_COLUMNS = ("cid", "gender", "ts")
@@ -222,46 +219,6 @@ def _given_ts(raw: object, now_ms: int) -> int | None:
     if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= TS_MAX_DIGITS:
         return int(raw)
     return None
-
-
-@dataclass(frozen=True)
-class Digest:
-    """A file's SHA-256 (hex), size in bytes and newline count (about its lines)."""
-
-    sha256: str
-    size: int
-    lines: int
-
-
-def _copy(source: IO[bytes], target: IO[bytes] | None) -> Digest:
-    hasher = hashlib.sha256()
-    size = lines = 0
-    while chunk := source.read(HASH_CHUNK):
-        hasher.update(chunk)
-        size += len(chunk)
-        lines += chunk.count(b"\n")
-        if target is not None:
-            target.write(chunk)
-    return Digest(hasher.hexdigest(), size, lines)
-
-
-def file_digest(path: str) -> Digest:
-    """The :class:`Digest` of the file at ``path``, or an InputError in one line."""
-    try:
-        with open(path, "rb") as source:
-            return _copy(source, None)
-    except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-
-
-@contextlib.contextmanager
-def spooled_stdin() -> Iterator[tuple[str, Digest]]:
-    """Standard input copied to a temporary file (removed on exit) and its :class:`Digest`:
-    a file can be hashed and read twice, a pipe cannot."""
-    with tempfile.NamedTemporaryFile(prefix="genderd-stdin-", suffix=".events") as spool:
-        digest = _copy(sys.stdin.buffer, spool)
-        spool.flush()
-        yield spool.name, digest
 
 
 # -- streams -------------------------------------------------------------------------------------

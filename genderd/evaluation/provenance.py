@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from genderd import __version__
 from genderd.catalog import kind_of
 from genderd.deployment import Deployment
-from genderd.evaluation.inputs import Digest, InputSummary
+from genderd.evaluation.digest import Digest
+from genderd.evaluation.inputs import InputSummary
 from genderd.evaluation.predictors import Order
 from genderd.evaluation.report import ModelOrigin, Provenance, ShardRange, Source
 from genderd.evaluation.selection import Selection
