@@ -126,6 +126,7 @@ def main() -> None:
         acc = "-" if score.accuracy_all is None else f"{score.accuracy_all:.4f}"
         print(f"  {score.model:<9} coverage {score.coverage:.3f}  accuracy_all {acc}")
 
+    del evaluation  # its clients' states: the runs below make their own
     if not args.no_per_model:
         for model in models:
             order = args.order
@@ -139,7 +140,7 @@ def main() -> None:
                 f"  {model.name:<9} alone (making, ordering, predict + apply): {alone:.1f} s, "
                 f"{args.events / alone:,.0f} events/s"
             )
-    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB (the per-model runs included)")
 
 
 if __name__ == "__main__":

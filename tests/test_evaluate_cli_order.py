@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from genderd.deployment import Deployment, open_deployment_sync
 from genderd.evaluation import InputSummary, render, stream_events
 from genderd.evaluation.inputs import in_time_order, read_file
 from genderd.evaluation.provenance import server_address
+from genderd.evaluation.report import Provenance, Source
 from genderd.keys import Keys
 from genderd.settings import Settings
 from genderd.transport import connect
@@ -327,4 +329,24 @@ def test_the_plot_title_names_the_order_window_and_period() -> None:
         "next-visit accuracy_all by history length, 95% CI",
         "400 scored events of 30 clients, every event scored, time order",
         "2024-01-01 00:00 to 2024-01-02 00:00 UTC",
+    ]
+    settings = Provenance(
+        input=Source(kind="file"),
+        since_ms=DAY1 + 12 * HOUR,
+        until_ms=None,
+        warmup=True,
+        order="arrival",
+        session_gap_ms=None,
+        max_delay_ms=None,
+        window_days=30,
+        genders=("female", "male"),
+        version="0",
+        models=(),
+        evaluated_at_ms=DAY2,
+    )
+    warm = dataclasses.replace(report, order="arrival", warmup_events=25, provenance=settings)
+    assert render.plot_title(warm).splitlines()[1:] == [
+        "400 scored events of 30 clients, every event scored, arrival order, window 30 d",
+        "scored 2024-01-01 12:00 to 2024-01-02 00:00 UTC, after a warm-up of 25 events from "
+        "2024-01-01 00:00",
     ]

@@ -223,8 +223,12 @@ def plot_title(report: Report) -> str:
     if report.provenance is not None:
         settings.append(f"window {report.provenance.window_days} d")
     period = f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
-    if report.warmup_events:
-        period += f" ({report.warmup_events:,} events before it: warm-up, not scored)"
+    since = report.provenance.since_ms if report.provenance else None
+    if report.warmup_events and since is not None:
+        period = (
+            f"scored {_date(since)} to {_date(report.last_ts)} UTC, after a warm-up of "
+            f"{report.warmup_events:,} events from {_date(report.first_ts)}"
+        )
     return "\n".join(
         ["next-visit accuracy_all by history length, 95% CI", ", ".join(settings), period]
     )
