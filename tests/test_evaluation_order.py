@@ -25,7 +25,12 @@ from genderd.evaluation import (
     predictions,
 )
 from genderd.evaluation.buffer import EventBuffer
-from genderd.evaluation.predictors import ArrivalWindowPredictor, LastPredictor, TopPredictor
+from genderd.evaluation.predictors import (
+    ArrivalLastPredictor,
+    ArrivalTopPredictor,
+    ArrivalWindowPredictor,
+    TopPredictor,
+)
 from genderd.evaluation.prequential import Prequential, event_order
 from genderd.events import Event
 from genderd.models.base import Model
@@ -64,10 +69,11 @@ def test_last_keeps_the_greatest_ts_and_id_whatever_arrives_later() -> None:
         ev("c", "female", T0 + 11, arrival=T0 + 13),
     ]
     assert answers(events, "last") == [None, "male", "male", "kids", "kids"]
-    state = LastPredictor().new()
+    state = ArrivalLastPredictor().new()
     for event in events:
-        LastPredictor().apply(state, event)
+        ArrivalLastPredictor().apply(state, event)
     assert state[0] == "female"
+    assert answers(events, "last", TIME) == [None, "female", "male", "male", "kids"]
 
 
 def test_top_ties_go_to_the_newest_ts_not_the_latest_applied() -> None:
@@ -79,10 +85,15 @@ def test_top_ties_go_to_the_newest_ts_not_the_latest_applied() -> None:
         ev("c", "kids", T0 + 90, arrival=T0 + 90),
     ]
     assert answers(events, "top") == [None, "male", "male", "male", "male"]
+    state = ArrivalTopPredictor().new()
+    for event in events[:4]:
+        ArrivalTopPredictor().apply(state, event)
+    assert ArrivalTopPredictor().predict(state, T0, T0) == ("male", {"male": 2, "female": 2})
+    # time order's predictor takes the latest applied as the newest: not for late events
     state = TopPredictor().new()
     for event in events[:4]:
         TopPredictor().apply(state, event)
-    assert TopPredictor().predict(state, T0, T0) == ("male", {"male": 2, "female": 2})
+    assert TopPredictor().predict(state, T0, T0)[0] == "female"
 
 
 def test_a_window_read_sums_the_days_up_to_the_events_day_that_have_not_expired() -> None:

@@ -14,7 +14,6 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from genderd.events import Event
-from genderd.streams import parse_id
 
 #: array type codes: signed 64-bit (ts, entry id ms), unsigned 64-bit (entry id sequence),
 #: unsigned 32-bit (client number), unsigned 16-bit (gender number)
@@ -69,12 +68,13 @@ class EventBuffer:
         gender_numbers, genders = self._gender_numbers, self._genders
         add_ts, add_ms, add_seq = self._ts.append, self._id_ms.append, self._id_seq.append
         add_client, add_gender = self._client.append, self._gender.append
-        last, ascending = self._last_id, self._ids_ascending
+        (last_ms, last_seq), ascending = self._last_id, self._ids_ascending
         for event in events:
-            entry = parse_id(event.id)
-            if entry <= last:
+            head, _, tail = event.id.partition("-")  # parse_id, inline
+            ms, seq = int(head), int(tail or 0)
+            if ms < last_ms or (ms == last_ms and seq <= last_seq):
                 ascending = False
-            last = entry
+            last_ms, last_seq = ms, seq
             client = cid_numbers.get(event.cid)
             if client is None:
                 client = cid_numbers[event.cid] = len(cids)
@@ -84,11 +84,11 @@ class EventBuffer:
                 gender = gender_numbers[event.gender] = len(genders)
                 genders.append(event.gender)
             add_ts(event.ts)
-            add_ms(entry[0])
-            add_seq(entry[1])
+            add_ms(ms)
+            add_seq(seq)
             add_client(client)
             add_gender(gender)
-        self._last_id, self._ids_ascending = last, ascending
+        self._last_id, self._ids_ascending = (last_ms, last_seq), ascending
 
     def _order(self) -> list[int]:
         """The positions in ``(ts, entry id)`` order: stable sorts by id (unless the ids came

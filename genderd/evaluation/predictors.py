@@ -22,8 +22,9 @@ has left a window never comes back into it. In :data:`ARRIVAL` order (``predicto
 each client's events come in the order the workers applied them (stream ids; a file's lines): an
 event may come after one with a greater ``ts`` (a late event), ``t`` is the ts of the event
 about to be applied (it may go back), and ``now`` never goes back for a client. A predictor
-whose ``apply`` and ``predict`` hold in both orders is returned for both (``last``, ``top``,
-the Python models).
+whose ``apply`` and ``predict`` hold in both orders may be returned for both (the Python
+models'); ``last``, ``top`` and the windows have one per order, the time order's relying on
+it to do less per event.
 """
 
 from __future__ import annotations
@@ -70,10 +71,26 @@ class Predictor(Protocol):
 
 
 class LastPredictor:
-    """``last``: the gender of the event with the greatest ``(ts, entry id)``; no scores.
+    """``last`` in time order: the gender of the event with the greatest ``(ts, entry id)``,
+    which is the latest event applied; no scores."""
 
-    State: ``[gender, ts, entry id]`` of that event. In time order it is the latest event
-    applied; in arrival order a late event leaves it as it is. Both orders."""
+    __slots__ = ()
+
+    def new(self) -> list[str | None]:
+        return [None]
+
+    def predict(self, state: list[str | None], t: int, now: int) -> Prediction:
+        return state[0], None
+
+    def apply(self, state: list[str | None], event: Event) -> None:
+        state[0] = event.gender
+
+
+class ArrivalLastPredictor:
+    """``last`` in arrival order: the gender of the event with the greatest ``(ts, entry id)``
+    applied so far, as ``last.lua`` keeps it; a late event leaves it as it is.
+
+    State: ``[gender, ts, entry id]`` of that event."""
 
     __slots__ = ()
 
@@ -94,12 +111,13 @@ class LastPredictor:
 
 
 class TopPredictor:
-    """``top``: the gender with the most events; ties go to the gender whose newest event has
-    the greatest ``ts``, then to the alphabetically smallest name. ``scores``: the counts.
+    """``top`` in time order: the gender with the most events; ties go to the gender whose
+    newest event has the greatest ``ts``, then to the alphabetically smallest name.
+    ``scores``: the counts.
 
     State: ``[answer, counts, newest ts per gender]``. Only the event's gender can overtake
-    the answer: its count grew and its newest ts (the greatest, whatever the order the events
-    came in) did not go down. Both orders."""
+    the answer: its count grew and its newest event is now the newest of all (events come in
+    ts order)."""
 
     __slots__ = ()
 
@@ -112,22 +130,44 @@ class TopPredictor:
 
     def apply(self, state: list[Any], event: Event) -> None:
         gender, ts = event.gender, event.ts
+        counts = state[1]
+        count = counts.get(gender, 0) + 1
+        counts[gender] = count
+        state[2][gender] = ts
+        best = state[0]
+        if best is None or best == gender:
+            state[0] = gender
+        else:
+            self._overtake(state, gender, count, ts)
+
+    @staticmethod
+    def _overtake(state: list[Any], gender: str, count: int, ts: int) -> None:
+        """Make ``gender`` (now ``count`` events, the newest at ``ts``) the answer if it
+        overtakes the answer, another gender."""
+        best = state[0]
+        lead, newest = state[1][best], state[2][best]
+        if count > lead or (count == lead and (ts > newest or (ts == newest and gender < best))):
+            state[0] = gender
+
+
+class ArrivalTopPredictor(TopPredictor):
+    """``top`` in arrival order: as in time order, but a gender's newest ts is the greatest of
+    its events (a late event does not lower it), as ``top.lua`` keeps it."""
+
+    __slots__ = ()
+
+    def apply(self, state: list[Any], event: Event) -> None:
+        gender, ts = event.gender, event.ts
         counts, newest = state[1], state[2]
         count = counts.get(gender, 0) + 1
         counts[gender] = count
         if newest.get(gender, -1) < ts:
             newest[gender] = ts
-        else:
-            ts = newest[gender]
         best = state[0]
         if best is None or best == gender:
             state[0] = gender
-            return
-        lead = counts[best]
-        if count > lead or (
-            count == lead and (ts > newest[best] or (ts == newest[best] and gender < best))
-        ):
-            state[0] = gender
+        else:
+            self._overtake(state, gender, count, newest[gender])
 
 
 def _top_of(counts: dict[str, int], newest: dict[str, int]) -> str:
@@ -179,7 +219,12 @@ class WindowPredictor:
             del days[:gone], genders[:gone]
         if not counts:
             return NO_ANSWER
-        return _top_of(counts, newest), counts
+        best, best_n, best_ts = "", 0, 0  # _top_of, inline: this runs for every event
+        for gender, n in counts.items():
+            ts = newest[gender]
+            if n > best_n or (n == best_n and (ts > best_ts or (ts == best_ts and gender < best))):
+                best, best_n, best_ts = gender, n, ts
+        return best, counts
 
     def apply(self, state: list[Any], event: Event) -> None:
         days, genders, counts, newest = state
@@ -312,6 +357,8 @@ __all__ = [
     "NO_ANSWER",
     "ORDERS",
     "TIME",
+    "ArrivalLastPredictor",
+    "ArrivalTopPredictor",
     "ArrivalWindowPredictor",
     "LastPredictor",
     "MajorityPredictor",

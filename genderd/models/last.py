@@ -10,7 +10,7 @@ from genderd.keys import result_field
 from genderd.models.base import Model
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import LastPredictor, Order
+    from genderd.evaluation.predictors import ArrivalLastPredictor, LastPredictor, Order
 
 
 class LastModel(Model):
@@ -27,8 +27,7 @@ class LastModel(Model):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), result_field(self.name, "id")]
 
-    def predictor(self, order: Order = "time") -> LastPredictor:
-        # order-independent: the same reference in both orders
-        from genderd.evaluation.predictors import LastPredictor
+    def predictor(self, order: Order = "time") -> LastPredictor | ArrivalLastPredictor:
+        from genderd.evaluation.predictors import ARRIVAL, ArrivalLastPredictor, LastPredictor
 
-        return LastPredictor()
+        return ArrivalLastPredictor() if order == ARRIVAL else LastPredictor()

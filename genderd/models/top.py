@@ -9,7 +9,7 @@ from genderd.events import Event
 from genderd.models.base import CountingModel, counter_fields, gender_params
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import Order, TopPredictor
+    from genderd.evaluation.predictors import ArrivalTopPredictor, Order, TopPredictor
 
 
 class TopModel(CountingModel):
@@ -42,8 +42,7 @@ class TopModel(CountingModel):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]
 
-    def predictor(self, order: Order = "time") -> TopPredictor:
-        # order-independent: the same reference in both orders
-        from genderd.evaluation.predictors import TopPredictor
+    def predictor(self, order: Order = "time") -> TopPredictor | ArrivalTopPredictor:
+        from genderd.evaluation.predictors import ARRIVAL, ArrivalTopPredictor, TopPredictor
 
-        return TopPredictor()
+        return ArrivalTopPredictor() if order == ARRIVAL else TopPredictor()
