@@ -20,6 +20,11 @@ from genderd.events import Event
 _INT64, _UINT64, _UINT32, _UINT16 = "q", "Q", "I", "H"
 #: shifts the entry id's ms part above its sequence number in one sort key
 _SEQ_BITS = 64
+#: Event's __new__, then the setters of its slots id, cid, gender and ts
+_EVENT_MAKERS = (
+    Event.__new__,
+    *(getattr(Event, name).__set__ for name in ("id", "cid", "gender", "ts")),
+)
 
 
 class EventBuffer:
@@ -90,6 +95,15 @@ class EventBuffer:
             add_gender(gender)
         self._last_id, self._ids_ascending = (last_ms, last_seq), ascending
 
+    def span(self, before: int | None = None) -> tuple[int, int, int, int]:
+        """The events kept, their least and greatest ts (-1 when none), and how many lie
+        before ``before``."""
+        ts = self._ts
+        if not ts:
+            return 0, -1, -1, 0
+        below = 0 if before is None else sum(map(before.__gt__, ts))
+        return len(ts), min(ts), max(ts), below
+
     def _order(self) -> list[int]:
         """The positions in ``(ts, entry id)`` order: stable sorts by id (unless the ids came
         in order), then by ts, with plain ints as keys (a tuple key per event would take
@@ -109,8 +123,16 @@ class EventBuffer:
         client, gender = self._client, self._gender
         cids, genders = self._cids, self._genders
         self._reset()  # the buffer is empty again; the replay keeps the data
+        # an Event made by setting its slots: its frozen dataclass __init__ takes twice as
+        # long, and this runs for every event (the values are those of valid events)
+        new, set_id, set_cid, set_gender, set_ts = _EVENT_MAKERS
         for at in order:
-            yield Event(f"{ms[at]}-{seq[at]}", cids[client[at]], genders[gender[at]], ts[at])
+            event = new(Event)
+            set_id(event, f"{ms[at]}-{seq[at]}")
+            set_cid(event, cids[client[at]])
+            set_gender(event, genders[gender[at]])
+            set_ts(event, ts[at])
+            yield event
 
 
 __all__ = ["EventBuffer"]

@@ -141,9 +141,18 @@ class Prequential:
 
     def replay(self, buffer: EventBuffer, progress: Progress | None = None) -> Iterator[Step]:
         """:meth:`run` over the events of ``buffer`` (in time order: sorted there, so not
-        checked again)."""
-        total = len(buffer)
-        return self._loop(self._counted(buffer.replay(), progress, total))
+        checked again; counted there too, unless ``progress`` is to be told as they pass)."""
+        if progress is not None:
+            return self._loop(self._counted(buffer.replay(), progress, len(buffer)))
+        since = self.selection.since_ms if self.selection.warmup else None
+        events, low, high, warm = buffer.span(since)
+        if events:
+            self.events += events
+            self.warmup += warm
+            self.clock = max(self.clock, high)  # time order: each event's own time
+            self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
+            self.last_ts = high if self.last_ts is None else max(self.last_ts, high)
+        return self._loop(buffer.replay())
 
     def run(
         self, events: Iterable[Event], progress: Progress | None = None, total: int = 0
