@@ -10,7 +10,10 @@ future id, so every new entry of the client would look written before its erasur
 dropped until the marker expires (the retention plus a day), and the shard's sentinel would
 make the workers look every client's marker up meanwhile.
 
-So the set-aside is one command, in two steps:
+So the set-aside is one command, in two steps, after a check: a model the deployment records
+(or has a group of on another shard) without a group on this one would have the whole stream
+still to read, and never see it once set aside, so the command refuses, naming it, while the
+stream holds entries.
 
 1. ``stream_aside.lua``, atomically: refuse while any consumer group has entries pending or
    not yet delivered (they would be lost with the old stream); rename the stream to its
@@ -23,9 +26,10 @@ So the set-aside is one command, in two steps:
    ``0-0``, keeping its lifetime. A marker set by an erasure after step 1 holds an id of the
    new stream and is left alone. An erasure running meanwhile sets its markers itself; the
    writers are stopped during the recovery, so no entry of a client is waiting between the
-   two steps.
+   two steps. The cutoffs of the clients still waiting for the shard's scrub are re-based the
+   same way (``scrub_rebase.lua``).
 
-The aside stream keeps the old entries until it expires: erasure still scans it
+The aside stream keeps the old entries until it expires: the erasures' scrub still reads it
 (:mod:`genderd.erasure`), ``replay`` no longer sees it.
 """
 
@@ -34,9 +38,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from genderd import status
+from genderd import catalog, status, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.erasure import scrub
 from genderd.errors import InputError, UnavailableError
 from genderd.events import text
 from genderd.lua import Script
@@ -80,6 +85,7 @@ async def set_aside(
         raise InputError(
             f"the stream of shard {shard} is not ahead of the clock: nothing to set aside"
         )
+    await _refuse_models_without_group(client, transport, deployment, shard)
     retention_ms = deployment.settings.retention_days * MS_PER_DAY
     reply = await transport.call(
         STREAM_ASIDE,
@@ -104,6 +110,7 @@ async def set_aside(
         )
     done = SetAside(shard, keys.stream_aside(shard), text(reply[1]), [text(g) for g in reply[2:]])
     done.rebased = await rebase_markers(client, transport, deployment, shard)
+    await scrub.rebase(transport, deployment, shard)  # the pending scrub's cutoffs alike
     log.info(
         "set aside the stream of shard %d (last id %s) as %s; re-based %d erasure markers",
         shard,
@@ -112,6 +119,26 @@ async def set_aside(
         done.rebased,
     )
     return done
+
+
+async def _refuse_models_without_group(
+    client: AsyncClient, transport: Transport, deployment: Deployment, shard: int
+) -> None:
+    """:class:`StreamBusyError` while the shard's stream holds entries and models of the
+    deployment (recorded, or with a group on another shard; not retired) have no group on
+    it: the stream set aside, those entries would never reach them."""
+    stream = deployment.keys.stream(shard)
+    length = int(await client.xlen(stream))
+    here = {info.group for info in await streams.groups(client, deployment.keys, shard)}
+    records = await catalog.read(transport, deployment)
+    missing = [n for n, r in records.items() if n not in here and not r.retired]
+    if length and missing:
+        raise StreamBusyError(
+            f"models {', '.join(missing)} have no group on shard {shard}: the {length} "
+            "entries of its stream would never reach them once set aside. Start their "
+            "workers and let them catch up (genderd status: lag and pending 0), or retire the "
+            "ones that no longer run (genderd models retire NAME), then run this again"
+        )
 
 
 async def rebase_markers(

@@ -47,9 +47,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genderd import catalog
+from genderd import catalog, pause
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
+from genderd.errors import UnavailableError
 from genderd.events import Event, Invalid, Reason, parse_entry, text
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Event",
     "ModelRedriven",
     "Redriven",
+    "ReplayUnderwayError",
     "parse_entry",
     "purge",
     "redrive",
@@ -77,6 +79,9 @@ REDRIVE_MODEL = Script.from_files("redrive_model.lua")
 DEAD_RESET = Script.from_files("dead_reset.lua")
 DEAD_DELETE = Script.from_files("dead_delete.lua")
 REDRIVE_PAGE = 100  # dead letters moved per redrive_model.lua call (one atomic step)
+#: how long an entry re-driven to one model is remembered as not to be graded: its workers
+#: reclaim it within claim_idle_ms, a week leaves room for workers that are down
+REDRIVEN_KEEP_S = 7 * 86_400
 REDRIVE_CHECKS = 10  # times a cross-shard re-drive checks again while erasures move a marker
 
 
@@ -301,6 +306,8 @@ class ModelRedriven:
     redriven: list[str] = field(default_factory=list)  # original ids pending again for M
     invalid: dict[str, str] = field(default_factory=dict)  # still invalid: id -> why
     gone: list[str] = field(default_factory=list)  # no longer in the stream (trimmed, erased)
+    #: the model has no consumer group on the entry's shard: original id -> shard
+    no_group: dict[str, int] = field(default_factory=dict)
     missing: int = 0  # dead letters that went meanwhile (another run, a purge, an erasure)
 
 
@@ -329,7 +336,10 @@ async def redrive_model(
 ) -> ModelRedriven:
     """Make the original entries of ``model``'s ``letters`` pending again in ``model``'s
     group, each atomically with the deletion of its dead letter (see the module docstring).
-    Entries still invalid are left where they are."""
+    Entries still invalid, and those of a shard where the model has no group, are left where
+    they are. Raises :class:`ReplayUnderwayError`, before each step, while a replay of
+    ``model`` runs or an interrupted one left it half rebuilt."""
+    await refuse_during_replay(transport, deployment, model)
     now = deployment.clock()
     done = ModelRedriven()
     by_shard: dict[int, list[DeadLetter]] = defaultdict(list)
@@ -346,6 +356,7 @@ async def redrive_model(
             done.redriven += [letter.entry_id for letter in chosen]
             continue
         for start in range(0, len(chosen), REDRIVE_PAGE):
+            await refuse_during_replay(transport, deployment, model)
             await _move(
                 transport, deployment, model, shard, chosen[start : start + REDRIVE_PAGE], done
             )
@@ -362,8 +373,18 @@ async def _move(
 ) -> None:
     """One atomic step of :func:`redrive_model` (``redrive_model.lua``), counted in ``done``."""
     keys = deployment.keys
-    script_keys = [keys.stream(shard), keys.dead(shard), keys.stats(shard)]
-    args: list[str | int] = [model, REDRIVE_CONSUMER, deployment.settings.claim_idle_ms]
+    script_keys = [
+        keys.stream(shard),
+        keys.dead(shard),
+        keys.stats(shard),
+        keys.redriven_ids(shard, model),
+    ]
+    args: list[str | int] = [
+        model,
+        REDRIVE_CONSUMER,
+        deployment.settings.claim_idle_ms,
+        REDRIVEN_KEEP_S,
+    ]
     for letter in page:
         args += [letter.dead_id, letter.entry_id]
     reply = await transport.call(REDRIVE_MODEL, script_keys, args)
@@ -374,8 +395,37 @@ async def _move(
             done.redriven.append(letter.entry_id)
         elif why == "gone":
             done.gone.append(letter.entry_id)
+        elif why == "nogroup":
+            done.no_group[letter.entry_id] = shard
         else:
             done.missing += 1
+
+
+class ReplayUnderwayError(UnavailableError, RuntimeError):
+    """A replay of the model runs, or an interrupted one left it half rebuilt: the replay
+    applies the model's retained entries again, those of its dead letters included, and
+    deletes those dead letters; a re-drive meanwhile is refused (it would race the replay's
+    deletion of the model's groups and dead letters)."""
+
+    def __init__(self, model: str, holder: str) -> None:
+        if holder == pause.MARKER_ONLY:
+            why = (
+                f"an interrupted replay left {model} half rebuilt: run `genderd replay --model "
+                f"{model}`, which applies the retained entries of its dead letters again"
+            )
+        else:
+            why = (
+                f"a replay of {model} is running ({holder}): it applies the retained entries "
+                f"of {model}'s dead letters again; re-drive what is left once it has ended"
+            )
+        super().__init__(why)
+
+
+async def refuse_during_replay(transport: Transport, deployment: Deployment, model: str) -> None:
+    """Raise :class:`ReplayUnderwayError` while ``model`` is paused for a replay."""
+    holder = await pause.replay_of(transport, deployment.keys, model)
+    if holder is not None:
+        raise ReplayUnderwayError(model, holder)
 
 
 def since_ms(letter: DeadLetter) -> int:

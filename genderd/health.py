@@ -3,7 +3,9 @@ minutes its code failed on (``model_error``), for ``genderd status`` to mark it 
 
 Workers count, per minute, the events their model applied and those it failed on, and add
 their counts to one hash per model and minute (:meth:`Keys.health`) every
-:data:`FLUSH_INTERVAL_S` and when they stop; the hashes expire after :data:`KEY_TTL_S`.
+:data:`FLUSH_INTERVAL_S`, on a timer of their own whether more events come or not (so that a
+burst of failures shows within seconds when traffic stops), and when they stop; the hashes
+expire after :data:`KEY_TTL_S`.
 ``status`` sums the last :data:`WINDOW_MINUTES` (the current minute included) of every
 worker. Other dead letters (a bad ``cid``, an unknown gender) are the producer's, not the
 model's, and are not counted. The rate is a rate only over at least :data:`MIN_EVENTS`

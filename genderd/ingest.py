@@ -2,13 +2,15 @@
 
 Every genderd producer (``POST /v1/events``, :class:`genderd.producer.Producer`, ``genderd
 produce``) writes a batch the same way: the events are grouped by shard and each shard's part
-is one call of ``ingest.lua``. A batch may carry an *idempotency key* (the ``Idempotency-Key``
-header; 1-255 printable ASCII characters). Then each part's call also checks and sets the
-request's record on its shard (``<prefix>:{sN}:idem:<digest of the key>``, holding the
-digest of the body, expiring after ``GENDERD_IDEMPOTENCY_TTL_S``) in the same atomic step as
-its ``XADD``\\ s: a repeat of the request writes exactly the parts no earlier attempt wrote,
-whatever stopped that attempt (a crash, a timeout, a failover), and concurrent repeats write
-each part once.
+is one call of ``ingest.lua`` (``produce --file``: of ``ingest_lines.lua``, which remembers
+lines rather than requests; see :mod:`genderd.imports`). A batch may carry an *idempotency
+key* (the ``Idempotency-Key`` header; 1-255 printable ASCII characters). Then each part's
+call also checks and sets the request's record on its shard (``<prefix>:{sN}:idem:<digest of
+the key>``, holding the digest of the body, expiring after ``GENDERD_IDEMPOTENCY_TTL_S``) in
+the same atomic step as its ``XADD``\\ s: a repeat of the request writes exactly the parts
+no earlier attempt wrote, whatever stopped that attempt (a crash, a timeout, a failover), and
+concurrent repeats write each part once. Every attempt sets each part's record (and the
+claim) again, so they expire ``GENDERD_IDEMPOTENCY_TTL_S`` after the latest attempt.
 
 A different body under a key already used is refused (422) before any of its parts is written:
 the key has a *claim* holding the body first written under it. On a standalone server every
@@ -36,13 +38,12 @@ from genderd.keys import digest
 from genderd.lua import Script
 from genderd.transport import SyncClient, Transport, translate
 from genderd.transport.interface import ScriptCall
-from genderd.transport.unavailable import RedisUnavailableError, is_no_script
+from genderd.transport.unavailable import is_no_script, wrong_type
 
 INGEST = Script.from_files("ingest.lua")
 
 MAX_KEY_LENGTH = 255  # SPEC §12; the IETF draft and payment APIs accept about as much
 KEY_REUSED = -1  # ingest.lua: the key's record holds another body
-WRONGTYPE = "WRONGTYPE "
 
 #: an event to write: cid, gender (both validated), ts as given (None: absent), ts written
 Event = tuple[str, str, int | None, int]
@@ -54,16 +55,6 @@ class IdempotencyKeyError(InputError, ValueError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason  # machine-readable: bad_idempotency_key, idempotency_key_reused
-
-
-class WrongTypeError(RedisUnavailableError):
-    """A key ingest writes holds another type (e.g. a shard's stream key holding a string):
-    nothing of that part was written. Not a server state that passes by itself, but like one
-    the request is fine, and works once an operator has removed the key."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.state = f"holding the wrong type of key: {message}"
 
 
 def key_problem(key: str) -> str | None:
@@ -136,21 +127,23 @@ def plan(
 
 
 def _written(batch: Batch, replies: Sequence[Any]) -> int:
+    written = sum(max(0, int(reply)) for reply in replies)
     if any(int(reply) == KEY_REUSED for reply in replies):
+        # Every attempt renews every record of its parts, so a part is written before another
+        # part refuses the body only where its record was lost or outlived by the others
+        # (by a failover, or by milliseconds on Cluster): say what was written then.
+        outcome = (
+            f"{written} of its {batch.count} events were written before that was found "
+            "(their shard had no record of the key), the others not"
+            if written
+            else "nothing was written"
+        )
         raise IdempotencyKeyError(
             "this Idempotency-Key was used for another request body within its lifetime "
-            "(GENDERD_IDEMPOTENCY_TTL_S); nothing was written",
+            f"(GENDERD_IDEMPOTENCY_TTL_S); {outcome}",
             "idempotency_key_reused",
         )
-    return sum(int(reply) for reply in replies)
-
-
-def _wrong_type(error: BaseException) -> BaseException:
-    """A WRONGTYPE reply of ``ingest.lua`` (it names the key) as a :class:`WrongTypeError`."""
-    message = str(error)
-    if isinstance(error, ResponseError) and message.startswith(WRONGTYPE):
-        return WrongTypeError(message[len(WRONGTYPE) :].split(" script:", 1)[0].strip())
-    return error
+    return written
 
 
 async def write(transport: Transport, batch: Batch) -> int:
@@ -171,7 +164,7 @@ async def write(transport: Transport, batch: Batch) -> int:
         if batch.rest:
             replies += await transport.execute_many(batch.rest)
     except ResponseError as error:
-        raise _wrong_type(error) from error
+        raise wrong_type(error) or error from error
     return _written(batch, replies)
 
 
@@ -198,14 +191,14 @@ def _send_sync(client: SyncClient, calls: Sequence[ScriptCall]) -> list[Any]:
             pipe.execute_command(*call.command())  # type: ignore[no-untyped-call]
         replies = list(pipe.execute(raise_on_error=False))
         missing = [i for i, r in enumerate(replies) if isinstance(r, Exception) and is_no_script(r)]
-        if missing:
-            client.script_load(INGEST.source)
-            for i in missing:
-                replies[i] = _one_sync(client, calls[i])
+        for source in {calls[i].script.source for i in missing}:
+            client.script_load(source)
+        for i in missing:
+            replies[i] = _one_sync(client, calls[i])
     for call, reply in zip(calls, replies, strict=True):
         if isinstance(reply, Exception):
             located = call.script.locate(reply)
-            raise _wrong_type(translate(located)) from reply
+            raise wrong_type(located) or translate(located) from reply
     return replies
 
 

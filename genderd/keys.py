@@ -23,9 +23,20 @@ def digest(cid: str) -> str:
     return hashlib.sha256(cid.encode("utf-8")).hexdigest()[:32]
 
 
+def scrub_digest(cid: str) -> str:
+    """The id under which an erased client waits for the scrub of its stream entries (SPEC §9:
+    never the id itself): SHA-1 of ``utf8(cid)``, in hex, the digest a script can compute
+    (``redis.sha1hex``) to match each entry's ``cid`` against the pending erasures."""
+    return hashlib.sha1(cid.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
 def shard_of(cid: str, shards: int) -> int:
     """The shard of a client: ``crc32(utf8(cid)) mod shards`` (zlib's CRC-32)."""
     return zlib.crc32(cid.encode("utf-8")) % shards
+
+
+#: the per-model counters of a shard's stats hash (:meth:`Keys.stats`)
+STATS_COUNTERS = ("applied", "dead", "erased")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,43 @@ class Keys:
         """Hash of the models the deployment runs, one JSON record per model name, written
         by each model's workers as they start (see :mod:`genderd.catalog`)."""
         return f"{self.prefix}:models"
+
+    # -- the champion of live grading (genderd.grading.champion, SPEC §14) -------------------
+    # (one hash tag: the script that changes the champion writes the hash and the history)
+    @property
+    def champion(self) -> str:
+        """Hash: the champion (``model``, ``since_ms``, ``pinned``, ``evidence`` JSON) and the
+        latest check's verdict (``checked_ms``, ``check`` JSON, ``behind``: the model a
+        pinned champion is significantly behind, if any)."""
+        return f"{self.prefix}:{{champion}}"
+
+    @property
+    def champion_history(self) -> str:
+        """Stream of champion changes, each with its evidence (capped)."""
+        return f"{self.prefix}:{{champion}}:history"
+
+    @property
+    def champion_lock(self) -> str:
+        """String held (with a TTL) by the one process checking the champion now."""
+        return f"{self.prefix}:{{champion}}:lock"
+
+    # -- erasures (genderd/erasure/): their records and the scrubber's lease -------------------
+    def erasure(self, erasure_id: str) -> str:
+        """Hash: the record of one erasure (``created_ms``, ``clients``, ``digest`` for one
+        client, ``keys``, ``marked_ms``, ``s<N>`` = ``<entries> <dead letters>`` once shard
+        N's scrub is done, ``done_ms``); expires with its markers' lifetime."""
+        return f"{self.prefix}:erasure:{erasure_id}"
+
+    @property
+    def erasure_ids(self) -> str:
+        """Sorted set of the erasures' ids by creation time (ms), for ``erase --status``."""
+        return f"{self.prefix}:erasure-ids"
+
+    @property
+    def scrubber(self) -> str:
+        """The scrubber's lease: the name of the one process that steps the scrubs now
+        (``SET NX PX``, kept while it works; see genderd/erasure/scrub.py)."""
+        return f"{self.prefix}:scrubber"
 
     # -- per model: the pause of its workers during a replay (genderd.pause) -----------------
     def pause_tag(self, model: str) -> str:
@@ -87,8 +135,20 @@ class Keys:
         return f"{self.prefix}:health:{model}:{minute}"
 
     def stats(self, shard: int) -> str:
-        """Hash of per-model counters for the shard: ``<model>:applied``, ``<model>:dead``."""
+        """Hash of per-model counters for the shard: ``<model>:<counter>`` for each of
+        :data:`STATS_COUNTERS`."""
         return f"{self.tag(shard)}:stats"
+
+    def grades(self, shard: int, model: str, hour: int) -> str:
+        """Hash of one model's live grades in one shard and hour (hours since the epoch of the
+        events' ts): per client group, ``"<events> <predicted> <correct>"`` (``_grades.lua``);
+        expires after the longest grading window."""
+        return f"{self.tag(shard)}:grades:{model}:{hour}"
+
+    def redriven_ids(self, shard: int, model: str) -> str:
+        """Set of entry ids re-driven to one model (``genderd dead redrive --model``): its
+        workers apply them when they reclaim them, and do not grade them."""
+        return f"{self.tag(shard)}:redriven-ids:{model}"
 
     def replicated(self, shard: int) -> str:
         """String: when (ms) an ingest last asked the shard's master to confirm its writes
@@ -103,20 +163,41 @@ class Keys:
         return f"{self.tag(shard)}:redriven:{source_shard}:{entry_id}"
 
     def erasures(self, shard: int) -> str:
-        """Sentinel that exists while an erasure marker of the shard may exist (it expires
-        with the newest of them): the apply scripts look markers up only while it does."""
+        """Sentinel that exists while an erasure marker of the shard may exist, holding the
+        greatest marker id (no expiry while the shard's scrub has clients to go, then it
+        outlives the newest marker): the apply scripts look markers up only while it does."""
         return f"{self.tag(shard)}:erasures"
 
     def erased(self, shard: int, client_digest: str) -> str:
         """Erasure marker of a client (by :func:`digest`): the last id of the shard stream
-        when the client was erased; its entries up to that id are never applied."""
+        when the client was erased; its entries up to that id are never applied. No expiry
+        until the shard's scrub has deleted them, then the retention plus a day."""
         return f"{self.tag(shard)}:erased:{client_digest}"
 
-    # -- erasure across shards, and a stream set aside (genderd/erasure.py, genderd/aside.py) --
+    # -- erasure across shards, and a stream set aside (genderd/erasure/, genderd/aside.py) --
     def stream_aside(self, shard: int) -> str:
         """The shard's event stream as ``genderd stream set-aside`` left it (a stream whose
         last id was in the future), kept for the retention; erasure still scans it."""
         return f"{self.tag(shard)}:events:aside"
+
+    def scrub(self, shard: int) -> str:
+        """Hash: the state of the shard's scrub (genderd/erasure/scrub.py): ``pass`` (its
+        number), ``phase`` (``events``, ``aside``, ``dead``, ``tidy``; empty between passes),
+        ``after`` (where the phase is), ``read`` (entries read in the pass), ``upto:events``
+        and ``upto:dead`` (how far a pass reads), and ``<erasure id>:entries`` /
+        ``<erasure id>:dead_letters`` (what a pending erasure's scrub deleted so far)."""
+        return f"{self.tag(shard)}:scrub"
+
+    def scrub_clients(self, shard: int) -> str:
+        """Hash of the clients whose entries the shard's scrub still deletes: scrub digest
+        (:func:`scrub_digest`) -> ``<stream cutoff> <dead-letter cutoff> <pass> <erasure id>
+        <digest>``."""
+        return f"{self.tag(shard)}:scrub:clients"
+
+    def scrub_erasures(self, shard: int) -> str:
+        """Sorted set of the erasures pending in the shard's scrub: erasure id -> the number
+        of the pass that completes it."""
+        return f"{self.tag(shard)}:scrub:erasures"
 
     def erased_pattern(self, shard: int) -> str:
         """SCAN pattern matching every erasure marker of one shard."""
@@ -162,6 +243,13 @@ class Keys:
         same atomic step, so all parts go in one round trip. Not a shard's key: on Cluster the
         home shard's record is the claim instead."""
         return f"{self.prefix}:idem:{key_digest}"
+
+    # -- per block of lines of a `produce --file` import (genderd.imports) -----------------------
+    def lines_record(self, shard: int, block_digest: str) -> str:
+        """Set of the ids of the lines of one block of an import whose events on the shard are
+        written; named by a digest of the block's first line, expires on its own (see
+        ``ingest_lines.lua``)."""
+        return f"{self.tag(shard)}:lines:{block_digest}"
 
 
 def result_field(model: str, part: str = "") -> str:

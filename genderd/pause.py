@@ -258,6 +258,15 @@ class Gate:
             )
 
 
+async def replay_of(transport: Transport, keys: Keys, model: str) -> str | None:
+    """What pauses ``model`` now: the token of the replay holding its pause,
+    :data:`MARKER_ONLY` when only an interrupted replay's marker is left, or None."""
+    token = await transport.execute("GET", keys.pause(model))
+    if token is not None:
+        return text(token)
+    return MARKER_ONLY if int(await transport.execute("EXISTS", keys.rebuilding(model))) else None
+
+
 def new_token() -> str:
     """A replay's token: who holds the pause, unique per run."""
     return f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"

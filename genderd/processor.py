@@ -15,6 +15,7 @@ from typing import Any
 from genderd.apply import Applier, ModelErrors, Outcome
 from genderd.deployment import Deployment
 from genderd.events import DETAIL_MAX_CHARS, Event, Invalid, Reason, parse_entry, text
+from genderd.grading.plan import Grading
 from genderd.keys import digest
 from genderd.lua import Script
 from genderd.models.base import Model
@@ -43,9 +44,16 @@ class Processor:
     """Applies batches of entries for one model."""
 
     def __init__(
-        self, deployment: Deployment, transport: Transport, model: Model, consumer: str
+        self,
+        deployment: Deployment,
+        transport: Transport,
+        model: Model,
+        consumer: str,
+        grading: Grading | None = None,
     ) -> None:
         self.deployment = deployment
+        #: how the applied events are graded (None: not at all, as in a replay)
+        self.grading = grading
         self.transport = transport
         self.model = model
         self.consumer = consumer
@@ -84,7 +92,9 @@ class Processor:
         if dead:
             await self._dead_letter(shard, dead, outcome)
         if valid:
-            applied, errors = await self.applier.apply(shard, valid, now)
+            # reclaimed entries (``deliveries`` given) may have been re-driven to this model
+            reclaimed = deliveries is not None
+            applied, errors = await self.applier.apply(shard, valid, now, self.grading, reclaimed)
             outcome += applied
             if errors:
                 await self._model_errors(shard, errors, dict(entries), outcome)
@@ -154,7 +164,7 @@ class Processor:
             cid = _cid_in(pairs)
             marker = 0
             # every erased client has a marker in every shard, in this shard's ids: an entry
-            # written to the wrong shard is compared with it too (see genderd/erasure.py)
+            # written to the wrong shard is compared with it too (see genderd/erasure/__init__.py)
             if cid is not None:
                 if cid not in markers:
                     keys.append(self.keys.erased(shard, digest(cid)))

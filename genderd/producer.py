@@ -5,18 +5,31 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from genderd.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, wall_clock_ms
+from genderd.clock import MS_PER_DAY, MS_PER_MINUTE, MS_PER_SECOND, Clock, day_of, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.events import check_event
 from genderd.ingest import Event, IdempotencyKeyError, check_key, plan, write_sync
 from genderd.transport import SyncClient
 
 DEFAULT_BATCH = 500
+PACED_FLUSH_S = 0.1  # paced traffic (a --rate) is sent this often rather than a batch at a time
+PACE_SLICE_S = 0.1  # a paced wait that may be cut short looks this often whether it should
+
+
+def checked(deployment: Deployment, fields: Mapping[str, Any]) -> Event:
+    """The event of producer fields, validated (raises ``EventError``) at the deployment's
+    clock; a missing ``ts`` is written as now."""
+    now = deployment.clock()
+    settings = deployment.settings
+    cid, gender, ts = check_event(fields, settings.genders, now, settings.max_future_ms)
+    # An explicit ts always: the entry id's time (the server's clock) can be wrong (an entry
+    # written with an explicit future id pushes every later id into the future).
+    return cid, gender, ts, now if ts is None else ts
 
 
 class Producer:
@@ -67,13 +80,7 @@ class Producer:
     def check(self, fields: Mapping[str, Any]) -> Event:
         """The event of producer fields, validated (raises ``EventError``), as :meth:`write`
         takes it; a missing ``ts`` is now, by the producer's clock."""
-        now = self.clock()
-        cid, gender, ts = check_event(
-            fields, self.settings.genders, now, self.settings.max_future_ms
-        )
-        # An explicit ts always: the entry id's time (the server's clock) can be wrong (an
-        # entry written with an explicit future id pushes every later id into the future).
-        return cid, gender, ts, now if ts is None else ts
+        return checked(self.deployment, fields)
 
     def flush(self, key: str | None = None) -> int:
         """Send the buffered events as one batch, with the idempotency ``key`` when given;
@@ -185,9 +192,12 @@ def _drift_index(first: int, phase_ms: int, ts_ms: int, n_genders: int) -> int:
     return (first + (ts_ms + phase_ms) // DRIFT_PERIOD_MS) % n_genders
 
 
-def shopper(n: int, genders: tuple[str, ...], seed: int | None = None) -> Shopper:
-    """The shopper ``C<n>`` of :func:`synthetic` with ``seed`` (None: ``PROFILE_SEED``)."""
-    kind, first, second, phase_ms = _profile(_seed_hash(seed), n, len(genders))
+def shopper(
+    n: int, genders: tuple[str, ...], seed: int | None = None, anchor_ms: int | None = None
+) -> Shopper:
+    """The shopper ``C<n>`` of :func:`synthetic` with ``seed`` (None: ``PROFILE_SEED``) and
+    ``anchor_ms``."""
+    kind, first, second, phase_ms = _profile(_seed_hash(seed), n, len(genders), anchor_ms or 0)
     return Shopper(SHOPPER_KINDS[kind], genders[first], genders[second], phase_ms, genders)
 
 
@@ -195,8 +205,9 @@ def _seed_hash(seed: int | None) -> int:
     return _mix64((PROFILE_SEED if seed is None else seed) & _M64)
 
 
-def _profile(seed_hash: int, n: int, n_genders: int) -> _Profile:
-    """Client ``n``'s kind, departments and drift phase: a hash of the seed and ``n``."""
+def _profile(seed_hash: int, n: int, n_genders: int, anchor_ms: int = 0) -> _Profile:
+    """Client ``n``'s kind, departments and drift phase: a hash of the seed and ``n``, the
+    drift counted from ``anchor_ms`` (returned as the same moves in absolute time)."""
     h = _mix64(seed_hash ^ n)
     u = (h >> 11) / 9_007_199_254_740_992  # uniform in [0, 1)
     kind = len(SHOPPER_KINDS) - 1
@@ -210,7 +221,14 @@ def _profile(seed_hash: int, n: int, n_genders: int) -> _Profile:
         second = (first + 1 + (h := _mix64(h)) % max(1, n_genders - 1)) % n_genders
     else:  # the next one
         second = (first + 1) % n_genders
-    return kind, first, second, _mix64(h) % DRIFT_PERIOD_MS
+    phase = _mix64(h) % DRIFT_PERIOD_MS
+    if kind == _DRIFTING and anchor_ms:
+        # moves at anchor + k * period - phase: the same moves at phase - anchor (mod the
+        # period), from the department the whole periods between them lead to
+        turns, phase = divmod(phase - anchor_ms, DRIFT_PERIOD_MS)
+        first = (first + turns) % n_genders
+        second = (first + 1) % n_genders
+    return kind, first, second, phase
 
 
 def synthetic(
@@ -221,6 +239,7 @@ def synthetic(
     days: int = 0,
     seed: int | None = None,
     clock: Clock = wall_clock_ms,
+    anchor_ms: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Synthetic events: ``count`` of them (None: endless) over ``clients`` clients ``C1..Cn``.
 
@@ -244,8 +263,16 @@ def synthetic(
     (arrival time): up to ``LIVE_SESSIONS`` sessions are open at once and each event continues
     one of them, so a session's views arrive close together. The same ``seed`` and clock give
     the same events.
+
+    ``anchor_ms`` (a time not ahead of ``clock()``, e.g. :func:`day_start`) makes the events
+    depend on the seed alone, relative to it: a history ends there instead of at ``clock()``,
+    and drifting shoppers move at the same times relative to it (not to the epoch). Live
+    traffic anchored at the same time agrees with that history on every shopper. So a history
+    anchored at the start of the current UTC day (``genderd up --demo``) is the same on every
+    machine, shifted by whole days: the same counts, the same answers of every model on the
+    day it is written, ``top7d``'s window included.
     """
-    traffic = _Traffic(clients, genders, seed, clock)
+    traffic = _Traffic(clients, genders, seed, clock, anchor_ms)
     events = traffic.history(days) if days > 0 else traffic.live()
     return events if count is None else itertools.islice(events, count)
 
@@ -257,11 +284,17 @@ class _Traffic:
     """The state of one :func:`synthetic` run: its generator and the shoppers met so far."""
 
     def __init__(
-        self, clients: int, genders: tuple[str, ...], seed: int | None, clock: Clock
+        self,
+        clients: int,
+        genders: tuple[str, ...],
+        seed: int | None,
+        clock: Clock,
+        anchor_ms: int | None,
     ) -> None:
         self.clients = clients
         self.genders = genders
         self.clock = clock
+        self.anchor_ms = anchor_ms
         self.rand = random.Random(seed).random
         self.seed_hash = _seed_hash(seed)
         self.profiles: dict[int, _Profile] = {}
@@ -272,7 +305,9 @@ class _Traffic:
         n = int(rand() * self.clients) + 1
         p = self.profiles.get(n)
         if p is None:
-            p = self.profiles[n] = _profile(self.seed_hash, n, len(self.genders))
+            p = self.profiles[n] = _profile(
+                self.seed_hash, n, len(self.genders), self.anchor_ms or 0
+            )
         low, high = SESSION_VIEWS
         return f"C{n}", p, int(rand() * len(self.genders)), low + int(rand() * (high - low + 1))
 
@@ -306,11 +341,13 @@ class _Traffic:
         rand = self.rand
         history_ms = days * MS_PER_DAY
         low_gap, high_gap = VIEW_GAP_MS
+        anchor = self.anchor_ms
         while True:
             cid, p, dept, views = self.session()
             gaps = [low_gap + int(rand() * (high_gap - low_gap)) for _ in range(views - 1)]
             span = sum(gaps)
-            ts = self.clock() - span - int(rand() * (history_ms - span))  # last view <= clock
+            end = self.clock() if anchor is None else anchor
+            ts = end - span - int(rand() * (history_ms - span))  # last view <= end
             for gap in (0, *gaps):
                 ts += gap
                 yield {"cid": cid, "gender": self.view(p, dept, ts), "ts": ts}
@@ -326,6 +363,11 @@ class _Traffic:
             yield {"cid": cid, "gender": self.view(p, dept, None)}
 
 
+def day_start(ms: int) -> int:
+    """The start of the UTC day of ``ms``: the anchor of a reproducible history."""
+    return day_of(ms) * MS_PER_DAY
+
+
 class RateLimiter:
     """Paces a loop to ``rate`` iterations per second (None or 0: unlimited)."""
 
@@ -333,12 +375,15 @@ class RateLimiter:
         self.interval = 1.0 / rate if rate else 0.0
         self.next_at = time.monotonic()
 
-    def wait(self) -> None:
+    def wait(self, stopped: Callable[[], bool] | None = None) -> None:
+        """Wait for the next iteration's turn; with ``stopped``, return early once it says
+        so (looked at every PACE_SLICE_S)."""
         if not self.interval:
             return
         self.next_at += self.interval
         delay = self.next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1.0:  # far behind (e.g. after a stall): do not burst to catch up
+        if delay < -1.0:  # far behind (e.g. after a stall): do not burst to catch up
             self.next_at = time.monotonic()
+        while delay > 0 and not (stopped and stopped()):
+            time.sleep(min(delay, PACE_SLICE_S) if stopped else delay)
+            delay = self.next_at - time.monotonic()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from genderd import deadletters, pause
 from genderd.deployment import Deployment
+from genderd.keys import STATS_COUNTERS
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome
@@ -44,9 +45,7 @@ async def wipe(client: AsyncClient, deployment: Deployment, model: Model) -> int
         stream = keys.stream(shard)
         if await client.exists(stream):
             await client.xgroup_destroy(stream, model.name)
-        await client.hdel(
-            keys.stats(shard), *(f"{model.name}:{kind}" for kind in ("applied", "dead", "erased"))
-        )
+        await client.hdel(keys.stats(shard), *(f"{model.name}:{kind}" for kind in STATS_COUNTERS))
         batch: list[bytes] = []
         async for key in client.scan_iter(
             match=keys.model_pattern(shard, model.name), count=SCAN_COUNT

@@ -15,9 +15,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from genderd.clock import MS_PER_DAY, MS_PER_MINUTE
 
 DEFAULT_GENDERS = ("female", "male")
+#: GENDERD_DEFAULT_MODEL=best: lookups that name no model answer from the champion (SPEC §14)
+BEST = "best"
 GENDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 URL_SCHEMES = ("redis://", "rediss://", "unix://")
+#: the longest window of a windowed model, in days (GENDERD_WINDOW_DAYS, a TopWindow's
+#: window_days, a recorded model's key shape): its keys per client grow with it
+MAX_WINDOW_DAYS = 366
 
 
 class Settings(BaseSettings):
@@ -51,7 +56,7 @@ class Settings(BaseSettings):
     genders: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_GENDERS, description="accepted genders, comma separated"
     )
-    window_days: int = Field(default=7, ge=1, le=366)
+    window_days: int = Field(default=7, ge=1, le=MAX_WINDOW_DAYS)
     # GENDERD_RECENCY_HALF_LIFE_DAYS; None: the model's own (RecencyModel.half_life_days)
     recency_half_life_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # At most a day: top7d looks one day past "now" for events that are ahead of the clock.
@@ -67,7 +72,10 @@ class Settings(BaseSettings):
         "(0: never); at least the window plus one day",
     )
 
-    default_model: str = Field(default="top", description="model of a lookup that names none")
+    default_model: str = Field(
+        default="top",
+        description="model of a lookup that names none; `best`: the champion of live grading",
+    )
     plugins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="models to load besides the entry points: comma-separated module:Class",
@@ -156,6 +164,34 @@ class Settings(BaseSettings):
     )
     state_dir: str = Field(default=".genderd", description="where `genderd up` keeps its server")
 
+    # Live grading and the champion (genderd.grading, SPEC §14).
+    grading: bool = Field(
+        default=True,
+        description="workers grade each event they apply against each model's answer "
+        "before it (false/off: no grading, no champion changes)",
+    )
+    grading_max_delay_s: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="events arriving more than this after their time are not graded",
+    )
+    champion_start: str = Field(
+        default="top", description="the champion before any change (GENDERD_DEFAULT_MODEL=best)"
+    )
+    champion_window_s: int = Field(
+        default=86_400,
+        ge=3_600,
+        le=30 * 86_400,
+        description="the live grades a champion change is decided on",
+    )
+    champion_min_events: int = Field(
+        default=10_000, ge=1, description="graded events a champion change needs at least"
+    )
+    champion_check_s: float = Field(
+        default=60.0, ge=1, le=86_400, description="how often the champion is checked"
+    )
+
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -183,6 +219,11 @@ class Settings(BaseSettings):
             raise ValueError("a token that is set must not be empty (unset it to turn it off)")
         return value
 
+    @property
+    def serves_best(self) -> bool:
+        """Whether a lookup that names no model answers from the champion."""
+        return self.default_model.strip().lower() == BEST
+
     def erasure_problem(self) -> str | None:
         """Why the API must not start with these tokens, or None. ``DELETE /v1/clients/{cid}``
         takes the ingest token (``api_token``), and must never be less protected than the
@@ -207,6 +248,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"plugin {path!r} must be module:Class")
             return tuple(str(path) for path in value)
         return value
+
+    @field_validator("grading", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        # GENDERD_GRADING=off reads as it is written (pydantic knows on/off, yes/no, 1/0)
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -22,8 +22,8 @@ from pathlib import Path
 from genderd import bundled, catalog, runstate
 from genderd.deployment import Deployment, open_deployment_sync
 from genderd.errors import ConfigurationError
-from genderd.events import text
-from genderd.producer import Producer, synthetic
+from genderd.events import entry_ms, text
+from genderd.producer import Producer, day_start, synthetic
 from genderd.settings import Settings
 from genderd.transport import SyncClient, sync_client
 
@@ -203,6 +203,16 @@ class Supervisor:
                 signal.signal(sig, handler)
             self.shutdown()
 
+    def pids(self) -> str:
+        """The running children and their pids, in one line for the user: a child that exits
+        is started again, so killing a model's worker restarts it (e.g. on fixed code)."""
+        running = ", ".join(
+            f"{child.name} {child.process.pid}"
+            for child in self.children
+            if child.process is not None
+        )
+        return f"pids: {running} (`kill PID` restarts one: `up` starts it again)"
+
     def request_stop(self) -> None:
         self._stopping = True
 
@@ -242,40 +252,82 @@ class Started:
 
 
 def start(
-    supervisor: Supervisor, configured: Deployment, demo_rate: float | None, api_port: int | None
+    supervisor: Supervisor, configured: Deployment, demo: Demo | None, api_port: int | None
 ) -> Started:
     """Start the server (unless a URL is configured), open the deployment and, with a
-    ``demo_rate``, start the demo; on any failure stop what was started."""
+    ``demo``, start it; on any failure stop what was started."""
     try:
         url = supervisor.start_server()
         client = sync_client(configured.settings, url)
         deployment = open_deployment_sync(client, configured)
-        if deployment.settings.models:  # the recorded models GENDERD_MODELS leaves out are off
-            catalog.switch_off(client, deployment)
+        if deployment.settings.models:
+            name_left_out(client, deployment)
         tips = ""
-        if demo_rate is not None:
-            tips = start_demo(supervisor, client, deployment, demo_rate, api_port)
+        if demo is not None:
+            tips = start_demo(supervisor, client, deployment, demo, api_port)
     except BaseException:
         supervisor.shutdown()  # never leave a server behind
         raise
     return Started(url, client, deployment, tips)
 
 
+def name_left_out(client: SyncClient, deployment: Deployment) -> list[str]:
+    """Name, in one line, the recorded models switched on that ``GENDERD_MODELS`` leaves out
+    here, and the operator's choices; switch none off (their workers may run elsewhere)."""
+    records = catalog.recorded(client.hgetall(deployment.keys.models))
+    names = sorted(catalog.left_out(deployment, records))
+    if names:
+        log.warning(
+            "models recorded in this deployment but left out by GENDERD_MODELS here: %s; "
+            "status shows each STALLED while events wait for it and no worker of it runs "
+            "elsewhere: `genderd models off NAME` (it keeps its place in the streams) or "
+            "`genderd models retire NAME`",
+            ", ".join(names),
+        )
+    return names
+
+
 DEMO_HISTORY_EVENTS = 20_000
+DEMO_HISTORY_DAYS = 10
 DEMO_CLIENTS = 1_000
+DEMO_SEED = 0  # the demo's history is the same on every machine (`up --demo --seed N`)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What `up --demo` writes: a seeded history, then ``rate`` live events/s (0: none)."""
+
+    rate: float
+    seed: int = DEMO_SEED
+
+
+def demo_anchor(client: SyncClient, deployment: Deployment) -> tuple[int, int]:
+    """(events kept in the streams, the demo's anchor): the start of the current UTC day for a
+    new history; for kept events, the start of the day the oldest of them arrived (the day
+    an earlier demo wrote its history), so that live traffic agrees with that history."""
+    kept = 0
+    first: int | None = None
+    for shard in deployment.shards:
+        stream = deployment.keys.stream(shard)
+        kept += int(client.xlen(stream))
+        oldest = client.xrange(stream, count=1)
+        if oldest:
+            arrived = entry_ms(text(oldest[0][0]))
+            first = arrived if first is None else min(first, arrived)
+    return kept, day_start(deployment.clock() if first is None else first)
 
 
 def start_demo(
     supervisor: Supervisor,
     client: SyncClient,
     deployment: Deployment,
-    rate: float,
+    demo: Demo,
     api_port: int | None,
 ) -> str:
-    """Write some history (into an empty deployment only), let a supervised producer feed
-    live traffic; return what to try."""
+    """Write the seeded history (into an empty deployment only), let a supervised producer
+    feed live traffic (unless the rate is 0); return what to try."""
     genders = deployment.settings.genders
-    kept = sum(int(client.xlen(deployment.keys.stream(s))) for s in deployment.shards)
+    kept, anchor = demo_anchor(client, deployment)
     if kept:
         history = (
             f"demo: kept the {kept} events already in the streams (no history added; "
@@ -283,23 +335,42 @@ def start_demo(
         )
     else:
         with Producer(client, deployment) as producer:
-            for event in synthetic(DEMO_HISTORY_EVENTS, DEMO_CLIENTS, genders, days=10):
+            for event in synthetic(
+                DEMO_HISTORY_EVENTS,
+                DEMO_CLIENTS,
+                genders,
+                days=DEMO_HISTORY_DAYS,
+                seed=demo.seed,
+                anchor_ms=anchor,
+            ):
                 producer.send_fields(event)
-        history = f"demo: wrote {DEMO_HISTORY_EVENTS} events of the last 10 days"
-    args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--rate", str(rate)]
-    supervisor.children.append(Child("demo traffic", [*args, "--quiet"]))
+        history = (
+            f"demo: wrote {DEMO_HISTORY_EVENTS} events (seed {demo.seed}) of the "
+            f"{DEMO_HISTORY_DAYS} days before today"
+        )
+    live = "no live traffic (--rate 0)"
+    if demo.rate:
+        args = ["produce", "--count", "0", "--clients", str(DEMO_CLIENTS), "--quiet"]
+        args += ["--rate", f"{demo.rate:g}", "--seed", str(demo.seed), "--anchor", str(anchor)]
+        supervisor.children.append(Child("demo traffic", args))
+        live = f"now {demo.rate:g} events/s"
+    return _tips(deployment, f"{history} for clients C1..C{DEMO_CLIENTS}, {live}", api_port)
+
+
+def _tips(deployment: Deployment, history: str, api_port: int | None) -> str:
     stream = deployment.keys.stream(deployment.shard_of("C42"))
     lines = [
-        f"{history} for clients C1..C{DEMO_CLIENTS}, now {rate:g} events/s. "
-        "Try, from this directory:",
+        f"{history}. Try, from this directory:",
         "  genderd lookup C42",
         "  genderd lookup C42 --model top7d",
         "  genderd status",
+        "  genderd grades      # how well each model predicts the next visit, live",
     ]
     if api_port is not None:
         base = f"http://127.0.0.1:{api_port}"
         json_header = "-H 'content-type: application/json'"
         lines += [
+            f"  curl -s {base}/v1/clients/C42/gender   # the champion's answer (genderd champion)",
             f"  curl -s '{base}/v1/clients/C42/gender?model=top7d'",
             f"  curl -s {base}/v1/clients/C42",
             f"  curl -s -XPOST {base}/v1/lookup {json_header} "

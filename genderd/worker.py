@@ -24,8 +24,10 @@ from redis.exceptions import ResponseError
 from genderd import catalog, pause, streams
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment, open_deployment
+from genderd.erasure import Scrubber
 from genderd.errors import UnavailableError
-from genderd.health import HealthRecorder
+from genderd.grading.plan import Grading
+from genderd.health import FLUSH_INTERVAL_S, HealthRecorder
 from genderd.layout import claim_layout
 from genderd.models.base import Model
 from genderd.processor import Outcome, Processor
@@ -107,7 +109,10 @@ class Worker:
         consumer: str | None = None,
         stop_event: asyncio.Event | None = None,
         metrics: WorkerMetrics | None = None,
+        grading: bool = True,
     ) -> None:
+        """``grading``: grade the events applied (SPEC §14) when the settings say so; a
+        replay's worker does not."""
         self.deployment = deployment
         self.metrics = metrics
         self.links = links
@@ -119,7 +124,13 @@ class Worker:
         self.consumer = consumer or consumer_name()
         self.clock = deployment.clock
         # Script calls go on the fast transport (the pipelined connection when there is one).
-        self.processor = Processor(deployment, links.fast, model, self.consumer)
+        settings = deployment.settings
+        grades = (
+            Grading(deployment.keys, settings.shards, settings.grading_max_delay_s * 1000)
+            if grading and settings.grading
+            else None
+        )
+        self.processor = Processor(deployment, links.fast, model, self.consumer, grades)
         self.totals = Outcome()
         self.health = HealthRecorder(self.keys, model.name)  # for status's FAILING
         self.stop_event = stop_event or asyncio.Event()
@@ -289,6 +300,17 @@ class Worker:
                 exc_info=error,
             )
 
+    async def _health_loop(self) -> None:
+        """Write the model's failure counts every :data:`~genderd.health.FLUSH_INTERVAL_S`,
+        whether batches come or not: after a burst of failures and no event since, ``status``
+        still shows the model FAILING within seconds (the batches write them too, at most as
+        often)."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), FLUSH_INTERVAL_S)
+                return  # stopping: run() writes what is left
+            await self.health.flush(self.client, force=True)
+
     async def _backlog_loop(self) -> None:
         """Read the model's lag and pending every REFRESH_S for the metrics' gauges."""
         assert self.metrics is not None
@@ -317,6 +339,11 @@ class Worker:
                     continue
                 if removed:
                     log.info("trimmed %d entries from shard %d", removed, shard)
+
+    def _scrubber(self) -> Scrubber:
+        """This process's scrubber of erased clients' entries (genderd.erasure.scrub): it
+        steps the scrubs while it holds their lease, one process of the deployment at a time."""
+        return Scrubber(self.links.fast, self.deployment, self.consumer)
 
     async def _prepare(self) -> None:
         """Claim the data layout and create the groups (once, at start)."""
@@ -349,6 +376,8 @@ class Worker:
         tasks = [asyncio.create_task(self._shard_loop(shard)) for shard in self.shards]
         tasks.append(gate)
         tasks.append(asyncio.create_task(self._trim_loop()))
+        tasks.append(asyncio.create_task(self._health_loop()))
+        tasks.append(asyncio.create_task(self._scrubber().run(self.stop_event)))
         if self.metrics is not None:
             tasks.append(asyncio.create_task(self._backlog_loop()))
         await self.stop_event.wait()

@@ -2,32 +2,46 @@
 
 The server's single thread is genderd's capacity: every event each model applies is paid for
 there. For each model alone, on a fresh server of its own (the bundled binary, a free loopback
-port), this
+port), with live grading on and off (``GENDERD_GRADING``), this
 
 1. writes N events over C clients with the Producer (pipelined XADD) and reads the server's
    main-thread CPU (``INFO cpu``) before and after: the cost of writing an event (the mean of
    this and the same writes again after step 2, so that both sides of the multiple see the
-   machine's speed of the same minute);
+   machine's speed of the same minute). With ``--days 0`` (the default) the events are live
+   traffic: each one's ``ts`` is the time it is written, so that every event is graded (an
+   event is graded when it arrives at most ``GENDERD_GRADING_MAX_DELAY_S`` after its ``ts``);
+   ``--days N`` spreads them over the last N days, as the tables before live grading did (then
+   none is graded);
 2. runs W worker processes of the model (``python -m genderd worker``) until its lag and
    pending are zero, reading the server's CPU before and after, the workers' own CPU (from
-   /proc), and ``INFO commandstats``: what applying an event costs the server, as a multiple
-   of writing it, and where that goes.
+   /proc, from their first applied batch on: their start-up is left out), ``INFO
+   commandstats``, and the events graded (the stats hash's ``<model>:graded``) and grades
+   hashes written: what applying an event costs the server, as a multiple of writing it, and
+   where that goes.
+
+``--yesterday S`` first gives a share S of the clients one event of yesterday, applied by an
+in-process worker whose clock is one day behind: their stored state is then yesterday's, as for
+a client's first events of a day (``top7d`` then grades them from its day buckets, in a second
+call). That phase is not measured.
 
 Then, with one worker per model running, it measures event-to-answer latency: events at a fixed
 background rate, and every PROBE_EVERY_S a probe event for a fresh client, timed from its XADD
 until all the models' answers for it are readable.
 
-Everything is measured ``--repeat`` times (default 3), round by round, and the medians are
-printed: the machine's speed swings, and a multiple compares each apply with the XADD of its
-own round. Prints tables; asserts nothing about speed.
+Everything is measured ``--repeat`` times (default 3), round by round, grading on and off
+alternating which goes first, and the medians are printed: the machine's speed swings, and a
+multiple compares each apply with the XADD of its own round, each on/off ratio the two runs of
+the same round. Prints tables; asserts nothing about speed.
 
     python scripts/bench_engine.py --events 60000 --clients 6000 --workers-per-model 1,2,4 \
         --masters 1,3
+    python scripts/bench_engine.py --grading on,off --yesterday 0.5 --latency-seconds 0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -42,10 +56,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from benchlib import bar_chart, machine, server_cpu_s
+from benchlib import bar_chart, drain_worker, machine, server_cpu_s
 
 from genderd.bundled import BundledServer, LocalCluster, find_binary, free_port
+from genderd.clock import MS_PER_DAY, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment_sync
+from genderd.grading.plan import hour_of
 from genderd.keys import result_field
 from genderd.producer import Producer, RateLimiter, synthetic
 from genderd.settings import Settings
@@ -54,6 +70,15 @@ POLL_S = 0.02
 DRAIN_TIMEOUT_S = 600.0
 PROBE_EVERY_S = 0.05
 TICKS = os.sysconf("SC_CLK_TCK")
+GRADING_MODES = ("on", "off")
+#: the figures the grading table gives on and off: Cost's attribute and its format
+FIGURES = (
+    ("graded", ",.0f"),
+    ("grades_hashes", ".0f"),
+    ("apply_us", ".1f"),
+    ("worker_us", ".1f"),
+    ("evalsha_us", ".1f"),
+)
 
 
 @dataclass
@@ -61,12 +86,20 @@ class Cost:
     model: str
     workers: int
     masters: int
+    grading: str  # "on" or "off" (GENDERD_GRADING of the workers)
     events: int
     xadd_us: float  # server CPU per event written
     apply_us: float  # server CPU per event applied
-    worker_us: float  # workers' CPU per event applied
+    worker_us: float  # workers' CPU per event applied, from their first batch on
     rate: float  # events applied per second (wall)
     top_commands: list[tuple[str, float]]  # (command, server µs per applied event)
+    evalsha_us: float  # server µs per applied event inside EVALSHA (commandstats)
+    graded: int  # events the workers graded (the stats hash's <model>:graded)
+    grades_hashes: int  # grades hashes of the model that exist after the run
+
+    @property
+    def key(self) -> tuple[int, int, str, str]:
+        return self.masters, self.workers, self.model, self.grading
 
 
 def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
@@ -131,9 +164,13 @@ def fresh_server() -> Iterator[BundledServer]:
 
 
 def start_workers(
-    url: str, model: str, count: int, cluster: bool = False
+    url: str, model: str, count: int, cluster: bool = False, grading: str | None = None
 ) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes of ``model``; ``grading``: their GENDERD_GRADING (None: the
+    environment's)."""
     env = dict(os.environ, GENDERD_REDIS_URL=url, GENDERD_CLUSTER=str(cluster).lower())
+    if grading is not None:
+        env["GENDERD_GRADING"] = grading
     return [
         subprocess.Popen(
             [sys.executable, "-m", "genderd", "--log-level", "WARNING", "worker", "--model", model],
@@ -150,21 +187,71 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
         process.wait(30)
 
 
-def applied(client: redis.Redis, deployment: Deployment, model: str) -> int:
-    """Entries the model has applied or dead-lettered, over all shards."""
+def counters(client: Any, deployment: Deployment, model: str) -> tuple[int, int]:
+    """Entries the model has applied or dead-lettered, and the events it graded, over all
+    shards."""
     pipe = client.pipeline(transaction=False)
     for shard in deployment.shards:
-        pipe.hmget(deployment.keys.stats(shard), f"{model}:applied", f"{model}:dead")
-    return sum(int(a or 0) + int(d or 0) for a, d in pipe.execute())
+        pipe.hmget(
+            deployment.keys.stats(shard), f"{model}:applied", f"{model}:dead", f"{model}:graded"
+        )
+    replies = pipe.execute()
+    return (
+        sum(int(a or 0) + int(d or 0) for a, d, _ in replies),
+        sum(int(g or 0) for _, _, g in replies),
+    )
 
 
-def measure(model: str, workers: int, events: int, clients: int, masters: int = 1) -> Cost:
-    with fresh_target(masters) as target:
+def grades_hashes(client: Any, deployment: Deployment, model: str, since_ms: int) -> int:
+    """The model's grades hashes (one per shard and hour graded) of the hours since
+    ``since_ms`` that exist."""
+    pipe = client.pipeline(transaction=False)
+    for shard in deployment.shards:
+        for hour in range(hour_of(since_ms), hour_of(wall_clock_ms()) + 1):
+            pipe.exists(deployment.keys.grades(shard, model, hour))
+    return sum(int(n) for n in pipe.execute())
+
+
+def age_clients(deployment: Deployment, model: str, client: Any, count: int) -> None:
+    """Clients ``C1 .. C<count>`` get one event of yesterday each, applied by an in-process
+    worker whose clock is one day behind: their stored state is yesterday's (not graded: the
+    events arrive a day after their time)."""
+    if count == 0:
+        return
+    genders = deployment.settings.genders
+    yesterday = wall_clock_ms() - MS_PER_DAY
+    with Producer(client, deployment) as producer:
+        for n in range(1, count + 1):
+            producer.send_fields(
+                {"cid": f"C{n}", "gender": genders[n % len(genders)], "ts": yesterday}
+            )
+    behind = dataclasses.replace(deployment, clock=lambda: wall_clock_ms() - MS_PER_DAY)
+    drain_worker(behind, behind.model(model))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one measurement runs: the model, its workers, the server(s) and the events."""
+
+    model: str
+    workers: int
+    events: int
+    clients: int
+    masters: int = 1
+    grading: str = "on"
+    days: int = 0  # 0: live traffic (ts = the time of writing); N: over the last N days
+    yesterday: float = 0.0  # share of the clients whose state is yesterday's (age_clients)
+
+
+def measure(work: Workload) -> Cost:
+    with fresh_target(work.masters) as target:
         client = target.client()
         settings = Settings(redis_url=target.url, cluster=target.cluster)
         deployment = open_deployment_sync(client, settings)
         genders = deployment.settings.genders
-        produced = list(synthetic(events, clients, genders, days=10, seed=1))
+        produced = list(synthetic(work.events, work.clients, genders, days=work.days, seed=1))
+        age_clients(deployment, work.model, client, round(work.yesterday * work.clients))
+        base = counters(client, deployment, work.model)
 
         def write() -> float:
             """Server CPU seconds to write the events (pipelined XADD)."""
@@ -174,49 +261,73 @@ def measure(model: str, workers: int, events: int, clients: int, masters: int = 
                     producer.send_fields(event)
             return target.cpu_s() - before
 
+        since = wall_clock_ms()
         xadd_s = write()
-
-        stats0, cpu0, started = target.commandstats(), target.cpu_s(), time.perf_counter()
-        processes = start_workers(target.url, model, workers, target.cluster)
+        stats0, cpu0 = target.commandstats(), target.cpu_s()
+        processes = start_workers(
+            target.url, work.model, work.workers, target.cluster, work.grading
+        )
         try:
-            deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            first: tuple[float, int] | None = None  # the rate counts from the first progress
-            while (done := applied(client, deployment, model)) < events:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{model}: not drained within {DRAIN_TIMEOUT_S} s")
-                if first is None and done:
-                    first = (time.perf_counter(), done)
-                time.sleep(POLL_S)
-            since, counted = first or (started, 0)
-            wall = time.perf_counter() - since
+            wall, counted, worker_s = drain(client, deployment, work, base[0], processes)
             apply_s = target.cpu_s() - cpu0
-            worker_s = sum(process_cpu_s(p.pid) for p in processes)
             stats1 = target.commandstats()
         finally:
             stop_workers(processes)
+        graded = counters(client, deployment, work.model)[1] - base[1]
+        hashes = grades_hashes(client, deployment, work.model, since)
         # the same writes again, after the apply: a drift of the machine's speed during the
         # measurement moves both sides of the multiple
         xadd_s = (xadd_s + write()) / 2
         client.close()
     per_command = sorted(
         (
-            (name, (usec - stats0.get(name, (0, 0))[1]) / events)
+            (name, (usec - stats0.get(name, (0, 0))[1]) / work.events)
             for name, (_, usec) in stats1.items()
             if usec > stats0.get(name, (0, 0))[1]
         ),
         key=lambda item: -item[1],
     )
+    n = work.events
     return Cost(
-        model,
-        workers,
-        masters,
-        events,
-        xadd_s / events * 1e6,
-        apply_s / events * 1e6,
-        worker_s / events * 1e6,
-        (events - counted) / wall,
+        work.model,
+        work.workers,
+        work.masters,
+        work.grading,
+        n,
+        xadd_s / n * 1e6,
+        apply_s / n * 1e6,
+        worker_s / (n - counted) * 1e6,
+        (n - counted) / wall,
         per_command[:4],
+        dict(per_command).get("evalsha", 0.0),
+        graded,
+        hashes,
     )
+
+
+def drain(
+    client: Any,
+    deployment: Deployment,
+    work: Workload,
+    before: int,
+    processes: Sequence[subprocess.Popen[bytes]],
+) -> tuple[float, int, float]:
+    """Wait until the workers applied the events: the wall seconds and the workers' CPU
+    seconds from their first progress on, and the events applied before it (the rate and
+    the workers' CPU count from there, leaving out their start-up)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    first: tuple[float, int, float] | None = None
+    while (done := counters(client, deployment, work.model)[0] - before) < work.events:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{work.model}: not drained within {DRAIN_TIMEOUT_S} s")
+        if first is None and done:
+            first = (time.perf_counter(), done, sum(process_cpu_s(p.pid) for p in processes))
+        time.sleep(POLL_S)
+    if first is None:  # drained before the first poll: nothing to leave out
+        raise SystemExit(f"{work.model}: drained before the first poll; use more events")
+    since, counted, cpu = first
+    worker_s = sum(process_cpu_s(p.pid) for p in processes) - cpu
+    return time.perf_counter() - since, counted, worker_s
 
 
 def latency(models: Sequence[str], rate: float, duration_s: float) -> list[float]:
@@ -266,11 +377,11 @@ def latency(models: Sequence[str], rate: float, duration_s: float) -> list[float
     return timings
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--clients", type=int, default=6_000)
-    parser.add_argument("--models", default="last,top,top7d")
+    parser.add_argument("--models", default="last,top,top7d,recency")
     parser.add_argument(
         "--workers-per-model", default="1", help="comma-separated worker counts, e.g. 1,2,4"
     )
@@ -280,77 +391,148 @@ def main() -> None:
         help="comma-separated: 1 = one server, N = a local N-master cluster",
     )
     parser.add_argument(
+        "--grading",
+        default="on,off",
+        help="comma-separated GENDERD_GRADING of the workers: on, off or both (alternated)",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=0,
+        help="0: live events (ts = when written, all graded); N: ts over the last N days",
+    )
+    parser.add_argument(
+        "--yesterday",
+        type=float,
+        default=0.0,
+        help="share of the clients whose stored state is yesterday's before the run",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="measure everything this many times (medians)"
     )
     parser.add_argument("--plot", help="also draw server CPU per event per model as a PNG here")
     parser.add_argument("--latency-rate", type=float, default=1_000.0, help="background events/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="0: skip")
     args = parser.parse_args()
-    models = args.models.split(",")
-    counts = [int(n) for n in args.workers_per_model.split(",")]
-    masters = [int(n) for n in args.masters.split(",")]
+    modes = args.grading.split(",")
+    if not modes or any(mode not in GRADING_MODES for mode in modes):
+        parser.error("--grading takes on, off or on,off")
+    if not 0 <= args.yesterday <= 1:
+        parser.error("--yesterday is a share, from 0 to 1")
+    return args
 
-    # Every repeat measures each (masters, workers, model) once, in the same order, and its
-    # multiples divide by that repeat's XADD: the machine's speed swings between minutes, so
-    # each multiple compares measurements taken close together.
-    rounds = [
-        [
-            measure(m, w, args.events, args.clients, n)
-            for n in masters
-            for w in counts
-            for m in models
+
+def rounds_of(args: argparse.Namespace) -> list[dict[tuple[int, int, str, str], Cost]]:
+    """Every repeat measures each (masters, workers, model, grading) once, in the same order
+    except that the grading modes alternate which goes first: the machine's speed swings
+    between minutes, so each multiple and each on/off ratio compares measurements taken close
+    together."""
+    modes = args.grading.split(",")
+    rounds = []
+    for r in range(args.repeat):
+        order = modes if r % 2 == 0 else modes[::-1]
+        costs = [
+            measure(Workload(m, w, args.events, args.clients, n, mode, args.days, args.yesterday))
+            for n in (int(x) for x in args.masters.split(","))
+            for w in (int(x) for x in args.workers_per_model.split(","))
+            for m in args.models.split(",")
+            for mode in order
         ]
-        for _ in range(args.repeat)
-    ]
-    print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
+        rounds.append({c.key: c for c in costs})
+    return rounds
+
+
+def print_costs(rounds: list[dict[tuple[int, int, str, str], Cost]]) -> list[Cost]:
+    """The table of every measurement (medians over the repeats); returns, per measurement,
+    the repeat nearest the median (for its commandstats and the plot)."""
     print(
-        f"{args.events:,} events over {args.clients:,} clients; each model alone; "
-        f"{args.repeat} repeat(s), medians"
+        "| masters | model | workers | grading | events graded | server CPU per event (µs) "
+        "| multiple of XADD | worker CPU per event (µs) | events/s | commandstats, µs per "
+        "event (EVALSHA includes the calls inside) |"
     )
-    print(
-        "multiple of XADD: server CPU per applied event / server CPU per event written with "
-        "pipelined XADD (the median of the same repeat's writes on the same number of masters); "
-        "the range is over the repeats\n"
-    )
-    print(
-        "| masters | model | workers | server CPU per event (µs) | multiple of XADD | worker "
-        "CPU per event (µs) | events/s | commandstats, µs per event (EVALSHA includes the "
-        "calls inside) |"
-    )
-    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---|")
     costs: list[Cost] = []
-    for i, first in enumerate(rounds[0]):
-        same = [r[i] for r in rounds]
+    for key, first in rounds[0].items():
+        same = [r[key] for r in rounds]
         xadds = [
-            statistics.median(x.xadd_us for x in r if x.masters == first.masters) for r in rounds
+            statistics.median(x.xadd_us for x in r.values() if x.masters == first.masters)
+            for r in rounds
         ]
         multiples = sorted(c.apply_us / x for c, x in zip(same, xadds, strict=True))
         apply_us = statistics.median(x.apply_us for x in same)
-        # the commandstats and the plot are the repeat nearest the median's
         c = min(same, key=lambda x: abs(x.apply_us - apply_us))
         costs.append(c)
         top = ", ".join(f"{name} {us:.1f}" for name, us in c.top_commands)
         spread = f" ({multiples[0]:.1f}-{multiples[-1]:.1f})" if len(multiples) > 1 else ""
         print(
-            f"| {c.masters} | `{c.model}` | {c.workers} | "
-            f"{apply_us:.1f} | "
+            f"| {c.masters} | `{c.model}` | {c.workers} | {c.grading} | "
+            f"{statistics.median(x.graded for x in same):,.0f} | {apply_us:.1f} | "
             f"{statistics.median(multiples):.1f}x{spread} (XADD {statistics.median(xadds):.2f}) | "
             f"{statistics.median(x.worker_us for x in same):.1f} | "
             f"{statistics.median(x.rate for x in same):,.0f} | {top} |"
         )
-    if args.plot:
-        one = [c for c in costs if c.masters == masters[0] and c.workers == counts[0]]
-        xadd = statistics.median(c.xadd_us for c in one)
-        bar_chart(
-            args.plot,
-            f"Redis server CPU per applied event ({masters[0]} server, {counts[0]} worker)",
-            [c.model for c in one],
-            {"server CPU per event (µs)": [c.apply_us for c in one]},
-            "µs of the server's thread",
-            line=(xadd, f"pipelined XADD ({xadd:.2f} µs)"),
-            notes=[f"{c.apply_us / xadd:.1f}x" for c in one],
+    return costs
+
+
+def ratio(values: Sequence[float]) -> str:
+    """The median of per-round ratios, with their range when there are several."""
+    ordered = sorted(values)
+    spread = f" ({ordered[0]:.2f}-{ordered[-1]:.2f})" if len(ordered) > 1 else ""
+    return f"{statistics.median(ordered):.2f}{spread}"
+
+
+def both(on: Sequence[Cost], off: Sequence[Cost], attr: str, form: str) -> str:
+    """The medians of one figure over the on and the off runs, as "on / off"."""
+    return " / ".join(
+        format(statistics.median(getattr(c, attr) for c in side), form) for side in (on, off)
+    )
+
+
+def print_grading(rounds: list[dict[tuple[int, int, str, str], Cost]]) -> None:
+    """Grading on against off, per model: the medians of each and of the per-round ratios
+    (each round's on and off runs were measured one after the other)."""
+    print(
+        "\n| masters | model | workers | events graded, on / off | grades hashes, on / off "
+        "| server CPU per event, on / off (µs) | server on/off | worker CPU per event, on / "
+        "off (µs) | worker on/off | EVALSHA per event, on / off (µs) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for masters, workers, model, mode in rounds[0]:
+        if mode != "on":
+            continue
+        on = [r[masters, workers, model, "on"] for r in rounds]
+        off = [r[masters, workers, model, "off"] for r in rounds]
+
+        server = ratio([a.apply_us / b.apply_us for a, b in zip(on, off, strict=True)])
+        worker = ratio([a.worker_us / b.worker_us for a, b in zip(on, off, strict=True)])
+        cells = [both(on, off, attr, form) for attr, form in FIGURES]
+        print(
+            f"| {masters} | `{model}` | {workers} | {cells[0]} | {cells[1]} | {cells[2]} | "
+            f"{server} | {cells[3]} | {worker} | {cells[4]} |"
         )
-        print(f"plot: {args.plot}")
+
+
+def main() -> None:
+    args = parse_args()
+    models = args.models.split(",")
+    rounds = rounds_of(args)
+    print(f"\nmachine: {machine()}; server: {Path(find_binary()).name}, loopback")
+    events = "live events (ts = when written)" if args.days == 0 else f"over {args.days} days"
+    aged = f"; {args.yesterday:.0%} of the clients with yesterday's state" if args.yesterday else ""
+    print(
+        f"{args.events:,} events over {args.clients:,} clients, {events}{aged}; each model "
+        f"alone; grading {args.grading}; {args.repeat} repeat(s), medians"
+    )
+    print(
+        "multiple of XADD: server CPU per applied event / server CPU per event written with "
+        "pipelined XADD (the median of the same repeat's writes on the same number of masters); "
+        "the range is over the repeats; worker CPU from each run's first applied batch on\n"
+    )
+    costs = print_costs(rounds)
+    if {"on", "off"} <= set(args.grading.split(",")):
+        print_grading(rounds)
+    if args.plot:
+        plot(args.plot, costs)
     if args.latency_seconds > 0:
         timings = latency(models, args.latency_rate, args.latency_seconds)
         q = statistics.quantiles(timings, n=100)
@@ -359,6 +541,27 @@ def main() -> None:
             f"{args.latency_rate:,.0f} events/s background, one worker per model: "
             f"{len(timings)} probes, p50 {q[49] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms"
         )
+
+
+def plot(path: str, costs: list[Cost]) -> None:
+    """Server CPU per event per model, one bar per grading mode, for the first (masters,
+    workers) measured."""
+    one = [c for c in costs if (c.masters, c.workers) == (costs[0].masters, costs[0].workers)]
+    models = list(dict.fromkeys(c.model for c in one))
+    modes = list(dict.fromkeys(c.grading for c in one))
+    by_key = {(c.model, c.grading): c.apply_us for c in one}
+    xadd = statistics.median(c.xadd_us for c in one)
+    bar_chart(
+        path,
+        f"Redis server CPU per applied event ({one[0].masters} server(s), "
+        f"{one[0].workers} worker(s))",
+        models,
+        {f"grading {mode} (µs)": [by_key[m, mode] for m in models] for mode in modes},
+        "µs of the server's thread",
+        line=(xadd, f"pipelined XADD ({xadd:.2f} µs)"),
+        notes=[f"{by_key[m, modes[0]] / xadd:.1f}x" for m in models],
+    )
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

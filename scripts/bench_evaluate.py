@@ -39,7 +39,7 @@ from benchlib import machine
 
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
-from genderd.evaluation.predictors import ARRIVAL, ORDERS, TIME
+from genderd.evaluation.predictors import ARRIVAL, ORDERS, TIME, in_order
 from genderd.evaluation.prequential import Evaluation, Prequential
 from genderd.events import Event
 from genderd.settings import Settings
@@ -130,8 +130,7 @@ def main() -> None:
     if not args.no_per_model:
         for model in models:
             order = args.order
-            predictor = model.predictor() if order == TIME else model.predictor(ARRIVAL)
-            run = Prequential([predictor], order=order)
+            run = Prequential([in_order(model.predictor(), order)], order=order)
             started = time.perf_counter()
             steps = run.run(made()) if presorted or order == ARRIVAL else run.steps(made())
             collections.deque(steps, maxlen=0)

@@ -1,8 +1,10 @@
-"""What the benchmark scripts share: the machine they ran on, as a line for their tables, and
-the server's CPU time, read from the server itself."""
+"""What the benchmark scripts share: the machine they ran on, as a line for their tables, the
+server's CPU time, read from the server itself, and an in-process worker that drains the
+streams."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
@@ -12,6 +14,9 @@ import tempfile
 import time
 import urllib.request
 from typing import Any
+
+from genderd.transport import connect
+from genderd.worker import Worker
 
 
 def machine() -> str:
@@ -32,6 +37,23 @@ def server_cpu_s(client: Any) -> float:
     if "used_cpu_user_main_thread" in info:
         return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def drain_worker(deployment: Any, model: Any, grading: bool = True) -> Any:
+    """An in-process worker of ``model`` (over ``deployment``, its clock included) applies
+    every entry of the streams not yet applied; returns its totals (an ``Outcome``)."""
+
+    async def run() -> Any:
+        links = connect(deployment.settings)
+        try:
+            worker = Worker(deployment, links, model, grading=grading)
+            await worker.ensure_groups()
+            await worker.drain()
+            return worker.totals
+        finally:
+            await links.close()
+
+    return asyncio.run(run())
 
 
 def bar_chart(

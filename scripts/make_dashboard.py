@@ -164,6 +164,29 @@ PANELS = [
         ],
         "s",
     ),
+    (
+        "Live accuracy per model (accuracy_all, 1 h)",
+        "timeseries",
+        [
+            (
+                'max by (model) (increase(genderd_correct_predictions_total{job="genderd-api"}[1h])) / max by (model) (increase(genderd_graded_events_total{job="genderd-api"}[1h]))',
+                "{{model}}",
+            )
+        ],
+        "percentunit",
+    ),
+    (
+        "Champion (1: answers lookups with GENDERD_DEFAULT_MODEL=best) and its changes",
+        "timeseries",
+        [
+            ('max by (model) (genderd_champion{job="genderd-api"})', "{{model}}"),
+            (
+                'max(increase(genderd_champion_changes_total{job="genderd-api"}[1h]))',
+                "changes in the last hour",
+            ),
+        ],
+        "short",
+    ),
 ]
 panels = []
 for n, (title, kind, targets, unit) in enumerate(PANELS):

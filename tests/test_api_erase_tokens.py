@@ -1,6 +1,6 @@
-"""``DELETE /v1/clients/{cid}`` is never less protected than the lookups (SPEC §9): it takes
-the ingest token, and the API refuses to start with a read token but no ingest token (erasure
-would be open to anyone while reads are closed)."""
+"""``DELETE /v1/clients/{cid}`` and ``GET /v1/erasures/{id}`` are never less protected than
+the lookups (SPEC §9): they take the ingest token, and the API refuses to start with a read
+token but no ingest token (erasure would be open to anyone while reads are closed)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,12 @@ def test_delete_takes_the_ingest_token(
         assert response.json() == {"detail": "a valid bearer token is required"}
     for headers in allowed:
         response = api.request("DELETE", "/v1/clients/C1", headers=headers)
-        assert response.status_code == 200, headers
+        assert response.status_code == 202, headers
         assert response.json()["cid"] == "C1"
+        where = response.json()["status"]
+        for other in refused:
+            assert api.get(where, headers=other).status_code == 401, other
+        assert api.get(where, headers=headers).json()["state"] == "scrubbing"
 
 
 def test_a_read_token_without_an_ingest_token_is_refused_at_start(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from genderd.api.schemas import (
     Accepted,
     ClientAnswers,
     Erasure,
+    ErasureProgress,
     GenderAnswer,
     LookupResponse,
     ModelsResponse,
@@ -146,7 +147,8 @@ def test_the_schema_documents_the_answers_and_their_errors() -> None:
         ("post", "/v1/lookup", "200"): LookupResponse,
         ("post", "/v1/events", "202"): Accepted,
         ("get", "/v1/models", "200"): ModelsResponse,
-        ("delete", "/v1/clients/{cid}", "200"): Erasure,
+        ("delete", "/v1/clients/{cid}", "202"): Erasure,
+        ("get", "/v1/erasures/{erasure_id}", "200"): ErasureProgress,
     }
     wrong = {}
     for (method, path, status), model in expected.items():

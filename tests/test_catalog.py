@@ -175,18 +175,19 @@ def test_a_model_switched_off_is_neither_stalled_nor_failing(
     _write(sync_redis, settings, "A1", "male", clock())  # waits for every model: no worker
     time.sleep(0.01)  # every consumer idle for longer than stall_after_s
     deployment = Deployment.build(settings, clock)
-    chosen = Deployment.build(settings.model_copy(update={"models": ("last", "top", "top7d")}))
-    # only the recorded models GENDERD_MODELS leaves out: recency (count never ran here)
-    assert catalog.switch_off(sync_redis, chosen) == ["recency"]
-    assert catalog.switch_off(sync_redis, chosen) == []  # off already
+    env = _env(settings, GENDERD_STALL_AFTER_S="0.001")
+    switched = CliRunner().invoke(main, ["models", "off", "recency"], env=env)
+    assert switched.exit_code == 0 and "model recency switched off" in switched.output
+    again = CliRunner().invoke(main, ["models", "off", "recency"], env=env)
+    assert "was off already" in again.output
     rows = {m.name: m for m in aio.run(status.collect(aio.client, deployment))}
     assert rows["recency"].off and not rows["recency"].stalled and rows["recency"].lag == 1
     assert rows["last"].stalled and not rows["last"].off
     _drain(aio, settings, clock, ["last", "top", "top7d"])
-    shown = CliRunner().invoke(main, ["status"], env=_env(settings, GENDERD_STALL_AFTER_S="0.001"))
+    shown = CliRunner().invoke(main, ["status"], env=env)
     assert shown.exit_code == 0, shown.output
     row = next(line for line in shown.output.splitlines() if line.startswith("recency"))
-    assert "off (not in GENDERD_MODELS)" in row
+    assert "off (switched off" in row
     # a worker of it that starts switches it on again
     _drain(aio, settings, clock, ["recency"])
     assert aio.run(catalog.read(Links.over(aio.client).fast, deployment))["recency"].on
@@ -251,4 +252,4 @@ def test_erasure_refuses_when_a_model_with_keys_of_its_own_is_not_loaded(
     done = aio.run(
         erasure.erase(Links.over(aio.client).fast, Deployment.build(stamped, clock), ["S1"])
     )
-    assert done[0].keys >= 1 and _data_keys(sync_redis, "S1") == []
+    assert done.keys >= 1 and _data_keys(sync_redis, "S1") == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -15,6 +17,7 @@ from click.testing import CliRunner
 from genderd.bundled import free_port
 from genderd.cli import main
 from genderd.keys import Keys, shard_of
+from genderd.lines import Line
 
 
 def run(redis_url: str, *args: str, stdin: str | None = None, **env: str):  # type: ignore[no-untyped-def]
@@ -79,7 +82,7 @@ def written_per_client(sync_redis: redis.Redis) -> dict[str, int]:
     return counts
 
 
-def test_produce_stops_at_a_bad_line_after_the_batches_before_its_own(
+def test_produce_stops_at_a_bad_line_after_the_lines_before_it(
     redis_url: str, sync_redis: redis.Redis
 ) -> None:
     good = lines(1, 600)
@@ -92,11 +95,11 @@ def test_produce_stops_at_a_bad_line_after_the_batches_before_its_own(
         stdin=good + '\n{"cid": "C1", "gender": "robot"}\n',
     )
     assert result.exit_code == 2  # an input error
-    # the line number counts blank lines; the first batch (500 lines) went out, and the
-    # lines of the bad line's batch before it did not: the fixed file's run writes them once
+    # the line number counts blank lines; every line before the bad one went out, and the
+    # fixed file's run writes the fixed line only
     assert "line 602: unknown_gender" in result.output
-    assert "after writing the 500 events of the batches before its own" in result.output
-    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 501)}
+    assert "stopped there, after the lines before it: wrote 600 events" in result.output
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 601)}
     fixed = run(
         redis_url,
         "produce",
@@ -105,7 +108,7 @@ def test_produce_stops_at_a_bad_line_after_the_batches_before_its_own(
         stdin=good + '\n{"cid": "C1", "gender": "female"}\n',
     )
     assert fixed.exit_code == 0, fixed.output
-    assert "wrote 101 events; 500 more had been written by an earlier run" in fixed.stderr
+    assert "wrote 1 events; 600 more had been written by an earlier run" in fixed.stderr
     assert written_per_client(sync_redis) == {"C1": 1, **{f"L{n}": 1 for n in range(1, 601)}}
 
 
@@ -113,8 +116,9 @@ def test_produce_stops_at_a_line_that_is_not_json(redis_url: str, sync_redis: re
     good = '{"cid": "C1", "gender": "male"}\n'
     result = run(redis_url, "produce", "--file", "-", "--quiet", stdin=good * 2 + "{oops\n")
     assert result.exit_code == 2
-    assert "line 3: not JSON" in result.output and "writing the 0 events" in result.output
-    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 0
+    assert "line 3: not JSON" in result.output and "wrote 2 events" in result.output
+    # the same line twice is two events (two views): two positions
+    assert sync_redis.xlen(Keys().stream(shard_of("C1", 4))) == 2
 
 
 def test_an_import_interrupted_by_a_server_error_then_run_again_writes_each_line_once(
@@ -140,25 +144,34 @@ def test_an_import_interrupted_by_a_server_error_then_run_again_writes_each_line
 def test_an_import_stopped_by_ctrl_c_then_run_again_writes_each_line_once(
     redis_url: str, sync_redis: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from genderd.cli import data
+    from genderd import imports
 
     source = tmp_path / "events.jsonl"
     source.write_text(lines(1, 1200))
-    parsed = data._parsed
+    parsed = imports._parsed
 
-    def interrupted(number: int, line: str) -> dict[str, object]:
-        if number == 777:
-            raise KeyboardInterrupt
-        return parsed(number, line)
+    def interrupted(line: Line) -> dict[str, object] | None:
+        if line.number == 777:
+            signal.raise_signal(signal.SIGINT)  # noted: this line is still imported
+        return parsed(line)
 
-    monkeypatch.setattr(data, "_parsed", interrupted)
+    monkeypatch.setattr(imports, "_parsed", interrupted)
     stopped = run(redis_url, "produce", "--file", str(source))
     assert stopped.exit_code == 0
-    assert "interrupted after 500 events; run the same command again" in stopped.stderr
-    assert len(written_per_client(sync_redis)) == 500
-    monkeypatch.setattr(data, "_parsed", parsed)
+    # the lines already read when the signal came are imported too (from a pipe, they are
+    # gone once read), and the message says up to which line
+    said = re.search(
+        r"interrupted after line (\d+): wrote (\d+) events; no line after", stopped.stderr
+    )
+    assert said is not None, stopped.stderr
+    last = int(said[1])
+    assert 777 <= last < 1200 and int(said[2]) == last
+    assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, last + 1)}
+    monkeypatch.setattr(imports, "_parsed", parsed)
     done = run(redis_url, "produce", "--file", str(source))
-    assert "wrote 700 events; 500 more had been written by an earlier run" in done.stderr
+    assert f"wrote {1200 - last} events; {last} more had been written by an earlier run" in (
+        done.stderr
+    )
     assert written_per_client(sync_redis) == {f"L{n}": 1 for n in range(1, 1201)}
 
 
@@ -245,3 +258,25 @@ def test_serve_bounds_concurrency(redis_url: str, monkeypatch: pytest.MonkeyPatc
     assert seen["limit_concurrency"] == 1024  # a sane default
     assert run(redis_url, "serve", "--port", port, "--limit-concurrency", "50").exit_code == 0
     assert seen["limit_concurrency"] == 50
+
+
+@pytest.mark.parametrize(
+    ("key", "commands"),
+    [
+        ("genderd:{s3}:events", [["status"], ["evaluate"], ["status", "--json"]]),
+        ("genderd:{s3}:dead", [["dead", "list"], ["dead", "show"]]),
+    ],
+)
+def test_a_key_of_the_wrong_type_is_one_line_naming_it(
+    redis_url: str, sync_redis: redis.Redis, key: str, commands: list[list[str]]
+) -> None:
+    """A key genderd reads as a stream holding a string (written by something else): every
+    command that meets it says which, in one line (exit 1: the invocation is fine, and works
+    once the key is removed), as ingest does."""
+    assert run(redis_url, "produce", "--count", "40", "--quiet").exit_code == 0
+    sync_redis.delete(key)
+    sync_redis.set(key, "x")
+    for command in commands:
+        result = run(redis_url, *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output == f"Error: {key} holds a string, not a stream\n", command

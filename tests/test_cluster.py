@@ -4,22 +4,25 @@ pipeline runs unchanged on a three-node cluster started from the bundled binary.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from genderd import replay, status
+from genderd import erasure, replay, status
 from genderd.api import create_app
 from genderd.bundled import LocalCluster, find_binary
 from genderd.deployment import Deployment, open_deployment_sync
+from genderd.ingest import IdempotencyKeyError, plan, write_sync
 from genderd.models import Answer
 from genderd.producer import synthetic
 from genderd.settings import Settings
-from genderd.transport import async_client, sync_client
+from genderd.transport import Links, async_client, sync_client
 
 from .support import oracle
 from .support.api_helpers import ApiClient
+from .support.commands import wait_until
 from .support.factories import make_producer, make_reader, make_worker, stopped
 from .support.runtime import FakeClock
 
@@ -115,11 +118,60 @@ def test_http_api_on_the_cluster(cluster: str) -> None:
         models = {m["name"]: m for m in client.request("GET", "/v1/models").json()["models"]}
         assert all(m["applied"] == 30 and m["lag"] == 0 for m in models.values())
         assert client.request("GET", "/readyz").status_code == 200
-        # erasure: every script's keys share the shard's tag (markers, scans, dead streams)
+        # erasure: every script's keys share the shard's tag (markers, scrub, dead streams)
         erased = client.request("DELETE", "/v1/clients/K3")
-        assert erased.json() == {"cid": "K3", "keys": 2, "entries": 1, "dead_letters": 0}
+        assert erased.status_code == 202 and erased.json()["keys"] == 2
         assert client.request("GET", "/v1/clients/K3").status_code == 404
         assert client.request("GET", "/v1/clients/K4").status_code == 200
+
+        async def scrub() -> None:
+            redis_client = async_client(settings)
+            deployment = Deployment.build(settings)
+            await erasure.Scrubber(Links.over(redis_client).fast, deployment, "test").drain()
+            await redis_client.aclose()
+
+        loop.run_until_complete(scrub())
+        done = client.request("GET", erased.json()["status"]).json()
+        assert (done["state"], done["entries"], done["dead_letters"]) == ("done", 1, 0)
     finally:
         client.close()
         loop.close()
+
+
+@pytest.mark.slow
+def test_keyed_retries_renew_every_record_and_a_refusal_says_what_was_written(
+    cluster: str,
+) -> None:
+    """Issue 27: an early attempt wrote the key's home part only (its record the key's claim);
+    a later one wrote the rest. The home record lives from the later attempt, so another body
+    after the early attempt's lifetime is refused with nothing written; with the home record
+    lost (a failover), the home part of another body is written first, and the 422 says so."""
+    settings = Settings(redis_url=cluster, cluster=True, shards=8, prefix="idem")
+    sync = sync_client(settings)
+    try:
+        deployment = open_deployment_sync(sync, settings)
+        ts = int(time.time() * 1000)
+        events = [(f"K{n}", "female", ts + n, ts + n) for n in range(40)]
+        batch = plan(deployment, events, "retry-1", 60)
+        assert batch.first is not None and batch.first.args[2:]  # the home shard has events
+        home = write_sync(sync, dataclasses.replace(batch, rest=[]))
+        home_record = batch.first.keys[1]
+        sync.pexpire(home_record, 200)  # as if the early attempt were 59.8 s ago
+        sync.set("{idem}:probe", 1, px=200)
+        assert write_sync(sync, batch) == 40 - home
+        assert sync.pttl(home_record) > 55_000
+
+        def total() -> int:
+            return sum(int(sync.xlen(deployment.keys.stream(s))) for s in deployment.shards)
+
+        wait_until(lambda: not sync.exists("{idem}:probe"), "the early attempt's lifetime")
+        other = plan(deployment, [(c, "male", t, w) for c, _, t, w in events], "retry-1", 60)
+        with pytest.raises(IdempotencyKeyError, match=r"; nothing was written$"):
+            write_sync(sync, other)
+        assert total() == 40
+        sync.delete(home_record)
+        with pytest.raises(IdempotencyKeyError, match=f"; {home} of its 40 events were written"):
+            write_sync(sync, other)
+        assert total() == 40 + home
+    finally:
+        sync.close()

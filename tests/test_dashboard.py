@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genderd.api.metrics import Metrics
+from genderd.api.metrics import ChampionSnapshot, Metrics
 from genderd.events import Event
 from genderd.processor import Outcome
 from genderd.status import ModelStatus, ShardStatus
@@ -31,8 +31,9 @@ def exported() -> set[str]:
     api = Metrics()
     api.lookup_time("client_gender").observe(0.001)
     api.http.count("/v1/clients/{cid}/gender", "GET", 200, 0.001)
-    shard = ShardStatus(0, 1, 0, 0, 1, 1, False, True, None)
-    names = _names(api.render([ModelStatus("top", (), "", [shard])]).decode())
+    shard = ShardStatus(0, 1, 0, 0, 1, 1, False, True, None, (3, 2, 1))
+    champion = ChampionSnapshot("top", "top", 1)
+    names = _names(api.render([ModelStatus("top", (), "", [shard])], champion).decode())
     worker = WorkerMetrics("top")
     done = [Event("5-0", "C1", "male", 5)]
     worker.batch(Outcome(applied=1, dead=1, reasons={"bad_ts": 1}, done=done), 0.01, 10)

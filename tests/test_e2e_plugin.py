@@ -44,6 +44,7 @@ EVENTS = 2_400
 SLICE = 20  # events written at a time; the victim is killed when it holds some
 KILLS = 3
 CATCH_UP_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 60.0
 
 
 def _start(url: str, log_dir: Path, tag: str) -> subprocess.Popen[bytes]:
@@ -74,6 +75,20 @@ def _pending_of(client: redis.Redis, keys: Keys, shards: int, pid: int) -> int:
     return held
 
 
+def _wait_consuming(
+    client: redis.Redis, keys: Keys, worker: subprocess.Popen[bytes], log_dir: Path, tag: str
+) -> None:
+    """Until ``worker`` heartbeats as a running consumer of tally (its consumer is host-pid)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not any(
+        name.decode().endswith(f"-{worker.pid}") and beat.decode().endswith(" running")
+        for name, beat in client.hgetall(keys.workers("tally")).items()
+    ):
+        assert worker.poll() is None, worker_log(log_dir, "tally", tag)
+        assert time.monotonic() < deadline, worker_log(log_dir, "tally", tag)
+        time.sleep(0.05)
+
+
 def _applied_and_pending(client: redis.Redis, keys: Keys, shards: int) -> tuple[int, int]:
     applied = pending = 0
     for shard in range(shards):
@@ -101,6 +116,8 @@ def test_a_plugin_model_killed_repeatedly_answers_like_its_reference(
         stack.callback(lambda: stop_process(victim))
         held = kills = 0  # entries the victim held (read, not acknowledged) when killed
         for start in range(0, len(plan), SLICE):
+            if kills < KILLS:  # each victim takes part from its start, however slow it is
+                _wait_consuming(client, keys, victim, tmp_path, f"victim-{kills}")
             write(settings, plan[start : start + SLICE])
             pending = _pending_of(client, keys, settings.shards, victim.pid)
             if pending and kills < KILLS:

@@ -69,9 +69,45 @@ class Missing(Mine):
     apply_files = ("absent.lua",)
 """
 
-#: the earliest event's gender: the apply script of tests/support/first.lua (its model's
-#: fields are named after its group, so it serves ``mine`` as it serves ``first``)
-MINE_LUA = (Path(__file__).parent / "support" / "first.lua").read_text()
+MINE_LUA = """\
+-- Model `mine` (a plug-in's): the gender of the client's earliest event (least ts, entry id).
+-- per client (one key): KEYS[k] = result hash   <prefix>:{sN}:r:<cid>
+-- no parameters
+-- uses: _basics.lua _expiry.lua _frame.lua
+
+local function earlier(ts_a, id_a, ts_b, id_b)
+  if ts_a ~= ts_b then return greater(ts_b, ts_a) end
+  return id_after(id_b, id_a)
+end
+
+local group, now = ARGV[1], ARGV[2]
+local ts_field, id_field, at_field = group .. ':ts', group .. ':id', group .. ':at'
+
+return apply_batch({
+  nkeys = 1,
+  nparams = 0,
+  read = function(k)
+    local have = read_hash('HMGET', KEYS[k], ts_field, id_field, EXPIRES)
+    if have == nil then return false end
+    return have, have[3]
+  end,
+  apply = function(k, have, acked, m, expiry)
+    local best = nil
+    for j = 1, m do
+      local i = acked[j]
+      if best == nil or earlier(ARGV[i + 2], ARGV[i], ARGV[best + 2], ARGV[best]) then
+        best = i
+      end
+    end
+    if have[1] and not earlier(ARGV[best + 2], ARGV[best], have[1], have[2]) then
+      return true, false
+    end
+    redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
+      id_field, ARGV[best], at_field, now)
+    return true, true
+  end,
+})
+"""
 BROKEN_LINE = 7  # the line of broken.lua that fails when a batch is applied
 BROKEN_LUA = """\
 -- A plug-in's model whose apply fails (its error must name this file and line).

@@ -17,6 +17,7 @@ from genderd.keys import Keys
 from genderd.settings import Settings
 
 from .support import oracle, scenario
+from .support.held_replay import HELD
 from .support.runtime import FakeClock, Loop
 from .test_e2e_up import (
     MODELS,
@@ -122,7 +123,12 @@ def test_replay_under_up_pauses_the_workers_and_counts_each_event_once(tmp_path:
         try:
             done = replay(tmp_path, "top")
         finally:
-            _, traffic_err = traffic.communicate(timeout=REPLAY_TIMEOUT_S)
+            try:
+                _, traffic_err = traffic.communicate(timeout=REPLAY_TIMEOUT_S)
+            finally:  # reaped, its pipe closed, whatever happened
+                if traffic.poll() is None:
+                    traffic.kill()
+                    traffic.communicate()
         assert traffic.returncode == 0, traffic_err
         assert done.returncode == 0, done.stdout + done.stderr + up.output()
         host = socket.gethostname()
@@ -153,8 +159,9 @@ def test_a_replay_killed_mid_rebuild_under_up_leaves_the_rest_to_the_workers(
 ) -> None:
     """kill -9 of `genderd replay` while it re-applies the history: its pause expires, the
     workers (never restarted) resume on the recreated groups, reclaim what it held pending and
-    apply the rest, each event once."""
-    total = 12_000
+    apply the rest, each event once. The replay is held after its first re-applied batch
+    (tests.support.held_replay), so that it is killed mid-rebuild however fast it runs."""
+    total = 3_000
     quick = {"GENDERD_CLAIM_IDLE_MS": "1000"}  # the replay's batch in hand, reclaimed soon
     with genderd_up(tmp_path, "--no-api", settings=quick) as up:
         up.wait_ready()
@@ -170,33 +177,37 @@ def test_a_replay_killed_mid_rebuild_under_up_leaves_the_rest_to_the_workers(
         def top_applied() -> int:
             return sum(int(client.hget(keys.stats(s), "top:applied") or 0) for s in range(shards))
 
-        process = subprocess.Popen(
-            [sys.executable, "-m", "genderd", "replay", "--model", "top"],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        said = tmp_path / "replay.out"
+        with said.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.held_replay", "replay", "--model", "top"],
+                cwd=tmp_path,
+                env=clean_env() | {"PYTHONPATH": str(Path(__file__).parents[1])},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            # re-applying: the pause held, the groups back (no marker), the count rebuilding
-            def rebuilding() -> bool:
-                assert process.poll() is None, "the replay ended before it could be killed"
-                return bool(
-                    client.exists(keys.pause("top"))
-                    and not client.exists(keys.rebuilding("top"))
-                    and 0 < top_applied() < total
-                )
 
-            up.wait_until(rebuilding, "the replay re-applying the history")
+            def held() -> bool:
+                assert process.poll() is None, said.read_text()
+                return HELD in said.read_text()
+
+            up.wait_until(held, "the replay held after its first re-applied batch")
+            # re-applying: the pause held, the groups back (no marker), the count rebuilding
+            assert client.exists(keys.pause("top")) and not client.exists(keys.rebuilding("top"))
+            assert 0 < top_applied() < total
             process.send_signal(signal.SIGKILL)
-            _, said = process.communicate(timeout=REPLAY_TIMEOUT_S)
-            assert process.returncode == -signal.SIGKILL, said
+            process.wait(REPLAY_TIMEOUT_S)
+            assert process.returncode == -signal.SIGKILL, said.read_text()
             assert top_applied() < total
             assert status_by_model(tmp_path)["top"]["paused"] is True  # until the TTL ends
             wait_caught_up(up, total)
             assert not client.exists(keys.pause("top"), keys.rebuilding("top"))
         finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(REPLAY_TIMEOUT_S)
             client.close()
         produce(tmp_path, 300, 22)
         wait_caught_up(up, total + 300)

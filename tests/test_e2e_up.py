@@ -27,9 +27,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from genderd.bundled import free_port, port_is_free
+from genderd.clock import MS_PER_DAY, wall_clock_ms
 from genderd.deployment import Deployment
 from genderd.producer import synthetic
 from genderd.settings import Settings
+
+from .support.demo_history import shown_lookups
 
 pytestmark = pytest.mark.slow
 
@@ -235,14 +238,18 @@ def genderd_up(
                 kill_pid(pid)
 
 
-def status_by_model(workdir: Path) -> dict[str, dict[str, Any]]:
+def status_by_model(workdir: Path, exits: tuple[int, ...] = (0,)) -> dict[str, dict[str, Any]]:
     result = genderd(workdir, "status", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in exits, result.stderr
     return {m["model"]: m for m in json.loads(result.stdout)}
 
 
-def caught_up(workdir: Path, applied: int, models: tuple[str, ...] = MODELS) -> bool:
-    found = status_by_model(workdir)
+def caught_up(
+    workdir: Path, applied: int, models: tuple[str, ...] = MODELS, exits: tuple[int, ...] = (0,)
+) -> bool:
+    """Whether ``models`` applied ``applied`` events and have nothing waiting (``exits``: the
+    exit codes of `status` allowed, 1 when other models are stalled)."""
+    found = status_by_model(workdir, exits)
     return all(
         found[m]["applied"] == applied and found[m]["lag"] == 0 and found[m]["pending"] == 0
         for m in models
@@ -325,7 +332,9 @@ def test_up_serves_produce_lookup_status_and_stops_on_ctrl_c(tmp_path: Path) -> 
 
 
 def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
-    with genderd_up(tmp_path, "--demo") as up:
+    """`--rate 0`: the demo's history alone, whose answers the README shows (issue 28)."""
+    day = wall_clock_ms() // MS_PER_DAY
+    with genderd_up(tmp_path, "--demo", "--rate", "0") as up:
         up.wait_until(lambda: "Ctrl-C stops it all" in up.out.read_text(), "the demo banner")
         banner = up.out.read_text()
         # The banner comes once everything answers: the API is ready and every model's
@@ -336,21 +345,28 @@ def test_up_demo_prints_examples_and_answers_lookups(tmp_path: Path) -> None:
         assert genderd(tmp_path, "status").returncode == 0  # nothing stalled
         groups = genderd(tmp_path, "redis-cli", "XINFO", "GROUPS", "genderd:{s0}:events")
         assert groups.returncode == 0 and all(m in groups.stdout for m in MODELS), groups
-        assert "demo: wrote 20000 events" in banner
+        assert "demo: wrote 20000 events (seed 0) of the 10 days before today" in banner
+        assert "no live traffic (--rate 0)" in banner
         assert "genderd lookup C42" in banner
         assert "genderd status" in banner
+        assert "pids: worker last #1 " in banner and "demo traffic" not in banner
         up.wait_ready()
+        up.wait_until(lambda: caught_up(tmp_path, 20_000), "the history applied by every model")
 
-        found: dict[str, Any] = {}
-
-        def c42_answered() -> bool:
-            found.update(lookup_json(tmp_path, "C42") or {})
-            return found.get("top") is not None and found.get("last") is not None
-
-        up.wait_until(c42_answered, "an answer for demo client C42")
-        assert found["top"]["gender"] in GENDERS
-        assert sum(found["top"]["scores"].values()) >= 1
-        assert found["last"]["gender"] in GENDERS
+        # the README's lookups, as the service gives them (the same UTC day: top7d's window)
+        shown = shown_lookups((Path(__file__).parents[1] / "README.md").read_text())
+        for cid, models in shown.items():
+            found = lookup_json(tmp_path, cid)
+            assert found is not None, cid
+            for model, answer in models.items():
+                if model == "top7d" and wall_clock_ms() // MS_PER_DAY != day:
+                    continue  # midnight passed during the test: the window moved
+                served = found[model]
+                assert (served["gender"], served["scores"]) == (answer.gender, answer.scores)
+                same_time = (
+                    served["last_event_ts"] % MS_PER_DAY == answer.last_event_ts % MS_PER_DAY
+                )
+                assert same_time, (cid, model)
 
         # The API runs too, and the banner shows how to call it.
         base = f"http://127.0.0.1:{up.api_port}"
@@ -456,8 +472,9 @@ def test_produce_from_a_json_lines_file_next_to_up(tmp_path: Path) -> None:
 
 
 def test_up_runs_and_serves_only_the_models_of_genderd_models(tmp_path: Path) -> None:
-    """SPEC §13: GENDERD_MODELS selects the models; those it leaves out are switched off in
-    the deployment's records (status shows them off, never STALLED) and are not served."""
+    """SPEC §13: GENDERD_MODELS selects the models a process runs and serves; `up` switches
+    none of the others off (workers of them may run elsewhere: issue 27, finding 5), it names
+    them, and `genderd models off` does it."""
     with genderd_up(tmp_path) as up:  # every model runs once: each is recorded
         up.wait_ready()
         up.interrupt_and_expect_clean_stop()
@@ -466,20 +483,31 @@ def test_up_runs_and_serves_only_the_models_of_genderd_models(tmp_path: Path) ->
         up.wait_ready(("last", "top"))
         produced = genderd(tmp_path, "produce", "--count", "200", "--clients", "20", "--quiet")
         assert produced.returncode == 0, produced.stderr
-        up.wait_until(lambda: caught_up(tmp_path, 200, ("last", "top")), "last and top applied")
+        both = ("last", "top")
+        up.wait_until(lambda: caught_up(tmp_path, 200, both, (0, 1)), "last and top applied")
         assert sorted(set(up.workers().values())) == ["last", "top"]
+        left_out = sorted(set(MODELS) - {"last", "top"})
+        assert f"left out by GENDERD_MODELS here: {', '.join(left_out)}" in up.output()
 
-        shown = genderd(tmp_path, "status", "--json")  # without GENDERD_MODELS: all named
-        assert shown.returncode == 0, shown.stdout + shown.stderr
+        # without GENDERD_MODELS: all named; the first up's workers stopped seconds ago
+        quick = {"GENDERD_STALL_AFTER_S": "0.5"}
+        shown = genderd(tmp_path, "status", "--json", env=quick)
         rows = {m["model"]: m for m in json.loads(shown.stdout)}
         assert set(rows) == set(MODELS)
-        for name in set(MODELS) - {"last", "top"}:
-            assert rows[name]["off"] is True and rows[name]["stalled"] is False
+        for name in left_out:  # no worker of them runs anywhere: STALLED, not hidden
+            assert rows[name]["off"] is False and rows[name]["stalled"] is True
             assert rows[name]["lag"] == 200  # its group keeps its place in the streams
         assert rows["top"]["off"] is False and rows["top"]["applied"] == 200
+        for name in left_out:
+            switched = genderd(tmp_path, "models", "off", name, env=quick)
+            assert switched.returncode == 0, switched.stderr
+        shown = genderd(tmp_path, "status", "--json", env=quick)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        rows = {m["model"]: m for m in json.loads(shown.stdout)}
+        assert all(rows[name]["off"] and not rows[name]["stalled"] for name in left_out)
 
-        left_out = genderd(tmp_path, "lookup", "C1", "--model", "recency", env=chosen)
-        assert left_out.returncode == 2 and "left out by GENDERD_MODELS" in left_out.stderr
+        left = genderd(tmp_path, "lookup", "C1", "--model", "recency", env=chosen)
+        assert left.returncode == 2 and "left out by GENDERD_MODELS" in left.stderr
         url = f"http://127.0.0.1:{up.api_port}/v1/clients/C1"
         with urllib.request.urlopen(url, timeout=5) as response:
             assert set(json.loads(response.read())["models"]) == {"last", "top"}

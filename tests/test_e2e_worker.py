@@ -416,3 +416,56 @@ def test_worker_takes_configured_genders_from_the_environment(
         )
         sigterm_and_expect_clean_exit(workers, tmp_path, "1")
     check_exactly_once(settings, plan)
+
+
+FAILING_PLUGIN = "tests.support.failing:Exits"  # fails on the events of clients named bad*
+BURST, BURST_BAD = 3_000, 300
+FAILING_WITHIN_S = 15.0  # SPEC 13: FAILING shows this soon after the failures
+WARM_UP_EVERY_S = 0.2
+
+
+def test_a_burst_of_failures_shows_failing_without_further_traffic(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A model that failed on 300 of 3,000 events is FAILING within 15 s, although no event
+    comes after the burst: a worker writes its failure counts on a timer, not only after its
+    next batch. The burst comes right after the worker has written counts (so that a worker
+    writing only after a batch, and at most every 5 s, keeps the burst's counts to itself)."""
+    settings = settings.model_copy(update={"plugins": (FAILING_PLUGIN,)})
+    extra = {
+        "GENDERD_PLUGINS": FAILING_PLUGIN,
+        "GENDERD_GENDERS": ",".join(settings.genders),
+        "GENDERD_BATCH_SIZE": "256",  # the burst in a few batches
+        "PYTHONPATH": str(Path(__file__).parents[1]),  # tests.support, from the worker's cwd
+    }
+    with worker_process("exits", settings.redis_url or "", tmp_path, "1", **extra) as process:
+
+        def detail() -> str:
+            return worker_log(tmp_path, "exits", "1")
+
+        warm_up = iter(range(1_000_000))
+
+        def counted() -> bool:  # one good event at a time until the worker wrote counts
+            write(settings, [(f"warm{next(warm_up)}", "male")])
+            time.sleep(WARM_UP_EVERY_S)
+            return statuses(settings)["exits"].recent.events > 0
+
+        wait_for(counted, "the worker's first counts", detail, {"exits": process})
+        burst = [(f"bad{n}" if n < BURST_BAD else f"good{n}", GENDERS[n % 2]) for n in range(BURST)]
+        write(settings, burst)
+
+        def handled() -> bool:
+            found = statuses(settings)["exits"]
+            return found.lag == 0 and found.pending == 0
+
+        wait_for(handled, "the burst to be handled", detail, {"exits": process})
+        assert statuses(settings)["exits"].dead == BURST_BAD
+        wait_for(
+            lambda: statuses(settings)["exits"].failing,
+            "status to show the model FAILING",
+            detail,
+            {"exits": process},
+            timeout_s=FAILING_WITHIN_S,
+        )
+        found = statuses(settings)["exits"].recent
+        assert found.model_errors == BURST_BAD and found.events > BURST

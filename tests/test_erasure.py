@@ -48,7 +48,23 @@ def _drain(aio: Loop, clock: FakeClock) -> dict[str, Any]:
     return outcomes
 
 
-def _erase(aio: Loop, clock: FakeClock, *cids: str) -> list[erasure.Erased]:
+def _erase(aio: Loop, clock: FakeClock, *cids: str) -> erasure.ErasureStatus:
+    """Erase ``cids`` and scrub until done; the erasure's final status."""
+    deployment = Deployment.build(aio.settings, clock)
+    transport = Links.over(aio.client).fast
+
+    async def go() -> erasure.ErasureStatus | None:
+        done = await erasure.erase(transport, deployment, cids)
+        await erasure.Scrubber(transport, deployment, "test").drain()
+        return await erasure.status(transport, deployment, done.id)
+
+    found = aio.run(go())
+    assert found is not None and found.state == erasure.DONE
+    return found
+
+
+def _mark_only(aio: Loop, clock: FakeClock, *cids: str) -> erasure.Erasure:
+    """Erase ``cids`` without scrubbing (as when no worker runs yet)."""
     deployment = Deployment.build(aio.settings, clock)
     return aio.run(erasure.erase(Links.over(aio.client).fast, deployment, cids))
 
@@ -85,17 +101,25 @@ def test_erase_removes_every_key_entry_and_dead_letter_and_logs_the_digest(
     assert len(dead_entries(sync_redis, settings)) == len(aio.registry)
 
     with caplog.at_level(logging.INFO, logger="genderd.erasure"):
-        [done] = _erase(aio, clock, GONE)
+        done = _erase(aio, clock, GONE)
 
     # the result hash (every model's answer and state), top7d's buckets of two days
     assert (done.keys, done.entries, done.dead_letters) == (3, 4, len(aio.registry))
+    assert (done.clients, done.digest) == (1, digest(GONE))
     assert _traces(sync_redis, settings, GONE) == []
     assert _answers(aio, clock, GONE) == dict.fromkeys(aio.registry.names())
     assert _answers(aio, clock, KEPT)["last"].gender == "kids"
     assert dead_entries(sync_redis, settings) == []
-    assert f"erased client {digest(GONE)}: 3 keys, 4 stream entries" in caplog.text
+    assert f"erasure {done.id}: client {digest(GONE)}: 3 keys deleted" in caplog.text
+    assert f"erasure {done.id} done: 4 stream entries, {len(aio.registry)} dead letters" in (
+        caplog.text
+    )
     assert GONE not in caplog.text  # the proof names the digest, never the id
-    [again] = _erase(aio, clock, GONE)  # and an unknown client: zero counts
+    for key in sync_redis.scan_iter(count=1000):  # nor does any key or record
+        assert GONE.encode() not in key
+        if sync_redis.type(key) == b"hash":
+            assert not any(GONE.encode() in v for v in sync_redis.hgetall(key).values())
+    again = _erase(aio, clock, GONE)  # and an unknown client: zero counts
     assert (again.keys, again.entries, again.dead_letters) == (0, 0, 0)
 
 
@@ -116,7 +140,7 @@ def test_batches_in_hand_reclaims_and_replay_do_not_bring_it_back_and_later_even
         assert len(entries) == 3
         in_hand[model.name] = (worker, entries)
 
-    [done] = _erase(aio, clock, GONE)
+    done = _erase(aio, clock, GONE)
     assert (done.keys, done.entries) == (0, 3)  # nothing applied yet; the entries are gone
 
     later = _write(sync_redis, settings, GONE, "female", clock.now_ms)
@@ -148,10 +172,10 @@ def scenario_pending(aio: Loop) -> int:
 
 
 def test_the_marker_alone_stops_workers_dead_letters_redrive_and_replay(
-    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    """An erasure whose scan never ran (the process died after the atomic step): the entries
-    are still in the stream, and still nothing comes back."""
+    """An erasure whose scrub has not run yet (no worker runs, or the scrub is at another
+    shard): the entries are still in the stream, and still nothing comes back."""
     settings = aio.settings
     _write(sync_redis, settings, GONE, "unicorn", clock.now_ms)  # a dead letter before
     _drain(aio, clock)
@@ -160,12 +184,8 @@ def test_the_marker_alone_stops_workers_dead_letters_redrive_and_replay(
     for gender in ("male", "bad gender"):
         _write(sync_redis, settings, GONE, gender, clock.now_ms)
 
-    async def no_scan(*args: Any, **kwargs: Any) -> dict[Any, int]:
-        return {}
-
-    monkeypatch.setattr(erasure, "_scan", no_scan)
-    _erase(aio, clock, GONE)
-    assert len(_traces(sync_redis, settings, GONE)) == 3 + len(aio.registry)  # not scanned
+    _mark_only(aio, clock, GONE)
+    assert len(_traces(sync_redis, settings, GONE)) == 3 + len(aio.registry)  # not scrubbed
 
     outcomes = _drain(aio, clock)  # workers that were stopped during the erasure
     assert all((o.applied, o.dead, o.erased) == (0, 0, 2) for o in outcomes.values())
@@ -222,9 +242,14 @@ def test_no_schedule_brings_an_erased_client_back(
     written = aio.run(scenario.write(aio.client, settings, before))
     late: list[oracle.Ev] = []
 
+    scrub_at_once = data.draw(st.booleans(), label="scrub at once")
+    deployment = Deployment.build(settings, clock)
+    transport = Links.over(aio.client).fast
+
     async def erase_then_write() -> None:
-        deployment = Deployment.build(settings, clock)
-        await erasure.erase(Links.over(aio.client).fast, deployment, sorted(gone))
+        await erasure.erase(transport, deployment, sorted(gone))
+        if scrub_at_once:  # else the scrub runs after the schedule: the markers hold meanwhile
+            await erasure.Scrubber(transport, deployment, "test").drain()
         late.extend(await scenario.write(aio.client, settings, after))
 
     aio.run(
@@ -240,6 +265,7 @@ def test_no_schedule_brings_an_erased_client_back(
         )
     )
     assert aio.run(scenario.pending_and_lag(aio.client, settings)) == (0, 0)
+    aio.run(erasure.Scrubber(transport, deployment, "test").drain())
     got = aio.run(scenario.answers(aio.client, settings, registry, clock, cids))
     for cid, answer in zip(cids, got, strict=True):
         known = late if cid in gone else written + late
@@ -249,7 +275,7 @@ def test_no_schedule_brings_an_erased_client_back(
             assert _traces(sync_redis, settings, cid) == []
 
 
-def test_delete_over_http_is_protected_like_ingest_and_answers_the_counts(
+def test_delete_over_http_is_protected_like_ingest_and_its_status_gives_the_counts(
     aio: Loop, make_api: MakeApi, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
     api = make_api(api_token="s3cret")
@@ -262,15 +288,35 @@ def test_delete_over_http_is_protected_like_ingest_and_answers_the_counts(
     assert api.request("DELETE", f"/v1/clients/{cid_path(cid)}").status_code == 401
     assert api.request("DELETE", "/v1/clients/a%20b", headers=auth).status_code == 422
     response = api.request("DELETE", f"/v1/clients/{cid_path(cid)}", headers=auth)
-    assert response.status_code == 200
-    assert response.json() == {"cid": cid, "keys": 2, "entries": 1, "dead_letters": 0}
-    assert api.get(f"/v1/clients/{cid_path(cid)}").status_code == 404
+    assert response.status_code == 202
+    made = response.json()
+    where = f"/v1/erasures/{made['id']}"
+    assert made == {"id": made["id"], "cid": cid, "keys": 2, "state": "scrubbing", "status": where}
+    assert response.headers["location"] == where
+    assert api.get(f"/v1/clients/{cid_path(cid)}").status_code == 404  # at once
+    assert api.get(where).status_code == 401  # protected like DELETE
+    pending = api.get(where, headers=auth).json()
+    assert (pending["state"], pending["keys"], pending["entries"]) == ("scrubbing", 2, 0)
+    assert pending["shards_scrubbed"] == 0 and len(pending["scrubbing"]) == aio.settings.shards
+
+    deployment = Deployment.build(aio.settings, clock)
+    aio.run(erasure.Scrubber(Links.over(aio.client).fast, deployment, "test").drain())
+    done = api.get(where, headers=auth).json()
+    assert (done["state"], done["entries"], done["dead_letters"]) == ("done", 1, 0)
+    assert (done["digest"], done["shards_scrubbed"], done["scrubbing"]) == (
+        digest(cid),
+        aio.settings.shards,
+        [],
+    )
+    assert cid not in json.dumps(done)
     assert _traces(sync_redis, aio.settings, cid) == []
-    unknown = api.request("DELETE", "/v1/clients/nobody", headers=auth).json()
-    assert unknown == {"cid": "nobody", "keys": 0, "entries": 0, "dead_letters": 0}
+    unknown = api.request("DELETE", "/v1/clients/nobody", headers=auth)
+    assert (unknown.status_code, unknown.json()["keys"]) == (202, 0)
+    assert api.get("/v1/erasures/0123456789abcdef", headers=auth).status_code == 404
+    assert api.get("/v1/erasures/..%2Fmodels", headers=auth).status_code == 404
     metrics = api.get("/metrics").text
     assert "genderd_erasures_total 2.0" in metrics
-    assert 'genderd_erased_total{kind="entries"} 1.0' in metrics
+    assert 'genderd_erased_total{kind="keys"} 2.0' in metrics
     assert cid not in metrics and "nobody" not in metrics
 
 
@@ -287,13 +333,25 @@ def test_cli_erases_ids_from_arguments_and_a_file_in_one_pass(
     ids.write_text("\n".join(cids[1:20]) + "\n\n")
     env = {"GENDERD_REDIS_URL": redis_url, "GENDERD_SHARDS": "4"}
     done = CliRunner().invoke(
-        main, ["erase", cids[0], "--file", str(ids), "--json"], env=env, catch_exceptions=False
+        main,
+        ["erase", cids[0], "--file", str(ids), "--json", "--wait"],
+        env=env,
+        catch_exceptions=False,
     )
     assert done.exit_code == 0, done.output
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    *rows, final = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["cid"] for r in rows] == cids[:20]
-    assert all((r["keys"], r["entries"], r["digest"]) == (2, 1, digest(r["cid"])) for r in rows)
-    assert "erased 20 clients: 40 keys, 20 stream entries, 0 dead letters" in done.stderr
+    assert all((r["keys"], r["digest"]) == (2, digest(r["cid"])) for r in rows)
+    assert {r["erasure"] for r in rows} == {final["id"]}  # one erasure
+    assert (final["state"], final["clients"], final["keys"], final["entries"]) == (
+        "done",
+        20,
+        40,
+        20,
+    )
+    assert f"erasure {final['id']}: 20 clients, 40 keys deleted" in done.stderr
+    passes = {int(sync_redis.hget(Keys().scrub(shard), "pass") or 0) for shard in range(4)}
+    assert passes == {1}  # one pass over each stream for the twenty clients
     for cid in cids:
         assert bool(_traces(sync_redis, settings, cid)) == (cid not in cids[:20])
     bad = CliRunner().invoke(main, ["erase", "ok", "not ok"], env=env)
@@ -329,7 +387,7 @@ def test_an_entry_naming_the_client_in_a_duplicate_cid_field_is_erased(
     _drain(aio, clock)
     assert len(_raw_mentions(redis_url, settings, GONE)) == 2 + len(aio.registry)
 
-    [done] = _erase(aio, clock, GONE)
+    done = _erase(aio, clock, GONE)
 
     assert (done.entries, done.dead_letters) == (2, len(aio.registry))
     assert _raw_mentions(redis_url, settings, GONE) == []

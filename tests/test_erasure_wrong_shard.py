@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 import redis
 
 from genderd import deadletters, erasure, replay, streams
@@ -69,11 +68,11 @@ def test_a_wrong_shard_entry_is_erased_and_redrive_and_replay_bring_nothing_back
     assert {f[b"_id"].decode() for f in letters} == {raw}
     assert len(letters) == len(aio.registry)
 
-    erased = cli(redis_url, settings, "erase", "--json", X1)
+    erased = cli(redis_url, settings, "erase", "--json", "--wait", X1)
     assert erased.exit_code == 0, erased.output
-    row = json.loads(erased.stdout.splitlines()[0])
+    final = json.loads(erased.stdout.splitlines()[-1])
     # its own shard's entry and the raw one on the wrong shard; every model's dead letter
-    assert (row["entries"], row["dead_letters"]) == (2, len(aio.registry))
+    assert (final["entries"], final["dead_letters"]) == (2, len(aio.registry))
     assert _raw_mentions(redis_url, settings, X1) == []
 
     redriven = cli(redis_url, settings, "dead", "redrive")
@@ -94,11 +93,11 @@ def test_a_wrong_shard_entry_is_erased_and_redrive_and_replay_bring_nothing_back
 
 
 def test_the_markers_alone_stop_a_wrong_shard_entry_in_hand_redrive_and_replay(
-    aio: Loop, sync_redis: redis.Redis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    aio: Loop, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    """An erasure whose scan never ran (the process died after marking): the wrong-shard
-    entry and its dead letters are still there, and still nothing comes back. An entry a
-    worker held in hand during the erasure is not dead-lettered afterwards."""
+    """An erasure whose scrub has not run yet: the wrong-shard entry and its dead letters are
+    still there, and still nothing comes back. An entry a worker held in hand during the
+    erasure is not dead-lettered afterwards."""
     settings = aio.settings
     wrong = _wrong(settings, X1)
     first = sync_redis.xadd(KEYS.stream(wrong), {"cid": X1, "gender": "male", "ts": clock.now_ms})
@@ -113,10 +112,6 @@ def test_the_markers_alone_stop_a_wrong_shard_entry_in_hand_redrive_and_replay(
         assert [e[0] for e in entries] == [held.decode()]
         in_hand[model.name] = (worker, entries)
 
-    async def no_scan(*args: Any, **kwargs: Any) -> dict[Any, int]:
-        return {}
-
-    monkeypatch.setattr(erasure, "_scan", no_scan)
     deployment = Deployment.build(settings, clock)
     links = Links.over(aio.client)
     aio.run(erasure.erase(links.fast, deployment, [X1]))
@@ -152,7 +147,7 @@ def test_a_wrong_shard_entry_written_after_the_erasure_is_new_data(
     wrong = _wrong(settings, X1)
     sync_redis.xadd(KEYS.stream(wrong), {"cid": X1, "gender": "male", "ts": clock.now_ms - 9})
     drain(aio.loop, aio.client, settings, clock)
-    assert cli(redis_url, settings, "erase", X1).exit_code == 0
+    assert cli(redis_url, settings, "erase", "--wait", X1).exit_code == 0
     late = sync_redis.xadd(
         KEYS.stream(wrong), {"cid": X1, "gender": "kids", "ts": clock.now_ms - 1}
     ).decode()

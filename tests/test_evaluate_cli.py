@@ -8,6 +8,8 @@ streams writes nothing. Rendering is checked on a hand-made report
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ from genderd.deployment import open_deployment_sync
 from genderd.errors import ConfigurationError
 from genderd.evaluation import render
 from genderd.keys import Keys
+from genderd.lines import MAX_LINE_BYTES, TOO_LONG
 from genderd.settings import Settings
 
+from .support.commands import wait_until
 from .support.evalreports import sample_report
 from .support.factories import make_producer
 
@@ -32,6 +36,8 @@ NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens there: a file needs no Redi
 DAY1 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 DAY2 = DAY1 + 86_400_000
 PLUGIN = "tests.support.evalplugins:LuaOnly"
+DEV_ZERO_READ_BYTES = 256 << 20  # evaluate reads this much of /dev/zero, then is measured
+DEV_ZERO_PEAK_BYTES = 200 << 20  # a Python process with numpy: well under this
 
 
 def evaluate(*args: str, stdin: str | None = None, **env: str) -> Result:
@@ -299,3 +305,91 @@ def test_the_streams_are_evaluated_read_only(
     window = evaluate("--json", "--since", str(DAY1), "--until", "2024-01-02", **env)
     assert json.loads(window.stdout)["events"] == 90
     assert _state(sync_redis) == before
+
+
+@pytest.mark.parametrize("gap", ["inf", "nan", "-inf"])
+def test_a_session_gap_that_is_not_a_finite_number_is_a_usage_error(
+    events_file: Path, gap: str
+) -> None:
+    result = evaluate("--events", str(events_file), "--session-gap", gap)
+    assert result.exit_code == 2
+    assert "Invalid value for '--session-gap'" in result.output
+    assert "Traceback" not in result.output
+
+
+def run_evaluate(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`genderd evaluate ARGS` in a process of its own, reading ``stdin`` from a real pipe."""
+    environment = {**os.environ, "GENDERD_REDIS_URL": NOWHERE, "GENDERD_GENDERS": "female,male"}
+    return subprocess.run(
+        [sys.executable, "-m", "genderd", "evaluate", *args],
+        input=stdin,
+        capture_output=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_byte_order_mark_on_stdin_is_not_part_of_the_first_line(tmp_path: Path) -> None:
+    """As in a file: a CSV header after a BOM is a header, a first event after it an event."""
+    bom = b"\xef\xbb\xbf"
+    events = b"C1,female,5\nC1,female,6\nC2,male,7\n"
+    for given in (b"cid,gender,ts\n" + events, events):
+        read = run_evaluate("--events", "-", "--json", stdin=bom + given)
+        assert read.returncode == 0, read.stderr.decode()
+        report = json.loads(read.stdout)
+        assert (report["events"], report["invalid_reasons"]) == (3, {})
+    path = tmp_path / "events.csv"
+    path.write_bytes(events)
+    labels = run_evaluate(
+        "--events", str(path), "--labels", "-", "--json", stdin=bom + b"cid,gender\nC1,female\n"
+    )
+    assert labels.returncode == 0, labels.stderr.decode()
+    assert all(row["clients"] == 1 for row in json.loads(labels.stdout)["labels"])
+
+
+def test_an_over_long_line_is_malformed_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    long_line = '{"cid": "C1", "gender": "female", "page": "' + "x" * MAX_LINE_BYTES + '"}'
+    path.write_text("\n".join([json.dumps(e) for e in history()] + [long_line]) + "\n")
+    result = evaluate("--events", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["events"] == 180 and report["invalid_reasons"] == {TOO_LONG: 1}
+
+
+def proc_field(pid: int, name: str, field: str) -> int:
+    """A number of ``/proc/<pid>/<name>`` (``status``: in kB, as bytes)."""
+    for row in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        if row.startswith(f"{field}:"):
+            return int(row.split()[1]) * (1024 if name == "status" else 1)
+    raise AssertionError(f"no {field} in /proc/{pid}/{name}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="reads /proc")
+def test_dev_zero_is_read_in_bounded_memory() -> None:
+    """One endless line: skipped as read, never held. Once the process has read 256 MiB of
+    /dev/zero (rchar), its peak resident memory (VmHWM: since it started its program, not
+    counting the parent it was forked from) is what it imports, not what it read."""
+    environment = {**os.environ, "GENDERD_REDIS_URL": NOWHERE}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genderd", "evaluate", "--events", "/dev/zero"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: (
+                process.poll() is not None
+                or proc_field(process.pid, "io", "rchar") >= DEV_ZERO_READ_BYTES
+            ),
+            "evaluate to read 256 MiB of /dev/zero",
+            timeout_s=120,
+        )
+        assert process.poll() is None, "evaluate ended on an endless input"
+        peak = proc_field(process.pid, "status", "VmHWM")
+    finally:
+        process.kill()
+        process.wait()
+    assert peak < DEV_ZERO_PEAK_BYTES, peak

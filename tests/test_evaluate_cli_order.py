@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from genderd.deployment import Deployment, open_deployment_sync
-from genderd.evaluation import InputSummary, render, stream_events
+from genderd.evaluation import InputSummary, render, stream_chunks
 from genderd.evaluation.inputs import in_time_order, read_file
 from genderd.evaluation.provenance import server_address
 from genderd.evaluation.report import Provenance, Source
@@ -273,7 +273,7 @@ def test_the_streams_are_read_merged_by_id_and_their_ranges_recorded(
         links = connect(settings)
         summary = InputSummary()
         try:
-            chunks = stream_events(links.client, deployment, summary=summary)
+            chunks = stream_chunks(links.client, deployment, summary=summary)
             return [e.id async for chunk in chunks for e in chunk], summary
         finally:
             await links.close()

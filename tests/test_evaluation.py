@@ -18,8 +18,16 @@ from genderd.evaluation import (
     NotEvaluable,
     evaluate,
     predictions,
+    render,
 )
-from genderd.evaluation.stats import binomial_interval, clustered_interval, paired_difference
+from genderd.evaluation.stats import (
+    binomial_interval,
+    clustered_interval,
+    holm,
+    paired_difference,
+    t_quantile,
+    t_two_sided_p,
+)
 from genderd.events import Event
 from genderd.models.base import Model
 from genderd.settings import Settings
@@ -236,3 +244,43 @@ def test_a_python_models_failing_event_leaves_its_stored_answer() -> None:
         answers["picky"] for _, answers in predictions([*events, ev("x", "male", T0 + 3)], [picky])
     ]
     assert got == [(None, None), ("female", None), ("female", None), ("male", None)]
+
+
+def test_a_row_ahead_of_the_best_is_never_marked_behind() -> None:
+    # every client alternates departments: `last` is always wrong, the baseline often right
+    events = [
+        ev(f"c{n}", ("female", "male")[k % 2], T0 + 1000 * (40 * n + k))
+        for n in range(60)
+        for k in range(40)
+    ]
+    report = evaluate(events, models("last"), genders=GENDERS)
+    assert report.best == "last" and report.model("last").accuracy_all == 0
+    versus = report.model(MAJORITY).versus_best
+    assert versus is not None and versus.difference > 0.4 and versus.p_value < 0.001
+    assert not versus.significant
+    assert "! majority (the baseline) is significantly ahead of last" in render.table(report)
+
+
+@pytest.mark.parametrize(
+    ("df", "quantile"),
+    [(1, 12.7062), (2, 4.3027), (5, 2.5706), (9, 2.2622), (29, 2.0452), (120, 1.9799)],
+)
+def test_student_t_quantiles_match_the_tables(df: int, quantile: float) -> None:
+    assert t_quantile(0.05, df) == pytest.approx(quantile, abs=1e-4)
+    assert t_two_sided_p(quantile, df) == pytest.approx(0.05, abs=1e-5)
+    assert t_quantile(0.05, 10**7) == pytest.approx(1.95996, abs=1e-5)  # the normal's
+
+
+def test_holm_adjusts_in_steps_and_stays_monotone() -> None:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([]) == [] and holm([0.2]) == [0.2] and holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_few_clients_widen_the_interval() -> None:
+    # the same events per client: ten clients' interval is wider than 1.96 standard errors
+    correct, events = [3, 5, 2, 4, 5, 1, 3, 4, 2, 5], [5] * 10
+    interval = clustered_interval(correct, events)
+    assert interval is not None
+    width_t = interval.high - interval.low
+    wider = clustered_interval(correct * 30, events * 30)
+    assert wider is not None and width_t > 2.26 / 1.96 * 0.99 * (wider.high - wider.low) * 30**0.5

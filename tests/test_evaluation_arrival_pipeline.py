@@ -5,8 +5,9 @@ every model's worker with its clock at the entry's arrival; before each one, the
 its client is read at the event's time. ``predictions(..., order="arrival")`` over the streams
 as stored (read by the evaluation's own reader) equals those answers for every built-in model, a
 PythonModel whose answer depends on the order (``streak``), a TopWindow plug-in and the
-Lua-backed plug-in of docs/lua-models.md (``first``, with its ``predictor()``); time order does
-not, and a window read without the service's clock is caught.
+Lua-backed plug-in of docs/lua-models.md (``examples/lua-model``'s ``first``, with its
+``predictor()``); time order does not, and a window read without the service's clock is
+caught.
 
 The live answer of ``last``, ``top`` and the Python models is the stored answer the API serves.
 A windowed model's is what SPEC §14 grades: the sum of the day buckets D-W+1 .. D of the event's
@@ -17,18 +18,18 @@ clock, as Redis would at that time)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
-from genderd.evaluation import ARRIVAL, TIME, InputSummary, predictions, stream_events
-from genderd.evaluation.predictors import Prediction, WindowPredictor
+from genderd.evaluation import ARRIVAL, TIME, InputSummary, predictions, stream_chunks
+from genderd.evaluation.predictors import ArrivalWindowPredictor, Prediction
 from genderd.events import Event
 from genderd.keys import Keys, shard_of
 from genderd.models.base import Answer
-from genderd.models.window import WindowRuntime
 from genderd.settings import Settings
 
 from .support.factories import make_reader, make_worker
@@ -38,8 +39,10 @@ PLUGINS = (
     "tests.support.pymodels:Count",
     "tests.support.pymodels:Top3",
     "tests.support.pymodels:Streak",
-    "tests.support.luafirst:First",
+    "genderd_first.model:First",
 )
+#: the Lua-backed plug-in of docs/lua-models.md (importable as if installed)
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lua-model"
 WINDOWS = {"top7d": 7, "top3d": 3}
 GENDERS = ("female", "kids", "male")
 CIDS = [f"a{n}" for n in range(6)] + ["a:6"]
@@ -56,7 +59,8 @@ Served = dict[str, dict[str, Prediction]]
 
 
 @pytest.fixture
-def plugin_loop(settings: Settings) -> Any:
+def plugin_loop(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(EXAMPLE))
     loop = Loop(settings.model_copy(update={"plugins": PLUGINS}))
     yield loop
     loop.close()
@@ -145,7 +149,7 @@ async def _stored(client: Any, settings: Settings, now_ms: int) -> list[Event]:
     """The streams as the evaluation reads them (validated at ``now_ms``, merged by id)."""
     deployment = Deployment.build(settings, FakeClock(now_ms))
     summary = InputSummary()
-    chunks = stream_events(client, deployment, summary=summary)
+    chunks = stream_chunks(client, deployment, summary=summary)
     events = [event async for chunk in chunks for event in chunk]
     assert summary.invalid == 0
     return events
@@ -201,8 +205,6 @@ def test_arrival_order_predicts_what_the_workers_served(
     in_time = mismatches(served, stored, TIME)
     for model in ("last", "streak", "first"):
         assert any(f" {model}:" in p for p in in_time), model
-    # ... and so does a window read at the event's time without the service's clock
-    monkeypatch.setattr(
-        WindowRuntime, "predictor", lambda self, order="time": WindowPredictor(self.window)
-    )
+    # ... and so does a window read without the service's clock (expired buckets counted)
+    monkeypatch.setattr(ArrivalWindowPredictor, "clock", lambda self, state, now: None)
     assert any(" top3d:" in p or " top7d:" in p for p in mismatches(served, stored, ARRIVAL))

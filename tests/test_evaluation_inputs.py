@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from genderd.deployment import Deployment, open_deployment_sync
 from genderd.errors import InputError
 from genderd.evaluation.inputs import InputSummary, read_file, read_labels, read_streams
 from genderd.events import Event
+from genderd.lines import MAX_LINE_BYTES, TOO_LONG
 from genderd.settings import Settings
 from genderd.transport import connect
 
@@ -94,7 +98,8 @@ def test_csv_with_or_without_a_header(tmp_path: Path, header: str) -> None:
 
 
 def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO("C1,female,5\nC1,male,6\n"))
+    stdin = io.TextIOWrapper(io.BytesIO(b"C1,female,5\nC1,male,6\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
     summary = InputSummary()
     events = list(read_file("-", SETTINGS, now_ms=NOW, summary=summary))
     assert [(e.id, e.gender) for e in events] == [("5-1", "female"), ("6-2", "male")]
@@ -185,3 +190,31 @@ def test_streams_are_read_in_pages_validated_like_the_worker_and_left_alone(
     # since inclusive, until exclusive, on the events' own time
     window, _ = _read_streams(settings, since=NOW - 5000, until=NOW - 1000)
     assert sorted(e.ts for e in window) == [NOW - 5000, NOW - 4000, NOW - 3000, NOW - 2000]
+
+
+def test_an_endless_line_is_counted_as_too_long_in_bounded_memory(tmp_path: Path) -> None:
+    """A pipe that gives 32 MiB of one line, then a valid one: the long line is counted as
+    ``line_too_long`` (a malformed line) without being held, and the file read on."""
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    chunk = b"x" * 65_536
+
+    def feed() -> None:
+        with open(fifo, "wb", buffering=0) as pipe:
+            for _ in range(512):
+                pipe.write(chunk)
+            pipe.write(b'\n{"cid": "C1", "gender": "male", "ts": 5}\n')
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    summary = InputSummary()
+    tracemalloc.start()
+    try:
+        events = list(read_file(str(fifo), SETTINGS, now_ms=NOW, summary=summary))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        feeder.join(30)
+    assert events == [Event("5-2", "C1", "male", 5)]
+    assert summary.reasons == {TOO_LONG: 1} and summary.read == 2
+    assert peak < 4 * MAX_LINE_BYTES, peak

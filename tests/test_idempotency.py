@@ -20,6 +20,7 @@ from genderd.keys import Keys, digest, shard_of
 from genderd.settings import Settings
 
 from .support.api_helpers import ApiClient, MakeApi, process, stream_key
+from .support.commands import wait_until
 from .support.factories import make_producer
 from .support.runtime import FakeClock, Loop
 
@@ -336,3 +337,61 @@ def test_a_raw_entry_written_twice_is_two_events_for_every_model(
     assert answers["top"]["scores"] == {"kids": 2}
     assert answers["top7d"]["scores"] == {"kids": 2}
     assert answers["last"]["gender"] == "kids"
+
+
+# -- records renewed by every attempt (issue 27, finding 4) ---------------------------------------
+
+
+def records_of(sync_redis: redis.Redis, key: str) -> list[bytes]:
+    """Every record of ``key``: one per shard part written, and the claim."""
+    return sorted(sync_redis.keys(f"genderd:*idem:{digest(key)}"))
+
+
+def test_every_attempt_renews_every_record_of_its_parts(
+    sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """An early attempt wrote one part; its record must not expire before those of the parts
+    a later attempt wrote: a repeat after the early record's lifetime, but within the later
+    attempt's, writes nothing."""
+    ttl_s = 60
+    events = batch_of(clock, 40)
+    batch = plan(Deployment.build(settings), as_written(events), KEY, ttl_s)
+    assert write_sync(sync_redis, dataclasses.replace(batch, rest=batch.rest[:1])) > 0
+    early = records_of(sync_redis, KEY)
+    assert len(early) == 2  # the first part's record and the claim
+    for record in early:  # as if the early attempt were ttl_s - 0.2 s ago
+        sync_redis.pexpire(record, 200)
+    sync_redis.set("probe", 1, px=200)
+
+    assert 0 < write_sync(sync_redis, batch) < len(events)  # the later attempt
+    every = records_of(sync_redis, KEY)
+    assert len(every) == len(batch.rest) + 1
+    assert all(sync_redis.pttl(record) > (ttl_s - 5) * 1000 for record in every)
+    wait_until(lambda: not sync_redis.exists("probe"), "the early attempt's lifetime")
+    assert write_sync(sync_redis, batch) == 0  # nothing written a second time
+    assert entries(sync_redis, settings) == once_each(events)
+
+
+def test_a_refusal_says_what_was_written_when_a_part_had_lost_its_record(
+    api: ApiClient, sync_redis: redis.Redis, settings: Settings, clock: FakeClock
+) -> None:
+    """Records lost by a failover (or outlived by milliseconds on Cluster): the parts that
+    find none write another body's events before a part that finds the first body refuses
+    it. The 422 says how many, never "nothing was written"."""
+    first = batch_of(clock, 40, "A")
+    assert post(api, first).status_code == 202
+    every = records_of(sync_redis, KEY)
+    kept = every[0] if b"{s" in every[0] else every[1]  # one shard part's record survives
+    sync_redis.delete(*[record for record in every if record != kept])
+    other = [{**event, "gender": "male"} for event in first]  # another body, the same shards
+    response = post(api, other)
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["type"] == "idempotency_key_reused"
+    written = sum(entries(sync_redis, settings).values()) - len(first)
+    assert 0 < written < len(other)
+    assert f"{written} of its {len(other)} events were written" in problem["msg"]
+    assert "nothing was written" not in problem["msg"]
+    # a body refused by every part: nothing was written, and it says so
+    refused = post(api, batch_of(clock, 3, "C"))
+    assert refused.status_code == 422 and "; nothing was written" in refused.text

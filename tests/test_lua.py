@@ -79,6 +79,7 @@ def test_uses_come_first_once_each_in_dependency_order() -> None:
     assert files == [
         "_basics.lua",
         "_expiry.lua",
+        "_grades.lua",
         "_frame.lua",
         "_counters.lua",
         "_window.lua",
@@ -131,6 +132,7 @@ def test_a_plug_in_package_gets_its_own_files_and_genderd_s_chunks(
     assert files == [
         "_basics.lua",
         "_expiry.lua",
+        "_grades.lua",
         "_frame.lua",
         "_counters.lua",
         "helpers.lua",

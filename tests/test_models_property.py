@@ -2,14 +2,16 @@
 
 Random event sets, written in random order, processed by several consumers per model that
 crash with batches in hand, reclaim each other's entries and come back late with stale
-batches: every model's answer equals the pure-Python reference for the set of events, and
-nothing is left pending.
+batches: every model's answer equals the pure-Python reference for the set of events, nothing
+is left pending, and each event that arrived within the grading delay is graded once by every
+model (SPEC §14).
 """
 
 from __future__ import annotations
 
 import random
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from genderd.clock import MS_PER_DAY
 
 from .support import scenario
-from .support.runtime import FakeClock, Loop
+from .support.runtime import PROPERTY_TIMEOUT_S, FakeClock, Loop
 
 HOUR_MS = 3_600_000
 CIDS = ["C1", "C2", "C3", "user:with:colons", "Ω-7"]
@@ -57,6 +59,9 @@ def check_schedule(loop: Loop, clock: FakeClock, data: st.DataObject) -> None:
     # Exactly once: every model applied each written entry once, however often delivered.
     applied = loop.run(scenario.applied_counts(client, settings))
     assert applied == {name: len(written) for name in registry.names()}, schedule
+    # ... and graded each entry that arrived within the delay once (SPEC §14)
+    graded = loop.run(scenario.graded_counts(client, settings, written))
+    assert graded == {name: scenario.gradable(written, settings) for name in registry.names()}
     processed_at = clock.now_ms
     for read_at in sorted({processed_at, processed_at + read_after_days * MS_PER_DAY}):
         got = loop.run(scenario.answers(client, settings, registry, FakeClock(read_at), CIDS))
@@ -74,6 +79,7 @@ PROPERTY_SETTINGS = hsettings(
 )
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers(
@@ -84,6 +90,7 @@ def test_any_schedule_gives_the_oracle_answers(
     check_schedule(aio, clock, data)
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_any_schedule_gives_the_oracle_answers_fast_tier(

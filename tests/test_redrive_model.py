@@ -11,12 +11,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from genderd import deadletters, erasure, streams
+from genderd import catalog, deadletters, erasure, streams
 from genderd.cli import main
 from genderd.clock import wall_clock_ms
 from genderd.deployment import Deployment
@@ -26,6 +27,7 @@ from genderd.settings import Settings
 from genderd.status import collect
 from genderd.transport import Links
 
+from .support import paced_redrive
 from .support.factories import make_worker, stopped
 from .support.pymodels import Flaky
 from .support.runtime import FakeClock, Loop
@@ -137,7 +139,8 @@ def test_redrive_applies_a_models_failures_to_it_once_and_to_no_other(
         )
         taken += len(claimed.entries)
     assert taken == 5
-    # 3. The erased client: some of its failures re-driven (pending), some still dead letters.
+    # 3. The erased client: some of its failures re-driven (pending), some still dead letters;
+    # its scrub waits (no worker runs here).
     loop.run(erasure.erase(links.fast, deployment, [ERASED]))
     # 4. The command repeated (twice): each remaining dead letter re-driven once.
     done = cli(loop, "dead", "redrive", "--model", "flaky", "--reason", "model_error")
@@ -161,7 +164,10 @@ def test_redrive_applies_a_models_failures_to_it_once_and_to_no_other(
         assert others == {
             k: v for k, v in results_before[cid].items() if not k.startswith(b"flaky")
         }
+    # the erased client's scrub had not run: its re-driven entries were dropped all the same
     assert not sync_redis.exists(Keys().result(shard_of(ERASED, settings.shards), ERASED))
+    # 6. The scrub runs: no entry of the erased client is left anywhere.
+    loop.run(erasure.Scrubber(links.fast, deployment, "test").drain())
     for key in sync_redis.scan_iter():
         if sync_redis.type(key) == b"stream":
             for _, fields in sync_redis.xrange(key):
@@ -238,13 +244,15 @@ KILL_EVENTS_PER_CLIENT = 10
 KILL_GOOD_CLIENTS = 40
 
 
-def redrive_process(loop: Loop, *extra: str) -> list[str]:
-    """The command line of a real `genderd dead redrive --model flaky` process (paced)."""
+def redrive_process(loop: Loop, *extra: str, hold: str | None = None) -> list[str]:
+    """The command line of a real `genderd dead redrive --model flaky` process (paced;
+    ``hold``: paced_redrive's --hold-after=N)."""
     s = loop.settings
     return [
         sys.executable,
         "-m",
         "tests.support.paced_redrive",
+        *([hold] if hold else []),
         "--redis-url",
         s.redis_url or "",
         "dead",
@@ -273,7 +281,7 @@ def dead_total(sync_redis: redis.Redis, settings: Settings) -> int:
 
 @pytest.mark.slow
 def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
-    flaky_loop: Loop, sync_redis: redis.Redis
+    flaky_loop: Loop, sync_redis: redis.Redis, tmp_path: Path
 ) -> None:
     """kill -9 of a real `dead redrive --model flaky` part-way through thousands of dead
     letters, then the command again, then flaky's workers: each entry applied once by flaky and
@@ -308,23 +316,28 @@ def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
     }
     Flaky.fixed = True
 
-    # 1. a real re-drive, killed -9 once it has moved some pages and not all
-    process = subprocess.Popen(
-        redrive_process(loop),
-        env=redrive_env(loop),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # 1. a real re-drive, killed -9 once it has moved some pages and not all (held there)
+    said = tmp_path / "redrive.out"
+    hold = f"{paced_redrive.HOLD_FLAG}{failed // deadletters.REDRIVE_PAGE // 2}"
+    with said.open("wb") as out:
+        process = subprocess.Popen(
+            redrive_process(loop, hold=hold),
+            env=redrive_env(loop),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + KILL_WAIT_S
-        while dead_total(sync_redis, settings) > failed // 2:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the re-drive moved nothing"
-            time.sleep(0.01)
+        while paced_redrive.HELD not in said.read_text():
+            assert process.poll() is None, said.read_text()
+            assert time.monotonic() < deadline, "the re-drive was not held part-way"
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
     finally:
-        process.communicate(timeout=KILL_WAIT_S)
+        if process.poll() is None:
+            process.kill()
+        process.wait(KILL_WAIT_S)
     assert process.returncode == -signal.SIGKILL
     left = dead_total(sync_redis, settings)
     assert 0 < left < failed  # part-way
@@ -366,3 +379,104 @@ def test_a_redrive_killed_mid_way_and_repeated_applies_each_entry_once(
     shown = cli(loop, "status", "--json")
     assert shown.exit_code == 0, shown.output
     assert {m["model"]: m["dead"] for m in json.loads(shown.output)} == dict.fromkeys(status, 0)
+
+
+def dead_letter(sync_redis: redis.Redis, settings: Settings, cid: str, model: str) -> str:
+    """An event of ``cid`` in its shard's stream and ``model``'s dead letter of it; its id."""
+    keys = Keys(settings.prefix)
+    shard = shard_of(cid, settings.shards)
+    entry = sync_redis.xadd(keys.stream(shard), {"cid": cid, "gender": "male"}).decode()
+    fields = {"cid": cid, "gender": "male", "_id": entry, "_model": model}
+    sync_redis.xadd(keys.dead(shard), {**fields, "_reason": "model_error", "_detail": "x"})
+    sync_redis.hincrby(keys.stats(shard), f"{model}:dead", 1)
+    return entry
+
+
+def two_shards(settings: Settings) -> tuple[str, str]:
+    """Two client ids of different shards."""
+    first = "bad-a"
+    second = next(
+        f"bad-{n}"
+        for n in range(1_000)
+        if shard_of(f"bad-{n}", settings.shards) != shard_of(first, settings.shards)
+    )
+    return first, second
+
+
+def test_redrive_model_leaves_the_dead_letters_of_a_shard_without_its_group(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    """A shard where the model has no consumer group (never started there, or its group
+    deleted): its dead letters stay, said in one line, and the other shards' are re-driven."""
+    loop, settings = flaky_loop, flaky_loop.settings
+    keys = Keys(settings.prefix)
+    with_group, without = two_shards(settings)
+    moved = dead_letter(sync_redis, settings, with_group, "flaky")
+    kept = dead_letter(sync_redis, settings, without, "flaky")
+    stream = keys.stream(shard_of(with_group, settings.shards))
+    loop.run(streams.ensure_group(loop.client, stream, "flaky"))
+    result = cli(loop, "dead", "redrive", "--model", "flaky")
+    assert result.exit_code == 1, result.output
+    assert "re-drove 1 dead letters of flaky" in result.output
+    shard = shard_of(without, settings.shards)
+    assert f"left {kept}: flaky has no consumer group on shard {shard}" in result.output
+    assert "Traceback" not in result.output
+    assert sync_redis.xlen(keys.dead(shard)) == 1
+    pending = sync_redis.xpending_range(stream, "flaky", "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [moved]
+
+
+def test_redrive_model_refuses_while_a_replay_of_the_model_runs(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    """A replay re-applies the model's retained entries, its dead letters' included: a re-drive
+    meanwhile is refused, nothing moved; an interrupted replay's marker refuses it too."""
+    loop, settings = flaky_loop, flaky_loop.settings
+    keys = Keys(settings.prefix)
+    cid = "bad-replayed"
+    dead_letter(sync_redis, settings, cid, "flaky")
+    loop.run(
+        streams.ensure_group(loop.client, keys.stream(shard_of(cid, settings.shards)), "flaky")
+    )
+    sync_redis.set(keys.pause("flaky"), "host-1-2", px=60_000)
+    result = cli(loop, "dead", "redrive", "--model", "flaky")
+    assert result.exit_code == 1
+    assert "a replay of flaky is running (host-1-2)" in result.output
+    assert sync_redis.xlen(keys.dead(shard_of(cid, settings.shards))) == 1
+    sync_redis.delete(keys.pause("flaky"))
+    sync_redis.set(keys.rebuilding("flaky"), "host-1-2")
+    result = cli(loop, "dead", "redrive", "--model", "flaky", "--dry-run")
+    assert result.exit_code == 1
+    assert "genderd replay --model flaky" in result.output
+    sync_redis.delete(keys.rebuilding("flaky"))
+    assert "re-drove 1 dead letters" in cli(loop, "dead", "redrive", "--model", "flaky").output
+    # another model's replay does not hold this one back
+    sync_redis.set(keys.pause("top"), "host-1-2", px=60_000)
+    assert cli(loop, "dead", "redrive", "--model", "flaky").exit_code == 0
+
+
+def test_redrive_model_takes_an_alias_and_refuses_a_name_that_is_no_model(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    loop, settings = flaky_loop, flaky_loop.settings
+    keys = Keys(settings.prefix)
+    cid = "bad-aliased"
+    dead_letter(sync_redis, settings, cid, "top")
+    loop.run(streams.ensure_group(loop.client, keys.stream(shard_of(cid, settings.shards)), "top"))
+    result = cli(loop, "dead", "redrive", "--model", "model2")  # top's alias
+    assert result.exit_code == 0, result.output
+    assert "re-drove 1 dead letters of top to top only" in result.output
+    typo = cli(loop, "dead", "redrive", "--model", "topp")
+    assert typo.exit_code == 2
+    assert len(typo.output.strip().splitlines()) == 1, typo.output
+    assert "unknown model 'topp'" in typo.output
+    assert "flaky" in typo.output and "top7d" in typo.output  # the known models
+    # a model this process has not loaded, named by its recorded alias
+    other = catalog.ModelRecord("theirs", "python", aliases=("mine",))
+    sync_redis.hset(keys.models, "theirs", other.to_json())
+    dead_letter(sync_redis, settings, cid, "theirs")
+    stream = keys.stream(shard_of(cid, settings.shards))
+    loop.run(streams.ensure_group(loop.client, stream, "theirs"))
+    result = cli(loop, "dead", "redrive", "--model", "mine")
+    assert result.exit_code == 0, result.output
+    assert "re-drove 1 dead letters of theirs to theirs only" in result.output

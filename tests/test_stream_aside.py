@@ -96,10 +96,15 @@ def test_the_documented_recovery_applies_new_events_of_a_client_erased_meanwhile
     assert aio.run(status.collect(aio.client, deployment))[0].lag == 0
 
     # an erasure afterwards also removes the client's entries from the stream set aside
-    assert cli(redis_url, settings, "erase", kept).exit_code == 0
+    assert cli(redis_url, settings, "erase", "--wait", kept).exit_code == 0
     for key in (stream, KEYS.stream_aside(shard)):
         assert all(f[b"cid"] != kept.encode() for _, f in sync_redis.xrange(key))
     assert sync_redis.xlen(KEYS.stream_aside(shard)) == 2  # the two of `later`
+    # the scrub of the first erasure (pending through the set-aside, its cutoff an id of the
+    # old stream) ran too, and kept the client's new entry: written after its erasure
+    assert [f[b"gender"] for _, f in sync_redis.xrange(stream) if f[b"cid"] == erased.encode()] == [
+        b"male"
+    ]
     # ... and the new marker is an id of the new stream: kept's next event applies
     with make_producer(sync_redis, settings, clock=clock) as producer:
         producer.send(kept, "male", clock.now_ms - 1)
@@ -118,3 +123,33 @@ def test_set_aside_refuses_a_stream_that_is_not_ahead(
     refused = cli(redis_url, settings, "stream", "set-aside", str(shard))
     assert refused.exit_code == 2 and "not ahead of the clock" in refused.output
     assert sync_redis.xlen(KEYS.stream(shard)) == 1
+
+
+def test_set_aside_refuses_while_a_model_has_no_group_on_the_shard(
+    aio: Loop, sync_redis: redis.Redis, redis_url: str
+) -> None:
+    """Issue 27, finding 13: a model the deployment records, or has a group of on another
+    shard, with no group on this shard would never see the entries set aside."""
+    settings, clock = aio.settings, FakeClock(wall_clock_ms())
+    shard = shard_of("C1", settings.shards)
+    with make_producer(sync_redis, settings, clock=clock) as producer:
+        producer.send("C1", "male", clock.now_ms - 30)
+    sync_redis.execute_command(
+        "XADD", KEYS.stream(shard), FUTURE, "cid", "C1", "gender", "male", "ts", clock.now_ms
+    )
+    drain(aio.loop, aio.client, settings, clock)  # every model's group: lag and pending 0
+    ghost = {"kind": "python", "cls": "mine.Ghost", "shape": {"state": True}}
+    sync_redis.hset(KEYS.models, "ghost", json.dumps(ghost))  # its workers never ran here
+    elsewhere = KEYS.stream((shard + 1) % settings.shards)
+    sync_redis.xgroup_create(elsewhere, "legacy", id="$", mkstream=True)
+
+    refused = cli(redis_url, settings, "stream", "set-aside", str(shard))
+    assert refused.exit_code == 1
+    assert f"models ghost, legacy have no group on shard {shard}: the 2 entries" in (refused.output)
+    assert not sync_redis.exists(KEYS.stream_aside(shard))  # nothing was done
+
+    for name in ("ghost", "legacy"):
+        assert cli(redis_url, settings, "models", "retire", name).exit_code == 0
+    done = cli(redis_url, settings, "stream", "set-aside", str(shard))
+    assert done.exit_code == 0, done.output
+    assert sync_redis.exists(KEYS.stream_aside(shard))

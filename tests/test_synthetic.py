@@ -178,3 +178,37 @@ def test_live_traffic_comes_in_bursts_per_client() -> None:
     # session about 1,000 sessions (some 4,000 events) later
     short = sum(gap < 500 for gap in gaps) / len(gaps)
     assert 0.6 < short < 0.85
+
+
+def test_an_anchored_shopper_moves_at_the_same_times_relative_to_the_anchor() -> None:
+    """Issue 28: the demo's history and live traffic are anchored at the start of the day, so
+    that a drifting shopper's moves (and so the history) are the same whatever the day."""
+    anchor = NOW_MS - NOW_MS % MS_PER_DAY
+    for days in (1, 3, 10, 17):
+        later = anchor + days * MS_PER_DAY
+        for n in range(1, 200):
+            s, t = shopper(n, GENDERS, 5, anchor), shopper(n, GENDERS, 5, later)
+            assert (s.kind, t.kind) == (shopper(n, GENDERS, 5).kind,) * 2
+            if s.kind != "drifting":
+                assert s == t
+                continue
+            assert s.last_switch_ms(anchor) - anchor == t.last_switch_ms(later) - later
+            for offset in (-9 * MS_PER_DAY, -MS_PER_DAY, 0, 3 * MS_PER_DAY):
+                assert s.department_at(anchor + offset) == t.department_at(later + offset)
+
+
+def test_anchored_live_traffic_drifts_as_the_anchored_history_does() -> None:
+    anchor = NOW_MS - NOW_MS % MS_PER_DAY
+    history = list(synthetic(20_000, 200, GENDERS, days=10, seed=6, anchor_ms=anchor))
+    assert all(anchor - 10 * MS_PER_DAY <= e["ts"] < anchor for e in history)
+    clock = FakeClock(anchor + MS_PER_DAY // 2)
+    live = list(synthetic(20_000, 200, GENDERS, seed=6, clock=clock, anchor_ms=anchor))
+    # both follow the same anchored shoppers: 80% of a drifting shopper's views in its
+    # department at the view's time (the history's ts, the live traffic's clock)
+    for events, at in ((history, None), (live, clock.now_ms)):
+        hits: Counter[bool] = Counter()
+        for event in events:
+            s = shopper(int(event["cid"][1:]), GENDERS, 6, anchor)
+            if s.kind == "drifting":
+                hits[event["gender"] == s.department_at(event["ts"] if at is None else at)] += 1
+        assert 0.77 < hits[True] / hits.total() < 0.83, hits

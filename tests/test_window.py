@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -12,7 +13,7 @@ from genderd.keys import Keys, shard_of
 
 from .support import oracle, scenario
 from .support.factories import make_reader, make_worker
-from .support.runtime import FakeClock, Loop
+from .support.runtime import PROPERTY_TIMEOUT_S, FakeClock, Loop
 
 HOUR = 3_600_000
 AHEAD = 4 * 60_000  # within the default max_future (5 min)
@@ -135,6 +136,7 @@ def test_stored_answer_is_served_while_valid(
     assert first is not None and first.as_of == clock.now_ms  # cache hit: computed by the worker
 
 
+@pytest.mark.timeout(PROPERTY_TIMEOUT_S)
 @hsettings(
     max_examples=60,
     deadline=None,

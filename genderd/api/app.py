@@ -25,8 +25,10 @@ from redis.exceptions import RedisError
 
 from genderd import __version__, discovery
 from genderd.api import docs, erase, ingest, lookups, ops
+from genderd.api.champion import ChampionKeeper
 from genderd.api.inputs import ClientGoneError
 from genderd.api.metrics import HttpMetrics
+from genderd.api.parent import following_parent
 from genderd.api.responses import JSON, ApiError
 from genderd.api.schemas import BadEvents, EventBatch, EventIn, LookupRequest
 from genderd.api.state import Api
@@ -49,18 +51,23 @@ def create_app(
     if problem:
         raise ConfigurationError(problem)
     api = Api(settings, clock)
+    keeper = ChampionKeeper(api)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await api.start()
-        # Everything loaded so far (FastAPI, pydantic, the models) lives as long as the process:
-        # keep it out of the cyclic GC, whose full collections over it stalled requests for
-        # ~50 ms several times a second under load (p99 62 ms -> 14 ms in the API benchmark).
-        gc.freeze()
-        try:
-            yield
-        finally:
-            await api.stop()
+        async with following_parent():  # a worker process of `serve` stops when serve dies
+            await api.start()
+            keeper.start()
+            # Everything loaded so far (FastAPI, pydantic, the models) lives as long as the
+            # process: keep it out of the cyclic GC, whose full collections over it stalled
+            # requests for ~50 ms several times a second under load (p99 62 ms -> 14 ms in the
+            # API benchmark).
+            gc.freeze()
+            try:
+                yield
+            finally:
+                await keeper.stop()
+                await api.stop()
 
     app = FastAPI(
         title="genderd",
@@ -75,6 +82,7 @@ def create_app(
         **_telemetry_off(),
     )
     app.state.api = api
+    app.state.champion = keeper
     _install_handlers(app)
     # on the app's own router, not include_router: see genderd.api.lookups
     lookups.install(app.router, api)

@@ -99,7 +99,8 @@ def install(router: APIRouter) -> None:
                 "model": BadEvents,
                 "description": "every bad event; or (FastAPI's layout, loc [header, "
                 "Idempotency-Key]) a bad Idempotency-Key or one used for another body; "
-                "nothing was written",
+                "nothing was written (unless a shard had lost its record of the key: then "
+                "the message says how many events were)",
             },
             503: UNAVAILABLE,
         },

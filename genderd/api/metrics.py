@@ -20,12 +20,15 @@ counters never go down when a worker dies and is replaced.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,13 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 
-from genderd.erasure import Erased
+from genderd.erasure import Erasure
 from genderd.status import ModelStatus
+
+if sys.platform != "win32":
+    import fcntl
+
+log = logging.getLogger(__name__)
 
 # Lookups take well under a millisecond of server time; buckets resolve that range.
 LATENCY_BUCKETS_S = (
@@ -70,10 +78,11 @@ LATENCY_BUCKETS_S = (
 
 
 class PipelineCollector(Collector):
-    """Exports the last snapshot of the pipeline's per-model status."""
+    """Exports the last snapshot of the pipeline's per-model status, and the champion."""
 
     def __init__(self) -> None:
         self.snapshot: Sequence[ModelStatus] = ()
+        self.champion: ChampionSnapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
         applied = CounterMetricFamily(
@@ -102,6 +111,59 @@ class PipelineCollector(Collector):
             pending.add_metric([model.name], model.pending)
             stalled.add_metric([model.name], int(model.stalled))
         yield from (applied, dead, lag, pending, stalled)
+        yield from self._grading()
+
+    def _grading(self) -> Iterator[Metric]:
+        """Live grading (SPEC §14): all-time grades per model, and the champion."""
+        graded = CounterMetricFamily(
+            "genderd_graded_events",
+            "Events graded live: applied within the delay limit, per model",
+            labels=["model"],
+        )
+        predicted = CounterMetricFamily(
+            "genderd_predicted_events",
+            "Graded events the model had an answer for just before, per model",
+            labels=["model"],
+        )
+        correct = CounterMetricFamily(
+            "genderd_correct_predictions",
+            "Graded events whose answer just before was the event's gender, per model",
+            labels=["model"],
+        )
+        for model in self.snapshot:
+            events, answered, right = model.graded
+            graded.add_metric([model.name], events)
+            predicted.add_metric([model.name], answered)
+            correct.add_metric([model.name], right)
+        yield from (graded, predicted, correct)
+        champion = self.champion
+        if champion is None:
+            return
+        leader = GaugeMetricFamily(
+            "genderd_champion", "1 for the champion of live grading", labels=["model"]
+        )
+        behind = GaugeMetricFamily(
+            "genderd_champion_behind",
+            "1 for a model the champion was significantly behind at the last check",
+            labels=["model"],
+        )
+        changes = CounterMetricFamily(
+            "genderd_champion_changes", "Champion changes recorded (evidence, pins, unpins)"
+        )
+        for model in self.snapshot:
+            leader.add_metric([model.name], int(model.name == champion.model))
+            behind.add_metric([model.name], int(model.name == champion.behind))
+        changes.add_metric([], champion.changes)
+        yield from (leader, behind, changes)
+
+
+@dataclass(frozen=True)
+class ChampionSnapshot:
+    """What /metrics says of the champion: who, which model it is behind, how many changes."""
+
+    model: str
+    behind: str | None
+    changes: int
 
 
 # Request durations: from a fraction of a millisecond (lookups) to the body timeout.
@@ -116,6 +178,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name, read at its import
+METRICS_DIR_PREFIX = "genderd-metrics-"  # the shared directories `serve` makes in TMPDIR
+OWNER_FILE = "serve.pid"  # in such a directory: the pid of the `serve` that holds its lock
 REQUESTS = "genderd_http_requests"
 REQUESTS_HELP = "HTTP requests answered, per route template, method and status"
 DURATIONS = "genderd_http_request_duration_seconds"
@@ -140,11 +204,19 @@ def multiprocess_dir() -> Path | None:
 def shared_metrics(processes: int) -> Iterator[Path | None]:
     """With more than one API process: a fresh metrics directory, named in this process's
     environment (which uvicorn's worker processes inherit before they import
-    prometheus_client) and removed with everything in it on the way out. Else None."""
+    prometheus_client) and removed with everything in it on the way out. Else None.
+
+    The directory is locked for as long as this process lives, and the directories of
+    `serve` processes that were killed before they could remove theirs are removed first
+    (:func:`remove_stale_metrics`)."""
     if processes <= 1:
         yield None
         return
-    directory = Path(tempfile.mkdtemp(prefix="genderd-metrics-"))
+    temporary = Path(tempfile.gettempdir())
+    remove_stale_metrics(temporary)
+    directory = Path(tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX, dir=temporary))
+    lock = _lock(directory)
+    (directory / OWNER_FILE).write_text(f"{os.getpid()}\n")  # after the lock: see below
     previous = os.environ.get(MULTIPROCESS_ENV)
     os.environ[MULTIPROCESS_ENV] = str(directory)
     try:
@@ -155,6 +227,46 @@ def shared_metrics(processes: int) -> Iterator[Path | None]:
         else:
             os.environ[MULTIPROCESS_ENV] = previous
         shutil.rmtree(directory, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+
+
+def remove_stale_metrics(temporary: Path) -> list[Path]:
+    """Remove the metrics directories under ``temporary`` that no live `serve` holds: those of
+    this user with an :data:`OWNER_FILE` (written once the directory was locked, so that one
+    being set up is never taken for stale) whose lock nobody holds. The lock is gone with the
+    process that took it, however it ended. Returns the directories removed."""
+    removed: list[Path] = []
+    if sys.platform == "win32":  # no advisory locks: a dead serve's directory cannot be told
+        return removed
+    for candidate in sorted(temporary.glob(f"{METRICS_DIR_PREFIX}*")):
+        try:
+            if candidate.stat().st_uid != os.getuid() or not (candidate / OWNER_FILE).is_file():
+                continue
+            held = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live serve holds it
+        else:
+            log.info("removing %s, the metrics directory of a serve that is gone", candidate)
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        finally:
+            os.close(held)
+    return removed
+
+
+def _lock(directory: Path) -> int | None:
+    """An exclusive lock on ``directory``, held until the returned descriptor is closed (or
+    this process ends); None where there are no advisory locks."""
+    if sys.platform == "win32":
+        return None
+    held = os.open(directory, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return held
 
 
 class HttpFiles:
@@ -366,7 +478,8 @@ class Metrics:
         )
         self.erased_items = Counter(
             "genderd_erased",
-            "What erasures removed: keys, stream entries and dead letters",
+            "What those erasures deleted before answering: the clients' keys (kind=keys); "
+            "their stream entries and dead letters are scrubbed afterwards",
             ["kind"],
             registry=own,
         )
@@ -384,11 +497,10 @@ class Metrics:
             # Removes only "live" gauges' files (genderd has none): counts stay.
             mark_process_dead(os.getpid(), str(self.multiprocess))  # type: ignore[no-untyped-call]
 
-    def erased(self, done: Erased) -> None:
-        """Count one erasure (never its client id: see SPEC 9)."""
-        self.erasures.inc()
-        for kind, n in done.as_dict().items():
-            self.erased_items.labels(kind).inc(n)
+    def erased(self, done: Erasure) -> None:
+        """Count an erasure's clients and keys (never a client id: see SPEC 9)."""
+        self.erasures.inc(len(done.clients))
+        self.erased_items.labels("keys").inc(done.keys)
 
     def lookup_time(self, endpoint: str) -> Histogram:
         """The lookup histogram of one endpoint (children cached: ``labels()`` takes a lock)."""
@@ -397,6 +509,9 @@ class Metrics:
             child = self._lookup_children[endpoint] = self.lookup_seconds.labels(endpoint)
         return child
 
-    def render(self, snapshot: Sequence[ModelStatus]) -> bytes:
+    def render(
+        self, snapshot: Sequence[ModelStatus], champion: ChampionSnapshot | None = None
+    ) -> bytes:
         self.pipeline.snapshot = snapshot
+        self.pipeline.champion = champion
         return generate_latest(self.registry)

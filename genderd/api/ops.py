@@ -12,21 +12,39 @@ from fastapi.responses import Response
 
 from genderd import catalog, status
 from genderd.api.lookups import READ_TOKEN, UNAVAILABLE
-from genderd.api.responses import JSON, RawRoute
-from genderd.api.schemas import ModelsResponse
+from genderd.api.responses import JSON, RawRoute, invalid
+from genderd.api.schemas import ModelsResponse, ValidationProblem
 from genderd.api.state import api_of
+from genderd.grading.live import DEFAULT_WINDOW_S, parse_window
+from genderd.grading.view import champion_of, grading_of, live_view
 from genderd.transport import RedisUnavailableError, translate
 from genderd.transport.unavailable import RETRY_AFTER_S
+
+
+def _window(request: Request) -> int:
+    """The ``window`` query parameter (``24h``, ``7d``; 1h to 30d) as seconds, or a 422."""
+    given = request.query_params.get("window")
+    if given is None:
+        return DEFAULT_WINDOW_S
+    try:
+        return parse_window(given)
+    except ValueError as error:
+        raise invalid(["query", "window"], str(error), "bad_window") from None
 
 
 async def models(request: Request) -> Response:
     api = api_of(request)
     api.check_token(request, api.settings.read_token)
+    window_s = _window(request)
     deployment = await api.deployment()
-    rows = await status.collect(api.connected().client, deployment)
-    api.records = await catalog.read(api.connected().fast, deployment)
+    links = api.connected()
+    rows = await status.collect(links.client, deployment)
+    api.records = await catalog.read(links.fast, deployment)
+    view = await live_view(links, deployment, window_s, api.clock())
+    grading = {g.model: grading_of(g, window_s) for g in view.grades.models}
     return JSON(
         {
+            "champion": champion_of(view),
             "models": [
                 {
                     "name": r.name,
@@ -37,16 +55,28 @@ async def models(request: Request) -> Response:
                     "not_served": r.not_served,
                     "kind": r.kind,
                     "off": r.off,
+                    "unreadable_record": r.unreadable or None,
                     "lag": r.lag,
                     "pending": r.pending,
                     "dead": r.dead,
                     "applied": r.applied,
                     "stalled": r.stalled,
+                    "grading": grading.get(r.name),
                 }
                 for r in rows
-            ]
+            ],
         }
     )
+
+
+WINDOW = {
+    "name": "window",
+    "in": "query",
+    "required": False,
+    "description": "how far back the live grades go: hours or days, 1h to 30d",
+    "schema": {"type": "string", "default": "24h"},
+    "example": "7d",
+}
 
 
 async def healthz(request: Request) -> Response:
@@ -54,8 +84,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when Redis answers and has the scripts; else 503 saying what it sees (the server's
-    state and the error: a master down, a cluster failing over, a replica asked to write)."""
+    """200 when Redis answers and has the scripts; else 503 saying what it sees: the server's
+    state, and to a caller that may read (the read token, when one is set) the error itself
+    (a master down, a cluster failing over, a replica asked to write), which can name the
+    Redis server's address."""
     api = api_of(request)
     try:
         reader = await api.reader()
@@ -65,11 +97,16 @@ async def readyz(request: Request) -> Response:
         error = translate(raised)
         if not isinstance(error, RedisUnavailableError):
             raise
+        reason = (
+            str(error)
+            if api.has_token(request, api.settings.read_token)
+            else f"Redis is {error.state} (the error itself with the read token)"
+        )
         return JSON(
             {
                 "status": "unavailable",
                 "detail": f"Redis is {error.state}; retry shortly",
-                "reason": str(error),
+                "reason": reason,
             },
             503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
@@ -86,7 +123,8 @@ async def metrics(request: Request) -> Response:
             raise
         snapshot = []
     return Response(
-        api.metrics.render(snapshot), media_type="text/plain; version=0.0.4; charset=utf-8"
+        api.metrics.render(snapshot, api.champion_snapshot()),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )
 
 
@@ -97,8 +135,13 @@ def install(router: APIRouter) -> None:
         models,
         methods=["GET"],
         response_model=ModelsResponse,
-        responses={401: READ_TOKEN, 503: UNAVAILABLE},
-        summary="Models with lag, pending and dead-letter counts",
+        responses={
+            401: READ_TOKEN,
+            422: {"model": ValidationProblem, "description": "a bad window"},
+            503: UNAVAILABLE,
+        },
+        summary="Models with lag, pending, dead letters and live grades; the champion",
+        openapi_extra={"parameters": [WINDOW]},
     )
     router.add_api_route(
         "/healthz",

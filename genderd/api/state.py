@@ -12,11 +12,12 @@ from fastapi import Request
 from redis.exceptions import ResponseError
 
 from genderd import catalog, status
-from genderd.api.metrics import Metrics, multiprocess_dir
+from genderd.api.metrics import ChampionSnapshot, Metrics, multiprocess_dir
 from genderd.api.responses import ApiError, invalid
 from genderd.clock import Clock, wall_clock_ms
 from genderd.deployment import Deployment, open_deployment
 from genderd.events import cid_problem
+from genderd.grading.champion import Champion
 from genderd.models.base import Model, ResultHash
 from genderd.models.registry import UnknownModelError
 from genderd.reader import Reader
@@ -43,6 +44,10 @@ class Api:
         # names are checked, 422, while Redis is down), then the opened deployment's, built
         # for the oldest data layout it holds (see _serve).
         self.configured = Deployment.build(settings, clock)
+        for problem in self.configured.registry.broken.values():
+            log.warning("%s; the API goes on without that model", problem)
+        #: the champion as last read (genderd.api.champion), None before the first read
+        self.champion: Champion | None = None
         self._serve(self.configured)
         self.metrics = Metrics(multiprocess_dir())
         self.links: Links | None = None
@@ -105,6 +110,31 @@ class Api:
         self.serving = deployment
         self.default_model = deployment.registry.default(self.settings)
         self.models = list(deployment.registry)
+        if self.champion is not None:
+            self.follow(self.champion)
+
+    def champion_snapshot(self) -> ChampionSnapshot | None:
+        """The champion as /metrics shows it (None before the first read)."""
+        current = self.champion
+        if current is None:
+            return None
+        return ChampionSnapshot(current.model, current.behind, current.changes)
+
+    def follow(self, current: Champion) -> None:
+        """Remember the champion; with ``GENDERD_DEFAULT_MODEL=best``, answer lookups that
+        name no model from it (from the start model while it is not served here)."""
+        self.champion = current
+        if not self.settings.serves_best:
+            return
+        try:
+            self.default_model = self.serving.model(current.model)
+        except UnknownModelError:
+            log.warning(
+                "champion %s is not served by this process: answering from %s",
+                current.model,
+                self.settings.champion_start,
+            )
+            self.default_model = self.serving.registry.default(self.settings)
 
     async def reader(self) -> Reader:
         if self._reader is None:
@@ -120,7 +150,7 @@ class Api:
             return self.serving.model(name)
         except UnknownModelError as error:
             found = None if error.left_out else catalog.find(self.records, name)
-            if found is not None or error.left_out is not None:
+            if found is not None or error.left_out is not None or error.broken is not None:
                 why = str(error) if found is None else catalog.not_served(self.serving, found)
                 raise invalid(list(location), why, "model_not_served") from None
             raise invalid(list(location), str(error), "unknown_model") from None
@@ -134,14 +164,19 @@ class Api:
             raise invalid(location, problem, "bad_cid")
 
     @staticmethod
-    def check_token(request: Request, token: str | None) -> None:
+    def has_token(request: Request, token: str | None) -> bool:
+        """Whether ``request`` may pass a guard of ``token`` (any request when it is None)."""
         if token is None:
-            return
+            return True
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
+        return scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), token.encode()
-        ):
+        )
+
+    @classmethod
+    def check_token(cls, request: Request, token: str | None) -> None:
+        if not cls.has_token(request, token):
             raise ApiError(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
 
     async def model_status(self) -> list[ModelStatus]:

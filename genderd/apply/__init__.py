@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from genderd.clock import client_expiry_ms
 from genderd.events import Event
+
+if TYPE_CHECKING:
+    from genderd.grading.plan import Grading
 
 #: events a model failed on, each with a one-line detail: dead-lettered (``model_error``)
 ModelErrors = list[tuple[Event, str]]
@@ -32,6 +35,9 @@ class Outcome:
     dead: int = 0
     failed: int = 0  # left pending after a script error; reclaimed and retried later
     erased: int = 0  # acknowledged unapplied: their client was erased after they were written
+    graded: int = 0  # applied and graded (SPEC §14): predicted before it was applied
+    predicted: int = 0  # graded with an answer from the model
+    correct: int = 0  # graded with the right answer
     reasons: dict[str, int] = field(default_factory=dict)  # dead-letter reason -> entries
     # the events the calls acknowledged (applied, or found applied by a stale twin): what
     # event-to-answer latency is measured from. Per batch: the worker hands them to its
@@ -48,6 +54,9 @@ class Outcome:
         self.dead += other.dead
         self.failed += other.failed
         self.erased += other.erased
+        self.graded += other.graded
+        self.predicted += other.predicted
+        self.correct += other.correct
         for reason, n in other.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + n
         self.done += other.done
@@ -59,10 +68,17 @@ class Applier(Protocol):
     one atomic call."""
 
     async def apply(
-        self, shard: int, events: Sequence[Event], now: int
+        self,
+        shard: int,
+        events: Sequence[Event],
+        now: int,
+        grading: Grading | None = None,
+        reclaimed: bool = False,
     ) -> tuple[Outcome, ModelErrors]:
-        """Apply ``events`` (valid, of ``shard``) at processing time ``now``: what it did, and
-        the events the model failed on (still pending: the caller dead-letters them)."""
+        """Apply ``events`` (valid, of ``shard``) at processing time ``now``, grading them as
+        ``grading`` says (None: not at all; ``reclaimed``: entries taken over from other
+        consumers): what it did, and the events the model failed on (still pending: the
+        caller dead-letters them)."""
         ...
 
 

@@ -1,5 +1,8 @@
 """Applying a batch with the model's Lua apply script on the shared batch frame
-(``_frame.lua``): one script call per batch, every client's keys and entries in it."""
+(``_frame.lua``): one script call per batch, every client's keys and entries in it, and the
+batch's grades (SPEC §14) in the same call. A client the model cannot grade from what it read
+(``top7d`` whose stored counters are of another day) is deferred by the frame and applied by a
+second call with the keys the model asks for (:meth:`~genderd.models.base.Model.grading_keys`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from redis.exceptions import ResponseError
 
 from genderd.apply import ModelErrors, Outcome, expiry_arg
 from genderd.events import Event, by_client, text
+from genderd.grading.plan import NO_BLOCK, Block, Grading
 from genderd.keys import digest
 from genderd.streams import parse_id
 
@@ -18,6 +22,9 @@ if TYPE_CHECKING:
     from genderd.deployment import Deployment
     from genderd.models.base import Model
     from genderd.transport import Transport
+
+#: the frame's reply before its variable parts: applied, erased, graded, predicted, correct, D
+_REPLY_HEAD = 6
 
 log = logging.getLogger(__name__)
 
@@ -34,54 +41,116 @@ class LuaApplier:
         self._sentinels: dict[int, str] = {}
 
     async def apply(
-        self, shard: int, events: Sequence[Event], now: int
+        self,
+        shard: int,
+        events: Sequence[Event],
+        now: int,
+        grading: Grading | None = None,
+        reclaimed: bool = False,
     ) -> tuple[Outcome, ModelErrors]:
         """One call for ``events``; when the script fails (one entry spoiled the batch), one
         call per event so that the others go through: the failing entry stays pending and is
         dead-lettered after max_deliveries attempts."""
+        if not self.model.grades:
+            grading = None
         try:
-            return await self._call(shard, events, now), []
+            return await self._call(shard, events, now, grading, reclaimed), []
         except ResponseError:
             if len(events) == 1:
                 log.exception("%s: applying entry %s failed", self.model.name, events[0].id)
                 return Outcome(failed=1), []
         outcome = Outcome()
         for event in events:
-            outcome += (await self.apply(shard, [event], now))[0]
+            outcome += (await self.apply(shard, [event], now, grading, reclaimed))[0]
         return outcome, []
 
-    async def _call(self, shard: int, events: Sequence[Event], now: int) -> Outcome:
-        """One call of the model's apply script for ``events``, grouped per client (the
-        batch frame's contract in ``_frame.lua``): each client's keys once, then its entries.
-        A client with an entry written before the shard's latest erasure also gets its
-        erasure marker; when the shard's erasure sentinel has moved since it was last read,
-        the frame does nothing and says so, and the call is made again."""
+    async def _call(
+        self,
+        shard: int,
+        events: Sequence[Event],
+        now: int,
+        grading: Grading | None,
+        reclaimed: bool,
+    ) -> Outcome:
+        """The model's apply script for ``events``, grouped per client: one call, and one
+        more for the clients the frame deferred (their grading needs the model's extra keys)."""
         per_client = by_client(events)
+        block = (
+            NO_BLOCK if grading is None else grading.call(shard, self.model.name, events, reclaimed)
+        )
+        outcome, deferred = await self._frame(shard, per_client, now, grading, block, False)
+        if deferred:
+            again = {cid: per_client[cid] for cid in deferred}
+            more, left = await self._frame(shard, again, now, grading, block, True)
+            if left:  # the model asked for keys and then did not take them
+                raise RuntimeError(f"{self.model.name}: grading_keys do not satisfy its script")
+            outcome += more
+        return outcome
+
+    async def _frame(
+        self,
+        shard: int,
+        per_client: dict[str, list[Event]],
+        now: int,
+        grading: Grading | None,
+        block: Block,
+        extra: bool,
+    ) -> tuple[Outcome, list[str]]:
+        """One call of the batch frame (its contract is in ``_frame.lua``): each client's keys
+        once, then its entries (with ``extra``: and the keys the model needs to grade). A client
+        with an entry written before the shard's latest erasure also gets its erasure marker;
+        when the shard's erasure sentinel has moved since it was last read, the frame does
+        nothing and says so, and the call is made again. Returns the outcome and the clients
+        the frame deferred."""
         while True:
             known = self._sentinels.get(shard, "")
-            reply = await self._frame_call(shard, per_client, now, known)
+            reply = await self._frame_call(shard, per_client, now, known, grading, block, extra)
             if reply[0] != -1:
                 break
             self._sentinels[shard] = text(reply[1])
-        applied, erased_n, *skipped = reply
+        applied, erased_n, graded, predicted, correct, count = (int(v) for v in reply[:_REPLY_HEAD])
+        cids = list(per_client)
+        deferred = [cids[int(c) - 1] for c in reply[_REPLY_HEAD : _REPLY_HEAD + count]]
+        skipped = reply[_REPLY_HEAD + count :]
         for entry_id in skipped:
             log.error(
                 "%s: entry %s left pending: a key of its client holds a non-hash value",
                 self.model.name,
                 text(entry_id),
             )
-        if skipped:
-            left = {text(i) for i in skipped}
-            done = [e for e in events if e.id not in left]
-        else:
-            done = list(events)
-        return Outcome(applied=int(applied), failed=len(skipped), erased=int(erased_n), done=done)
+        left = {text(i) for i in skipped}
+        later = set(deferred)
+        done = [
+            e
+            for cid, own in per_client.items()
+            if cid not in later
+            for e in own
+            if e.id not in left
+        ]
+        outcome = Outcome(
+            applied=applied,
+            failed=len(skipped),
+            erased=erased_n,
+            graded=graded,
+            predicted=predicted,
+            correct=correct,
+            done=done,
+        )
+        return outcome, deferred
 
     async def _frame_call(
-        self, shard: int, per_client: dict[str, list[Event]], now: int, known: str
+        self,
+        shard: int,
+        per_client: dict[str, list[Event]],
+        now: int,
+        known: str,
+        grading: Grading | None,
+        block: Block,
+        extra: bool,
     ) -> Any:
         model = self.model
         keys = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
+        keys += block.keys
         args: list[str] = [
             model.name,
             str(now),
@@ -91,14 +160,19 @@ class LuaApplier:
         ]
         before = parse_id(known) if known else None
         for cid, own in per_client.items():
+            more = model.grading_keys(shard, cid, own, grading) if extra and grading else []
             if before is not None and any(parse_id(e.id) <= before for e in own):
                 keys.append(self.keys.erased(shard, digest(cid)))
                 args.append(str(-len(own)))
             else:
                 args.append(str(len(own)))
+            if block.grades and grading is not None:
+                args += (grading.group(cid), str(len(more)))
             keys += model.client_keys(shard, cid, own, now)
+            keys += more
             for event in own:
                 args += (event.id, event.gender, str(event.ts))
+        args += block.args
         return await self.transport.call(model.apply_script, keys, args)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from genderd.apply import ModelErrors, Outcome, expiry_arg
 from genderd.apply.model_thread import ModelThread, Overrun, Progress, timeout_detail
 from genderd.events import Event, by_client, text
+from genderd.grading.plan import NO_BLOCK, Block, Grading
 from genderd.keys import digest, result_field
 from genderd.lua import Script
 
@@ -32,10 +33,26 @@ COMMIT_ATTEMPTS = 5  # a Python model's client computed again after a conflictin
 _Computed = tuple["Applied", tuple[list[str], list[str]] | None]
 
 
+#: the commit's reply before its variable parts: applied, erased, graded, predicted, correct,
+#: skipped ids
+_REPLY_HEAD = 6
+
+
+def _graded_args(grading: Grading, cid: str, done: Applied) -> list[str]:
+    """A committed client's grading ARGV (``python_commit.lua``): its group, then each applied
+    event's ts and how the answer before it went (r: right, w: wrong, n: none)."""
+    args = [grading.group(cid)]
+    for event, before in zip(done.applied, done.before, strict=True):
+        outcome = "n" if before is None else "r" if before == event.gender else "w"
+        args += (str(event.ts), outcome)
+    return args
+
+
 @dataclass
 class _Commit:
     """One attempt's commit call: the computed clients, their KEYS and ARGV."""
 
+    block: Block
     args: list[str]
     keys: list[str] = field(default_factory=list)  # erasure marker, result hash per client
     cids: list[str] = field(default_factory=list)  # committed clients, in the order of keys
@@ -54,18 +71,39 @@ class PythonApplier:
         self.consumer = consumer  # the commit claims the entries for it
         self.keys = deployment.keys
         self.client_ttl_days = deployment.settings.client_ttl_days
-        self._read_fields = [model.state_field, model.version_field, result_field(model.name, "ts")]
+        self._read_fields = [
+            model.state_field,
+            model.version_field,
+            result_field(model.name, "ts"),
+            result_field(model.name),  # the stored answer: what the next event is graded on
+        ]
         timeout_s = deployment.settings.model_timeout_ms / 1000
         self.thread: ModelThread[list[_Computed]] = ModelThread(model.name, timeout_s)
 
     async def apply(
-        self, shard: int, events: Sequence[Event], now: int
+        self,
+        shard: int,
+        events: Sequence[Event],
+        now: int,
+        grading: Grading | None = None,
+        reclaimed: bool = False,
     ) -> tuple[Outcome, ModelErrors]:
         """Read, compute and commit ``events``' clients, again for those that conflicted."""
         per_client = by_client(events)
         outcome, errors = Outcome(), []
         for _ in range(COMMIT_ATTEMPTS):
-            commit = await self._compute(shard, per_client, now)
+            block = (
+                NO_BLOCK
+                if grading is None
+                else grading.call(
+                    shard,
+                    self.model.name,
+                    (e for own in per_client.values() for e in own),
+                    reclaimed,
+                )
+            )
+            commit = await self._compute(shard, per_client, now, grading if block.grades else None)
+            commit.block = block
             retry = await self._commit(shard, commit, per_client, outcome)
             outcome.done += [
                 e for cid in commit.cids if cid not in retry for e in commit.applied[cid]
@@ -80,7 +118,13 @@ class PythonApplier:
             outcome.failed += sum(len(own) for own in per_client.values())
         return outcome, errors
 
-    async def _compute(self, shard: int, per_client: dict[str, list[Event]], now: int) -> _Commit:
+    async def _compute(
+        self,
+        shard: int,
+        per_client: dict[str, list[Event]],
+        now: int,
+        grading: Grading | None,
+    ) -> _Commit:
         """Read the clients' stored states and run the model over each client's events (in
         the worker's model thread: an event whose call overruns the limit is skipped and the
         batch computed again without it)."""
@@ -88,7 +132,11 @@ class PythonApplier:
         cids = list(per_client)
         keys = [self.keys.result(shard, cid) for cid in cids]
         flat = await self.transport.call(PYTHON_READ, keys, self._read_fields)
-        stored = [(cid, flat[3 * n], flat[3 * n + 2]) for n, cid in enumerate(cids)]
+        width = len(self._read_fields)
+        stored = [
+            (cid, flat[width * n], flat[width * n + 2], flat[width * n + 3])
+            for n, cid in enumerate(cids)
+        ]
         skip: dict[str, str] = {}
         while True:
             work = functools.partial(self._run_clients, stored, per_client, now, skip)
@@ -96,17 +144,21 @@ class PythonApplier:
             if not isinstance(computed, Overrun):
                 break
             skip[computed.event.id] = f"{timeout_detail(self.thread.timeout_s)}: abandoned"
-        commit = _Commit([model.name, self.consumer, expiry_arg(now, self.client_ttl_days)])
+        commit = _Commit(
+            NO_BLOCK, [model.name, self.consumer, expiry_arg(now, self.client_ttl_days)]
+        )
         for n, (cid, key) in enumerate(zip(cids, keys, strict=True)):
             done, fields = computed[n]
             commit.failed += done.failed
             if fields is None:
                 continue
             set_, delete = fields
-            version = flat[3 * n + 1]
+            version = flat[width * n + 1]
             ids = [e.id for e in done.applied]
             commit.args += ["" if version is None else text(version), str(len(ids)), *ids]
             commit.args += [str(len(set_) // 2), *set_, str(len(delete)), *delete]
+            if grading is not None:
+                commit.args += _graded_args(grading, cid, done)
             commit.keys += (self.keys.erased(shard, digest(cid)), key)
             commit.cids.append(cid)
             commit.applied[cid] = done.applied
@@ -114,7 +166,7 @@ class PythonApplier:
 
     def _run_clients(
         self,
-        stored: list[tuple[str, Any, Any]],
+        stored: list[tuple[str, Any, Any, Any]],
         per_client: dict[str, list[Event]],
         now: int,
         skip: dict[str, str],
@@ -124,8 +176,9 @@ class PythonApplier:
         applied), in the model thread: every call of the model's code happens here."""
         model = self.model
         computed: list[_Computed] = []
-        for cid, state, ts in stored:
-            done = model.run(state, per_client[cid], progress, skip)
+        for cid, state, ts, answer in stored:
+            before = None if answer is None else text(answer)
+            done = model.run(state, per_client[cid], progress, skip, before)
             if not done.applied:
                 computed.append((done, None))
                 continue
@@ -144,13 +197,18 @@ class PythonApplier:
             return {}
         frame = [self.keys.stream(shard), self.keys.stats(shard), self.keys.erasures(shard)]
         reply: list[Any] = await self.transport.call(
-            self.model.apply_script, [*frame, *commit.keys], commit.args
+            self.model.apply_script,
+            [*frame, *commit.block.keys, *commit.keys],
+            [*commit.args, *commit.block.args],
         )
-        skipped = int(reply[2])
-        outcome.applied += int(reply[0])
-        outcome.erased += int(reply[1])
+        applied, erased, graded, predicted, correct, skipped = (int(v) for v in reply[:_REPLY_HEAD])
+        outcome.applied += applied
+        outcome.erased += erased
         outcome.failed += skipped
-        rest = reply[3 + skipped :]
+        outcome.graded += graded
+        outcome.predicted += predicted
+        outcome.correct += correct
+        rest = reply[_REPLY_HEAD + skipped :]
         retry: dict[str, list[Event]] = {}
         while rest:
             index, count = int(rest[0]), int(rest[1])

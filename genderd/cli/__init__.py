@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from genderd.cli import data, dead, evaluate, lifecycle, run, stream
+from genderd.cli import data, dead, evaluate, export, grading, lifecycle, models, run, stream
 from genderd.cli.common import Group
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s"
@@ -63,7 +63,11 @@ for command in (
     lifecycle.backfill_expiry,
     dead.dead,
     stream.stream,
+    models.models,
     evaluate.evaluate,
+    grading.grades,
+    grading.champion,
+    export.export,
     run.redis_cli,
 ):
     main.add_command(command)

@@ -3,81 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import itertools
 import json
-import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
-import orjson
 
 from genderd import pause
 from genderd import replay as replay_mod
 from genderd import status as status_mod
 from genderd.cli import render
-from genderd.cli.common import opened, run, served_model, settings_of
-from genderd.deployment import open_deployment_sync
-from genderd.errors import InputError
+from genderd.cli.common import (
+    INSTANT,
+    FiniteRange,
+    ModelOption,
+    opened,
+    run,
+    served_model,
+    settings_of,
+)
+from genderd.deployment import Deployment, open_deployment_sync
 from genderd.events import EventError
-from genderd.ingest import Event
+from genderd.grading.live import DEFAULT_WINDOW_S
+from genderd.grading.view import LiveView, live_view
+from genderd.imports import BadInputError, Import, Stop
+from genderd.lines import LineReader
 from genderd.models.base import Answer
 from genderd.processor import Outcome
-from genderd.producer import DEFAULT_BATCH, Producer, RateLimiter, synthetic
+from genderd.producer import PACED_FLUSH_S, Producer, RateLimiter, synthetic
 from genderd.reader import Reader
 from genderd.settings import Settings
-from genderd.transport import sync_client
+from genderd.transport import SyncClient, sync_client
 from genderd.worker import Worker
-
-PACED_FLUSH_S = 0.1
-
-
-class BadInputError(InputError, ValueError):
-    """An input line or event that stops `produce` (the message says where)."""
-
-
-def _parsed(number: int, line: str) -> dict[str, Any]:
-    try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
-        raise BadInputError(f"line {number}: not JSON: {error}") from None
-    if not isinstance(event, dict):
-        raise BadInputError(f"line {number}: expected a JSON object")
-    return event
-
-
-def _keyed_lines(stream: TextIO, size: int) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-    """(line number, event, key) for each non-blank line of the input, in batches of ``size``
-    events (the last one may be smaller): the last event of a batch comes with the batch's
-    idempotency key, the others with None. The key is made of the batch's line range and the
-    SHA-256 of the input up to its last line: two inputs give a batch the same key only when
-    they are the same from their first line to the batch's last one, so a re-run of an
-    interrupted import (or of the same file grown or fixed after the point where it stopped)
-    writes no line twice. A bad line raises :class:`BadInputError` where it is read."""
-    running = hashlib.sha256()
-    pending: tuple[int, dict[str, Any]] | None = None  # held until we know if a batch ends
-    first = 1
-    in_batch = 0
-    number = 0
-    for number, line in enumerate(stream, 1):
-        running.update(line.encode("utf-8"))
-        if not line.strip():
-            continue
-        if pending is not None:
-            yield (*pending, None)
-        pending = (number, _parsed(number, line))
-        in_batch += 1
-        if in_batch == size:
-            yield (*pending, _batch_key(first, number, running))
-            pending, first, in_batch = None, number + 1, 0
-    if pending is not None:
-        yield (*pending, _batch_key(first, number, running))
-
-
-def _batch_key(first: int, last: int, running: Any) -> str:
-    return f"genderd-produce:lines {first}-{last}:{running.copy().hexdigest()}"
 
 
 def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -100,7 +60,7 @@ def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str,
     type=click.IntRange(1),
     help="Synthetic clients C1..CN.",
 )
-@click.option("--rate", type=click.FloatRange(0), help="Events per second [unlimited].")
+@click.option("--rate", type=FiniteRange(0), help="Events per second [unlimited].")
 @click.option(
     "--days",
     default=0,
@@ -110,9 +70,16 @@ def _numbered(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str,
 )
 @click.option("--seed", type=int, help="Random seed for reproducible synthetic traffic.")
 @click.option(
+    "--anchor",
+    type=INSTANT,
+    help="Anchor synthetic traffic at this time (ms or ISO, UTC; not ahead of now): a history "
+    "ends there and drifting shoppers move at the same times relative to it, so that a seeded "
+    "history is the same, shifted, whatever the day [default: none, a history ends now].",
+)
+@click.option(
     "--file",
     "source",
-    type=click.File("r"),
+    type=click.File("rb"),
     help='JSON Lines of events ({"cid", "gender", "ts"?}); \'-\' reads stdin.',
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -124,27 +91,34 @@ def produce(
     rate: float | None,
     days: int,
     seed: int | None,
-    source: TextIO | None,
+    anchor: int | None,
+    source: BinaryIO | None,
     quiet: bool,
 ) -> None:
     """Write events: synthetic ones, or JSON Lines from a file or stdin.
 
     Every event is validated first (SPEC §2). Synthetic events stop after the events before a
-    bad one were written. A file (or stdin) goes in batches of 500 lines (with --rate, of the
-    lines of 0.1 s), each with an idempotency key made of its line range and the content of
-    the input up to its end: running the same import again, after an interruption or a
-    failure, writes no line twice (within GENDERD_IDEMPOTENCY_TTL_S). A bad line stops the run
-    after the batches before the one holding it were written.
+    bad one were written. A file (or stdin) is written once per line: running the same import
+    again, after an interruption or a failure, or on the file grown since, writes only the
+    lines no run wrote before (within GENDERD_IDEMPOTENCY_TTL_S), whatever --rate the runs
+    used. A line waits at most 1 s before it is sent (0.1 s with --rate); Ctrl-C or SIGTERM
+    sends what was read, then stops. A bad line (not UTF-8, not JSON, an invalid event, longer
+    than 64 KiB) stops the run, exit 2, after the lines before it were written.
     """
     settings = settings_of(ctx)
     client = sync_client(settings)
     deployment = open_deployment_sync(client, settings)
     if source:
-        with Producer(client, deployment) as producer:
-            _import(producer, source, rate, quiet)
-        client.close()
+        try:
+            _import(client, deployment, source, rate, quiet)
+        finally:
+            client.close()
         return
-    events = _numbered(synthetic(count or None, clients, settings.genders, days=days, seed=seed))
+    if anchor is not None and anchor > deployment.clock():
+        raise click.BadParameter("the anchor is ahead of now", param_hint="--anchor")
+    events = _numbered(
+        synthetic(count or None, clients, settings.genders, days=days, seed=seed, anchor_ms=anchor)
+    )
     length = count or None
     bar: Any
     with (
@@ -166,50 +140,46 @@ def produce(
         click.echo(f"wrote {producer.sent} events", err=True)
 
 
-def _import(producer: Producer, source: TextIO, rate: float | None, quiet: bool) -> None:
-    """Write the JSON Lines of ``source`` a keyed batch at a time (see :func:`produce`)."""
-    size = (
-        DEFAULT_BATCH if not rate else max(1, min(DEFAULT_BATCH, math.ceil(rate * PACED_FLUSH_S)))
-    )
-    limiter = RateLimiter(rate)
+def _import(
+    client: SyncClient, deployment: Deployment, source: BinaryIO, rate: float | None, quiet: bool
+) -> None:
+    """Write the JSON Lines of ``source`` once each (see :mod:`genderd.imports`), with a
+    progress bar on stderr; on SIGINT or SIGTERM, what was read is written, then it stops."""
     bar: Any
-    with click.progressbar(
-        _keyed_lines(source, size),
-        label="events",
-        file=sys.stderr,
-        hidden=quiet,
-        show_pos=True,
-        update_min_steps=100,
-    ) as bar:
+    with (
+        click.progressbar(
+            itertools.count(),  # of unknown length: advanced by hand, as events are sent
+            label="events",
+            file=sys.stderr,
+            hidden=quiet,
+            show_pos=True,
+            update_min_steps=100,
+        ) as bar,
+        Stop() as stop,
+    ):
+        job = Import(client, deployment, rate=rate, progress=bar.update)
+        reader = LineReader(source)
         try:
-            events: list[Event] = []
-            for number, fields, key in bar:
-                limiter.wait()
-                try:
-                    events.append(producer.check(fields))
-                except EventError as error:
-                    raise BadInputError(f"line {number}: {error}") from None
-                if key is not None:
-                    producer.write(events, key)
-                    events = []
+            job.run(reader, stop)
         except BadInputError as error:
             raise BadInputError(
-                f"{error}; stopped there, after writing the {producer.sent} events of the "
-                "batches before its own (fix the line and run again: no line is written twice)"
+                f"{error}; stopped there, after the lines before it: {_counts(job)}. Fix the "
+                "line and run again: no line is written twice"
             ) from None
-        except KeyboardInterrupt:
-            click.echo(
-                f"interrupted after {producer.sent} events; run the same command again to write "
-                "the rest (no line is written twice)",
-                err=True,
-            )
-            return
-    if not quiet:
-        repeated = producer.sent - producer.written
-        again = (
-            f"; {repeated} more had been written by an earlier run (skipped)" if repeated else ""
+    if stop.requested:
+        click.echo(
+            f"interrupted after line {job.line}: {_counts(job)}; no line after it was written "
+            "(run the same command on the same input again: it writes only the rest)",
+            err=True,
         )
-        click.echo(f"wrote {producer.written} events{again}", err=True)
+    elif not quiet:
+        click.echo(_counts(job), err=True)
+
+
+def _counts(job: Import) -> str:
+    repeated = job.sent - job.written
+    again = f"; {repeated} more had been written by an earlier run (skipped)" if repeated else ""
+    return f"wrote {job.written} events{again}"
 
 
 def _pace(
@@ -249,7 +219,7 @@ def _pace(
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(0.1, 3600),
+    type=FiniteRange(0.1, 3600),
     default=2.0,
     show_default=True,
     help="Seconds between refreshes of --watch.",
@@ -282,15 +252,19 @@ def status(
         run(_watch(settings, interval, count))
         return
 
-    async def go() -> tuple[list[status_mod.ModelStatus], list[status_mod.StreamAhead]]:
+    async def go() -> tuple[
+        list[status_mod.ModelStatus], list[status_mod.StreamAhead], LiveView | None
+    ]:
         async with opened(settings) as (deployment, links):
             models = await status_mod.collect(links.client, deployment)
-            return models, await status_mod.streams_ahead(links.client, deployment)
+            ahead = await status_mod.streams_ahead(links.client, deployment)
+            view = await live_view(links, deployment, DEFAULT_WINDOW_S, deployment.clock())
+            return models, ahead, view
 
-    models, ahead = run(go())
+    models, ahead, view = run(go())
     for stream in ahead:  # on stderr: the table (or JSON) on stdout stays as it is
         click.echo(render.ahead_warning(stream), err=True)
-    click.echo((render.status_json if as_json else render.status_table)(models, per_shard))
+    click.echo((render.status_json if as_json else render.status_table)(models, per_shard, view))
     if any(m.stalled or m.failing or m.pause.interrupted for m in models):
         sys.exit(1)
 
@@ -317,7 +291,12 @@ async def _watch(settings: Settings, interval: float, count: int | None) -> None
 # -- lookup ------------------------------------------------------------------------------------
 @click.command()
 @click.argument("cid")
-@click.option("--model", "model_name", help="Model name or alias [default: every model].")
+@click.option(
+    "--model",
+    "model_name",
+    cls=ModelOption,
+    help="Model name or alias [default: every model].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) -> None:
@@ -359,7 +338,7 @@ def lookup(ctx: click.Context, cid: str, model_name: str | None, as_json: bool) 
 
 # -- replay ------------------------------------------------------------------------------------
 @click.command()
-@click.option("--model", "model_name", required=True, help="Model name or alias.")
+@click.option("--model", "model_name", cls=ModelOption, required=True, help="Model name or alias.")
 @click.option(
     "--force",
     is_flag=True,
@@ -389,7 +368,7 @@ def replay(ctx: click.Context, model_name: str, force: bool) -> None:
         async with opened(settings) as (deployment, links):
             model = await served_model(deployment, links, model_name)
             total = await replay_mod.backlog(links.client, deployment)
-            worker = Worker(deployment, links, model, consumer=pause.REPLAY_CONSUMER)
+            worker = Worker(deployment, links, model, consumer=pause.REPLAY_CONSUMER, grading=False)
             click.echo(f"pausing the workers of {model.name}")
             with click.progressbar(
                 length=total, label=f"replaying {model.name}", show_pos=True

@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from genderd import deadletters
+from genderd import catalog, deadletters
 from genderd.cli.common import opened, run, settings_of
 from genderd.clock import wall_clock_ms
 from genderd.deadletters import DeadLetter
 from genderd.deployment import Deployment
+from genderd.models.registry import UnknownModelError
 from genderd.settings import Settings
 from genderd.transport import Links
 from genderd.worker import reclaim_interval_s
@@ -251,14 +252,16 @@ def _redrive_model(
 ) -> None:
     """``dead redrive --model M``: M's dead letters to M only (see :func:`redrive`)."""
 
-    async def go() -> deadletters.ModelRedriven:
+    async def go() -> tuple[str, deadletters.ModelRedriven]:
         async with opened(settings) as (deployment, links):
-            chosen = await _select(deployment, links, reason, shard, model, entry_ids)
-            return await deadletters.redrive_model(
-                links.fast, deployment, model, _since(chosen, since), dry_run=dry_run
+            name = await _model_named(deployment, links, model)
+            chosen = await _select(deployment, links, reason, shard, name, entry_ids)
+            done = await deadletters.redrive_model(
+                links.fast, deployment, name, _since(chosen, since), dry_run=dry_run
             )
+            return name, done
 
-    done = run(go())
+    model, done = run(go())
     verb = "would re-drive" if dry_run else "re-drove"
     click.echo(
         f"{verb} {len(done.redriven)} dead letters of {model} to {model} only"
@@ -273,8 +276,32 @@ def _redrive_model(
             "its client erased): it cannot be re-driven",
             err=True,
         )
-    if done.invalid or done.gone:
+    for entry_id, on in done.no_group.items():
+        click.echo(
+            f"left {entry_id}: {model} has no consumer group on shard {on}; the group its "
+            "workers create there reads the retained stream from the start, this entry "
+            f"included: delete this dead letter (dead purge --model {model} --shard {on} "
+            f"--id {entry_id} --yes)",
+            err=True,
+        )
+    if done.invalid or done.gone or done.no_group:
         sys.exit(1)
+
+
+async def _model_named(deployment: Deployment, links: Links, name: str) -> str:
+    """The name of the deployment's model called ``name`` or answering to it as an alias:
+    loaded here (served or left out by GENDERD_MODELS), or recorded by a worker elsewhere.
+    Else :class:`UnknownModelError` (exit 2), naming the known models."""
+    try:
+        return deployment.model(name).name
+    except UnknownModelError as error:
+        if error.left_out is not None:
+            return error.left_out
+    records = await catalog.read(links.fast, deployment)
+    found = catalog.find(records, name)
+    if found is not None:
+        return found.name
+    raise UnknownModelError(name, sorted(set(deployment.registry.loaded) | set(records)))
 
 
 def _within(settings: Settings) -> str:

@@ -10,28 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from genderd.cli.common import opened, run, settings_of
+from genderd.cli.common import INSTANT, FiniteRange, ModelOption, opened, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.evaluation import render
 from genderd.evaluation.digest import file_digest, spooled_stdin
-from genderd.evaluation.export import format_of, prediction_file
 from genderd.evaluation.inputs import (
     STDIN,
     InputSummary,
     in_time_order,
     read_file,
     read_labels,
-    stream_events,
+    stream_chunks,
 )
 from genderd.evaluation.invalid import invalid_warning
+from genderd.evaluation.prediction_file import format_of, prediction_file
 from genderd.evaluation.predictors import ORDERS, TIME, Order
 from genderd.evaluation.provenance import file_source, provenance, streams_source
 from genderd.evaluation.report import Report, Source
@@ -44,49 +43,13 @@ if TYPE_CHECKING:
 
 MS_PER_MINUTE = 60_000
 UNKNOWN_LABELS_SHOWN = 3  # examples named when labelled clients have no events
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_ONE_MS = dt.timedelta(milliseconds=1)
 Progress = Callable[[int, int], None]
 
 
-class Instant(click.ParamType[int]):
-    """A time: milliseconds since the epoch, or an ISO date or datetime (UTC unless it says
-    otherwise), as milliseconds since the epoch."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        given = str(value).strip()
-        if given.isdigit():
-            return int(given)
-        try:
-            # Python 3.10's fromisoformat knows neither "Z" nor a bare date with a time part
-            parsed = dt.datetime.fromisoformat(given.removesuffix("Z").removesuffix("z"))
-        except ValueError:
-            self.fail(
-                f"{given!r} is neither milliseconds since the epoch nor an ISO date or "
-                "datetime (2026-01-31, 2026-01-31T12:00:00)",
-                param,
-                ctx,
-            )
-        if parsed.tzinfo is None or given[-1:] in ("Z", "z"):
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return (parsed - _EPOCH) // _ONE_MS
-
-
-INSTANT = Instant()
-
-
-def chosen_models(
-    deployment: Deployment, names: str | None, order: Order = TIME
-) -> tuple[list[Model], bool]:
+def chosen_models(deployment: Deployment, names: str | None) -> tuple[list[Model], bool]:
     """The models to score and whether the user named them. Named: each must exist and be
-    evaluable in ``order`` (one line otherwise); by default every registered model, the ones
-    that cannot be evaluated skipped by ``evaluate`` (listed in ``Report.refused``)."""
+    evaluable (one line otherwise); by default every registered model, the ones that cannot
+    be evaluated skipped by ``evaluate`` (listed in ``Report.refused``)."""
     if names is None:
         return list(deployment.registry), False
     models: dict[str, Model] = {}
@@ -97,8 +60,7 @@ def chosen_models(
     if not models:
         raise click.BadParameter("name at least one model", param_hint="--models")
     for model in models.values():
-        # raises NotEvaluable (an InputError) with the reason
-        model.predictor() if order == TIME else model.predictor(order)
+        model.predictor()  # raises NotEvaluable (an InputError) with the reason
     return list(models.values()), True
 
 
@@ -176,11 +138,11 @@ async def _from_streams(
     settings: Settings, options: Options, summary: InputSummary
 ) -> tuple[Deployment, list[Model], bool, Evaluation, Source]:
     async with opened(settings, read_only=True) as (deployment, links):
-        models, named = chosen_models(deployment, options.names, options.order)
+        models, named = chosen_models(deployment, options.names)
         client = links.client
         expected = sum([await client.xlen(deployment.keys.stream(s)) for s in deployment.shards])
         evaluation = _evaluation(models, settings, options, presorted=False, expected=expected)
-        async for chunk in stream_events(client, deployment, summary=summary):
+        async for chunk in stream_chunks(client, deployment, summary=summary):
             evaluation.feed(chunk)
         return deployment, models, named, evaluation, streams_source(deployment, summary)
 
@@ -189,7 +151,7 @@ def _from_file(
     path: str, settings: Settings, options: Options, summary: InputSummary
 ) -> tuple[Deployment, list[Model], bool, Evaluation, Source]:
     deployment = Deployment.build(settings)  # no Redis: the configured deployment
-    models, named = chosen_models(deployment, options.names, options.order)
+    models, named = chosen_models(deployment, options.names)
     now = deployment.clock()
     with contextlib.ExitStack() as stack:
         if path == STDIN:  # spooled: hashed, and read twice where needed
@@ -244,16 +206,22 @@ def _checked(since: int | None, until: int | None, warmup: bool) -> None:
     help="Apply each client's events by event time, or as they arrived (stream ids, a "
     "file's lines), as the workers did.",
 )
-@click.option("--models", "names", metavar="A,B", help="Models to score [default: all].")
+@click.option(
+    "--models",
+    "names",
+    cls=ModelOption,
+    metavar="A,B",
+    help="Models to score, names or aliases [default: all].",
+)
 @click.option(
     "--session-gap",
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteRange(0, min_open=True),
     metavar="MINUTES",
     help="Score only a client's first event after this much inactivity [default: every event].",
 )
 @click.option(
     "--max-delay",
-    type=click.FloatRange(0),
+    type=FiniteRange(0),
     metavar="SECONDS",
     help="Score only events that arrived at most this long after their time (entry id time "
     "minus ts; a file's line: the newest ts before it) [default: every event].",

@@ -6,6 +6,7 @@ import json
 import time
 
 from genderd.clock import MS_PER_DAY
+from genderd.grading.view import LiveView, champion_line, grading_of
 from genderd.health import WINDOW_MINUTES
 from genderd.status import ModelStatus, StreamAhead
 
@@ -13,8 +14,20 @@ BEHIND_IN_MINUTES_S = 120
 
 
 def _row(*cells: object) -> str:
-    name, shard, lag, pending, dead, applied, state = cells
-    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}  {state}"
+    name, shard, lag, pending, dead, applied, live, state = cells
+    return f"{name:<10}{shard:>6}{lag:>10}{pending:>9}{dead:>8}{applied:>12}{live:>10}  {state}"
+
+
+def _live(view: LiveView | None, m: ModelStatus) -> str:
+    """The model's live accuracy_all over the view's window: "-" without graded events (or
+    not loaded here), "not graded" for a model loaded here whose Lua gives no prediction."""
+    if view is None:
+        return "-"
+    try:
+        value = view.grades.grade(m.name).accuracy_all
+    except KeyError:
+        return "not graded" if m.loaded and m.not_served is None else "-"
+    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def model_state(m: ModelStatus) -> str:
@@ -25,7 +38,7 @@ def model_state(m: ModelStatus) -> str:
     elif m.pause.paused:
         state = "paused (replay)"
     elif m.off:
-        state = "off (not in GENDERD_MODELS)"
+        state = "off (switched off: genderd models on)"
     elif m.stalled:
         state = "STALLED"
     elif m.failing:
@@ -34,29 +47,43 @@ def model_state(m: ModelStatus) -> str:
         state = f"ok, {m.recent.failure_rate:.1%} model_error"
     else:
         state = "ok"
-    if not m.loaded:
+    if m.unreadable:
+        state += f"; unreadable record ({m.unreadable})"
+    elif not m.loaded:
         state += f"; not loaded here ({m.kind}{', ' + m.loaded_from if m.loaded_from else ''})"
     return state
 
 
-def status_table(models: list[ModelStatus], per_shard: bool) -> str:
-    """One row per model (and per shard with ``per_shard``): lag, pending, dead, state."""
-    lines = [_row("model", "shard", "lag", "pending", "dead", "applied", "state")]
+def status_table(models: list[ModelStatus], per_shard: bool, view: LiveView | None = None) -> str:
+    """One row per model (and per shard with ``per_shard``): lag, pending, dead, applied,
+    the live accuracy (``accuracy_all`` of the last 24 h of grades), state; then the champion
+    line."""
+    lines = [_row("model", "shard", "lag", "pending", "dead", "applied", "live acc", "state")]
     for m in models:
         state = model_state(m)
-        lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, state))
+        live = _live(view, m)
+        lines.append(_row(m.name, "all", m.lag, m.pending, m.dead, m.applied, live, state))
         for s in m.shards if per_shard else []:
             state = "STALLED" if s.stalled else f"consumers: {s.consumers}"
             if m.pause.paused:
                 state = "paused"
             if not s.grouped:
                 state = "no group yet"
-            lines.append(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, state))
+            lines.append(_row("", s.shard, s.lag, s.pending, s.dead, s.applied, "", state))
+    if view is not None:
+        lines.append(champion_line(view))
     return "\n".join(lines)
 
 
-def status_json(models: list[ModelStatus], per_shard: bool) -> str:
-    """The same as :func:`status_table`, machine-readable."""
+def status_json(models: list[ModelStatus], per_shard: bool, view: LiveView | None = None) -> str:
+    """The same as :func:`status_table`, machine-readable (``grading``: as ``GET
+    /v1/models`` gives it; ``champion``: whether the model is the champion)."""
+    grading = (
+        {}
+        if view is None
+        else {g.model: grading_of(g, view.grades.window.window_s) for g in view.grades.models}
+    )
+    champion = None if view is None else view.champion.model
     return json.dumps(
         [
             {
@@ -74,10 +101,13 @@ def status_json(models: list[ModelStatus], per_shard: bool) -> str:
                 "recent_model_errors": m.recent.model_errors,
                 "failure_rate": m.recent.failure_rate,
                 "off": m.off,
+                "unreadable_record": m.unreadable or None,
                 "kind": m.kind,
                 "loaded_from": m.loaded_from,
                 "served_here": m.not_served is None,
                 "not_served": m.not_served,
+                "grading": grading.get(m.name),
+                "champion": m.name == champion,
                 "shards": [vars(s) for s in m.shards] if per_shard else None,
             }
             for m in models

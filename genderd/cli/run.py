@@ -8,11 +8,12 @@ import os
 import click
 
 from genderd.bundled import find_cli, port_is_free
-from genderd.cli.common import model_of, run, settings_of
+from genderd.cli.common import FiniteRange, ModelOption, model_of, run, settings_of
 from genderd.deployment import Deployment
 from genderd.errors import ConfigurationError
+from genderd.settings import BEST
 from genderd.transport.connect import check_url
-from genderd.up import Supervisor, everything_answers, plan, start
+from genderd.up import DEMO_SEED, Demo, Supervisor, everything_answers, plan, start
 from genderd.worker import run_worker
 
 DEMO_RATE = 200.0
@@ -39,8 +40,15 @@ SERVE_GRACE_S = 10
     "--rate",
     default=DEMO_RATE,
     show_default=True,
-    type=click.FloatRange(0.1),
-    help="Demo events per second after the initial history.",
+    type=FiniteRange(0),
+    help="Demo events per second after the initial history (0: none, the history alone).",
+)
+@click.option(
+    "--seed",
+    default=DEMO_SEED,
+    show_default=True,
+    type=int,
+    help="Seed of the demo's history (and live traffic): the same history on every machine.",
 )
 @click.option(
     "--api-port",
@@ -63,6 +71,7 @@ def up(
     workers_per_model: int,
     port: int | None,
     rate: float,
+    seed: int,
     api_port: int,
     no_api: bool,
     metrics_port: int | None,
@@ -72,8 +81,11 @@ def up(
     Starts a Redis-compatible server from the bundled binary (unless GENDERD_REDIS_URL is
     set), with its data and AOF under ./.genderd/, a worker per model and the HTTP API on
     127.0.0.1:8000. Other genderd commands run from this directory find the server by
-    themselves.
+    themselves. With --demo, lookups that name no model answer from the champion of live
+    grading (GENDERD_DEFAULT_MODEL=best, unless it is set).
     """
+    if demo:  # the demo serves the champion of live grading, unless told otherwise
+        os.environ.setdefault("GENDERD_DEFAULT_MODEL", BEST)
     settings = settings_of(ctx, find_server=False)  # no URL: up starts the server
     configured = Deployment.build(settings)
     names = configured.registry.names()
@@ -85,7 +97,7 @@ def up(
     for name, metrics in planned.metrics_ports.items():
         click.echo(f"metrics of {name}: http://127.0.0.1:{metrics}/metrics")
     supervisor = Supervisor(settings, planned.children, port=port)
-    started = start(supervisor, configured, rate if demo else None, served_port)
+    started = start(supervisor, configured, Demo(rate, seed) if demo else None, served_port)
     api = "" if no_api else f", API on http://127.0.0.1:{api_port}"
 
     def announce() -> None:  # once every worker consumes and the API answers
@@ -95,6 +107,7 @@ def up(
         )
         if started.tips:
             click.echo(started.tips)
+        click.echo(supervisor.pids())
         click.echo("Ctrl-C stops it all.")
 
     click.echo(f"starting genderd on {started.url}: a worker per model{api and ' and the API'} ...")
@@ -144,6 +157,7 @@ def serve(
     import uvicorn
 
     from genderd.api.metrics import shared_metrics
+    from genderd.api.parent import PARENT_ENV
     from genderd.api.protocol import BoundedHttpToolsProtocol
 
     settings = settings_of(
@@ -152,7 +166,8 @@ def serve(
     url = settings.redis_url
     assert url is not None  # resolved by settings_of
     check_url(settings, url)
-    model_of(Deployment.build(settings), settings.default_model)
+    # the default model as the API will take it (GENDERD_DEFAULT_MODEL): one line, now
+    Deployment.build(settings).registry.default(settings)
     problem = settings.erasure_problem()
     if problem:  # checked here too, so that it is one line before uvicorn starts
         raise ConfigurationError(problem)
@@ -161,6 +176,8 @@ def serve(
     # uvicorn's worker processes build their own app from the environment.
     os.environ["GENDERD_REDIS_URL"] = url
     os.environ["GENDERD_PREFIX"] = settings.prefix
+    if workers > 1:  # they stop by themselves if this process is killed (genderd.api.parent)
+        os.environ[PARENT_ENV] = str(os.getpid())
     # One scrape must see every process's counts: a fresh shared directory per start.
     with shared_metrics(workers):
         uvicorn.run(
@@ -178,9 +195,7 @@ def serve(
 
 
 @click.command()
-@click.option(
-    "--model", "model_name", required=True, help="Model name or alias (last, top, top7d)."
-)
+@click.option("--model", "model_name", cls=ModelOption, required=True, help="Model name or alias.")
 @click.option("--consumer", help="Consumer name in the group [default host-pid].")
 @click.option("--batch-size", type=click.IntRange(1, 10_000), help="Entries per read [256].")
 @click.option(

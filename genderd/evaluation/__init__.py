@@ -2,9 +2,10 @@
 
 ``evaluate(events, models, genders=...)`` scores models prequentially (see
 :mod:`genderd.evaluation.prequential`) in time or arrival order and returns a :class:`Report`;
-:class:`Evaluation` does the same fed chunk by chunk; ``read_file``, ``stream_events``,
-``read_streams`` and ``read_labels`` (:mod:`genderd.evaluation.inputs`) read its input the way
-the workers validate it; :class:`Selection` says which events are applied and scored.
+:class:`Evaluation` does the same fed chunk by chunk; ``read_file``, ``stream_chunks``,
+``stream_events``, ``read_streams`` and ``read_labels`` (:mod:`genderd.evaluation.inputs`)
+read its input the way the workers validate it; :class:`Selection` says which events are
+applied and scored.
 """
 
 from genderd.evaluation.inputs import (
@@ -12,6 +13,7 @@ from genderd.evaluation.inputs import (
     read_file,
     read_labels,
     read_streams,
+    stream_chunks,
     stream_events,
 )
 from genderd.evaluation.predictors import ARRIVAL, ORDERS, TIME, NotEvaluable, Order, Predictor
@@ -53,5 +55,6 @@ __all__ = [
     "read_file",
     "read_labels",
     "read_streams",
+    "stream_chunks",
     "stream_events",
 ]

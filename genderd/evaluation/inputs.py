@@ -6,10 +6,13 @@ are counted per reason in an :class:`InputSummary` and skipped: a history with s
 can still be evaluated, and the report says how many there were.
 
 Files are JSON Lines (``{"cid": .., "gender": .., "ts": ..}``) or CSV (``cid,gender[,ts]``,
-header row optional), told apart by their first non-blank line; a file's line order is its
-arrival order. Reading the streams is read-only: ``XRANGE`` in pages, no consumer group,
-nothing written; the shards are read side by side and merged by entry id (arrival order), a
-page of each at a time, so that the events can be evaluated as they are read.
+header row optional), told apart by their first non-blank line, read by
+:class:`genderd.lines.LineReader`: in bounded memory (a line longer than
+:data:`~genderd.lines.MAX_LINE_BYTES` is malformed, reason ``line_too_long``), a UTF-8 byte
+order mark skipped in a file and on stdin alike; a file's line order is its arrival order.
+Reading the streams is read-only: ``XRANGE`` in pages, no consumer group, nothing written; the
+shards are read side by side and merged by entry id (arrival order), a page of each at a time,
+so that the events can be evaluated as they are read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import heapq
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -37,6 +40,7 @@ from genderd.events import (
     parse_entry,
     text,
 )
+from genderd.lines import MAX_LINE_BYTES, TOO_LONG, LineReader
 from genderd.settings import Settings
 from genderd.streams import parse_id
 from genderd.transport import AsyncClient
@@ -44,9 +48,9 @@ from genderd.transport import AsyncClient
 MALFORMED = "malformed"  # a line that is not a JSON object, or a CSV row of the wrong width
 STREAM_PAGE = 10_000  # entries per XRANGE call
 STDIN = "-"
+CSV_COLUMNS = ("cid", "gender", "ts")  # a file's columns, the last optional
 UNKNOWN_GENDERS_KEPT = 20  # distinct unknown genders counted (the rest: not named)
 TS_LIMIT = 10**TS_MAX_DIGITS  # a ts has at most TS_MAX_DIGITS digits
-_CSV_COLUMNS = ("cid", "gender", "ts")
 _LABEL_COLUMNS = ("cid", "gender")
 
 
@@ -92,36 +96,42 @@ def _normalised(gender: object) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _open(path: str) -> TextIO:
-    """The file at ``path`` ("-": stdin), or an InputError in one line."""
+def _open(path: str) -> BinaryIO:
+    """The file at ``path`` ("-": stdin), as bytes, or an InputError in one line."""
     if path == STDIN:
-        return sys.stdin
+        return sys.stdin.buffer
     try:
-        # surrogateescape: a line that is not UTF-8 is read, and its cid or gender is refused
-        # by the usual rules instead of stopping the whole file
-        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        return open(path, "rb")
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _rows(
-    stream: TextIO, columns: tuple[str, ...]
-) -> Iterator[tuple[int, Mapping[str, object] | None]]:
-    """(line number, fields) of each non-blank line; fields None for a malformed line.
+#: a row of a file: its fields, or the reason it has none (malformed, or a line too long)
+Row = Mapping[str, object] | str
+
+
+def _rows(stream: BinaryIO, columns: tuple[str, ...]) -> Iterator[tuple[int, Row]]:
+    """(line number, fields or why not) of each non-blank line.
 
     JSON Lines when the first non-blank line starts with ``{``, else CSV whose columns are
-    ``columns`` (the last one optional), with an optional header row naming them.
+    ``columns`` (the last one optional), with an optional header row naming them. A line that
+    is not UTF-8 is read with its bad bytes escaped (surrogateescape), so that its cid or
+    gender is refused by the usual rules instead of stopping the whole file.
     """
     json_lines: bool | None = None
-    for number, line in enumerate(stream, 1):
-        stripped = line.strip()
+    for line in LineReader(stream):
+        if line.data is None:
+            yield line.number, TOO_LONG
+            continue
+        stripped = line.data.decode("utf-8", errors="surrogateescape").strip()
         if not stripped:
             continue
         if json_lines is None:
             json_lines = stripped.startswith("{")
             if not json_lines and _is_header(stripped, columns):
                 continue
-        yield number, _json_row(stripped) if json_lines else _csv_row(stripped, columns)
+        row = _json_row(stripped) if json_lines else _csv_row(stripped, columns)
+        yield line.number, MALFORMED if row is None else row
 
 
 def _is_header(line: str, columns: tuple[str, ...]) -> bool:
@@ -169,14 +179,14 @@ def read_file(
 
 
 def _file_events(
-    stream: TextIO, owned: bool, settings: Settings, now_ms: int, summary: InputSummary
+    stream: BinaryIO, owned: bool, settings: Settings, now_ms: int, summary: InputSummary
 ) -> Iterator[Event]:
     arrived = 0  # the newest ts given so far: when the line arrived (a missing ts: now)
     with stream if owned else contextlib.nullcontext(stream):
-        for number, fields in _rows(stream, _CSV_COLUMNS):
+        for number, fields in _rows(stream, CSV_COLUMNS):
             summary.read += 1
-            if fields is None:
-                summary.count(MALFORMED)
+            if isinstance(fields, str):
+                summary.count(fields)
                 continue
             try:
                 cid, gender, ts = check_event(
@@ -200,8 +210,8 @@ def in_time_order(path: str, *, now_ms: int) -> bool:
     counts (which can only make the answer False)."""
     last = -1
     with contextlib.closing(_open(path)) as stream:
-        for _, fields in _rows(stream, _CSV_COLUMNS):
-            ts = None if fields is None else _given_ts(fields.get("ts"), now_ms)
+        for _, fields in _rows(stream, CSV_COLUMNS):
+            ts = None if isinstance(fields, str) else _given_ts(fields.get("ts"), now_ms)
             if ts is None:
                 continue
             if ts < last:
@@ -278,7 +288,7 @@ class _Cursor:
         return event
 
 
-async def stream_events(
+async def stream_chunks(
     client: AsyncClient, deployment: Deployment, *, summary: InputSummary
 ) -> AsyncIterator[list[Event]]:
     """The valid events retained in every shard's stream, read-only (no group, no write), in
@@ -312,16 +322,33 @@ async def read_streams(
     until_ms: int | None = None,
     summary: InputSummary,
 ) -> list[Event]:
-    """Every event of :func:`stream_events`, in a list: those whose time lies between
-    ``since_ms`` (inclusive) and ``until_ms`` (exclusive)."""
-    events: list[Event] = []
-    async for chunk in stream_events(client, deployment, summary=summary):
-        events += (
-            e
-            for e in chunk
-            if (since_ms is None or e.ts >= since_ms) and (until_ms is None or e.ts < until_ms)
+    """The valid events retained in every shard's stream, read-only (no group, no write): the
+    events of :func:`stream_events`, in a list."""
+    return [
+        event
+        async for event in stream_events(
+            client, deployment, since_ms=since_ms, until_ms=until_ms, summary=summary
         )
-    return events
+    ]
+
+
+async def stream_events(
+    client: AsyncClient,
+    deployment: Deployment,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    summary: InputSummary,
+) -> AsyncIterator[Event]:
+    """The valid events of :func:`stream_chunks` one by one (in arrival order, the shards
+    merged by entry id), those whose time lies between ``since_ms`` (inclusive) and
+    ``until_ms`` (exclusive)."""
+    async for chunk in stream_chunks(client, deployment, summary=summary):
+        for event in chunk:
+            if (since_ms is None or event.ts >= since_ms) and (
+                until_ms is None or event.ts < until_ms
+            ):
+                yield event
 
 
 def _field(fields: Any, name: bytes) -> object:
@@ -363,10 +390,10 @@ def read_labels(path: str, settings: Settings) -> dict[str, str]:
     return labels
 
 
-def _label(
-    fields: Mapping[str, object] | None, genders: Iterable[str], where: str
-) -> tuple[str, str]:
-    if fields is None or "gender" not in fields or "cid" not in fields:
+def _label(fields: Row, genders: Iterable[str], where: str) -> tuple[str, str]:
+    if fields == TOO_LONG:
+        raise InputError(f"{where}: longer than {MAX_LINE_BYTES:,} bytes")
+    if isinstance(fields, str) or "gender" not in fields or "cid" not in fields:
         raise InputError(f'{where}: expected cid,gender (CSV) or {{"cid", "gender"}} (JSON)')
     cid = fields["cid"] if isinstance(fields["cid"], str) else ""
     problem = cid_problem(cid) if cid else "cid is missing or not a string"

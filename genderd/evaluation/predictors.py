@@ -2,29 +2,30 @@
 
 The built-in models run as Lua on the hot path; a :class:`Predictor` says, in Python, what the
 live service answers for one client at read time ``t`` from the client's events applied so far.
-Each model kind returns one from :meth:`genderd.models.base.Model.predictor`, for an
-:data:`Order`: the order in which the evaluation applies each client's events.
+Each model kind returns one from :meth:`genderd.models.base.Model.predictor`.
 
 The contract of a predictor, which :class:`genderd.evaluation.prequential.Prequential` keeps:
 
 - ``new()`` makes the state of a client with no events;
-- ``predict(state, t, now)`` is the answer served at read time ``t`` by a service whose clock
-  reads ``now`` (when it processes the event about to be applied): ``(gender, scores)``, or
+- ``predict(state, t)`` is the answer at read time ``t``: ``(gender, scores)``, or
   ``(None, None)`` when the service would answer 404; ``scores`` is the predictor's own dict
   (read it before the next ``apply``, copy it to keep it);
-- ``apply(state, event)`` adds an event, which the service processes at
-  ``entry_ms(event.id)`` (its arrival; a file's line: the newest ``ts`` read so far).
+- ``apply(state, event)`` adds an event.
 
-In :data:`TIME` order (``predictor()``) each client's events come in ascending
-``(ts, entry id)`` order, read times never go back (``t`` >= the ts of every event applied so
-far) and ``now == t``: so the greatest ``(ts, id)`` is the latest event applied, and a day that
-has left a window never comes back into it. In :data:`ARRIVAL` order (``predictor(ARRIVAL)``)
-each client's events come in the order the workers applied them (stream ids; a file's lines): an
-event may come after one with a greater ``ts`` (a late event), ``t`` is the ts of the event
-about to be applied (it may go back), and ``now`` never goes back for a client. A predictor
-whose ``apply`` and ``predict`` hold in both orders may be returned for both (the Python
-models'); ``last``, ``top`` and the windows have one per order, the time order's relying on
-it to do less per event.
+In :data:`TIME` order each client's events come in ascending ``(ts, entry id)`` order, and
+read times never go back (``t`` >= the ts of every event applied so far): so the greatest
+``(ts, id)`` is the latest event applied, and a day that has left a window never comes back
+into it. In :data:`ARRIVAL` order each client's events come in the order the workers applied
+them (stream ids; a file's lines): an event may come after one with a greater ``ts`` (a late
+event), and ``t``, the time of the event about to be applied, may go back. A predictor serves
+both orders unless it has two optional methods:
+
+- ``arrival()`` gives another predictor, for arrival order (``last``, ``top`` and the
+  windows have one: the time order's relies on the order to do less per event);
+- ``clock(state, now)``, on a predictor whose answer depends on when the service reads (a
+  window, whose day buckets expire), is called before a read in arrival order with the time
+  the worker processes the event about to be applied: its entry id's time, which never goes
+  back for a client (``apply`` reads it from the event's id itself).
 """
 
 from __future__ import annotations
@@ -63,11 +64,17 @@ class Predictor(Protocol):
     def new(self) -> Any:
         """The state of a client with no events."""
 
-    def predict(self, state: Any, t: int, now: int) -> Prediction:
-        """The answer served at read time ``t``, the service's clock at ``now``."""
+    def predict(self, state: Any, t: int) -> Prediction:
+        """The answer served at read time ``t``."""
 
     def apply(self, state: Any, event: Event) -> None:
         """Add ``event`` to ``state``."""
+
+
+def in_order(predictor: Predictor, order: Order) -> Predictor:
+    """The predictor to use in ``order``: its ``arrival()`` in arrival order, if it has one."""
+    arrival = getattr(predictor, "arrival", None) if order == ARRIVAL else None
+    return predictor if arrival is None else arrival()
 
 
 class LastPredictor:
@@ -79,7 +86,11 @@ class LastPredictor:
     def new(self) -> list[str | None]:
         return [None]
 
-    def predict(self, state: list[str | None], t: int, now: int) -> Prediction:
+    def arrival(self) -> ArrivalLastPredictor:
+        """The predictor for arrival order."""
+        return ArrivalLastPredictor()
+
+    def predict(self, state: list[str | None], t: int) -> Prediction:
         return state[0], None
 
     def apply(self, state: list[str | None], event: Event) -> None:
@@ -97,7 +108,7 @@ class ArrivalLastPredictor:
     def new(self) -> list[Any]:
         return [None, 0, ""]
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def predict(self, state: list[Any], t: int) -> Prediction:
         return state[0], None
 
     def apply(self, state: list[Any], event: Event) -> None:
@@ -124,7 +135,11 @@ class TopPredictor:
     def new(self) -> list[Any]:
         return [None, {}, {}]
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def arrival(self) -> TopPredictor:
+        """The predictor for arrival order."""
+        return ArrivalTopPredictor()
+
+    def predict(self, state: list[Any], t: int) -> Prediction:
         best = state[0]
         return (best, state[1]) if best is not None else NO_ANSWER
 
@@ -201,7 +216,11 @@ class WindowPredictor:
     def new(self) -> list[Any]:
         return [[], [], {}, {}]
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def arrival(self) -> ArrivalWindowPredictor:
+        """The predictor for arrival order."""
+        return ArrivalWindowPredictor(self.window)
+
+    def predict(self, state: list[Any], t: int) -> Prediction:
         days, genders, counts, newest = state
         first = t // MS_PER_DAY - self.window + 1
         if days and days[0] < first:
@@ -237,21 +256,24 @@ class WindowPredictor:
 
 #: the fields of one (day, gender) counter in :class:`ArrivalWindowPredictor`'s flat state
 _STRIDE = 4
+#: the first day of no bucket: below every day
+_NO_DAY = -(1 << 62)
 
 
 class ArrivalWindowPredictor:
     """Windowed ``top`` in arrival order: what ``top7d.lua`` counts and a read at ``t`` sums.
 
     The worker counts an event in its day's bucket unless the day is already older than the
-    window when it processes the event (``now``: the entry id's time), and a bucket expires at
-    the end of the last day it can be inside a window. A read at ``t`` with the clock at
-    ``now`` sums the buckets of days ``D-W+1 .. D`` (``D`` the day of ``t``) that have not
-    expired by ``now``: a bucket after ``D`` (an event with a greater ts, applied earlier) is
-    not in it, and ties go to the newest ts of each gender in those buckets, then to the name.
+    window when it processes the event (its entry id's time), and a bucket expires at the end
+    of the last day it can be inside a window. A read at ``t`` sums the buckets of days
+    ``D-W+1 .. D`` (``D`` the day of ``t``) that have not expired by the service's clock
+    (:meth:`clock`): a bucket after ``D`` (an event with a greater ts, applied earlier) is not
+    in it, and ties go to the newest ts of each gender in those buckets, then to the name.
 
-    State: a flat list of ``[day, gender, count, newest ts]`` per bucket and gender (a few per
-    client: the buckets of ``W`` days at most, plus one ahead). ``now`` never goes back for a
-    client (a shard's entry ids grow), so an expired bucket is dropped for good."""
+    State: the first day whose bucket has not expired, then ``[day, gender, count, newest
+    ts]`` per bucket and gender, flat (a few per client: the buckets of ``W`` days at most,
+    plus one ahead). The clock never goes back for a client (a shard's entry ids grow), so an
+    expired bucket is dropped for good."""
 
     __slots__ = ("window",)
 
@@ -260,14 +282,24 @@ class ArrivalWindowPredictor:
         self.window = window
 
     def new(self) -> list[Any]:
-        return []
+        return [_NO_DAY]
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def clock(self, state: list[Any], now: int) -> None:
+        """The service's clock reads ``now``: the buckets expired by then are dropped."""
+        first = now // MS_PER_DAY - self.window + 1
+        if first <= state[0]:
+            return
+        state[0] = first
+        if any(state[at] < first for at in range(1, len(state), _STRIDE)):
+            kept = [state[at : at + _STRIDE] for at in range(1, len(state), _STRIDE)]
+            state[1:] = [value for row in kept if row[0] >= first for value in row]
+
+    def predict(self, state: list[Any], t: int) -> Prediction:
         day = t // MS_PER_DAY
-        first = max(day, now // MS_PER_DAY) - self.window + 1
+        first = max(day - self.window + 1, state[0])
         counts: dict[str, int] = {}
         newest: dict[str, int] = {}
-        for at in range(0, len(state), _STRIDE):
+        for at in range(1, len(state), _STRIDE):
             if first <= state[at] <= day:
                 gender = state[at + 1]
                 counts[gender] = counts.get(gender, 0) + state[at + 2]
@@ -278,14 +310,11 @@ class ArrivalWindowPredictor:
         return _top_of(counts, newest), counts
 
     def apply(self, state: list[Any], event: Event) -> None:
-        first = entry_ms(event.id) // MS_PER_DAY - self.window + 1
-        if state and min(state[::_STRIDE]) < first:  # expired by now: gone for good
-            kept = [state[at : at + _STRIDE] for at in range(0, len(state), _STRIDE)]
-            state[:] = [value for row in kept if row[0] >= first for value in row]
+        self.clock(state, entry_ms(event.id))
         day, gender, ts = event.ts // MS_PER_DAY, event.gender, event.ts
-        if day < first:  # older than the window when processed: not counted
+        if day < state[0]:  # older than the window when processed: not counted
             return
-        for at in range(0, len(state), _STRIDE):
+        for at in range(1, len(state), _STRIDE):
             if state[at] == day and state[at + 1] == gender:
                 state[at + 2] += 1
                 if state[at + 3] < ts:
@@ -312,7 +341,7 @@ class PythonPredictor:
     def new(self) -> list[Any]:
         return [None, None, None]
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def predict(self, state: list[Any], t: int) -> Prediction:
         return state[1], state[2]
 
     def apply(self, state: list[Any], event: Event) -> None:
@@ -339,7 +368,7 @@ class MajorityPredictor:
     def new(self) -> list[Any]:
         return self._shared
 
-    def predict(self, state: list[Any], t: int, now: int) -> Prediction:
+    def predict(self, state: list[Any], t: int) -> Prediction:
         best = state[0]
         return (best, state[1]) if best is not None else NO_ANSWER
 
@@ -369,4 +398,5 @@ __all__ = [
     "PythonPredictor",
     "TopPredictor",
     "WindowPredictor",
+    "in_order",
 ]

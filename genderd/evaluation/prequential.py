@@ -45,6 +45,7 @@ from genderd.evaluation.predictors import (
     Order,
     Prediction,
     Predictor,
+    in_order,
 )
 from genderd.evaluation.report import MAJORITY, Report
 from genderd.evaluation.scoring import Step, Tally, label_scores, model_scores
@@ -179,6 +180,7 @@ class Prequential:
         every = self.selection.scores_every_event
         scored_at = self.selection.scored
         clocked = self.order == ARRIVAL
+        clocks = self._clocks()
         for event in events:
             t = event.ts
             now = entry_ms(event.id) if clocked else t
@@ -190,16 +192,26 @@ class Prequential:
                 newest = client.newest
             states = client.states
             if every or scored_at(t, now, newest):
+                for at, clock in clocks:
+                    clock(states[at], now)
                 yield (
                     event,
                     client.history,
-                    tuple([p(s, t, now) for p, s in zip(predicts, states, strict=True)]),
+                    tuple([p(s, t) for p, s in zip(predicts, states, strict=True)]),
                 )
             for apply, s in zip(applies, states, strict=True):
                 apply(s, event)
             client.history += 1
             if newest is None or t > newest:
                 client.newest = t
+
+    def _clocks(self) -> list[tuple[int, Callable[[Any, int], None]]]:
+        """In arrival order, the predictors told the service's clock before a read (by their
+        position): those with a ``clock`` method."""
+        if self.order != ARRIVAL:
+            return []
+        found = [(at, getattr(p, "clock", None)) for at, p in enumerate(self.predictors)]
+        return [(at, clock) for at, clock in found if clock is not None]
 
     def _counted(
         self, events: Iterable[Event], progress: Progress | None, total: int
@@ -249,17 +261,16 @@ class Prequential:
             last = self._last = key
             yield event
 
-    def answers_at(self, cid: str, t: int, now: int | None = None) -> tuple[Prediction, ...] | None:
+    def answers_at(self, cid: str, t: int) -> tuple[Prediction, ...] | None:
         """Each predictor's answer for ``cid`` at read time ``t`` (not before the last event
-        applied, in time order), the service's clock at ``now`` (default: ``t``, or the clock
-        of the last event applied when that is later), or None for a client with no event."""
+        applied, in time order; in arrival order with the service's clock at the last event
+        applied), or None for a client with no event."""
         client = self._clients.get(cid)
         if client is None:
             return None
-        at = max(t, self.clock) if now is None else now
-        return tuple(
-            p.predict(s, t, at) for p, s in zip(self.predictors, client.states, strict=True)
-        )
+        for at, clock in self._clocks():
+            clock(client.states[at], self.clock)
+        return tuple(p.predict(s, t) for p, s in zip(self.predictors, client.states, strict=True))
 
 
 def predictors_of(
@@ -274,8 +285,7 @@ def predictors_of(
             refused[model.name] = f"model {MAJORITY!r}: the name is the baseline's in reports"
             continue
         try:
-            # time order: predictor() as models always had it; arrival: asked for by name
-            evaluable[model.name] = model.predictor() if order == TIME else model.predictor(order)
+            evaluable[model.name] = in_order(model.predictor(), order)
         except NotEvaluable as error:
             refused[model.name] = str(error)
     return sorted(evaluable.items()), refused

@@ -17,7 +17,7 @@ import orjson
 
 from genderd.errors import ConfigurationError, InputError
 from genderd.evaluation.report import Bucket, Interval, LabelScore, ModelScore, Report
-from genderd.evaluation.stats import FRAGILE_BELOW
+from genderd.evaluation.stats import ALPHA, FRAGILE_BELOW
 
 PLOT_EXTRA = "pip install 'genderd[plot]'"
 NONE = "none"  # the confusion column of clients a model has no answer for
@@ -28,16 +28,22 @@ NO_HISTORY = "0"  # the history bucket of a client's first event
 
 
 # -- cells ---------------------------------------------------------------------------------------
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _with_interval(value: float | None, interval: Interval | None) -> str:
+def with_interval(value: float | None, interval: Interval | None) -> str:
     if value is None:
         return "-"
     if interval is None:
-        return _percent(value)
-    return f"{_percent(value)} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+        return percent(value)
+    return f"{percent(value)} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
+
+
+def difference(value: float, interval: Interval, significant: bool) -> str:
+    """A difference of accuracies in points with its interval, and ``*`` when significant."""
+    star = "  *" if significant else ""
+    return f"{100 * value:+.1f} pts [{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]{star}"
 
 
 def _versus(score: ModelScore, best: str | None) -> str:
@@ -46,12 +52,10 @@ def _versus(score: ModelScore, best: str | None) -> str:
     versus = score.versus_best
     if versus is None:
         return ""
-    low, high = versus.interval.low, versus.interval.high
-    star = "  *" if versus.significant else ""
-    return f"{100 * versus.difference:+.1f} pts [{100 * low:+.1f}, {100 * high:+.1f}]{star}"
+    return difference(versus.difference, versus.interval, versus.significant)
 
 
-def _aligned(rows: Sequence[Sequence[str]], text_last: bool = False) -> list[str]:
+def aligned(rows: Sequence[Sequence[str]], text_last: bool = False) -> list[str]:
     """``rows`` as lines of columns two spaces apart: the first column (and the last, with
     ``text_last``) aligned left, the others right (numbers)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -83,14 +87,14 @@ def _scores(report: Report) -> list[str]:
             [
                 score.model,
                 f"{score.events:,}",
-                _percent(score.coverage),
-                _with_interval(score.accuracy, score.accuracy_interval),
-                _with_interval(score.accuracy_all, score.accuracy_all_interval),
+                percent(score.coverage),
+                with_interval(score.accuracy, score.accuracy_interval),
+                with_interval(score.accuracy_all, score.accuracy_all_interval),
                 "" if score.log_loss is None else f"{score.log_loss:.3f}",
                 _versus(score, report.best),
             ]
         )
-    lines = _aligned(rows, text_last=True)
+    lines = aligned(rows, text_last=True)
     compared = [s.versus_best for s in report.models if s.versus_best is not None]
     if compared:
         lines.append(
@@ -101,6 +105,12 @@ def _scores(report: Report) -> list[str]:
         lines.append(
             f"* significantly behind {report.best} after adjustment for the "
             f"{compared[0].pairs} pairs compared (Holm, p < 0.05)"
+        )
+    baseline = report.models[0].versus_best
+    if baseline is not None and baseline.difference > 0 and baseline.p_adjusted < ALPHA:
+        lines.append(
+            f"! {report.models[0].model} (the baseline) is significantly ahead of {report.best}: "
+            "the models do worse than knowing nothing about the shopper"
         )
     if report.fragile:
         lines.append(fragile_note(report.clients))
@@ -127,12 +137,12 @@ def _by_history(report: Report) -> list[str]:
         rows.append(
             [
                 score.model,
-                *(_with_interval(b.accuracy_all, b.accuracy_all_interval) for b in buckets),
+                *(with_interval(b.accuracy_all, b.accuracy_all_interval) for b in buckets),
             ]
         )
     return [
         "accuracy_all [95% CI] by history length (the client's earlier events):",
-        *_aligned(rows),
+        *aligned(rows),
     ]
 
 
@@ -144,14 +154,14 @@ def _labels(report: Report, labels: Sequence[LabelScore]) -> list[str]:
                 label.model,
                 f"{label.clients:,}",
                 f"{label.answered:,}",
-                _percent(label.coverage),
-                _with_interval(label.accuracy, label.accuracy_interval),
+                percent(label.coverage),
+                with_interval(label.accuracy, label.accuracy_interval),
             ]
         )
     unknown = (
         f"; {report.labels_unknown:,} without events, not scored" if report.labels_unknown else ""
     )
-    lines = [f"known labels, answers at the end of the history{unknown}:", *_aligned(rows)]
+    lines = [f"known labels, answers at the end of the history{unknown}:", *aligned(rows)]
     for label in labels:
         lines += ["", *_confusion(label)]
     return lines
@@ -163,10 +173,10 @@ def _confusion(label: LabelScore) -> list[str]:
     rows = [[f"{label.model}: true \\ answer", *columns]]
     for true, counts in sorted(label.confusion.items()):
         rows.append([true, *(f"{counts.get(column, 0):,}" for column in columns)])
-    return _aligned(rows)
+    return aligned(rows)
 
 
-def _date(ts: int | None) -> str:
+def date(ts: int | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -175,7 +185,7 @@ def _date(ts: int | None) -> str:
 def _footer(report: Report) -> str:
     parts = [
         f"{report.events:,} events of {report.clients:,} clients, "
-        f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
+        f"{date(report.first_ts)} to {date(report.last_ts)} UTC"
         + ("" if report.order == "time" else f", in {report.order} order")
     ]
     if report.warmup_events:
@@ -222,12 +232,12 @@ def plot_title(report: Report) -> str:
     settings.append(f"{report.order} order")
     if report.provenance is not None:
         settings.append(f"window {report.provenance.window_days} d")
-    period = f"{_date(report.first_ts)} to {_date(report.last_ts)} UTC"
+    period = f"{date(report.first_ts)} to {date(report.last_ts)} UTC"
     since = report.provenance.since_ms if report.provenance else None
     if report.warmup_events and since is not None:
         period = (
-            f"scored {_date(since)} to {_date(report.last_ts)} UTC, after a warm-up of "
-            f"{report.warmup_events:,} events from {_date(report.first_ts)}"
+            f"scored {date(since)} to {date(report.last_ts)} UTC, after a warm-up of "
+            f"{report.warmup_events:,} events from {date(report.first_ts)}"
         )
     return "\n".join(
         ["next-visit accuracy_all by history length, 95% CI", ", ".join(settings), period]

@@ -1,7 +1,7 @@
 -- Shared chunk: what every kind of script may need. The day's length, integers as decimal
--- strings, comparisons of decimal strings and stream ids, and reading a hash that may not be
--- one. Defines MS_PER_DAY, fmt, read_hash, greater, id_after; touches only keys its callers
--- pass in.
+-- strings, comparisons of decimal strings and stream ids, reading a hash that may not be
+-- one, and the error reply naming a key of another type. Defines MS_PER_DAY, fmt, read_hash,
+-- wrong_type, expect_type, greater, id_after; touches only keys its callers pass in.
 local MS_PER_DAY = 86400000
 
 local function fmt(n)
@@ -17,6 +17,20 @@ local function read_hash(...)
     error(reply)
   end
   return reply
+end
+
+-- the error reply for a key that holds another type than ``expected``, naming both (callers
+-- map a reply starting with WRONGTYPE to genderd.transport.WrongTypeError)
+local function wrong_type(key, expected)
+  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. redis.call('TYPE', key).ok
+    .. ', not a ' .. expected)
+end
+
+-- stop the script, before it writes anything, with wrong_type's reply when `key` holds another
+-- type than `expected` (a missing key is fine): one line per key checked, from anywhere
+local function expect_type(key, expected)
+  local found = redis.call('TYPE', key).ok
+  if found ~= 'none' and found ~= expected then error(wrong_type(key, expected)) end
 end
 
 -- a > b for non-negative decimal integers without leading zeros, of any length

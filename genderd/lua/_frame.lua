@@ -1,7 +1,7 @@
 -- Shared chunk: the batch frame every model's apply script runs on (apply_batch), so that
--- exactly-once, the wrong-type guard, erasure and expiry are written once. Touches only keys
--- its callers pass in. Defines apply_batch.
--- uses: _basics.lua _expiry.lua
+-- exactly-once, the wrong-type guard, erasure, expiry and live grading are written once.
+-- Touches only keys its callers pass in. Defines apply_batch.
+-- uses: _basics.lua _expiry.lua _grades.lua
 --
 -- The batch frame (apply_batch) owns the KEYS/ARGV layout of every apply script:
 --
@@ -9,18 +9,26 @@
 --   KEYS[2] = shard stats hash        <prefix>:{sN}:stats
 --   KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures (the greatest id of the shard's
 --             erasure markers; it lives as long as the newest of them)
---   KEYS[4..] = per client of the batch: its erasure marker <prefix>:{sN}:erased:<digest>
+--   KEYS[4 ..] = when the call grades (the grading block of _grades.lua, at the end of ARGV):
+--             the grades hash of each hour graded <prefix>:{sN}:grades:<model>:<hour>, then,
+--             for a batch of reclaimed entries, the model's re-driven entry ids
+--             <prefix>:{sN}:redriven-ids:<model>
+--   then per client of the batch: its erasure marker <prefix>:{sN}:erased:<digest>
 --               when the caller passes it (see below), then its keys (the model's own
 --               contract): model.nkeys of them, or 1 + n for models with per_event_keys (n =
---               the client's entries); the first of them is always the client's result hash
+--               the client's entries); the first of them is always the client's result hash;
+--               then, when grading, x more keys the model asked for (see "Grading" below)
 --   ARGV[1] = consumer group (the model name);  ARGV[2] = processing time "now" (ms)
 --   ARGV[3] = when a client touched by this call expires (ms since the epoch; "0": never)
 --   ARGV[4] = the sentinel's value as the caller knows it ("" for none)
 --   ARGV[5 .. 4+model.nparams] = the model's parameters
---   then per client, in the order of its keys: n (-n when its marker is passed), then n
---   entries of (id, gender, ts)
---   returns: {entries applied, entries dropped as erased, ids of the entries skipped...}, or
---            {-1, the sentinel's value} when the caller's was out of date (nothing done)
+--   then per client, in the order of its keys: n (-n when its marker is passed); when the
+--   call grades, its client group and x; then n entries of (id, gender, ts)
+--   then the grading block (_grades.lua): "0" when the call grades nothing
+--   returns: {entries applied, entries dropped as erased, entries graded, of which predicted,
+--            of which correct, D, the D clients deferred (their numbers in the call, from 1),
+--            ids of the entries skipped...}, or {-1, the sentinel's value} when the caller's
+--            was out of date (nothing done)
 --
 -- The caller groups the batch per client, so every key is read once per call. For each client
 -- the frame asks the model to read its state (the read is also the wrong-type guard: a key
@@ -41,36 +49,69 @@
 --
 -- Expiry (_expiry.lua): a client whose entries were applied gets its result hash expiring at
 -- ARGV[3]; the model's read returns the hash's :expires field after the state.
+--
+-- Grading (SPEC §14, _grades.lua): when the call grades, the model's apply gets a table
+-- `predictions` and sets predictions[j] to its answer for the client just before the j-th
+-- acknowledged entry is applied, read at that entry's time (false: no answer); the frame grades
+-- each entry against its gender, in this same call, so a redelivered batch is graded once. A
+-- model that cannot tell that answer from what it read (top7d: its stored counters are of
+-- another day than an entry's) returns `defer` from read when it got no extra keys (x = 0):
+-- the frame then leaves the client alone (nothing acknowledged) and names it in the reply,
+-- and the caller calls again for it with the x keys the model needs (Model.grading_keys).
 
 -- model = {nkeys = keys per client, or per_event_keys = true: a first key, then one per entry,
 --          nparams = parameters after ARGV[4],
---          read = function(k, first, n) -> state, or false when a key has a wrong type; and
---                 the result hash's :expires field,
---          apply = function(k, state, acked, m, expiry) -> whether the client's result hash
---                  exists after it (its expiry is then set), and whether apply wrote the
---                  :expires field: `expiry` is its new value when it must change (nil: it
---                  need not), which a model that writes the hash anyway adds to its HSET
---                  (with_expiry) to save a call}
+--          read = function(k, first, n, grading, extra, x) -> state, or false when a key has
+--                 a wrong type; the result hash's :expires field; and, only when `grading`
+--                 is given (the call's grading block, when the client has an entry to grade:
+--                 `gradable(grading, id, ts)` tells which) and it got no extra keys (x = 0),
+--                 `defer` when it needs them to predict (see "Grading"); KEYS[extra ..
+--                 extra+x-1] are the x extra keys the caller passed (extra: nil when none),
+--          apply = function(k, state, acked, m, expiry, predictions) -> whether the client's
+--                  result hash exists after it (its expiry is then set), and whether apply
+--                  wrote the :expires field: `expiry` is its new value when it must change
+--                  (nil: it need not), which a model that writes the hash anyway adds to its
+--                  HSET (with_expiry) to save a call. `predictions` is nil unless the client
+--                  has an entry to grade; a model that grades sets predictions[1..m]}
 -- k is the index of the client's first key (its result hash); ARGV[first], ARGV[first+3], ...
 -- are the ids of its n entries (gender and ts follow each id). acked[1..m] are the ARGV
 -- indexes of the ids acknowledged by this call and not erased (m >= 1).
+local defer = 'defer'
+
+-- Whether any of the client's entries (ARGV first, first+3, .., stop) is to be graded.
+local function any_gradable(spec, first, stop)
+  if spec == nil then return false end
+  for i = first, stop, 3 do
+    if gradable(spec, ARGV[i], ARGV[i + 2]) then return true end
+  end
+  return false
+end
+
 local function apply_batch(model)
   local stream, group, expires = KEYS[1], ARGV[1], ARGV[3]
   local sentinel = redis.call('GET', KEYS[3]) or ''
   if sentinel ~= ARGV[4] then return {-1, sentinel} end
-  local applied, erased, skipped, acked = 0, 0, {}, {}
-  local k, a = 4, 5 + model.nparams
-  while a <= #ARGV do
-    local n, cutoff = tonumber(ARGV[a]), nil
+  local spec, last = grading_block(4)
+  local applied, erased, skipped, acked, deferred, predictions = 0, 0, {}, {}, {}, {}
+  local k, a, c = 4 + (spec and spec.keys or 0), 5 + model.nparams, 0
+  while a <= last do
+    c = c + 1
+    local n, cutoff, client_group, x = tonumber(ARGV[a]), nil, nil, 0
+    if spec then client_group, x, a = ARGV[a + 1], tonumber(ARGV[a + 2]), a + 2 end
     if n < 0 then  -- its marker is passed
       n = -n
       cutoff = redis.call('GET', KEYS[k]) or nil
       k = k + 1
     end
     local first, stop = a + 1, a + 3 * n
-    local state, stored_expiry = model.read(k, first, n)
+    local own = model.per_event_keys and 1 + n or model.nkeys
+    local grading = any_gradable(spec, first, stop)
+    local extra = x > 0 and k + own or nil
+    local state, stored_expiry, wants = model.read(k, first, n, grading and spec or nil, extra, x)
     if state == false then
       for i = first, stop, 3 do skipped[#skipped + 1] = ARGV[i] end
+    elseif wants == defer and x == 0 then
+      deferred[#deferred + 1] = c
     else
       local m = 0
       for i = first, stop, 3 do
@@ -86,14 +127,30 @@ local function apply_batch(model)
       if m > 0 then
         applied = applied + m
         local change = expiry_change(stored_expiry, expires)
-        local exists, written = model.apply(k, state, acked, m, change ~= '' and change or nil)
+        local told = grading and predictions or nil
+        local exists, written = model.apply(k, state, acked, m, change ~= '' and change or nil,
+          told)
         if exists and change then expire_client(KEYS[k], change, written) end
+        if told and model.grades then
+          for j = 1, m do
+            local i = acked[j]
+            grade(spec, ARGV[i], ARGV[i + 2], client_group, told[j], ARGV[i + 1])
+            told[j] = nil
+          end
+        end
       end
     end
-    k = k + (model.per_event_keys and 1 + n or model.nkeys)
+    k = k + own + x
     a = stop + 1
   end
   if applied > 0 then redis.call('HINCRBY', KEYS[2], group .. ':applied', applied) end
   if erased > 0 then redis.call('HINCRBY', KEYS[2], group .. ':erased', erased) end
-  return {applied, erased, unpack(skipped)}
+  local reply = {applied, erased, 0, 0, 0, #deferred}
+  if spec then
+    write_grades(spec, KEYS[2], group)
+    reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
+  end
+  for i = 1, #deferred do reply[#reply + 1] = deferred[i] end
+  for i = 1, #skipped do reply[#reply + 1] = skipped[i] end
+  return reply
 end

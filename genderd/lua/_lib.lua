@@ -1,4 +1,4 @@
 -- Every shared chunk, for a model that names its files the older way: apply_files =
 -- (genderd.lua.LIB, "mine.lua"). A script names the chunks it uses in its own "uses" line
 -- instead (see genderd/lua/__init__.py).
--- uses: _basics.lua _expiry.lua _erasure.lua _frame.lua _counters.lua _window.lua _deadcount.lua
+-- uses: _basics.lua _expiry.lua _erasure.lua _grades.lua _frame.lua _counters.lua _window.lua _deadcount.lua

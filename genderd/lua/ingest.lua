@@ -13,6 +13,10 @@
 -- its record is the claim. That part may hold no events (the home shard has none of the
 -- request's): then only the record is set.
 --
+-- Every attempt that is not refused sets the part's record, and the claim, again: both live
+-- the record's lifetime from the latest attempt, not the first, so that a part written by an
+-- early attempt is not forgotten before the parts a later attempt wrote.
+--
 -- KEYS[1] = shard stream                       <prefix>:{sN}:events
 -- KEYS[2] = the request's record on the shard  <prefix>:{sN}:idem:<key digest>  (keyed only)
 -- KEYS[3] = the key's claim                    <prefix>:idem:<key digest>  (standalone only)
@@ -23,14 +27,10 @@
 -- when the key's record holds another body (nothing written); an error reply starting with
 -- WRONGTYPE that names the key when the stream or the record is not of its type (nothing
 -- written)
+-- uses: _basics.lua
 
 local stream, record, claim = KEYS[1], KEYS[2], KEYS[3]
 local body, ttl = ARGV[1], ARGV[2]
-
-local function wrong_type(key, expected)
-  return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. redis.call('TYPE', key).ok
-    .. ', not a ' .. expected)
-end
 
 if claim then
   local owner = redis.pcall('GET', claim)
@@ -39,19 +39,17 @@ if claim then
   end
   if owner and owner ~= body then return -1 end
 end
+local seen = false
 if record then
-  local seen = redis.pcall('GET', record)
+  seen = redis.pcall('GET', record)
   if type(seen) == 'table' and seen.err then
     return wrong_type(record, 'string')
   end
-  if seen then
-    if seen == body then return 0 end
-    return -1
-  end
+  if seen and seen ~= body then return -1 end
 end
 
 local added = 0
-if #ARGV >= 5 then
+if not seen and #ARGV >= 5 then
   -- the first entry through pcall: a stream key holding another type refuses the whole part
   local first = redis.pcall('XADD', stream, '*', 'cid', ARGV[3], 'gender', ARGV[4], 'ts', ARGV[5])
   if type(first) == 'table' and first.err then

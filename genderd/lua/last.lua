@@ -5,6 +5,7 @@
 -- per client (one key): KEYS[k] = result hash   <prefix>:{sN}:r:<cid>
 -- no parameters
 -- result fields: last, last:ts, last:id, last:at
+-- grades: the answer before an entry is the gender of the greatest (ts, id) applied so far
 -- uses: _basics.lua _expiry.lua _frame.lua
 
 -- (ts, id) of a is greater than that of b
@@ -19,26 +20,29 @@ local ts_field, id_field, at_field = group .. ':ts', group .. ':id', group .. ':
 return apply_batch({
   nkeys = 1,
   nparams = 0,
+  grades = true,
   read = function(k)
-    local have = read_hash('HMGET', KEYS[k], ts_field, id_field, EXPIRES)
+    local have = read_hash('HMGET', KEYS[k], ts_field, id_field, EXPIRES, group)
     if have == nil then return false end
     return have, have[3]
   end,
-  apply = function(k, have, acked, m, expiry)
-    local best = nil
+  apply = function(k, have, acked, m, expiry, predictions)
+    -- the greatest (ts, id) so far and its gender: the stored one, then the entries' in turn
+    local top_ts, top_id, answer = have[1], have[2], have[4]
     for j = 1, m do
       local i = acked[j]
-      if best == nil or later(ARGV[i + 2], ARGV[i], ARGV[best + 2], ARGV[best]) then best = i end
+      if predictions then predictions[j] = answer end
+      if not top_ts or later(ARGV[i + 2], ARGV[i], top_ts, top_id) then
+        top_ts, top_id, answer = ARGV[i + 2], ARGV[i], ARGV[i + 1]
+      end
     end
-    if have[1] and not later(ARGV[best + 2], ARGV[best], have[1], have[2]) then
-      return true, false
-    end
+    if top_id == have[2] and top_ts == have[1] then return true, false end  -- none is later
     if expiry then
-      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
-        id_field, ARGV[best], at_field, now, EXPIRES, expiry)
+      redis.call('HSET', KEYS[k], group, answer, ts_field, top_ts, id_field, top_id,
+        at_field, now, EXPIRES, expiry)
     else
-      redis.call('HSET', KEYS[k], group, ARGV[best + 1], ts_field, ARGV[best + 2],
-        id_field, ARGV[best], at_field, now)
+      redis.call('HSET', KEYS[k], group, answer, ts_field, top_ts, id_field, top_id,
+        at_field, now)
     end
     return true, true
   end,

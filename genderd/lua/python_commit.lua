@@ -20,31 +20,43 @@
 -- state was computed with the erased ones), computed again without them.
 -- The result hash of a committed client expires as in the batch frame (_expiry.lua).
 --
+-- Grading (SPEC §14, _grades.lua): the worker ran the model, so it knows each entry's
+-- prediction (the answer before it) and whether it was right; a committed client's entries are
+-- graded here, in the same call, so each is graded once.
+--
 -- KEYS[1] = shard stream          <prefix>:{sN}:events
 -- KEYS[2] = shard stats hash      <prefix>:{sN}:stats
 -- KEYS[3] = shard erasure sentinel  <prefix>:{sN}:erasures
--- KEYS[2+2c] = erasure marker of client c   <prefix>:{sN}:erased:<digest>
--- KEYS[3+2c] = result hash of client c      <prefix>:{sN}:r:<cid>
+-- KEYS[4 .. 3+G] = the grading block's keys (_grades.lua; G = 0 when the call grades nothing)
+-- KEYS[2+G+2c] = erasure marker of client c   <prefix>:{sN}:erased:<digest>
+-- KEYS[3+G+2c] = result hash of client c      <prefix>:{sN}:r:<cid>
 -- ARGV[1] = consumer group (the model name);  ARGV[2] = consumer name (for logs; unused)
 -- ARGV[3] = when a committed client expires (ms since the epoch; "0": never)
 -- then per client c, in the order of its keys:
 --   the version read ("" for none), n, the n entry ids,
---   s, then s field/value pairs to set, d, then d fields to delete
--- returns: {applied, erased, number of skipped ids, skipped ids...,
+--   s, then s field/value pairs to set, d, then d fields to delete,
+--   and when the call grades: the client's group, then per entry its ts and how its
+--   prediction went: "r" right, "w" wrong, "n" no answer
+-- then the grading block (_grades.lua): "0" when the call grades nothing
+-- returns: {applied, erased, graded, predicted, correct, number of skipped ids, skipped ids...,
 --           then per client in conflict: c, k, its k entry ids still pending}
 -- result fields: <model>:v (version), and what the worker sends (<model>:j state JSON, answer)
--- uses: _basics.lua _expiry.lua _erasure.lua
+-- uses: _basics.lua _expiry.lua _erasure.lua _grades.lua
 
 local stream, stats = KEYS[1], KEYS[2]
 local group, consumer, expires = ARGV[1], ARGV[2], ARGV[3]
 local version_field = group .. ':v'
 local sentinel = redis.call('EXISTS', KEYS[3]) == 1
+local spec, last = grading_block(4)
+local offset = spec and spec.keys or 0
+-- "r", "w", "n" as (prediction, truth) for grade()
+local OUTCOMES = {r = {'1', '1'}, w = {'0', '1'}, n = {false, '1'}}
 
 local applied, erased, skipped, conflicts = 0, 0, {}, {}
 local a, c = 4, 0
-while a <= #ARGV do
+while a <= last do
   c = c + 1
-  local marker, result = KEYS[2 + 2 * c], KEYS[3 + 2 * c]
+  local marker, result = KEYS[offset + 2 + 2 * c], KEYS[offset + 3 + 2 * c]
   local expected, n = ARGV[a], tonumber(ARGV[a + 1])
   local ids = {}
   for i = 1, n do ids[i] = ARGV[a + 1 + i] end
@@ -55,6 +67,8 @@ while a <= #ARGV do
   local d = tonumber(ARGV[a])
   local del_at = a + 1
   a = a + 1 + d
+  local graded_at = a + 1
+  if spec then a = a + 1 + 2 * n end
 
   local stored = read_hash('HMGET', result, version_field, EXPIRES)
   if stored == nil then
@@ -92,12 +106,23 @@ while a <= #ARGV do
       redis.call('HSET', result, unpack(set))
       if d > 0 then redis.call('HDEL', result, unpack(ARGV, del_at, del_at + d - 1)) end
       if change then expire_client(result, change, true) end
+      if spec then
+        local client_group = ARGV[graded_at - 1]
+        for i = 1, n do
+          local outcome = OUTCOMES[ARGV[graded_at + 2 * i - 1]]
+          grade(spec, ids[i], ARGV[graded_at + 2 * i - 2], client_group, outcome[1], outcome[2])
+        end
+      end
     end
   end
 end
 if applied > 0 then redis.call('HINCRBY', stats, group .. ':applied', applied) end
 if erased > 0 then redis.call('HINCRBY', stats, group .. ':erased', erased) end
-local reply = {applied, erased, #skipped}
+local reply = {applied, erased, 0, 0, 0, #skipped}
+if spec then
+  write_grades(spec, stats, group)
+  reply[3], reply[4], reply[5] = spec.graded, spec.predicted, spec.correct
+end
 for i = 1, #skipped do reply[#reply + 1] = skipped[i] end
 for i = 1, #conflicts do reply[#reply + 1] = conflicts[i] end
 return reply

@@ -3,7 +3,7 @@
 -- only when the marker was not there. Re-running an interrupted re-drive (the dead letter
 -- not yet deleted) therefore adds nothing twice. The marker expires with the retention.
 --
--- Erasure (_erasure.lua, genderd/erasure.py): an entry of a client erased after it was
+-- Erasure (_erasure.lua, genderd/erasure/): an entry of a client erased after it was
 -- written is not written again: it would bring the client back. Stream ids are ordered only
 -- within one stream, so:
 --   * an entry of the target shard's own stream (ARGV[3] = "") is compared here with the

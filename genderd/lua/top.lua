@@ -12,6 +12,7 @@
 -- ARGV[5] = the oldest data layout the deployment may hold ("1", "2" or "3"; see layout.py)
 -- ARGV[6] = G, the number of configured genders;  ARGV[7 .. 6+G] = their names, sorted
 -- result fields: top (the answer), top:at (when it was written), top:n:<g>, top:t:<g>
+-- grades: the answer before an entry is the argmax of the counters so far
 --
 -- Upgrades, where the deployment may hold them:
 -- - layout 1 kept the counters in KEYS[k+1] as <g> / <g>:t fields. A client answered under it
@@ -57,6 +58,7 @@ end
 return apply_batch({
   nkeys = oldest < 2 and 2 or 1,
   nparams = 2 + g,
+  grades = true,
   read = function(k)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
@@ -70,13 +72,14 @@ return apply_batch({
     end
     return have, have[EXPIRY]
   end,
-  apply = function(k, have, acked, m, expiry)
+  apply = function(k, have, acked, m, expiry, predictions)
     -- the answer, its time, then each counter as it changes (a counter changed by several
     -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end  -- moved
     for j = 1, m do
       local a = acked[j]
+      if predictions then predictions[j] = argmax(names, have, 1) or false end
       count_event(have, 2 * index[ARGV[a + 1]] - 1, ARGV[a + 2], set, fields)
     end
     set[2] = argmax(names, have, 1)

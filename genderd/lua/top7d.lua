@@ -25,7 +25,12 @@
 --                the scores and the newest ts from them)
 -- Layouts 1 and 2 also kept :s (scores JSON) and :ts (newest ts): where the deployment may hold
 -- them, the first call that counts an event of such a client deletes them.
--- uses: _basics.lua _expiry.lua _frame.lua _counters.lua _window.lua
+-- grades: the answer before an entry, read at its time, is the argmax over the window of the
+-- entry's day D. For entries of today with today's counters in the result hash, those counters
+-- (as the entries are added); otherwise the window's buckets, which the read asks the caller
+-- for (defer): the x extra keys are the buckets of days hi-x+1 .. hi, hi the latest day of an
+-- entry to grade and x = hi - lo + W, lo the earliest (TopWindow.grading_keys).
+-- uses: _basics.lua _expiry.lua _grades.lua _frame.lua _counters.lua _window.lua
 
 local group, now, oldest, window = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[6])
 local names, index, g = genders_at(7)
@@ -45,10 +50,53 @@ local old_fields = {group .. ':s', group .. ':ts'}
 local ADD, STALE = 1, 2
 local touched = {}  -- gender numbers whose window counters the client's entries changed
 
+-- Grading: whether the entries to grade (of `spec`) need the window's buckets, and the latest
+-- day of one of them.
+local function needs_window(spec, have, first, n)
+  local needs, hi = have.mode ~= ADD, nil
+  for j = 1, n do
+    local a = first + 3 * j - 3
+    if gradable(spec, ARGV[a], ARGV[a + 2]) then
+      local day = math.floor(tonumber(ARGV[a + 2]) / MS_PER_DAY)
+      needs = needs or day ~= today
+      if hi == nil or day > hi then hi = day end
+    end
+  end
+  return needs, hi
+end
+
+-- The buckets KEYS[at .. at+x-1] of days hi-x+1 .. hi: their counters by day (flat, from 1),
+-- or nil when one holds something other than a hash.
+local function read_window(at, x, hi)
+  local by_day = {}
+  for d = 1, x do
+    local reply = read_hash('HMGET', KEYS[at + d - 1], unpack(bucket_fields))
+    if reply == nil then return nil end
+    by_day[hi - x + d] = reply
+  end
+  return by_day
+end
+
+-- The answer at a time of day `day` from the buckets by day: the window D-W+1 .. D summed.
+local function window_answer(by_day, day)
+  local sums = {}
+  for d = day - window + 1, day do
+    local counters = by_day[d]
+    if counters then
+      for i = 1, g do
+        local n = tonumber(counters[2 * i - 1])
+        if n then add_events(sums, 1, i, n, counters[2 * i]) end
+      end
+    end
+  end
+  return argmax(names, sums, 1) or false
+end
+
 return apply_batch({
   per_event_keys = true,
   nparams = 3 + g,
-  read = function(k, first, n)
+  grades = true,
+  read = function(k, first, n, grading, extra, x)
     local have = read_hash('HMGET', KEYS[k], unpack(read_fields))
     if have == nil then return false end
     if have[1] == this_window then
@@ -74,10 +122,18 @@ return apply_batch({
       end
     end
     have.days, have.replies, have.keys, have.fresh = days, replies, keys, fresh
+    if grading then
+      local needs, hi = needs_window(grading, have, first, n)
+      if needs then
+        if extra == nil then return have, have[EXPIRY], defer end
+        have.by_day = read_window(extra, x, hi)
+        if have.by_day == nil then return false end
+      end
+    end
     return have, have[EXPIRY]
   end,
-  apply = function(k, have, acked, m, expiry)
-    local days, replies = have.days, have.replies
+  apply = function(k, have, acked, m, expiry, predictions)
+    local days, replies, by_day = have.days, have.replies, have.by_day
     -- per bucket touched: its counters as they change (a counter changed by several events
     -- is listed again each time: HSET keeps the last value, the final one)
     local writes = {}
@@ -86,6 +142,12 @@ return apply_batch({
       local a = acked[j]
       local i, ts = index[ARGV[a + 1]], ARGV[a + 2]
       local day = math.floor(tonumber(ts) / MS_PER_DAY)
+      if predictions and by_day then
+        predictions[j] = window_answer(by_day, day)
+      elseif predictions then
+        predictions[j] = argmax(names, have, 4) or false
+      end
+      if by_day and by_day[day] and day >= first_day then add_events(by_day[day], 1, i, 1, ts) end
       if day >= first_day then
         local b = 1
         while days[b] ~= day do b = b + 1 end

@@ -24,7 +24,8 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
-    from genderd.evaluation.predictors import Order, Predictor
+    from genderd.evaluation.predictors import Predictor
+    from genderd.grading.plan import Grading
     from genderd.transport import Transport
 
 ResultHash = Mapping[bytes, bytes]
@@ -81,6 +82,9 @@ class Model(abc.ABC):
     refresh_files: ClassVar[tuple[str, ...] | None] = None
     #: the package holding the model's own Lua files
     script_package: ClassVar[str] = "genderd.lua"
+    #: whether the model is graded live (SPEC §14): its apply script fills the frame's
+    #: ``predictions`` (see ``_frame.lua``). A Lua-backed plug-in opts in by setting it
+    grades: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, keys: Keys, *, oldest_layout: int = 1) -> None:
         self.settings = settings
@@ -121,19 +125,25 @@ class Model(abc.ABC):
         registry wraps)."""
         return type(self)
 
+    def grading_keys(
+        self, shard: int, cid: str, events: Sequence[Event], grading: Grading
+    ) -> list[str]:
+        """The extra keys the apply script needs to grade ``events`` of ``cid`` when its read
+        deferred the client (``defer`` in ``_frame.lua``): none unless the script defers."""
+        return []
+
     def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> Applier:
         """How a worker applies this model's batches: its apply script on the shared batch
         frame (``consumer``: the worker's consumer name)."""
         return LuaApplier(deployment, transport, self)
 
-    def predictor(self, order: Order = "time") -> Predictor:
-        """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`), when
-        each client's events are applied in ``order`` (``"time"``: by ``(ts, entry id)``;
-        ``"arrival"``: as the workers applied them; see :mod:`genderd.evaluation.predictors`).
+    def predictor(self) -> Predictor:
+        """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`).
 
         A model with its own Lua has none unless its class overrides this method with a Python
-        reference of what its script computes (docs/lua-models.md); it raises
-        :class:`~genderd.evaluation.NotEvaluable` for an order it has no reference for.
+        reference of what its script computes. The predictor serves both of ``genderd
+        evaluate``'s orders unless it has an ``arrival()`` method giving another one for
+        events in arrival order (see :mod:`genderd.evaluation.predictors`).
 
         Raises:
             NotEvaluable: the model cannot be evaluated (the reason in one line).

@@ -10,12 +10,13 @@ from genderd.keys import result_field
 from genderd.models.base import Model
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import ArrivalLastPredictor, LastPredictor, Order
+    from genderd.evaluation.predictors import LastPredictor
 
 
 class LastModel(Model):
     """The gender of the event with the greatest (``ts``, entry id)."""
 
+    grades = True
     name = "last"
     aliases = ("model1",)
     description = "gender of the client's latest event (greatest ts, then entry id)"
@@ -27,7 +28,7 @@ class LastModel(Model):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), result_field(self.name, "id")]
 
-    def predictor(self, order: Order = "time") -> LastPredictor | ArrivalLastPredictor:
-        from genderd.evaluation.predictors import ARRIVAL, ArrivalLastPredictor, LastPredictor
+    def predictor(self) -> LastPredictor:
+        from genderd.evaluation.predictors import LastPredictor
 
-        return ArrivalLastPredictor() if order == ARRIVAL else LastPredictor()
+        return LastPredictor()

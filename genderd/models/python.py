@@ -35,7 +35,7 @@ from genderd.settings import Settings
 
 if TYPE_CHECKING:
     from genderd.deployment import Deployment
-    from genderd.evaluation.predictors import Order, PythonPredictor
+    from genderd.evaluation.predictors import PythonPredictor
     from genderd.transport import Transport
 
 #: Largest state a client may keep per model, as JSON (bytes).
@@ -51,6 +51,9 @@ class Applied:
     value: dict[str, Any] = field(default_factory=dict)  # the new state
     applied: list[Event] = field(default_factory=list)
     failed: list[tuple[Event, str]] = field(default_factory=list)  # (event, one-line detail)
+    #: the answer just before each applied event (``applied[i]``), from the stored one given
+    #: to :meth:`PythonRuntime.run`: what the event is graded against (SPEC §14)
+    before: list[str | None] = field(default_factory=list)
 
 
 class PythonModel(abc.ABC):
@@ -91,6 +94,7 @@ class PythonRuntime(Model):
     it over a client's events, and its applier (:mod:`genderd.apply.optimistic`)."""
 
     apply_files = ("python_commit.lua",)
+    grades = True  # the worker knows each answer: the commit grades (python_commit.lua)
 
     def __init__(
         self,
@@ -119,8 +123,7 @@ class PythonRuntime(Model):
     def applier(self, deployment: Deployment, transport: Transport, consumer: str) -> PythonApplier:
         return PythonApplier(deployment, transport, self, consumer)
 
-    def predictor(self, order: Order = "time") -> PythonPredictor:
-        # the worker's own code, run over the events in the order given: both orders
+    def predictor(self) -> PythonPredictor:
         from genderd.evaluation.predictors import PythonPredictor
 
         return PythonPredictor(self)
@@ -137,9 +140,11 @@ class PythonRuntime(Model):
         events: Iterable[Event],
         progress: Progress | None = None,
         skip: Mapping[str, str] | None = None,
+        stored_answer: str | None = None,
     ) -> Applied:
         """Apply ``events`` in order to the state stored as ``state_json`` (None: a new
-        client). An event the model fails on leaves the state as it was before it.
+        client), whose stored answer is ``stored_answer``. An event the model fails on leaves the
+        state (and the answer) as it was before it.
 
         With ``progress`` (a worker's helper thread: :mod:`genderd.apply.model_thread`) each
         call is marked there, and a call that took longer than its limit fails its event;
@@ -148,6 +153,7 @@ class PythonRuntime(Model):
         state = orjson.loads(current)
         done = Applied(current, None)
         answered = False
+        before = stored_answer
         for event in events:
             if skip and event.id in skip:
                 done.failed.append((event, skip[event.id]))
@@ -173,6 +179,8 @@ class PythonRuntime(Model):
             current, answered = new, True
             done.answer = answer
             done.applied.append(event)
+            done.before.append(before)
+            before = answer
         done.state, done.value = current, state
         if not answered:
             done.answer = None

@@ -9,7 +9,7 @@ from genderd.events import Event
 from genderd.models.base import CountingModel, counter_fields, gender_params
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import ArrivalTopPredictor, Order, TopPredictor
+    from genderd.evaluation.predictors import TopPredictor
 
 
 class TopModel(CountingModel):
@@ -21,6 +21,7 @@ class TopModel(CountingModel):
     touches such a client (where the deployment may hold layout 1).
     """
 
+    grades = True
     name = "top"
     aliases = ("model2",)
     description = "gender with the most events of all time (ties: newest event, then name)"
@@ -42,7 +43,7 @@ class TopModel(CountingModel):
     def result_fields(self) -> Sequence[str]:
         return [*super().result_fields(), *counter_fields(self.name, self.settings)]
 
-    def predictor(self, order: Order = "time") -> TopPredictor | ArrivalTopPredictor:
-        from genderd.evaluation.predictors import ARRIVAL, ArrivalTopPredictor, TopPredictor
+    def predictor(self) -> TopPredictor:
+        from genderd.evaluation.predictors import TopPredictor
 
-        return ArrivalTopPredictor() if order == ARRIVAL else TopPredictor()
+        return TopPredictor()

@@ -17,10 +17,11 @@ from genderd.clock import day_of
 from genderd.events import Event
 from genderd.keys import Keys, result_field
 from genderd.models.base import CountingModel, counter_fields, gender_params
-from genderd.settings import Settings
+from genderd.settings import MAX_WINDOW_DAYS, Settings
 
 if TYPE_CHECKING:
-    from genderd.evaluation.predictors import ArrivalWindowPredictor, Order, WindowPredictor
+    from genderd.evaluation.predictors import WindowPredictor
+    from genderd.grading.plan import Grading
 
 
 class TopWindow:
@@ -43,10 +44,20 @@ class TopWindow:
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         days = cls.__dict__.get("window_days")
-        if days is not None and not (isinstance(days, int) and 1 <= days <= 366):
-            raise TypeError(f"{cls.__name__}.window_days must be a whole number of days, 1-366")
+        problem = window_days_problem(days)
+        if problem:
+            raise TypeError(f"{cls.__name__}.{problem}")
         if "description" not in cls.__dict__ and days is not None:
             cls.description = f"gender with the most events in the last {days} UTC days"
+
+
+def window_days_problem(days: object) -> str | None:
+    """Why ``days`` cannot be a :class:`TopWindow`'s ``window_days`` (one phrase), or None."""
+    if days is None or (
+        isinstance(days, int) and not isinstance(days, bool) and 1 <= days <= MAX_WINDOW_DAYS
+    ):
+        return None
+    return f"window_days must be a whole number of days, 1-{MAX_WINDOW_DAYS} (got {days!r})"
 
 
 def window_problem(definition: type[TopWindow], settings: Settings) -> str | None:
@@ -65,6 +76,7 @@ class WindowRuntime(CountingModel):
     apply_files = ("top7d.lua",)
     # the valid-answer fast path runs before the chunks it uses (its "uses here" line)
     refresh_files = ("top7d_read.lua",)
+    grades = True
 
     def __init__(
         self,
@@ -117,6 +129,17 @@ class WindowRuntime(CountingModel):
             *(bucket(shard, self.name, day_of(e.ts), cid) for e in events),
         ]
 
+    def grading_keys(
+        self, shard: int, cid: str, events: Sequence[Event], grading: Grading
+    ) -> list[str]:
+        # the buckets of every window an entry to grade is read in: days lo-W+1 .. hi, lo and
+        # hi the earliest and latest day of those entries (top7d.lua's read_window)
+        days = [day_of(e.ts) for e in events if grading.gradable(e)]
+        if not days:
+            return []
+        span = range(min(days) - self.window + 1, max(days) + 1)
+        return self.keys.day_buckets(shard, self.name, span, cid)
+
     def client_data_keys(self, shard: int, cid: str, now_ms: int) -> list[str]:
         # a bucket of day d lives until the end of day d+W-1; one may be a day ahead
         today = day_of(now_ms)
@@ -133,13 +156,7 @@ class WindowRuntime(CountingModel):
             *counter_fields(self.name, self.settings),
         ]
 
-    def predictor(self, order: Order = "time") -> WindowPredictor | ArrivalWindowPredictor:
-        from genderd.evaluation.predictors import (
-            ARRIVAL,
-            ArrivalWindowPredictor,
-            WindowPredictor,
-        )
+    def predictor(self) -> WindowPredictor:
+        from genderd.evaluation.predictors import WindowPredictor
 
-        if order == ARRIVAL:
-            return ArrivalWindowPredictor(self.window)
         return WindowPredictor(self.window)

@@ -23,7 +23,9 @@ from genderd.transport.unavailable import (
     RedisOutOfMemoryError,
     RedisReadOnlyError,
     RedisUnavailableError,
+    WrongTypeError,
     translate,
+    wrong_type,
 )
 
 __all__ = [
@@ -43,8 +45,10 @@ __all__ = [
     "SyncClient",
     "Transport",
     "UnsupportedURLError",
+    "WrongTypeError",
     "async_client",
     "connect",
     "sync_client",
     "translate",
+    "wrong_type",
 ]

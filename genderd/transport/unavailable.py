@@ -7,6 +7,12 @@ request itself is fine and will work later. Each of those states is a subclass o
 the API turns into 503 with ``Retry-After`` (in one exception handler) and the CLI into one
 line. Anything else (a wrong type, a script bug) stays the error it was. :func:`translate` is
 the one place where the mapping is written.
+
+A key of the wrong type (a shard's stream holding a string: written by something else than
+genderd) is no server state, but the request is fine too, and works once an operator has
+removed the key: the edges that meet one (ingest, the command line) say so with
+:func:`wrong_type`, a :class:`WrongTypeError` of the same family. :func:`translate` leaves it
+as it is, so that a script's WRONGTYPE error stays the script error its callers handle.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from redis import exceptions as redis_errors
 from genderd.errors import ConfigurationError, UnavailableError
 
 RETRY_AFTER_S = 1
+WRONGTYPE = "WRONGTYPE "  # the first word of a reply about a key of another type
 
 
 class RedisUnavailableError(UnavailableError):
@@ -62,6 +69,27 @@ class RedisClusterDownError(RedisUnavailableError):
     """The cluster cannot serve the slot now (down, failing over, or resharding)."""
 
     state = "cluster down"
+
+
+class WrongTypeError(RedisUnavailableError):
+    """A genderd key holds another type (e.g. a shard's stream key holding a string): what
+    needed it was not done (an ingest part: nothing of it written). Not a server state that
+    passes by itself, but like one the request is fine, and works once an operator has
+    removed the key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.state = f"holding the wrong type of key: {message}"
+
+
+def wrong_type(error: BaseException) -> WrongTypeError | None:
+    """``error`` as a :class:`WrongTypeError` when it is a WRONGTYPE reply, else None. A
+    genderd script's reply names the key (``WRONGTYPE <key> holds a string, not a stream``);
+    a command's says only what the server says."""
+    message = str(error)
+    if isinstance(error, redis_errors.ResponseError) and message.startswith(WRONGTYPE):
+        return WrongTypeError(message[len(WRONGTYPE) :].split(" script:", 1)[0].strip())
+    return None
 
 
 # The first word of an error reply -> its genderd error.

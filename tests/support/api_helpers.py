@@ -177,7 +177,7 @@ class RoundTripProxy:
 
 HOUR = 3_600_000
 MODEL_NAMES = ["last", "recency", "top", "top7d"]
-KNOWN = "last, model1, model2, model3, recency, top, top7d"
+KNOWN = "last (alias model1), recency, top (alias model2), top7d (alias model3)"
 
 MakeApi = Callable[..., ApiClient]
 

@@ -1,6 +1,6 @@
 """Python models that fail in each way a model can (issue 19): registered by the tests through
-GENDERD_PLUGINS. Each fails (Sleepy: sleeps) on the events of clients whose id starts with
-``bad`` and answers like ``Count`` otherwise."""
+GENDERD_PLUGINS. Each fails (Sleepy: holds the call until released) on the events of clients
+whose id starts with ``bad`` and answers like ``Count`` otherwise."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import abc
 import asyncio
 import sys
 import threading
-import time
 from typing import Any
 
 from genderd.events import Event
 from genderd.models import PythonModel
 
-#: how long Sleepy sleeps on a ``slow`` client's event (seconds)
-SLEEP_S = 2.0
-#: set while Sleepy sleeps
+#: the longest Sleepy holds a ``bad`` client's event (seconds), unless RELEASE is set first
+SLEEP_S = 30.0
+#: set while Sleepy holds a call
 SLEEPING = threading.Event()
+#: set by a test to end Sleepy's held calls (so that what happens meanwhile is no race)
+RELEASE = threading.Event()
 
 
 class _Failing(PythonModel):
@@ -65,5 +66,5 @@ class Sleepy(_Failing):
 
     def fail(self) -> None:
         SLEEPING.set()
-        time.sleep(SLEEP_S)
+        RELEASE.wait(SLEEP_S)
         SLEEPING.clear()

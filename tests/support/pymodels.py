@@ -3,10 +3,16 @@ GENDERD_PLUGINS (``tests.support.pymodels:Count``), not through the package's en
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from genderd.events import Event
 from genderd.models import PythonModel, TopWindow
+
+#: the longest HeldStreak holds a call (its worker is killed well before)
+HOLD_S = 60.0
 
 
 class Count(PythonModel):
@@ -22,6 +28,13 @@ class Count(PythonModel):
 
     def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
         return {"n": state["n"]}
+
+
+class CountToo(Count):
+    """The same answers as :class:`Count` under another name: a twin for the champion."""
+
+    name = "count-too"
+    description = "the same as count"
 
 
 class Picky(PythonModel):
@@ -74,3 +87,23 @@ class Flaky(PythonModel):
 
     def scores(self, state: dict[str, Any]) -> dict[str, float] | None:
         return {"n": state["n"]}
+
+
+class HeldStreak(Streak):
+    """:class:`Streak` (its answer depends on the order of a client's events) that holds its
+    call on the event of client ``hold-me`` while the file named by ``GENDERD_TEST_HOLD``
+    exists, after touching ``<that file>.held``: a test kills its worker then, with the batch
+    in hand (`tests/test_grading_offline.py`)."""
+
+    name = "held-streak"
+    description = "streak, held on one client's event while a file exists"
+
+    def identify_gender(self, state: dict, event: Event) -> str | None:  # type: ignore[type-arg]
+        hold = os.environ.get("GENDERD_TEST_HOLD")
+        if event.cid == "hold-me" and hold:
+            held = Path(f"{hold}.held")
+            held.touch()
+            deadline = time.monotonic() + HOLD_S
+            while Path(hold).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return super().identify_gender(state, event)

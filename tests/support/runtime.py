@@ -14,6 +14,11 @@ from genderd.transport import async_client
 
 T = TypeVar("T")
 
+#: the per-test timeout of the property tests: they run a fixed number of examples, so their
+#: time grows with the CPU they get (a busy machine: several times their usual 10-20 s); the
+#: default timeout (120 s, pyproject.toml) is there to catch a hang, not a busy machine
+PROPERTY_TIMEOUT_S = 600
+
 
 class FakeClock:
     """A processing/read clock that tests move by hand (milliseconds)."""

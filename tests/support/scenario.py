@@ -15,6 +15,7 @@ from typing import Any
 
 from genderd import streams
 from genderd.deployment import Deployment
+from genderd.grading.plan import hour_of
 from genderd.keys import Keys, shard_of
 from genderd.models import Registry
 from genderd.settings import Settings
@@ -143,6 +144,31 @@ async def applied_counts(client: Any, settings: Settings) -> dict[str, int]:
             if kind == "applied":
                 totals[model] = totals.get(model, 0) + int(value)
     return totals
+
+
+async def graded_counts(
+    client: Any, settings: Settings, events: Sequence[oracle.Ev]
+) -> dict[str, int]:
+    """Events graded per model, from the grades hashes of the hours of ``events``."""
+    keys = Keys(settings.prefix)
+    names = Deployment.build(settings).registry.names()
+    hours = {hour_of(e.ts) for e in events}
+    asked = [
+        (name, shard, hour) for name in names for shard in range(settings.shards) for hour in hours
+    ]
+    pipe = client.pipeline(transaction=False)
+    for name, shard, hour in asked:
+        pipe.hgetall(keys.grades(shard, name, hour))
+    totals = dict.fromkeys(names, 0)
+    for (name, _, _), grades in zip(asked, await pipe.execute(), strict=True):
+        totals[name] += sum(int(value.split()[0]) for value in grades.values())
+    return totals
+
+
+def gradable(events: Sequence[oracle.Ev], settings: Settings) -> int:
+    """How many of ``events`` arrived within the grading delay (SPEC §14)."""
+    limit = settings.grading_max_delay_s * 1000
+    return sum(1 for e in events if int(e.id.split("-")[0]) - e.ts <= limit)
 
 
 async def answers(
