@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,11 +20,26 @@ from genderd.cli.common import INSTANT, FiniteRange, ModelOption, opened, run, s
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.evaluation import render
-from genderd.evaluation.inputs import STDIN, InputSummary, read_file, read_labels, read_streams
-from genderd.evaluation.report import Report
-from genderd.events import Event
+from genderd.evaluation.digest import file_digest, spooled_stdin
+from genderd.evaluation.inputs import (
+    STDIN,
+    InputSummary,
+    in_time_order,
+    read_file,
+    read_labels,
+    stream_chunks,
+)
+from genderd.evaluation.invalid import invalid_warning
+from genderd.evaluation.prediction_file import format_of, prediction_file
+from genderd.evaluation.predictors import ORDERS, TIME, Order
+from genderd.evaluation.provenance import file_source, provenance, streams_source
+from genderd.evaluation.report import Report, Source
+from genderd.evaluation.selection import Selection
 from genderd.models.base import Model
 from genderd.settings import Settings
+
+if TYPE_CHECKING:
+    from genderd.evaluation.prequential import Evaluation, Sink
 
 MS_PER_MINUTE = 60_000
 UNKNOWN_LABELS_SHOWN = 3  # examples named when labelled clients have no events
@@ -48,17 +64,10 @@ def chosen_models(deployment: Deployment, names: str | None) -> tuple[list[Model
     return list(models.values()), True
 
 
-def _within(events: Iterator[Event], since: int | None, until: int | None) -> list[Event]:
-    return [
-        e for e in events if (since is None or e.ts >= since) and (until is None or e.ts < until)
-    ]
-
-
-def check_labels(labels: dict[str, str], events: Sequence[Event]) -> None:
+def check_labels(labels: dict[str, str], known: Callable[[str], bool]) -> None:
     """Labelled clients without events cannot be scored: one line with their count and a
     few of them (``--skip-unknown-labels`` scores the others)."""
-    seen = {event.cid for event in events}
-    unknown = [cid for cid in labels if cid not in seen]
+    unknown = [cid for cid in labels if not known(cid)]
     if unknown:
         examples = ", ".join(repr(cid) for cid in unknown[:UNKNOWN_LABELS_SHOWN])
         more = ", ..." if len(unknown) > UNKNOWN_LABELS_SHOWN else ""
@@ -78,52 +87,99 @@ def no_valid_events(summary: InputSummary) -> InputError:
     )
 
 
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[Progress | None]:
-    """A progress bar on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    with click.progressbar(length=total, label="evaluating", file=sys.stderr, show_pos=True) as bar:
+class _Bar:
+    """A progress bar on stderr when it is a terminal, made at the first report (when the
+    total is known: a time-order evaluation knows it once it has read everything)."""
 
-        def update(done: int, _total: int) -> None:
-            bar.update(done - bar.pos)
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._bar: Any = None
 
-        yield update
+    def __call__(self, done: int, total: int) -> None:
+        if not total:
+            return
+        if self._bar is None:
+            self._bar = self._stack.enter_context(
+                click.progressbar(length=total, label="evaluating", file=sys.stderr, show_pos=True)
+            )
+        self._bar.update(done - self._bar.pos)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What the command evaluates, resolved from its options."""
+
+    names: str | None
+    order: Order
+    selection: Selection
+    labels: dict[str, str] | None
+    progress: Progress | None
+    sink: Sink | None
+
+
+def _evaluation(
+    models: list[Model], settings: Settings, options: Options, *, presorted: bool, expected: int
+) -> Evaluation:
+    from genderd.evaluation.prequential import Evaluation
+
+    return Evaluation(
+        models,
+        genders=settings.genders,
+        order=options.order,
+        selection=options.selection,
+        presorted=presorted,
+        sink=options.sink,
+        progress=options.progress,
+        expected=expected,
+    )
 
 
 async def _from_streams(
-    settings: Settings,
-    names: str | None,
-    since: int | None,
-    until: int | None,
-    summary: InputSummary,
-) -> tuple[list[Model], bool, list[Event]]:
+    settings: Settings, options: Options, summary: InputSummary
+) -> tuple[Deployment, list[Model], bool, Evaluation, Source]:
     async with opened(settings, read_only=True) as (deployment, links):
-        models, named = chosen_models(deployment, names)
-        events = await read_streams(
-            links.client, deployment, since_ms=since, until_ms=until, summary=summary
+        models, named = chosen_models(deployment, options.names)
+        client = links.client
+        expected = sum([await client.xlen(deployment.keys.stream(s)) for s in deployment.shards])
+        evaluation = _evaluation(models, settings, options, presorted=False, expected=expected)
+        async for chunk in stream_chunks(client, deployment, summary=summary):
+            evaluation.feed(chunk)
+        return deployment, models, named, evaluation, streams_source(deployment, summary)
+
+
+def _from_file(
+    path: str, settings: Settings, options: Options, summary: InputSummary
+) -> tuple[Deployment, list[Model], bool, Evaluation, Source]:
+    deployment = Deployment.build(settings)  # no Redis: the configured deployment
+    models, named = chosen_models(deployment, options.names)
+    now = deployment.clock()
+    with contextlib.ExitStack() as stack:
+        if path == STDIN:  # spooled: hashed, and read twice where needed
+            path, digest = stack.enter_context(spooled_stdin())
+            source = file_source(path, digest, stdin=True)
+        else:
+            digest = file_digest(path)
+            source = file_source(path, digest)
+        # a file in time order is evaluated as it is read (memory: the clients, not the events)
+        presorted = options.order == TIME and in_time_order(path, now_ms=now)
+        evaluation = _evaluation(
+            models, settings, options, presorted=presorted, expected=digest.lines
         )
-        return models, named, events
+        evaluation.feed(read_file(path, settings, now_ms=now, summary=summary))
+    return deployment, models, named, evaluation, source
 
 
-def _scored(
-    events: list[Event],
-    models: list[Model],
-    settings: Settings,
-    session_gap: float | None,
-    labels: dict[str, str] | None,
-) -> Report:
-    from genderd.evaluation.prequential import evaluate as evaluate_events
+def _minutes_ms(minutes: float | None) -> int | None:
+    return None if minutes is None else round(minutes * MS_PER_MINUTE)
 
-    with _progress(len(events)) as progress:
-        return evaluate_events(
-            events,
-            models,
-            genders=settings.genders,
-            session_gap_ms=None if session_gap is None else round(session_gap * MS_PER_MINUTE),
-            labels=labels,
-            progress=progress,
+
+def _checked(since: int | None, until: int | None, warmup: bool) -> None:
+    """Options that cannot go together: a usage error each."""
+    if since is not None and until is not None and since >= until:
+        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    if warmup and since is None:
+        raise click.BadParameter(
+            "--warmup applies the history before --since: give --since", param_hint="--warmup"
         )
 
 
@@ -138,6 +194,19 @@ def _scored(
 @click.option("--since", type=INSTANT, help="Events at or after this time (ms or ISO, UTC).")
 @click.option("--until", type=INSTANT, help="Events before this time (ms or ISO, UTC).")
 @click.option(
+    "--warmup",
+    is_flag=True,
+    help="With --since: apply all the history before it to the models, without scoring it.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(ORDERS),
+    default=TIME,
+    show_default=True,
+    help="Apply each client's events by event time, or as they arrived (stream ids, a "
+    "file's lines), as the workers did.",
+)
+@click.option(
     "--models",
     "names",
     cls=ModelOption,
@@ -150,58 +219,111 @@ def _scored(
     metavar="MINUTES",
     help="Score only a client's first event after this much inactivity [default: every event].",
 )
+@click.option(
+    "--max-delay",
+    type=FiniteRange(0),
+    metavar="SECONDS",
+    help="Score only events that arrived at most this long after their time (entry id time "
+    "minus ts; a file's line: the newest ts before it) [default: every event].",
+)
 @click.option("--labels", "labels_path", metavar="FILE", help="Known genders: cid,gender.")
 @click.option(
     "--skip-unknown-labels", is_flag=True, help="Ignore labelled clients that have no events."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", "plot_path", metavar="PNG", help="Draw accuracy by history length.")
+@click.option(
+    "--predictions",
+    "predictions_path",
+    metavar="FILE",
+    help="Write every scored event's prediction per model (.csv, or .jsonl/.json: JSON Lines).",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
     events_path: str | None,
     since: int | None,
     until: int | None,
+    warmup: bool,
+    order: Order,
     names: str | None,
     session_gap: float | None,
+    max_delay: float | None,
     labels_path: str | None,
     skip_unknown_labels: bool,
     as_json: bool,
     plot_path: str | None,
+    predictions_path: str | None,
 ) -> None:
     """Score the models on history: how well each predicts a shopper's next page view.
 
-    Events are replayed in time order; before each event, each model's answer from the
-    client's earlier events (as the live service would have served it then) is compared with
-    the event's gender. Shows coverage, accuracy with 95% intervals clustered by client, the
-    comparison with the best model, a majority baseline, and accuracy by history length.
+    Events are replayed in time order (or, with --order arrival, as they arrived); before
+    each event, each model's answer from the client's earlier events (as the live service
+    would have served it then) is compared with the event's gender. Shows coverage, accuracy
+    with 95% intervals clustered by client, the comparison with the best model, a majority
+    baseline, and accuracy by history length.
     """
-    if since is not None and until is not None and since >= until:
-        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    _checked(since, until, warmup)
     if events_path == STDIN and labels_path == STDIN:
         raise click.BadParameter("only one of --events and --labels can read stdin")
+    if predictions_path is not None:
+        format_of(predictions_path)  # a bad extension: one line before anything is read
     settings = settings_of(ctx, find_server=events_path is None)
-    summary = InputSummary()
     labels = read_labels(labels_path, settings) if labels_path else None
-    if events_path is None:
-        models, named, events = run(_from_streams(settings, names, since, until, summary))
-    else:
-        deployment = Deployment.build(settings)  # no Redis: the configured deployment
-        models, named = chosen_models(deployment, names)
-        read = read_file(events_path, settings, now_ms=deployment.clock(), summary=summary)
-        events = _within(read, since, until)
-    if not events:
-        raise no_valid_events(summary)
-    if labels and not skip_unknown_labels:
-        check_labels(labels, events)
-    report = _scored(events, models, settings, session_gap, labels)
-    report = dataclasses.replace(
-        report, events_invalid=summary.invalid, invalid_reasons=dict(summary.reasons)
+    selection = Selection(
+        since_ms=since,
+        until_ms=until,
+        warmup=warmup,
+        session_gap_ms=_minutes_ms(session_gap),
+        max_delay_ms=None if max_delay is None else round(max_delay * 1000),
     )
-    _refusals(report, named)
+    summary = InputSummary()
+    with contextlib.ExitStack() as stack:
+        sink = None
+        if predictions_path is not None:
+            sink = stack.enter_context(prediction_file(predictions_path)).through
+        progress = _Bar(stack) if sys.stderr.isatty() else None
+        options = Options(names, order, selection, labels, progress, sink)
+        if events_path is None:
+            found = run(_from_streams(settings, options, summary))
+        else:
+            found = _from_file(events_path, settings, options, summary)
+        report = _reported(found, options, summary, skip_unknown_labels)
+    warning = invalid_warning(summary, settings)
+    if warning:
+        click.echo(warning, err=True)
     click.echo(render.to_json(report) if as_json else render.table(report))
     if plot_path:
         render.plot(report, plot_path)
+
+
+def _reported(
+    found: tuple[Deployment, list[Model], bool, Evaluation, Source],
+    options: Options,
+    summary: InputSummary,
+    skip_unknown_labels: bool,
+) -> Report:
+    """The report of an evaluation that read its input, with what was read and evaluated."""
+    deployment, models, named, evaluation, source = found
+    report = evaluation.report(options.labels)
+    if not report.events:
+        raise no_valid_events(summary)
+    if options.labels and not skip_unknown_labels:
+        check_labels(options.labels, evaluation.run.knows)
+    _refusals(report, named)
+    return dataclasses.replace(
+        report,
+        events_invalid=summary.invalid,
+        invalid_reasons=dict(summary.reasons),
+        provenance=provenance(
+            source,
+            deployment,
+            models,
+            order=options.order,
+            selection=options.selection,
+            evaluated_at_ms=deployment.clock(),
+        ),
+    )
 
 
 def _refusals(report: Report, named: bool) -> None:

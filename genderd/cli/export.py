@@ -2,9 +2,9 @@
 `genderd evaluate --events` reads (:mod:`genderd.evaluation.export`).
 
 Read-only (``XRANGE`` in pages, no consumer group, nothing written), in one pass with bounded
-memory: each shard's stream is written out a page at a time, shard after shard, so the file is
-in arrival order per shard (a client's events all in one shard, in the order workers apply
-them); `evaluate --order time` sorts it anyway.
+memory: the shards' streams are read a page at a time, side by side, and merged by entry id,
+so the file is in arrival order (each client's events in the order workers apply them, for
+`evaluate --order arrival`); `evaluate --order time` sorts it.
 """
 
 from __future__ import annotations

@@ -9,14 +9,17 @@ Files are JSON Lines (``{"cid": .., "gender": .., "ts": ..}``) or CSV (``cid,gen
 header row optional), told apart by their first non-blank line, read by
 :class:`genderd.lines.LineReader`: in bounded memory (a line longer than
 :data:`~genderd.lines.MAX_LINE_BYTES` is malformed, reason ``line_too_long``), a UTF-8 byte
-order mark skipped in a file and on stdin alike. Reading the streams is read-only: ``XRANGE``
-in pages, no consumer group, nothing written.
+order mark skipped in a file and on stdin alike; a file's line order is its arrival order.
+Reading the streams is read-only: ``XRANGE`` in pages, no consumer group, nothing written; the
+shards are read side by side and merged by entry id (arrival order), a page of each at a time,
+so that the events can be evaluated as they are read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import heapq
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ import orjson
 from genderd.deployment import Deployment
 from genderd.errors import InputError
 from genderd.events import (
+    TS_MAX_DIGITS,
     Event,
     EventError,
     Invalid,
@@ -38,27 +42,57 @@ from genderd.events import (
 )
 from genderd.lines import MAX_LINE_BYTES, TOO_LONG, LineReader
 from genderd.settings import Settings
+from genderd.streams import parse_id
 from genderd.transport import AsyncClient
 
 MALFORMED = "malformed"  # a line that is not a JSON object, or a CSV row of the wrong width
 STREAM_PAGE = 10_000  # entries per XRANGE call
 STDIN = "-"
 CSV_COLUMNS = ("cid", "gender", "ts")  # a file's columns, the last optional
+UNKNOWN_GENDERS_KEPT = 20  # distinct unknown genders counted (the rest: not named)
+TS_LIMIT = 10**TS_MAX_DIGITS  # a ts has at most TS_MAX_DIGITS digits
 _LABEL_COLUMNS = ("cid", "gender")
 
 
 @dataclass
+class StreamRead:
+    """What was read of one shard's stream: entries, and the first and last entry ids."""
+
+    stream: str
+    entries: int = 0
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+@dataclass
 class InputSummary:
-    """What reading found: lines (or entries) read, and the invalid ones per reason code."""
+    """What reading found: lines (or entries) read, the invalid ones per reason code, the
+    unknown genders seen (normalised, the first :data:`UNKNOWN_GENDERS_KEPT` distinct ones)
+    and, for the streams, what was read of each."""
 
     read: int = 0  # lines or entries read
     invalid: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # Reason value or "malformed" -> count
+    unknown_genders: dict[str, int] = field(default_factory=dict)
+    streams: list[StreamRead] = field(default_factory=list)
 
-    def count(self, reason: str) -> None:
-        """Count one invalid line or entry."""
+    def count(self, reason: str, gender: object = None) -> None:
+        """Count one invalid line or entry (``gender``: its gender field, for an unknown
+        gender)."""
         self.invalid += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if reason == Reason.UNKNOWN_GENDER.value:
+            name = _normalised(gender)
+            if name in self.unknown_genders or len(self.unknown_genders) < UNKNOWN_GENDERS_KEPT:
+                self.unknown_genders[name] = self.unknown_genders.get(name, 0) + 1
+
+
+def _normalised(gender: object) -> str:
+    """A gender field as events' genders are compared (trimmed, lowercase); not UTF-8: ``?``."""
+    try:
+        return text(gender).strip().lower()
+    except ValueError:
+        return "?"
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -133,9 +167,12 @@ def read_file(
 
     Each line is validated like an event a producer writes now (``now_ms``): a missing ``ts``
     becomes ``now_ms``, a ``ts`` more than ``max_future_ms`` ahead of it is ``future_ts``.
-    Event ids are ``f"{ts}-{line}"``, so that line order breaks ties of ``ts``. Invalid lines
-    are counted in ``summary`` and skipped. A file that cannot be opened raises
-    :class:`~genderd.errors.InputError` now, not on the first iteration.
+    Event ids are ``f"{arrival}-{line}"``: the line order is the arrival order, and a line
+    arrives when the newest ``ts`` read so far (up to it) happened, as a worker that read the
+    file as a stream would process it; so ``(ts, id)`` orders ties of ``ts`` by line, and a
+    late line's id tells how late it is. Invalid lines are counted in ``summary`` and skipped.
+    A file that cannot be opened raises :class:`~genderd.errors.InputError` now, not on the
+    first iteration.
     """
     stream = _open(path)
     return _file_events(stream, path != STDIN, settings, now_ms, summary)
@@ -144,6 +181,7 @@ def read_file(
 def _file_events(
     stream: BinaryIO, owned: bool, settings: Settings, now_ms: int, summary: InputSummary
 ) -> Iterator[Event]:
+    arrived = 0  # the newest ts given so far: when the line arrived (a missing ts: now)
     with stream if owned else contextlib.nullcontext(stream):
         for number, fields in _rows(stream, CSV_COLUMNS):
             summary.read += 1
@@ -155,13 +193,127 @@ def _file_events(
                     fields, settings.genders, now_ms, settings.max_future_ms
                 )
             except EventError as error:
-                summary.count(error.reason.value)
+                summary.count(error.reason.value, fields.get("gender"))
                 continue
-            ts = now_ms if ts is None else ts
-            yield Event(f"{ts}-{number}", cid, gender, ts)
+            if ts is None:
+                ts = now_ms
+            elif ts > arrived:
+                arrived = ts
+            yield Event(f"{max(arrived, ts)}-{number}", cid, gender, ts)
+
+
+def in_time_order(path: str, *, now_ms: int) -> bool:
+    """Whether the lines of the file at ``path`` come in time order (each line's ``ts`` not
+    before the previous one's; a missing ``ts`` is ``now_ms``): then an evaluation in time
+    order can apply its events as they are read again, in little memory. A cheap pass: the
+    lines are parsed but not validated, so a line that is invalid for another reason still
+    counts (which can only make the answer False)."""
+    last = -1
+    with contextlib.closing(_open(path)) as stream:
+        for _, fields in _rows(stream, CSV_COLUMNS):
+            ts = None if isinstance(fields, str) else _given_ts(fields.get("ts"), now_ms)
+            if ts is None:
+                continue
+            if ts < last:
+                return False
+            last = ts
+    return True
+
+
+def _given_ts(raw: object, now_ms: int) -> int | None:
+    """A line's ts as :func:`~genderd.events.check_event` reads it; None when it is bad."""
+    if raw is None:
+        return now_ms
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if 0 <= raw < TS_LIMIT else None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= TS_MAX_DIGITS:
+        return int(raw)
+    return None
 
 
 # -- streams -------------------------------------------------------------------------------------
+class _Cursor:
+    """One shard's stream as it is read: its page of valid events not yet taken (with their
+    ids as numbers), and what was read of it."""
+
+    def __init__(
+        self, deployment: Deployment, shard: int, client: AsyncClient, summary: InputSummary
+    ) -> None:
+        self.deployment, self.shard, self.summary = deployment, shard, summary
+        self.read = StreamRead(deployment.keys.stream(shard))
+        summary.streams.append(self.read)
+        self.now = deployment.clock()
+        self._pages = _pages(client, self.read.stream)
+        self.events: list[tuple[tuple[int, int], Event]] = []
+        self.at = 0
+
+    async def fill(self) -> bool:
+        """Read pages until one holds a valid event; False at the end of the stream."""
+        while self.at >= len(self.events):
+            page = await anext(self._pages, None)
+            if page is None:
+                return False
+            self.events, self.at = self._valid(page), 0
+        return True
+
+    def _valid(self, page: list[tuple[str, Any]]) -> list[tuple[tuple[int, int], Event]]:
+        """The valid events of ``page``, validated as a worker does (:func:`parse_entry` at
+        the deployment's clock, and ``wrong_shard`` for a client of another shard)."""
+        settings, read, summary = self.deployment.settings, self.read, self.summary
+        read.entries += len(page)
+        read.first_id = read.first_id or page[0][0]
+        read.last_id = page[-1][0]
+        summary.read += len(page)
+        valid = []
+        for entry_id, fields in page:
+            parsed = parse_entry(
+                entry_id, fields, settings.genders, self.now, settings.max_future_ms
+            )
+            if isinstance(parsed, Event) and self.deployment.shard_of(parsed.cid) != self.shard:
+                parsed = Invalid(entry_id, Reason.WRONG_SHARD, "applied by no worker")
+            if isinstance(parsed, Invalid):
+                summary.count(parsed.reason.value, _field(fields, b"gender"))
+            else:
+                valid.append((parse_id(entry_id), parsed))
+        return valid
+
+    @property
+    def key(self) -> tuple[tuple[int, int], int]:
+        """The next event's id as numbers, and the shard (the heap's order)."""
+        return self.events[self.at][0], self.shard
+
+    def take(self) -> Event:
+        event = self.events[self.at][1]
+        self.at += 1
+        return event
+
+
+async def stream_chunks(
+    client: AsyncClient, deployment: Deployment, *, summary: InputSummary
+) -> AsyncIterator[list[Event]]:
+    """The valid events retained in every shard's stream, read-only (no group, no write), in
+    chunks, in arrival order: each shard's in stream order, the shards merged by entry id
+    (a page of each shard in memory at a time). Entries are validated as a worker does;
+    invalid ones are counted in ``summary``, and what was read of each stream is recorded
+    in ``summary.streams``."""
+    cursors = {shard: _Cursor(deployment, shard, client, summary) for shard in deployment.shards}
+    heap = [cursor.key for cursor in cursors.values() if await cursor.fill()]
+    heapq.heapify(heap)
+    chunk: list[Event] = []
+    while heap:
+        cursor = cursors[heap[0][1]]
+        chunk.append(cursor.take())
+        if cursor.at < len(cursor.events) or await cursor.fill():
+            heapq.heapreplace(heap, cursor.key)
+        else:
+            heapq.heappop(heap)
+        if len(chunk) >= STREAM_PAGE:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 async def read_streams(
     client: AsyncClient,
     deployment: Deployment,
@@ -188,37 +340,31 @@ async def stream_events(
     until_ms: int | None = None,
     summary: InputSummary,
 ) -> AsyncIterator[Event]:
-    """The valid events retained in every shard's stream, read-only (no group, no write), one
-    shard after the other, each in arrival (entry id) order, read a page at a time.
-
-    Each entry is validated as a worker does (:func:`genderd.events.parse_entry` at the
-    deployment's clock, and ``wrong_shard`` for a client of another shard); invalid ones are
-    counted in ``summary``. ``since_ms`` (inclusive) and ``until_ms`` (exclusive) keep the
-    events whose time lies between them.
-    """
-    settings = deployment.settings
-    now = deployment.clock()
-    for shard in deployment.shards:
-        async for entry_id, fields in _entries(client, deployment.keys.stream(shard)):
-            summary.read += 1
-            parsed = parse_entry(entry_id, fields, settings.genders, now, settings.max_future_ms)
-            if isinstance(parsed, Event) and deployment.shard_of(parsed.cid) != shard:
-                parsed = Invalid(entry_id, Reason.WRONG_SHARD, "applied by no worker")
-            if isinstance(parsed, Invalid):
-                summary.count(parsed.reason.value)
-            elif (since_ms is None or parsed.ts >= since_ms) and (
-                until_ms is None or parsed.ts < until_ms
+    """The valid events of :func:`stream_chunks` one by one (in arrival order, the shards
+    merged by entry id), those whose time lies between ``since_ms`` (inclusive) and
+    ``until_ms`` (exclusive)."""
+    async for chunk in stream_chunks(client, deployment, summary=summary):
+        for event in chunk:
+            if (since_ms is None or event.ts >= since_ms) and (
+                until_ms is None or event.ts < until_ms
             ):
-                yield parsed
+                yield event
 
 
-async def _entries(client: AsyncClient, stream: str) -> AsyncIterator[tuple[str, Any]]:
-    """Every entry of ``stream``, oldest first, read in pages of :data:`STREAM_PAGE`."""
+def _field(fields: Any, name: bytes) -> object:
+    """The value of field ``name`` of an entry as read (pairs, or a mapping), or None."""
+    if isinstance(fields, Mapping):
+        return fields.get(name, fields.get(name.decode()))
+    return next((value for key, value in fields if key == name), None)
+
+
+async def _pages(client: AsyncClient, stream: str) -> AsyncIterator[list[tuple[str, Any]]]:
+    """The entries of ``stream``, oldest first, in pages of :data:`STREAM_PAGE`."""
     start = "-"
     while True:
         page: Any = await client.xrange(stream, min=start, max="+", count=STREAM_PAGE)
-        for entry_id, fields in page:
-            yield text(entry_id), fields
+        if page:
+            yield [(text(entry_id), fields) for entry_id, fields in page]
         if len(page) < STREAM_PAGE:
             return
         start = f"({text(page[-1][0])}"

@@ -186,7 +186,10 @@ def _footer(report: Report) -> str:
     parts = [
         f"{report.events:,} events of {report.clients:,} clients, "
         f"{date(report.first_ts)} to {date(report.last_ts)} UTC"
+        + ("" if report.order == "time" else f", in {report.order} order")
     ]
+    if report.warmup_events:
+        parts.append(f"warm-up: {report.warmup_events:,} events before --since, not scored")
     if report.session_gap_ms is not None:
         parts.append(
             f"scored: first event of each session (gap {report.session_gap_ms / 60_000:g} min)"
@@ -226,8 +229,19 @@ def plot_title(report: Report) -> str:
         settings.append(f"session gap {report.session_gap_ms / 60_000:g} min")
     else:
         settings.append("every event scored")
-    settings.append(f"{date(report.first_ts)} to {date(report.last_ts)} UTC")
-    return "next-visit accuracy_all by history length, 95% CI\n" + ", ".join(settings)
+    settings.append(f"{report.order} order")
+    if report.provenance is not None:
+        settings.append(f"window {report.provenance.window_days} d")
+    period = f"{date(report.first_ts)} to {date(report.last_ts)} UTC"
+    since = report.provenance.since_ms if report.provenance else None
+    if report.warmup_events and since is not None:
+        period = (
+            f"scored {date(since)} to {date(report.last_ts)} UTC, after a warm-up of "
+            f"{report.warmup_events:,} events from {date(report.first_ts)}"
+        )
+    return "\n".join(
+        ["next-visit accuracy_all by history length, 95% CI", ", ".join(settings), period]
+    )
 
 
 def _error_bar(bucket: Bucket) -> tuple[float, float, float]:

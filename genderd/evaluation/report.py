@@ -80,6 +80,58 @@ class LabelScore:
 
 
 @dataclass(frozen=True)
+class ShardRange:
+    """What was read of one shard's stream."""
+
+    stream: str  # the stream's key
+    entries: int  # entries read (valid or not)
+    first_id: str | None  # the first and last entry ids read (None: the stream was empty)
+    last_id: str | None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the events came from: a file (or stdin), or the deployment's streams."""
+
+    kind: str  # "file", "stdin" or "streams"
+    path: str | None = None  # the file's path
+    sha256: str | None = None  # of the file's (stdin's) bytes, as read
+    size: int | None = None  # its bytes
+    server: str | None = None  # the server's address, without credentials
+    prefix: str | None = None  # the deployment's key prefix
+    shards: tuple[ShardRange, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelOrigin:
+    """An evaluated (or refused) model: what it is and where it comes from."""
+
+    name: str
+    kind: str  # as the catalog records it: built-in, python, window or lua
+    cls: str  # module.QualName of its class
+    loaded_from: str  # entry point or GENDERD_PLUGINS entry
+    window_days: int | None = None  # a windowed model's window
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What was evaluated, and how: enough to tell two reports apart, or to run one again."""
+
+    input: Source
+    since_ms: int | None
+    until_ms: int | None
+    warmup: bool  # history before since_ms applied, not scored
+    order: str  # "time" or "arrival"
+    session_gap_ms: int | None
+    max_delay_ms: int | None
+    window_days: int  # the deployment's window (GENDERD_WINDOW_DAYS)
+    genders: tuple[str, ...]
+    version: str  # genderd's
+    models: tuple[ModelOrigin, ...]
+    evaluated_at_ms: int  # the clock when the input was read (a file's missing ts is this)
+
+
+@dataclass(frozen=True)
 class Report:
     """The result of :func:`genderd.evaluation.evaluate`."""
 
@@ -96,6 +148,9 @@ class Report:
     labels_unknown: int  # labelled clients with no event in the history (0 without labels)
     events_invalid: int = 0  # filled by the caller from the input (dataclasses.replace)
     invalid_reasons: dict[str, int] = field(default_factory=dict)  # reason code -> count
+    order: str = "time"  # "time" or "arrival": the order each client's events were applied in
+    warmup_events: int = 0  # events applied before the time range, not scored (warm-up)
+    provenance: Provenance | None = None  # filled by the caller (dataclasses.replace)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready nested dicts and lists, with the same field names."""
@@ -120,6 +175,10 @@ __all__ = [
     "Comparison",
     "Interval",
     "LabelScore",
+    "ModelOrigin",
     "ModelScore",
+    "Provenance",
     "Report",
+    "ShardRange",
+    "Source",
 ]

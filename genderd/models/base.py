@@ -141,7 +141,9 @@ class Model(abc.ABC):
         """This model's semantics in Python, for evaluation (:mod:`genderd.evaluation`).
 
         A model with its own Lua has none unless its class overrides this method with a Python
-        reference of what its script computes.
+        reference of what its script computes. The predictor serves both of ``genderd
+        evaluate``'s orders unless it has an ``arrival()`` method giving another one for
+        events in arrival order (see :mod:`genderd.evaluation.predictors`).
 
         Raises:
             NotEvaluable: the model cannot be evaluated (the reason in one line).

@@ -232,8 +232,9 @@ class PythonRuntime(Model):
             scores = self.definition.scores(state)
             if scores is None:
                 return None
-            if not all(isinstance(k, str) and _finite_number(v) for k, v in scores.items()):
-                return None
+            for key, value in scores.items():  # a loop: it runs per event in evaluations
+                if not isinstance(key, str) or not _finite_number(value):
+                    return None
             return dict(scores)
         except BaseException as error:
             if not contained(error):
