@@ -291,7 +291,7 @@ def plot(report: Report, path: str | Path) -> None:
         axes.set_ylabel("next-visit accuracy_all (%)")
         axes.set_title(plot_title(report), fontsize="medium")
         axes.grid(True, alpha=0.3)
-        axes.legend()
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, not on them
         figure.tight_layout()
         try:
             figure.savefig(path, dpi=PLOT_DPI, format="png")
