@@ -480,3 +480,24 @@ def test_redrive_model_takes_an_alias_and_refuses_a_name_that_is_no_model(
     result = cli(loop, "dead", "redrive", "--model", "mine")
     assert result.exit_code == 0, result.output
     assert "re-drove 1 dead letters of theirs to theirs only" in result.output
+
+
+def test_dead_list_show_and_purge_take_an_alias_for_model(
+    flaky_loop: Loop, sync_redis: redis.Redis
+) -> None:
+    loop, settings = flaky_loop, flaky_loop.settings
+    dead_letter(sync_redis, settings, "bad-aliased", "top")
+    dead_letter(sync_redis, settings, "bad-other", "top7d")
+    by_name = json.loads(cli(loop, "dead", "list", "--model", "top", "--json").output)
+    by_alias = json.loads(cli(loop, "dead", "list", "--model", "model2", "--json").output)
+    assert by_alias == by_name and sum(row["count"] for row in by_name) == 1
+    shown = cli(loop, "dead", "show", "--model", "model2")
+    assert shown.exit_code == 0 and "bad-aliased" in shown.output
+    assert "bad-other" not in shown.output
+    # a name no model answers to still filters the letters as written (none here)
+    gone = json.loads(cli(loop, "dead", "list", "--model", "retired", "--json").output)
+    assert gone == []
+    purged = cli(loop, "dead", "purge", "--model", "model2", "--yes")
+    assert purged.exit_code == 0, purged.output
+    left = json.loads(cli(loop, "dead", "list", "--by-model", "--json").output)
+    assert [row["model"] for row in left] == ["top7d"]

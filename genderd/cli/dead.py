@@ -45,6 +45,8 @@ async def _select(
     model_name: str | None,
     entry_ids: Sequence[str],
 ) -> list[DeadLetter]:
+    if model_name is not None:
+        model_name = await _filter_name(deployment, links, model_name)
     chosen = []
     async for letter in deadletters.scan(
         links.client, deployment, shards=shard or None, reason=reason, model=model_name
@@ -302,6 +304,16 @@ async def _model_named(deployment: Deployment, links: Links, name: str) -> str:
     if found is not None:
         return found.name
     raise UnknownModelError(name, sorted(set(deployment.registry.loaded) | set(records)))
+
+
+async def _filter_name(deployment: Deployment, links: Links, name: str) -> str:
+    """The model a ``--model`` filter of list, show or purge means: as :func:`_model_named`
+    (an alias names its model), else ``name`` as given: the dead letters of a model no longer
+    loaded nor recorded here can still be listed and purged."""
+    try:
+        return await _model_named(deployment, links, name)
+    except UnknownModelError:
+        return name
 
 
 def _within(settings: Settings) -> str:
