@@ -325,11 +325,12 @@ class ArrivalWindowPredictor:
 
 class PythonPredictor:
     """A :class:`~genderd.models.PythonModel` (``recency`` and the users' models): the answer
-    and scores stored after the worker's own code (:meth:`PythonRuntime.run`) ran over the
-    client's events in the order given (stream order, as the worker does, in arrival order),
-    one event per run, so that the state is JSON-normalised between events. An event the model
-    fails on leaves the state and the stored answer as they were; an answer of None removes
-    the stored answer (and its scores). Both orders.
+    and scores stored after the worker's own checks (:meth:`PythonRuntime.step`, the one-event
+    form of :meth:`PythonRuntime.run`) ran over the client's events in the order given (stream
+    order, as the worker does, in arrival order), one event at a time, so that the state is
+    JSON-normalised between events. An event the model fails on leaves the state and the
+    stored answer as they were; an answer of None removes the stored answer (and its scores).
+    Both orders.
 
     State: ``[state JSON, answer, scores]``."""
 
@@ -346,13 +347,14 @@ class PythonPredictor:
 
     def apply(self, state: list[Any], event: Event) -> None:
         runtime = self.runtime
-        done = runtime.run(state[0], (event,))
-        if not done.applied:
+        done = runtime.step(state[0], event)
+        if done is None:
             return
+        new, answer, value = done
         # a copy: orjson's bytes keep the capacity they were written with (about 4 KiB)
-        state[0] = memoryview(done.state).tobytes()
-        state[1] = answer = done.answer
-        state[2] = None if answer is None else runtime.served_scores(done.value)
+        state[0] = memoryview(new).tobytes()
+        state[1] = answer
+        state[2] = None if answer is None else runtime.served_scores(value)
 
 
 class MajorityPredictor:

@@ -49,6 +49,24 @@ def history_bucket(history: int) -> int:
     return _BUCKET_OF[history] if history < len(_BUCKET_OF) else _LAST_BUCKET
 
 
+def _named_scores(
+    scores: Mapping[str, Any], genders: Sequence[str], truth: str
+) -> tuple[float, float]:
+    """The sum of the positive scores of the configured ``genders`` in ``scores``, and the
+    truth's (0 unless positive); (-1, 0) when ``scores`` names none of them."""
+    total = own = 0.0
+    named = False
+    for gender in genders:
+        value = scores.get(gender)
+        if value is not None:
+            named = True
+            if value > 0:
+                total += value
+                if gender == truth:
+                    own = value
+    return (total, own) if named else (-1.0, 0.0)
+
+
 class Tally:
     """Per client, per history bucket: events scored, then per model events predicted and
     correct (one flat array per client, ``width`` counts per bucket); per model, log-loss."""
@@ -62,43 +80,51 @@ class Tally:
         self.log_loss_events = [0] * models
 
     def add(self, steps: Iterable[Step]) -> None:
-        """Score every step."""
+        """Score every step: count it, and add each prediction's log-loss (``-log p(truth)``
+        from the smoothed scores of the configured genders; scores that name none of them are
+        no probabilities: not counted). The loop runs once per scored event: the log-loss is
+        computed in it, with a fast path for scores naming only configured genders."""
         m, width = self.models, self.width
-        per_client, surprise = self.per_client, self._surprise
+        per_client, log_loss, log_loss_events = self.per_client, self.log_loss, self.log_loss_events
+        genders = self.genders
+        configured = frozenset(genders)
+        smoothed = LOG_LOSS_SMOOTHING * len(genders)
+        log = math.log
         empty = array(_COUNT_TYPE, bytes(4 * width * _BUCKETS))
+        bucket_of, short = _BUCKET_OF, len(_BUCKET_OF)
         for event, history, answers in steps:
             truth = event.gender
             counts = per_client.get(event.cid)
             if counts is None:
                 counts = per_client[event.cid] = array(_COUNT_TYPE, empty)
-            base = history_bucket(history) * width
+            base = (bucket_of[history] if history < short else _LAST_BUCKET) * width
             counts[base] += 1
-            for i, (gender, scores) in enumerate(answers):
+            predicted, correct = base + 1, base + 1 + m
+            i = -1
+            for gender, scores in answers:
+                i += 1
                 if gender is None:
                     continue
-                counts[base + 1 + i] += 1
+                counts[predicted + i] += 1
                 if gender == truth:
-                    counts[base + 1 + m + i] += 1
-                if scores is not None:
-                    surprise(i, scores, truth)
-
-    def _surprise(self, model: int, scores: Mapping[str, Any], truth: str) -> None:
-        """Add ``-log p(truth)`` from smoothed scores of the configured genders (scores that
-        name none of them are no probabilities: not counted)."""
-        total = own = 0.0
-        named = False
-        for gender in self.genders:
-            value = scores.get(gender)
-            if value is not None:
-                named = True
-                if value > 0:
-                    total += value
-                    if gender == truth:
-                        own = value
-        if named:
-            p = (own + LOG_LOSS_SMOOTHING) / (total + LOG_LOSS_SMOOTHING * len(self.genders))
-            self.log_loss[model] -= math.log(p)
-            self.log_loss_events[model] += 1
+                    counts[correct + i] += 1
+                if not scores:
+                    continue
+                if scores.keys() <= configured:  # nearly always: no filtering needed
+                    values = scores.values()
+                    if min(values) >= 0:
+                        total = sum(values)
+                    else:
+                        total = sum([value for value in values if value > 0])
+                    own = scores.get(truth, 0)
+                    if own < 0:
+                        own = 0
+                else:
+                    total, own = _named_scores(scores, genders, truth)
+                    if total < 0:  # none of the configured genders named
+                        continue
+                log_loss[i] -= log((own + LOG_LOSS_SMOOTHING) / (total + smoothed))
+                log_loss_events[i] += 1
 
     def column(self, index: int, bucket: int | None = None) -> list[int]:
         """One count per client: 0 = events scored, 1.. = predicted, 1+m.. = correct; in one

@@ -164,11 +164,7 @@ class PythonRuntime(Model):
                 answer = self._identify(state, event)
                 if progress is not None:
                     _within(progress.end(), progress.timeout_s)
-                new = orjson.dumps(state)
-                if len(new) > STATE_MAX_BYTES:
-                    raise ModelError(
-                        f"state grew to {len(new):,} bytes, over the limit of {STATE_MAX_BYTES:,}"
-                    )
+                new = _dumped(state)
             except BaseException as error:  # the model's failure, not the pipeline's
                 if not contained(error):
                     raise
@@ -185,6 +181,19 @@ class PythonRuntime(Model):
         if not answered:
             done.answer = None
         return done
+
+    def step(self, state_json: bytes | None, event: Event) -> tuple[bytes, str | None, Any] | None:
+        """:meth:`run` over one event, lean (``genderd evaluate`` calls it once per event and
+        model): the new state as JSON, the answer and the new state; None when the model
+        failed on the event (the state and answer stay as they were)."""
+        try:
+            state = orjson.loads(state_json or b"{}")
+            answer = self._identify(state, event)
+            return _dumped(state), answer, state
+        except BaseException as error:  # the model's failure, not the pipeline's
+            if not contained(error):
+                raise
+            return None
 
     def _identify(self, state: dict[str, Any], event: Event) -> str | None:
         answer = self.definition.identify_gender(state, event)
@@ -240,6 +249,14 @@ class PythonRuntime(Model):
             if not contained(error):
                 raise
             return None
+
+
+def _dumped(state: dict[str, Any]) -> bytes:
+    """``state`` as JSON; a :class:`ModelError` when it is over :data:`STATE_MAX_BYTES`."""
+    new = orjson.dumps(state)
+    if len(new) > STATE_MAX_BYTES:
+        raise ModelError(f"state grew to {len(new):,} bytes, over the limit of {STATE_MAX_BYTES:,}")
+    return new
 
 
 def _finite_number(value: object) -> bool:

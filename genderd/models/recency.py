@@ -54,9 +54,10 @@ class RecencyModel(PythonModel):
 
     def _at_newest(self, state: dict[str, Any]) -> dict[str, float]:
         """Each gender's decayed count at the client's newest event."""
-        newest = max(ref for _, ref in state.values())
+        newest = max([ref for _, ref in state.values()])
+        half_life = self.half_life_ms
         return {
-            gender: weight * 2 ** ((ref - newest) / self.half_life_ms)
+            gender: weight * 2 ** ((ref - newest) / half_life)
             for gender, (weight, ref) in state.items()
         }
 
@@ -65,10 +66,11 @@ class RecencyModel(PythonModel):
         newest event, then the name."""
         if len(state) == 1:
             return next(iter(state))
-        newest = max(ref for _, ref in state.values())
+        newest = max([ref for _, ref in state.values()])
+        half_life = self.half_life_ms
         best, best_key = "", (0.0, 0, "")
         for gender, (weight, ref) in state.items():
-            key = (-round(weight * 2 ** ((ref - newest) / self.half_life_ms), 9), -ref, gender)
+            key = (-round(weight * 2 ** ((ref - newest) / half_life), 9), -ref, gender)
             if not best or key < best_key:
                 best, best_key = gender, key
         return best
