@@ -112,11 +112,10 @@ class Tally:
                     continue
                 if scores.keys() <= configured:  # nearly always: no filtering needed
                     values = scores.values()
-                    if min(values) >= 0:
-                        total = sum(values)
-                    else:
+                    total: float = sum(values)
+                    if min(values) < 0:
                         total = sum([value for value in values if value > 0])
-                    own = scores.get(truth, 0)
+                    own: float = scores.get(truth, 0)
                     if own < 0:
                         own = 0
                 else:
