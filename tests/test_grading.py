@@ -19,6 +19,7 @@ import redis
 from genderd.clock import MS_PER_DAY
 from genderd.deployment import Deployment
 from genderd.grading.live import read_window
+from genderd.grading.plan import client_group, hour_of
 from genderd.keys import Keys, shard_of
 from genderd.settings import Settings
 from genderd.transport import Links
@@ -254,3 +255,21 @@ def test_a_deferred_client_gets_todays_window_so_it_is_deferred_once_a_day(
     assert sync_redis.hget(result, "top7d:w") == f"{clock.day},7".encode()
     assert sync_redis.hget(result, "top7d") == b"male"  # kids 1, male 1: male is newer
     assert sync_redis.hget(result, "top7d:u") == str((clock.day + 1) * MS_PER_DAY).encode()
+
+
+def test_a_grades_field_that_is_not_three_counts_is_counted_afresh(
+    gaio: Loop, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """A grades hash's field holding something else (written by hand, or cut short) is
+    replaced by the call's own counts: grading goes on, and the events are applied."""
+    settings, start = gaio.settings, clock.now_ms - 2 * MINUTE
+    events = [Ev("z1", "male", start + i * 1000, start + i * 1000 + 500) for i in range(3)]
+    assert len({hour_of(ev.ts) for ev in events}) == 1
+    group = client_group("z1", settings.shards)
+    field = chr(48 + group // 64) + chr(48 + group % 64)
+    key = Keys(settings.prefix).grades(shard_of("z1", settings.shards), "last", hour_of(start))
+    sync_redis.hset(key, field, "not three counts")
+    write(sync_redis, settings, events)
+    got = process(gaio, clock, ["last"])["last"]
+    assert got.counts() == (3, 2, 2)  # the first has no answer before it; then male, right
+    assert sync_redis.hget(key, field) == b"3 2 2"
