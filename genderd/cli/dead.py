@@ -45,8 +45,6 @@ async def _select(
     model_name: str | None,
     entry_ids: Sequence[str],
 ) -> list[DeadLetter]:
-    if model_name is not None:
-        model_name = await _filter_name(deployment, links, model_name)
     chosen = []
     async for letter in deadletters.scan(
         links.client, deployment, shards=shard or None, reason=reason, model=model_name
@@ -88,7 +86,8 @@ def list_(
 
     async def go() -> list[DeadLetter]:
         async with opened(settings) as (deployment, links):
-            return await _select(deployment, links, reason, shard, model_name, ())
+            model = await _filter_name(deployment, links, model_name)
+            return await _select(deployment, links, reason, shard, model, ())
 
     letters = run(go())
     counts = Counter(
@@ -131,7 +130,8 @@ def show(
 
     async def go() -> list[DeadLetter]:
         async with opened(settings) as (deployment, links):
-            return await _select(deployment, links, reason, shard, model_name, entry_ids)
+            model = await _filter_name(deployment, links, model_name)
+            return await _select(deployment, links, reason, shard, model, entry_ids)
 
     letters = run(go())
     for letter in letters[:limit]:
@@ -306,10 +306,12 @@ async def _model_named(deployment: Deployment, links: Links, name: str) -> str:
     raise UnknownModelError(name, sorted(set(deployment.registry.loaded) | set(records)))
 
 
-async def _filter_name(deployment: Deployment, links: Links, name: str) -> str:
+async def _filter_name(deployment: Deployment, links: Links, name: str | None) -> str | None:
     """The model a ``--model`` filter of list, show or purge means: as :func:`_model_named`
     (an alias names its model), else ``name`` as given: the dead letters of a model no longer
-    loaded nor recorded here can still be listed and purged."""
+    loaded nor recorded here can still be listed and purged. None: no filter."""
+    if name is None:
+        return None
     try:
         return await _model_named(deployment, links, name)
     except UnknownModelError:
@@ -343,7 +345,8 @@ def purge(
 
     async def choose() -> list[DeadLetter]:
         async with opened(settings) as (deployment, links):
-            return await _select(deployment, links, reason, shard, model_name, entry_ids)
+            model = await _filter_name(deployment, links, model_name)
+            return await _select(deployment, links, reason, shard, model, entry_ids)
 
     async def delete(chosen: list[DeadLetter]) -> int:
         async with opened(settings) as (deployment, links):
