@@ -51,9 +51,9 @@ def history_bucket(history: int) -> int:
 
 def _named_scores(
     scores: Mapping[str, Any], genders: Sequence[str], truth: str
-) -> tuple[float, float]:
+) -> tuple[float, float] | None:
     """The sum of the positive scores of the configured ``genders`` in ``scores``, and the
-    truth's (0 unless positive); (-1, 0) when ``scores`` names none of them."""
+    truth's (0 unless positive); None when ``scores`` names none of them."""
     total = own = 0.0
     named = False
     for gender in genders:
@@ -64,7 +64,7 @@ def _named_scores(
                 total += value
                 if gender == truth:
                     own = value
-    return (total, own) if named else (-1.0, 0.0)
+    return (total, own) if named else None
 
 
 class Tally:
@@ -119,9 +119,10 @@ class Tally:
                     if own < 0:
                         own = 0
                 else:
-                    total, own = _named_scores(scores, genders, truth)
-                    if total < 0:  # none of the configured genders named
+                    named = _named_scores(scores, genders, truth)
+                    if named is None:  # no probabilities: not counted
                         continue
+                    total, own = named
                 log_loss[i] -= log((own + LOG_LOSS_SMOOTHING) / (total + smoothed))
                 log_loss_events[i] += 1
 
