@@ -119,8 +119,7 @@ class Grading:
         if not seen:
             return NO_BLOCK
         ordered = sorted(seen)
-        slots = {hour: n for n, hour in enumerate(ordered, 1)}
-        chars = {hour: chr(MARK_ZERO + n) for hour, n in slots.items()}
+        chars = {hour: chr(MARK_ZERO + n) for n, hour in enumerate(ordered, 1)}
         chars[NOT_GRADED] = "0"
         other_day = {hour for hour in ordered if hour * MS_PER_HOUR // MS_PER_DAY != today}
         marks = {}
@@ -161,11 +160,11 @@ class Grading:
         return Block(keys, args, slots, marks, self, common)
 
     @functools.cached_property
-    def _group_chars(self) -> tuple[int, tuple[str, ...]]:
-        """Groups per shard, and each group's two characters."""
-        groups = groups_per_shard(self.shards)
-        return groups, tuple(
-            chr(MARK_ZERO + g // 64) + chr(MARK_ZERO + g % 64) for g in range(groups)
+    def _group_chars(self) -> tuple[str, ...]:
+        """Each group's two characters."""
+        return tuple(
+            chr(MARK_ZERO + g // 64) + chr(MARK_ZERO + g % 64)
+            for g in range(groups_per_shard(self.shards))
         )
 
     def group_chars(self, cid: str) -> str:
@@ -176,8 +175,7 @@ class Grading:
         if found is None:
             if len(known) >= GROUPS_REMEMBERED:
                 known.clear()
-            groups, chars = self._group_chars
-            found = known[cid] = chars[zlib.crc32(cid.encode("utf-8")) // self.shards % groups]
+            found = known[cid] = self._group_chars[client_group(cid, self.shards)]
         return found
 
     def marks(self, block: Block, events: Sequence[Event], now: int) -> tuple[int, str]:
