@@ -52,7 +52,7 @@ def _graded_args(
     )
     whole = len(done.applied) == len(own)
     marks = None if whole else grading.marks(block, done.applied, now)
-    flags = (block.common or block.marks[cid] if marks is None else marks)[0]
+    flags = (marks or block.common or block.marks[cid])[0]  # the marks that go with them
     if flags & UNIFORM:  # one slot for all: only the numbers count (python_commit.lua)
         outcomes = "".join(sorted(outcomes, key=OUTCOME_ORDER.__getitem__))
     return [block.client(cid, marks=marks), outcomes]
