@@ -84,7 +84,7 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "if told and model.grades and uniform and not spec.redriven then",
+                "if told and model.grades and not each then",
                 "if false then",
             ),
             ("_frame.lua", "elseif told and model.grades then", "elseif false then"),

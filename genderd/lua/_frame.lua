@@ -68,12 +68,17 @@
 --                 other_day in _grades.lua read it) and it got no extra keys (x = 0),
 --                 `defer` when it needs them to predict (see "Grading"); KEYS[extra ..
 --                 extra+x-1] are the x extra keys the caller passed (extra: nil when none),
---          apply = function(k, state, acked, m, expiry, predictions) -> whether the client's
---                  result hash exists after it (its expiry is then set), and whether apply
---                  wrote the :expires field: `expiry` is its new value when it must change
---                  (nil: it need not), which a model that writes the hash anyway adds to its
---                  HSET (with_expiry) to save a call. `predictions` is nil unless the client
---                  has an entry to grade; a model that grades sets predictions[1..m]}
+--          apply = function(k, state, acked, m, expiry, predictions, each) -> whether the
+--                  client's result hash exists after it (its expiry is then set), and whether
+--                  apply wrote the :expires field: `expiry` is its new value when it must
+--                  change (nil: it need not), which a model that writes the hash anyway adds
+--                  to its HSET (with_expiry) to save a call. `predictions` is nil unless the
+--                  client has an entry to grade; a model that grades sets predictions[1..m].
+--                  A model may instead count them itself, as the built-ins do: when `each` is
+--                  false (every entry graded, in one hour slot: nearly always) and it returns
+--                  two more values, how many entries it predicted and how many of those
+--                  right, the frame takes those counts and reads no predictions[j] (and the
+--                  model need not set them); when `each` is true it must set them}
 -- k is the index of the client's first key (its result hash); ARGV[first], ARGV[first+3], ...
 -- are the ids of its n entries (gender and ts follow each id). acked[1..m] are the ARGV
 -- indexes of the ids acknowledged by this call and not erased (m >= 1).
@@ -123,18 +128,22 @@ local function apply_batch(model)
         applied = applied + m
         local change = expiry_change(stored_expiry, expires)
         local told = grading and predictions or nil
-        local exists, written = model.apply(k, state, acked, m, change ~= '' and change or nil,
-          told)
+        local each = told and not (uniform and not spec.redriven)  -- each prediction is needed
+        local exists, written, p, r = model.apply(k, state, acked, m,
+          change ~= '' and change or nil, told, each)
         if exists and change then expire_client(KEYS[k], change, written) end
-        if told and model.grades and uniform and not spec.redriven then
-          -- every entry graded, in one slot (nearly always): count the predictions only
-          local p, r = 0, 0
-          for j = 1, m do
-            local prediction = told[j]
-            if prediction then
-              told[j] = nil
-              p = p + 1
-              if prediction == ARGV[acked[j] + 1] then r = r + 1 end
+        if told and model.grades and not each then
+          -- every entry graded, in one slot (nearly always): count the predictions only, unless
+          -- the model counted them
+          if p == nil then
+            p, r = 0, 0
+            for j = 1, m do
+              local prediction = told[j]
+              if prediction then
+                told[j] = nil
+                p = p + 1
+                if prediction == ARGV[acked[j] + 1] then r = r + 1 end
+              end
             end
           end
           local groups = spec.tally[uniform]  -- tally (_grades.lua) inline
@@ -146,7 +155,8 @@ local function apply_batch(model)
           end
         elseif told and model.grades then
           -- grade_all (_grades.lua) inline: entries in several slots, or re-driven ones
-          local run, e, p, r = nil, 0, 0, 0
+          local run, e = nil, 0
+          p, r = 0, 0
           for j = 1, m do
             local i = acked[j]
             local prediction = told[j]

@@ -26,17 +26,25 @@ return apply_batch({
     if have == nil then return false end
     return have, have[3]
   end,
-  apply = function(k, have, acked, m, expiry, predictions)
-    -- the greatest (ts, id) so far and its gender: the stored one, then the entries' in turn
+  apply = function(k, have, acked, m, expiry, predictions, each)
+    -- the greatest (ts, id) so far and its gender: the stored one, then the entries' in turn;
+    -- the answer before each entry is graded here (the frame's counts)
     local top_ts, top_id, answer = have[1], have[2], have[4]
+    local predicted, correct = 0, 0
     for j = 1, m do
       local i = acked[j]
-      if predictions then predictions[j] = answer end
+      if each then predictions[j] = answer end
+      if predictions and answer then
+        predicted = predicted + 1
+        if answer == ARGV[i + 1] then correct = correct + 1 end
+      end
       if not top_ts or later(ARGV[i + 2], ARGV[i], top_ts, top_id) then
         top_ts, top_id, answer = ARGV[i + 2], ARGV[i], ARGV[i + 1]
       end
     end
-    if top_id == have[2] and top_ts == have[1] then return true, false end  -- none is later
+    if top_id == have[2] and top_ts == have[1] then  -- none is later
+      return true, false, predicted, correct
+    end
     if expiry then
       redis.call('HSET', KEYS[k], group, answer, ts_field, top_ts, id_field, top_id,
         at_field, now, EXPIRES, expiry)
@@ -44,6 +52,6 @@ return apply_batch({
       redis.call('HSET', KEYS[k], group, answer, ts_field, top_ts, id_field, top_id,
         at_field, now)
     end
-    return true, true
+    return true, true, predicted, correct
   end,
 })

@@ -74,27 +74,35 @@ return apply_batch({
     end
     return have, have[EXPIRY]
   end,
-  apply = function(k, have, acked, m, expiry, predictions)
+  apply = function(k, have, acked, m, expiry, predictions, each)
     -- the answer, its time, then each counter as it changes (a counter changed by several
     -- events is listed again each time: HSET keeps the last value, the final one)
     local set = {group, false, at_field, now}
     for f = 1, #(have.upgrade or {}) do set[#set + 1] = have.upgrade[f] end  -- moved
-    -- the answer before each entry: the stored one (counters moved from layout 1: computed)
+    -- the answer before each entry: the stored one (counters moved from layout 1: computed),
+    -- then kept as the entries are counted; the predictions counted here (the frame's counts)
     local best = predictions
       and (have.upgrade and argmax_index(names, have, 1) or index[have[ANSWER] or ''])
+    local predicted, correct = 0, 0
     for j = 1, m do
       local a = acked[j]
       local i = index[ARGV[a + 1]]
       count_event(have, 2 * i - 1, ARGV[a + 2], set, fields)
       if predictions then
-        predictions[j] = best and names[best] or false
-        if i ~= best then best = lead(have, 1, best, i) end  -- the leader's own event keeps it
+        if each then predictions[j] = best and names[best] or false end
+        if best == i then  -- the leader's own event keeps it
+          predicted, correct = predicted + 1, correct + 1
+        elseif best then
+          predicted, best = predicted + 1, lead(have, 1, best, i)
+        else
+          best = i
+        end
       end
     end
     set[2] = argmax(names, have, 1)
     redis.call('HSET', KEYS[k], unpack(with_expiry(set, expiry)))
     if have[OLD_SCORES] or have.upgrade then redis.call('HDEL', KEYS[k], unpack(old_fields)) end
     if have.upgrade then redis.call('DEL', KEYS[k + 1]) end
-    return true, true
+    return true, true, predicted, correct
   end,
 })
