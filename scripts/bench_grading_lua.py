@@ -101,7 +101,7 @@ STEPS: list[tuple[str, bool, list[tuple[str, str, str]]]] = [
         [
             (
                 "_frame.lua",
-                "local grading = graded and ARGV[first - 1] or nil",
+                "local grading = graded and ARGV[a] or nil",
                 "local grading = nil",
             )
         ],

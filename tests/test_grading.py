@@ -273,3 +273,28 @@ def test_a_grades_field_that_is_not_three_counts_is_counted_afresh(
     got = process(gaio, clock, ["last"])["last"]
     assert got.counts() == (3, 2, 2)  # the first has no answer before it; then male, right
     assert sync_redis.hget(key, field) == b"3 2 2"
+
+
+def test_a_client_with_over_a_thousand_entries_in_one_call_is_graded_whole(
+    settings: Settings, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    """A client's grading carries its count of entries; counts of 1,024 and more are written
+    out, not taken from the worker's table of the usual ones."""
+    big = settings.model_copy(update={"batch_size": 2_000})
+    start = clock.now_ms - 10 * MINUTE
+    events = [
+        Ev("many", "male" if i % 3 else GENDERS[i % 2], start + i * 100, start + i * 100 + 50)
+        for i in range(1_100)
+    ]
+    assert len({hour_of(ev.ts) for ev in events}) == 1  # one call, one slot
+    want = {model: Tally() for model in MODELS}
+    expected(events, clock.now_ms, {}, want)
+    write(sync_redis, big, events)
+    loop = Loop(big)
+    try:
+        got = process(loop, clock, ["last", "top"])
+    finally:
+        loop.close()
+    assert {m: t.counts() for m, t in got.items()} == {m: want[m].counts() for m in ("last", "top")}
+    assert want["top"].counts()[:2] == (1_100, 1_099)  # every one graded; all but the first
+    assert want["top"].correct != want["last"].correct  # predicted

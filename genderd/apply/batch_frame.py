@@ -163,13 +163,13 @@ class LuaApplier:
         before = parse_id(known) if known else None
         for cid, own in per_client.items():
             more = model.grading_keys(shard, cid, own, grading) if extra and grading else []
-            if before is not None and any(parse_id(e.id) <= before for e in own):
+            marked = before is not None and any(parse_id(e.id) <= before for e in own)
+            if marked:
                 keys.append(self.keys.erased(shard, digest(cid)))
-                args.append(str(-len(own)))
+            if block.grades:  # its grading holds its count
+                args.append(block.client(cid, len(own), len(more), marked=marked))
             else:
-                args.append(str(len(own)))
-            if block.grades:
-                args.append(block.client(cid, len(more)))
+                args.append(str(-len(own) if marked else len(own)))
             keys += model.client_keys(shard, cid, own, now)
             keys += more
             for event in own:

@@ -55,7 +55,7 @@ def _graded_args(
     flags = (marks or block.common or block.marks[cid])[0]  # the marks that go with them
     if flags & UNIFORM:  # one slot for all: only the numbers count (python_commit.lua)
         outcomes = "".join(sorted(outcomes, key=OUTCOME_ORDER.__getitem__))
-    return [block.client(cid, marks=marks), outcomes]
+    return [block.client(cid, len(done.applied), marks=marks), outcomes]
 
 
 @dataclass

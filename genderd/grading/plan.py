@@ -38,8 +38,21 @@ GROUPS_REMEMBERED = 100_000
 #: the hour of an event that is not graded, among a client's hours
 NOT_GRADED = -1
 #: a client grading's flags (its first byte is 48 plus them)
-OTHER_DAY, EXTRA, GRADED, UNIFORM = 1, 2, 4, 8
-FLAG_CHARS = tuple(chr(MARK_ZERO + flags) for flags in range(16))
+OTHER_DAY, EXTRA, GRADED, UNIFORM, MARKED = 1, 2, 4, 8, 16
+FLAG_CHARS = tuple(chr(MARK_ZERO + flags) for flags in range(32))
+#: a client grading's count of entries is three base-64 characters: below this (a call holds
+#: at most a batch, GENDERD_BATCH_SIZE <= 10,000)
+MAX_ENTRIES = 64**3
+
+
+def count_chars(count: int) -> str:
+    """A client's count of entries as its grading writes it (three base-64 characters)."""
+    assert 0 <= count < MAX_ENTRIES, count
+    return "".join(chr(MARK_ZERO + count // 64**p % 64) for p in (2, 1, 0))
+
+
+#: the counts of most clients of a batch, written once
+_COUNT_CHARS = tuple(count_chars(n) for n in range(1024))
 #: how long a grades hash outlives its hour: the longest window that can be asked for
 GRADES_KEEP_S = 30 * 86_400
 
@@ -212,18 +225,29 @@ class Block:
         """Whether the call grades anything (the scripts then expect each client's grading)."""
         return bool(self.keys)
 
-    def client(self, cid: str, extra: int = 0, marks: tuple[int, str] | None = None) -> str:
-        """The client's grading (``_grades.lua``): its flags, group, ``extra`` keys when there
-        are some, and its marks (the block's, or ``marks``)."""
+    def client(
+        self,
+        cid: str,
+        count: int,
+        extra: int = 0,
+        marks: tuple[int, str] | None = None,
+        marked: bool = False,
+    ) -> str:
+        """The client's grading (``_grades.lua``): its flags (``marked``: its erasure marker
+        is passed), group, ``count`` (its entries in the call), ``extra`` keys when there are
+        some, and its marks (the block's, or ``marks``)."""
         assert self.grading is not None
         if marks is None:
             marks = self.common if self.common is not None else self.marks[cid]
         flags, chars = marks
-        group = self.grading.group_chars(cid)
+        if marked:
+            flags |= MARKED
+        counted = _COUNT_CHARS[count] if count < len(_COUNT_CHARS) else count_chars(count)
+        head = self.grading.group_chars(cid) + counted
         if not extra:
-            return FLAG_CHARS[flags] + group + chars
+            return FLAG_CHARS[flags] + head + chars
         more = chr(MARK_ZERO + extra // 64) + chr(MARK_ZERO + extra % 64)
-        return FLAG_CHARS[flags | EXTRA] + group + more + chars
+        return FLAG_CHARS[flags | EXTRA] + head + more + chars
 
 
 #: the block of a call that grades nothing

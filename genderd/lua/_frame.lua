@@ -22,9 +22,9 @@
 --   ARGV[3] = when a client touched by this call expires (ms since the epoch; "0": never)
 --   ARGV[4] = the sentinel's value as the caller knows it ("" for none)
 --   ARGV[5 .. 4+model.nparams] = the model's parameters
---   then per client, in the order of its keys: n (-n when its marker is passed); when the
---   call grades, its grading (_grades.lua: its group, x, and its entries' marks); then n
---   entries of (id, gender, ts)
+--   then per client, in the order of its keys: n (-n when its marker is passed), or, when the
+--   call grades, its grading instead (_grades.lua: n, whether its marker is passed, its
+--   group, x, and its entries' marks); then n entries of (id, gender, ts)
 --   then the grading block (_grades.lua): "0" when the call grades nothing
 --   returns: {entries applied, entries dropped as erased, entries graded, of which predicted,
 --            of which correct, D, the D clients deferred (their numbers in the call, from 1),
@@ -89,14 +89,16 @@ local function apply_batch(model)
   local sentinel = redis.call('GET', KEYS[3]) or ''
   if sentinel ~= ARGV[4] then return {-1, sentinel} end
   local spec, last = grading_block(4)
+  local whole = spec and not spec.redriven  -- no entry of the call can be a re-driven one
   local applied, erased, skipped, acked, deferred, predictions = 0, 0, {}, {}, {}, {}
   local k, a, c = 4 + (spec and spec.keys or 0), 5 + model.nparams, 0
   while a <= last do
     c = c + 1
-    local n, cutoff, client_group, x, graded, marks, uniform = tonumber(ARGV[a]), nil, nil, 0
-    if spec then
-      a = a + 1
-      client_group, x, graded, marks, uniform = client_grading(ARGV[a])
+    local n, cutoff, client_group, x, graded, marks, uniform
+    if spec then  -- its grading, which holds n
+      n, client_group, x, graded, marks, uniform = client_grading(ARGV[a])
+    else
+      n, x = tonumber(ARGV[a]), 0
     end
     if n < 0 then  -- its marker is passed
       n = -n
@@ -105,7 +107,7 @@ local function apply_batch(model)
     end
     local first, stop = a + 1, a + 3 * n
     local own = model.per_event_keys and 1 + n or model.nkeys
-    local grading = graded and ARGV[first - 1] or nil
+    local grading = graded and ARGV[a] or nil
     local extra = x > 0 and k + own or nil
     local state, stored_expiry, wants = model.read(k, first, n, grading, extra, x)
     if state == false then
@@ -128,7 +130,7 @@ local function apply_batch(model)
         applied = applied + m
         local change = expiry_change(stored_expiry, expires)
         local told = grading and predictions or nil
-        local each = told and not (uniform and not spec.redriven)  -- each prediction is needed
+        local each = told and not (uniform and whole)  -- each prediction is needed
         local exists, written, p, r = model.apply(k, state, acked, m,
           change ~= '' and change or nil, told, each)
         if exists and change then expire_client(KEYS[k], change, written) end

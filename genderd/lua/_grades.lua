@@ -16,19 +16,24 @@
 --                                  there (and removed) is not graded; "0" otherwise
 --
 -- The worker decides which entries are graded (those that arrived within the delay limit,
--- genderd.grading.plan) and tells each client's in one string, its *grading*:
+-- genderd.grading.plan) and tells each client's in one string, its *grading*, which also
+-- carries the client's count of entries (in a call that grades, the frame reads no other
+-- ARGV per client before its entries):
 --
 --   byte 1         48 + flags: 1 a graded entry's ts is of another UTC day than the processing
 --                  time's, 2 extra keys follow (x, see _frame.lua), 4 an entry is graded,
---                  8 every entry is graded, in one hour slot (the marks are that one slot)
+--                  8 every entry is graded, in one hour slot (the marks are that one slot),
+--                  16 the client's erasure marker is passed (_frame.lua)
 --   bytes 2-3      the client's group, the field of the grades hash (two characters)
---   bytes 4-5      with flag 2: x = (byte 4 - 48) * 64 + (byte 5 - 48)
+--   bytes 4-6      n, the client's entries in the call: (b4 - 48) * 4096 + (b5 - 48) * 64 +
+--                  (b6 - 48)
+--   bytes 7-8      with flag 2: x = (byte 7 - 48) * 64 + (byte 8 - 48)
 --   then           one mark per entry, in the client's order: "0" not graded, else the byte
 --                  48 + s for the hour slot s (1: the first hour of the block); with flag 8,
 --                  the one slot of them all
 --
--- Reading it is a few string.byte calls: no parsing of ids or times per entry, and one ARGV
--- per client.
+-- Reading it is one string.byte call: no parsing of ids, times or numbers, and one ARGV per
+-- client.
 
 -- Grades hash <prefix>:{sN}:grades:<model>:<hour>: one field per client group of the shard (the
 -- clusters of the live statistics), "<events> <predicted> <correct>". A call adds its graded
@@ -50,15 +55,17 @@ local function grading_block(at)
   return spec, top - h - 2
 end
 
--- A client's grading: its group (a number: the tally's key), x (its extra keys), whether an
--- entry is graded, where its marks start, and the one slot of all its entries (flag 8; else
--- nil).
+-- A client's grading: its count of entries (negative when its erasure marker is passed), its
+-- group (a number: the tally's key), x (its extra keys), whether an entry is graded, where its
+-- marks start, and the one slot of all its entries (flag 8; else nil).
 local function client_grading(grading)
-  local flags, g1, g2, b4, b5, b6 = string.byte(grading, 1, 6)  -- one call for all of them
+  local flags, g1, g2, n1, n2, n3, b7, b8, b9 = string.byte(grading, 1, 9)  -- one call
   flags = flags - 48
-  local x, marks, first_mark = 0, 4, b4
-  if flags % 4 >= 2 then x, marks, first_mark = (b4 - 48) * 64 + (b5 - 48), 6, b6 end
-  return (g1 - 48) * 64 + g2 - 48, x, flags % 8 >= 4, marks,
+  local n = (n1 - 48) * 4096 + (n2 - 48) * 64 + n3 - 48
+  if flags >= 16 then n, flags = -n, flags - 16 end
+  local x, marks, first_mark = 0, 7, b7
+  if flags % 4 >= 2 then x, marks, first_mark = (b7 - 48) * 64 + (b8 - 48), 9, b9 end
+  return n, (g1 - 48) * 64 + g2 - 48, x, flags % 8 >= 4, marks,
     flags >= 8 and first_mark - 48 or nil
 end
 
@@ -69,8 +76,8 @@ end
 
 -- The hour slot of the client's `position`-th entry (from 1), nil when it is not graded.
 local function slot_of(grading, position)
-  local flags = string.byte(grading, 1) - 48
-  local marks = flags % 4 >= 2 and 6 or 4
+  local flags = (string.byte(grading, 1) - 48) % 16
+  local marks = flags % 4 >= 2 and 9 or 7
   local slot = string.byte(grading, flags >= 8 and marks or marks + position - 1) - 48
   if slot == 0 then return nil end
   return slot
@@ -96,7 +103,7 @@ end
 -- hot path, does the same without a closure per client.)
 local function grade_all(spec, grading, marks, group, count, entry)
   local run, e, p, c = nil, 0, 0, 0
-  local uniform = (string.byte(grading, 1) - 48) >= 8
+  local uniform = (string.byte(grading, 1) - 48) % 16 >= 8
   for j = 1, count do
     local id, position, prediction, truth = entry(j)
     local slot = string.byte(grading, uniform and marks or marks + position - 1) - 48
@@ -133,13 +140,14 @@ local function write_grades(spec, stats, model)
       local stored = read_hash('HMGET', key, unpack(fields)) or {}
       local set = {}
       for f = 1, #fields do
-        local c, e, p, r = counts[f], 0, 0, 0
-        if stored[f] then
-          e, p, r = string.match(stored[f], '^(%d+) (%d+) (%d+)$')
-          e, p, r = tonumber(e) or 0, tonumber(p) or 0, tonumber(r) or 0
-        end
+        local c, e, p, r = counts[f], nil, nil, nil
+        if stored[f] then e, p, r = string.match(stored[f], '^(%d+) (%d+) (%d+)$') end
         set[#set + 1] = fields[f]
-        set[#set + 1] = fmt(e + c[1]) .. ' ' .. fmt(p + c[2]) .. ' ' .. fmt(r + c[3])
+        if e then  -- digits only: added as numbers (cheaper than tonumber), one format
+          set[#set + 1] = string.format('%d %d %d', e + c[1], p + c[2], r + c[3])
+        else  -- none yet, or not three counts: counted afresh
+          set[#set + 1] = string.format('%d %d %d', c[1], c[2], c[3])
+        end
       end
       if read_hash('HSET', key, unpack(set)) then
         redis.call('EXPIREAT', key, fmt((spec.hours[i] + 1) * 3600 + spec.keep))

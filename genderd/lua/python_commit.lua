@@ -35,8 +35,8 @@
 -- then per client c, in the order of its keys:
 --   the version read ("" for none), n, the n entry ids,
 --   s, then s field/value pairs to set, d, then d fields to delete,
---   and when the call grades: the client's grading (_grades.lua: its group and a mark per
---   entry id above) and how each entry's prediction went, one character per entry: "r" right,
+--   and when the call grades: the client's grading (_grades.lua: n again, its group and a mark
+--   per entry id above) and how each entry's prediction went, one character per entry: "r" right,
 --   "w" wrong, "n" no answer (sorted so, when the grading has one slot for all: then only
 --   their numbers matter)
 -- then the grading block (_grades.lua): "0" when the call grades nothing
@@ -110,7 +110,7 @@ while a <= last do
       if change then expire_client(result, change, true) end
       if spec then
         local grading, outcomes = ARGV[graded_at], ARGV[graded_at + 1]
-        local client_group, _, _, marks, uniform = client_grading(grading)
+        local _, client_group, _, _, marks, uniform = client_grading(grading)
         if uniform and not spec.redriven then
           -- all in one slot, the outcomes sorted (rights, wrongs, then no answers): two finds
           local other = string.find(outcomes, '[^r]') or n + 1
