@@ -58,11 +58,15 @@ end
 
 -- The answer (a gender number, nil: none) after gender i's counters in t[at..] grew, when it was
 -- `best` before: only i can overtake it (argmax's order: more events, a newer event, then the
--- smaller name), so this is argmax without going over every gender.
+-- smaller name), so this is argmax without going over every gender. Gender i's count was just
+-- counted (count_event, add_events: a number); the leader's is kept converted in t (a string
+-- as read: converting it costs more than the rest of this function, and the next lead and
+-- argmax then read a number).
 local function lead(t, at, best, i)
   if best == nil or best == i then return i end
   local c, b = at + 2 * i - 2, at + 2 * best - 2
-  local mine, theirs = tonumber(t[c]) or 0, tonumber(t[b]) or 0
+  local mine, theirs = t[c], tonumber(t[b]) or 0
+  t[b] = theirs
   if mine ~= theirs then return mine > theirs and i or best end
   local ts, their_ts = t[c + 1] or '', t[b + 1] or ''
   if ts ~= their_ts then return greater(ts, their_ts) and i or best end
