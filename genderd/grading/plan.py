@@ -40,19 +40,19 @@ NOT_GRADED = -1
 #: a client grading's flags (its first byte is 48 plus them)
 OTHER_DAY, EXTRA, GRADED, UNIFORM, MARKED = 1, 2, 4, 8, 16
 FLAG_CHARS = tuple(chr(MARK_ZERO + flags) for flags in range(32))
-#: a client grading's count of entries is three base-64 characters: below this (a call holds
-#: at most a batch, GENDERD_BATCH_SIZE <= 10,000)
-MAX_ENTRIES = 64**3
 
 
-def count_chars(count: int) -> str:
-    """A client's count of entries as its grading writes it (three base-64 characters)."""
-    assert 0 <= count < MAX_ENTRIES, count
-    return "".join(chr(MARK_ZERO + count // 64**p % 64) for p in (2, 1, 0))
+def _digits(value: int, width: int) -> str:
+    """``value`` as a client grading writes its numbers (its group, count of entries and
+    extra keys): ``width`` base-64 digits, each the character 48 plus the digit."""
+    assert 0 <= value < 64**width, (value, width)
+    return "".join(chr(MARK_ZERO + value // 64**p % 64) for p in range(width - 1, -1, -1))
 
 
-#: the counts of most clients of a batch, written once
-_COUNT_CHARS = tuple(count_chars(n) for n in range(1024))
+#: a client's count of entries in its grading: three digits (a call holds at most a batch,
+#: GENDERD_BATCH_SIZE <= 10,000); those of most clients of a batch, written once
+COUNT_DIGITS = 3
+_COUNT_CHARS = tuple(_digits(n, COUNT_DIGITS) for n in range(1024))
 #: how long a grades hash outlives its hour: the longest window that can be asked for
 GRADES_KEEP_S = 30 * 86_400
 
@@ -175,10 +175,7 @@ class Grading:
     @functools.cached_property
     def _group_chars(self) -> tuple[str, ...]:
         """Each group's two characters."""
-        return tuple(
-            chr(MARK_ZERO + g // 64) + chr(MARK_ZERO + g % 64)
-            for g in range(groups_per_shard(self.shards))
-        )
+        return tuple(_digits(g, 2) for g in range(groups_per_shard(self.shards)))
 
     def group_chars(self, cid: str) -> str:
         """The client's group as its grading names it: two characters, the grades hash's field
@@ -242,12 +239,11 @@ class Block:
         flags, chars = marks
         if marked:
             flags |= MARKED
-        counted = _COUNT_CHARS[count] if count < len(_COUNT_CHARS) else count_chars(count)
+        counted = _COUNT_CHARS[count] if count < len(_COUNT_CHARS) else _digits(count, COUNT_DIGITS)
         head = self.grading.group_chars(cid) + counted
         if not extra:
             return FLAG_CHARS[flags] + head + chars
-        more = chr(MARK_ZERO + extra // 64) + chr(MARK_ZERO + extra % 64)
-        return FLAG_CHARS[flags | EXTRA] + head + more + chars
+        return FLAG_CHARS[flags | EXTRA] + head + _digits(extra, 2) + chars
 
 
 #: the block of a call that grades nothing

@@ -140,14 +140,12 @@ local function write_grades(spec, stats, model)
       local stored = read_hash('HMGET', key, unpack(fields)) or {}
       local set = {}
       for f = 1, #fields do
-        local c, e, p, r = counts[f], nil, nil, nil
-        if stored[f] then e, p, r = string.match(stored[f], '^(%d+) (%d+) (%d+)$') end
+        -- none yet, or not three counts: counted afresh; the digits are added as numbers
+        -- (cheaper than tonumber)
+        local c = counts[f]
+        local e, p, r = string.match(stored[f] or '', '^(%d+) (%d+) (%d+)$')
         set[#set + 1] = fields[f]
-        if e then  -- digits only: added as numbers (cheaper than tonumber), one format
-          set[#set + 1] = string.format('%d %d %d', e + c[1], p + c[2], r + c[3])
-        else  -- none yet, or not three counts: counted afresh
-          set[#set + 1] = string.format('%d %d %d', c[1], c[2], c[3])
-        end
+        set[#set + 1] = string.format('%d %d %d', (e or 0) + c[1], (p or 0) + c[2], (r or 0) + c[3])
       end
       if read_hash('HSET', key, unpack(set)) then
         redis.call('EXPIREAT', key, fmt((spec.hours[i] + 1) * 3600 + spec.keep))
